@@ -1,0 +1,37 @@
+/**
+ * Typed application errors with stable codes. Every layer below the resolvers throws these;
+ * the GraphQL layer maps `code` to `extensions.code` unchanged, so clients can rely on them.
+ * Anything that is not an AppError is an internal error and is masked before it reaches a client.
+ */
+export const ErrorCode = {
+  BAD_USER_INPUT: 'BAD_USER_INPUT',
+  UNAUTHENTICATED: 'UNAUTHENTICATED',
+  FORBIDDEN: 'FORBIDDEN',
+  NOT_FOUND: 'NOT_FOUND',
+  INVALID_IMAGE: 'INVALID_IMAGE',
+  IMAGE_TOO_LARGE: 'IMAGE_TOO_LARGE',
+  IMAGE_FETCH_FAILED: 'IMAGE_FETCH_FAILED',
+  URL_NOT_ALLOWED: 'URL_NOT_ALLOWED',
+  MODEL_UNAVAILABLE: 'MODEL_UNAVAILABLE',
+  EMBEDDING_FAILED: 'EMBEDDING_FAILED',
+  ADMIN_DISABLED: 'ADMIN_DISABLED',
+  CONFLICT: 'CONFLICT',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class AppError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: Record<string, unknown>,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'AppError';
+  }
+}
+
+export const badInput = (message: string, details?: Record<string, unknown>) =>
+  new AppError(ErrorCode.BAD_USER_INPUT, message, details);
+
+export const isAppError = (e: unknown): e is AppError => e instanceof AppError;
