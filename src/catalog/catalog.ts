@@ -1,0 +1,45 @@
+/** Catalog operations: validated input in, products out. Knows the database, not GraphQL. */
+import type { Kysely } from 'kysely';
+import type { DB } from '../db/types.js';
+import {
+  countProducts,
+  deleteProductRow,
+  getProduct,
+  listProducts,
+  upsertProductRows,
+  type Product,
+  type ProductFilter,
+} from '../db/products.js';
+import { validateId, validateProductInputs, validateFilter, validatePageSize, decodeCursor, type ProductInputLike } from './validate.js';
+
+export async function findProduct(db: Kysely<DB>, id: string): Promise<Product | null> {
+  // An id that could never exist is simply not found (the ID type is opaque to clients).
+  if (!/^[1-9][0-9]{0,17}$/.test(id)) return null;
+  return getProduct(db, id);
+}
+
+export async function pageProducts(
+  db: Kysely<DB>,
+  args: { filter?: ProductFilter | null; first?: number | null; after?: string | null },
+) {
+  const filter = validateFilter(args.filter);
+  const first = validatePageSize(args.first);
+  const afterId = args.after != null ? decodeCursor(args.after) : null;
+  const page = await listProducts(db, { filter, first, afterId });
+  return { ...page, totalCount: () => countProducts(db, filter) };
+}
+
+/** All or nothing: validation first, then one transaction. */
+export async function upsertProducts(db: Kysely<DB>, inputs: ProductInputLike[]): Promise<Product[]> {
+  const validated = validateProductInputs(inputs);
+  return db.transaction().execute((trx) =>
+    upsertProductRows(
+      trx,
+      validated.map((v) => ({ ...v.write, imageUrl: v.image?.kind === 'url' ? v.image.url : null, imageSha256: null })),
+    ),
+  );
+}
+
+export async function deleteProduct(db: Kysely<DB>, id: string): Promise<boolean> {
+  return deleteProductRow(db, validateId('id', id));
+}

@@ -1,0 +1,187 @@
+/**
+ * Validation of catalog input, independent of GraphQL: each rule throws BAD_USER_INPUT naming the
+ * offending field, before anything is written.
+ */
+import { badInput } from '../errors.js';
+import type { ProductFilter, ProductWrite } from '../db/products.js';
+
+export const LIMITS = {
+  productsPerUpsert: 500,
+  pageSize: { default: 50, max: 500 },
+  sku: 128,
+  title: 500,
+  description: 10_000,
+  category: 128,
+  brand: 128,
+  attributesBytes: 64 * 1024,
+  urlLength: 2048,
+  maxPrice: 9_999_999_999.99,
+  filterCategories: 100,
+} as const;
+
+export interface ImageSpec {
+  base64?: string | null;
+  url?: string | null;
+  productId?: string | null;
+}
+
+export type ImageSource = { kind: 'base64'; base64: string } | { kind: 'url'; url: string } | { kind: 'productId'; productId: string };
+
+export interface ProductInputLike {
+  sku: string;
+  title: string;
+  description?: string | null;
+  category: string;
+  brand?: string | null;
+  price?: number | null;
+  currency?: string | null;
+  inStock?: boolean | null;
+  attributes?: unknown;
+  image?: ImageSpec | null;
+}
+
+function text(field: string, value: string, max: number, { required }: { required: boolean }): string {
+  const v = value.trim();
+  if (required && v.length === 0) throw badInput(`${field} must not be empty`, { field });
+  if (v.length > max) throw badInput(`${field} is longer than ${max} characters`, { field, max });
+  return v;
+}
+
+function optionalText(field: string, value: string | null | undefined, max: number): string | null {
+  if (value == null) return null;
+  const v = text(field, value, max, { required: false });
+  return v.length ? v : null;
+}
+
+export function validatePrice(field: string, price: number | null | undefined): number | null {
+  if (price == null) return null;
+  if (!Number.isFinite(price) || price < 0 || price > LIMITS.maxPrice) {
+    throw badInput(`${field} must be between 0 and ${LIMITS.maxPrice}`, { field });
+  }
+  return price;
+}
+
+/** Exactly one of base64, url, productId. */
+export function validateImageSpec(field: string, image: ImageSpec): ImageSource {
+  const given = (['base64', 'url', 'productId'] as const).filter((k) => image[k] != null);
+  if (given.length !== 1) {
+    throw badInput(`${field} needs exactly one of base64, url or productId (got ${given.length ? given.join(' and ') : 'none'})`, { field });
+  }
+  if (image.base64 != null) {
+    const b64 = image.base64.replace(/\s+/g, '');
+    if (b64.length === 0 || !/^[A-Za-z0-9+/_-]*={0,2}$/.test(b64)) throw badInput(`${field}.base64 is not valid base64`, { field });
+    return { kind: 'base64', base64: b64 };
+  }
+  if (image.url != null) {
+    let url: URL;
+    try {
+      url = new URL(image.url);
+    } catch {
+      throw badInput(`${field}.url is not a valid URL`, { field });
+    }
+    if (image.url.length > LIMITS.urlLength) throw badInput(`${field}.url is longer than ${LIMITS.urlLength} characters`, { field });
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw badInput(`${field}.url must be http or https`, { field });
+    return { kind: 'url', url: url.toString() };
+  }
+  return { kind: 'productId', productId: validateId(`${field}.productId`, image.productId!) };
+}
+
+export function validateId(field: string, id: string): string {
+  if (!/^[1-9][0-9]{0,17}$/.test(id)) throw badInput(`${field} is not a valid product id`, { field });
+  return id;
+}
+
+export interface ValidatedProduct {
+  write: Omit<ProductWrite, 'imageUrl' | 'imageSha256'>;
+  image: Exclude<ImageSource, { kind: 'productId' }> | null;
+}
+
+export function validateProductInputs(inputs: ProductInputLike[]): ValidatedProduct[] {
+  if (inputs.length === 0) throw badInput('products must not be empty', { field: 'products' });
+  if (inputs.length > LIMITS.productsPerUpsert) {
+    throw badInput(`at most ${LIMITS.productsPerUpsert} products per call`, { field: 'products', max: LIMITS.productsPerUpsert });
+  }
+  const seen = new Set<string>();
+  return inputs.map((p, i) => {
+    const at = `products[${i}]`;
+    const sku = text(`${at}.sku`, p.sku, LIMITS.sku, { required: true });
+    if (seen.has(sku)) throw badInput(`duplicate sku "${sku}" in one call`, { field: `${at}.sku` });
+    seen.add(sku);
+    const currency = p.currency == null ? null : p.currency.trim();
+    if (currency != null && !/^[A-Z]{3}$/.test(currency)) {
+      throw badInput(`${at}.currency must be an ISO 4217 code of three capital letters`, { field: `${at}.currency` });
+    }
+    const attributes = p.attributes ?? {};
+    if (typeof attributes !== 'object' || attributes === null || Array.isArray(attributes)) {
+      throw badInput(`${at}.attributes must be a JSON object`, { field: `${at}.attributes` });
+    }
+    if (Buffer.byteLength(JSON.stringify(attributes)) > LIMITS.attributesBytes) {
+      throw badInput(`${at}.attributes is larger than ${LIMITS.attributesBytes} bytes`, { field: `${at}.attributes` });
+    }
+    const price = validatePrice(`${at}.price`, p.price);
+    if (price != null && Math.abs(price * 100 - Math.round(price * 100)) > 1e-6) {
+      throw badInput(`${at}.price has more than two decimals`, { field: `${at}.price` });
+    }
+    let image: ValidatedProduct['image'] = null;
+    if (p.image != null) {
+      const source = validateImageSpec(`${at}.image`, p.image);
+      if (source.kind === 'productId') throw badInput(`${at}.image takes base64 or url, not productId`, { field: `${at}.image` });
+      image = source;
+    }
+    return {
+      write: {
+        sku,
+        title: text(`${at}.title`, p.title, LIMITS.title, { required: true }),
+        description: optionalText(`${at}.description`, p.description, LIMITS.description),
+        category: text(`${at}.category`, p.category, LIMITS.category, { required: true }),
+        brand: optionalText(`${at}.brand`, p.brand, LIMITS.brand),
+        price,
+        currency,
+        inStock: p.inStock ?? true,
+        attributes: attributes as Record<string, unknown>,
+      },
+      image,
+    };
+  });
+}
+
+export function validateFilter(filter: ProductFilter | null | undefined): ProductFilter | null {
+  if (!filter) return null;
+  const minPrice = validatePrice('filter.minPrice', filter.minPrice);
+  const maxPrice = validatePrice('filter.maxPrice', filter.maxPrice);
+  if (minPrice != null && maxPrice != null && minPrice > maxPrice) {
+    throw badInput('filter.minPrice must not exceed filter.maxPrice', { field: 'filter.minPrice' });
+  }
+  if (filter.categories && filter.categories.length > LIMITS.filterCategories) {
+    throw badInput(`filter.categories takes at most ${LIMITS.filterCategories} names`, { field: 'filter.categories' });
+  }
+  for (const [field, value, max] of [
+    ['filter.category', filter.category, LIMITS.category],
+    ['filter.brand', filter.brand, LIMITS.brand],
+  ] as const) {
+    if (value != null && value.length > max) throw badInput(`${field} is longer than ${max} characters`, { field });
+  }
+  return { ...filter, minPrice, maxPrice };
+}
+
+export function validatePageSize(first: number | null | undefined): number {
+  if (first == null) return LIMITS.pageSize.default;
+  if (!Number.isInteger(first) || first < 1 || first > LIMITS.pageSize.max) {
+    throw badInput(`first must be between 1 and ${LIMITS.pageSize.max}`, { field: 'first', max: LIMITS.pageSize.max });
+  }
+  return first;
+}
+
+const CURSOR_PREFIX = 'product:';
+
+/** Opaque keyset cursors: base64url of the last product id seen. */
+export function encodeCursor(id: string): string {
+  return Buffer.from(CURSOR_PREFIX + id).toString('base64url');
+}
+
+export function decodeCursor(cursor: string): string {
+  const raw = /^[A-Za-z0-9_-]{1,64}$/.test(cursor) ? Buffer.from(cursor, 'base64url').toString() : '';
+  const id = raw.startsWith(CURSOR_PREFIX) ? raw.slice(CURSOR_PREFIX.length) : '';
+  if (!/^[1-9][0-9]{0,17}$/.test(id)) throw badInput('after is not a cursor returned by this API', { field: 'after' });
+  return id;
+}

@@ -1,0 +1,73 @@
+/**
+ * Opens the database the configuration names: a node-postgres pool when DATABASE_URL is set,
+ * otherwise the embedded PGlite. Everything above this module sees one Kysely instance.
+ */
+import { Mutex } from 'async-mutex';
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import pg from 'pg';
+import type { Logger } from '../log.js';
+import type { DB } from './types.js';
+import { openPglite, PgliteDialect, startPsqlPort } from './pglite.js';
+
+export type DatabaseTarget =
+  | { kind: 'postgres'; url: string; poolSize?: number }
+  | { kind: 'pglite'; dataDir?: string; psqlPort?: number };
+
+export interface Database {
+  db: Kysely<DB>;
+  kind: 'postgres' | 'pglite';
+  /** Where an analyst points psql (embedded database only; null when not served). */
+  psqlUrl: string | null;
+  close(): Promise<void>;
+}
+
+// int8 (bigint ids, counts) as strings: ids go out as GraphQL IDs, so no precision is lost.
+// numeric stays a string too and is converted where it is read.
+
+export async function openDatabase(target: DatabaseTarget, log?: Logger): Promise<Database> {
+  if (target.kind === 'postgres') {
+    const pool = new pg.Pool({ connectionString: target.url, max: target.poolSize ?? 10 });
+    pool.on('error', (err) => log?.error({ err }, 'idle PostgreSQL connection failed'));
+    const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+    return { db, kind: 'postgres', psqlUrl: null, close: () => db.destroy() };
+  }
+  const pglite = await openPglite(target.dataDir);
+  const lock = new Mutex();
+  const db = new Kysely<DB>({ dialect: new PgliteDialect(pglite, lock) });
+  let psql: { url: string; stop(): Promise<void> } | null = null;
+  if (target.psqlPort !== undefined) {
+    try {
+      psql = await startPsqlPort(pglite, lock, target.psqlPort);
+    } catch (err) {
+      // The service still works without the analyst port (e.g. the port is taken).
+      log?.warn({ err, port: target.psqlPort }, 'could not open the psql port for the embedded database');
+    }
+  }
+  return {
+    db,
+    kind: 'pglite',
+    psqlUrl: psql?.url ?? null,
+    close: async () => {
+      await psql?.stop();
+      await db.destroy();
+    },
+  };
+}
+
+export const MIN_PGVECTOR = [0, 8] as const;
+
+/** Fails with one clear message when the vector extension is missing or older than 0.8. */
+export async function checkVectorExtension(db: Kysely<DB>): Promise<string> {
+  const installed = await sql<{ extversion: string }>`SELECT extversion FROM pg_extension WHERE extname = 'vector'`.execute(db);
+  const available = await sql<{ default_version: string }>`SELECT default_version FROM pg_available_extensions WHERE name = 'vector'`.execute(db);
+  const version = installed.rows[0]?.extversion ?? available.rows[0]?.default_version;
+  const how =
+    'Install pgvector 0.8 or newer on the database server (Debian/Ubuntu: scripts/provision-postgres.sh; ' +
+    'Docker: docker compose up db, which uses the pgvector image), or unset DATABASE_URL to use the embedded database.';
+  if (!version) throw new Error(`The PostgreSQL server has no "vector" extension (pgvector). ${how}`);
+  const [major = 0, minor = 0] = version.split('.').map(Number);
+  if (major < MIN_PGVECTOR[0] || (major === MIN_PGVECTOR[0] && minor < MIN_PGVECTOR[1])) {
+    throw new Error(`pgvector ${version} is too old: filtered search needs iterative index scans from 0.8. ${how}`);
+  }
+  return version;
+}

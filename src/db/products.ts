@@ -1,0 +1,168 @@
+/** The products repository: the only place that reads or writes the products table. */
+import { sql, type ExpressionBuilder, type Kysely, type Selectable, type Transaction } from 'kysely';
+import type { DB, ProductsTable } from './types.js';
+
+export interface Product {
+  id: string;
+  sku: string;
+  title: string;
+  description: string | null;
+  category: string;
+  brand: string | null;
+  price: number | null;
+  currency: string | null;
+  inStock: boolean;
+  attributes: Record<string, unknown>;
+  imageUrl: string | null;
+  imageSha256: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface ProductWrite {
+  sku: string;
+  title: string;
+  description: string | null;
+  category: string;
+  brand: string | null;
+  price: number | null;
+  currency: string | null;
+  inStock: boolean;
+  attributes: Record<string, unknown>;
+  imageUrl: string | null;
+  imageSha256: string | null;
+}
+
+/** Relational filters shared by catalog listing and similarity search. All conditions AND together. */
+export interface ProductFilter {
+  category?: string | null;
+  categories?: string[] | null;
+  brand?: string | null;
+  minPrice?: number | null;
+  maxPrice?: number | null;
+  inStock?: boolean | null;
+}
+
+type Db = Kysely<DB> | Transaction<DB>;
+
+export function toProduct(row: Selectable<ProductsTable>): Product {
+  return {
+    id: String(row.id),
+    sku: row.sku,
+    title: row.title,
+    description: row.description,
+    category: row.category,
+    brand: row.brand,
+    price: row.price === null ? null : Number(row.price),
+    currency: row.currency,
+    inStock: row.in_stock,
+    attributes: row.attributes,
+    imageUrl: row.image_url,
+    imageSha256: row.image_sha256,
+    createdAt: new Date(row.created_at),
+    updatedAt: new Date(row.updated_at),
+  };
+}
+
+/** The WHERE conditions of a ProductFilter over the products table (aliased or not). */
+export function productFilterCondition(filter: ProductFilter | null | undefined, table: 'products' | 'p' = 'products') {
+  return (eb: ExpressionBuilder<any, any>) => {
+    const col = (c: string) => eb.ref(`${table}.${c}`);
+    const conds = [];
+    if (!filter) return eb.and([]);
+    if (filter.category != null) conds.push(eb(col('category'), '=', filter.category));
+    if (filter.categories != null) {
+      // An empty list matches nothing, as the caller asked for no category at all.
+      conds.push(filter.categories.length ? eb(col('category'), 'in', filter.categories) : sql<boolean>`false`);
+    }
+    if (filter.brand != null) conds.push(eb(col('brand'), '=', filter.brand));
+    if (filter.minPrice != null) conds.push(eb(col('price'), '>=', filter.minPrice));
+    if (filter.maxPrice != null) conds.push(eb(col('price'), '<=', filter.maxPrice));
+    if (filter.inStock != null) conds.push(eb(col('in_stock'), '=', filter.inStock));
+    return eb.and(conds);
+  };
+}
+
+export async function getProduct(db: Db, id: string): Promise<Product | null> {
+  const row = await db.selectFrom('products').selectAll().where('id', '=', id as never).executeTakeFirst();
+  return row ? toProduct(row) : null;
+}
+
+export async function getProductsByIds(db: Db, ids: string[]): Promise<Map<string, Product>> {
+  if (ids.length === 0) return new Map();
+  const rows = await db.selectFrom('products').selectAll().where('id', 'in', ids as never[]).execute();
+  return new Map(rows.map((r) => [String(r.id), toProduct(r)]));
+}
+
+export async function getProductsBySkus(db: Db, skus: string[]): Promise<Map<string, Product>> {
+  if (skus.length === 0) return new Map();
+  const rows = await db.selectFrom('products').selectAll().where('sku', 'in', skus).execute();
+  return new Map(rows.map((r) => [r.sku, toProduct(r)]));
+}
+
+/** One page in id order (stable: ids never change) after the given id. Fetches first+1 to know if more exist. */
+export async function listProducts(
+  db: Db,
+  opts: { filter?: ProductFilter | null; first: number; afterId?: string | null },
+): Promise<{ products: Product[]; hasNextPage: boolean }> {
+  let q = db.selectFrom('products').selectAll().where(productFilterCondition(opts.filter));
+  if (opts.afterId != null) q = q.where('id', '>', opts.afterId as never);
+  const rows = await q.orderBy('id').limit(opts.first + 1).execute();
+  return { products: rows.slice(0, opts.first).map(toProduct), hasNextPage: rows.length > opts.first };
+}
+
+export async function countProducts(db: Db, filter?: ProductFilter | null): Promise<number> {
+  const row = await db
+    .selectFrom('products')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .where(productFilterCondition(filter))
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/** Inserts or updates by SKU; returns the stored rows in input order. Call inside a transaction for all-or-nothing. */
+export async function upsertProductRows(db: Db, products: ProductWrite[]): Promise<Product[]> {
+  if (products.length === 0) return [];
+  const rows = await db
+    .insertInto('products')
+    .values(
+      products.map((p) => ({
+        sku: p.sku,
+        title: p.title,
+        description: p.description,
+        category: p.category,
+        brand: p.brand,
+        price: p.price,
+        currency: p.currency,
+        in_stock: p.inStock,
+        attributes: JSON.stringify(p.attributes),
+        image_url: p.imageUrl,
+        image_sha256: p.imageSha256,
+      })),
+    )
+    .onConflict((oc) =>
+      oc.column('sku').doUpdateSet((eb) => ({
+        title: eb.ref('excluded.title'),
+        description: eb.ref('excluded.description'),
+        category: eb.ref('excluded.category'),
+        brand: eb.ref('excluded.brand'),
+        price: eb.ref('excluded.price'),
+        currency: eb.ref('excluded.currency'),
+        in_stock: eb.ref('excluded.in_stock'),
+        attributes: eb.ref('excluded.attributes'),
+        // An upsert without an image keeps the product's current image (and so its vectors).
+        image_url: sql`CASE WHEN excluded.image_url IS NULL AND excluded.image_sha256 IS NULL THEN products.image_url ELSE excluded.image_url END`,
+        image_sha256: sql`CASE WHEN excluded.image_url IS NULL AND excluded.image_sha256 IS NULL THEN products.image_sha256 ELSE excluded.image_sha256 END`,
+        updated_at: sql`now()`,
+      })),
+    )
+    .returningAll()
+    .execute();
+  const bySku = new Map(rows.map((r) => [r.sku, toProduct(r)]));
+  return products.map((p) => bySku.get(p.sku)!);
+}
+
+export async function deleteProductRow(db: Db, id: string): Promise<boolean> {
+  const res = await db.deleteFrom('products').where('id', '=', id as never).executeTakeFirst();
+  return Number(res.numDeletedRows) > 0;
+}

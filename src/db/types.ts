@@ -1,0 +1,44 @@
+/** Kysely's view of the schema in migrations/. Keep in step with the migrations. */
+import type { ColumnType, Generated } from 'kysely';
+
+export interface ProductsTable {
+  id: ColumnType<string, never, never>; // bigint identity; node-postgres returns int8 as string
+  sku: string;
+  title: string;
+  description: string | null;
+  category: string;
+  brand: string | null;
+  price: ColumnType<string | null, number | string | null, number | string | null>; // numeric(12,2)
+  currency: string | null;
+  in_stock: Generated<boolean>;
+  attributes: ColumnType<Record<string, unknown>, string, string>;
+  image_url: string | null;
+  image_sha256: string | null;
+  created_at: Generated<Date>;
+  updated_at: Generated<Date>;
+}
+
+export interface EmbeddingModelsTable {
+  id: string;
+  source: string;
+  variant: string | null;
+  dimension: number;
+  status: Generated<'building' | 'ready' | 'retired'>;
+  is_active: Generated<boolean>;
+  created_at: Generated<Date>;
+  activated_at: Date | null;
+}
+
+export interface ProductEmbeddingsTable {
+  product_id: string;
+  model_id: string;
+  embedding: string; // pgvector text form '[x,y,...]' (pgvector's toSql / fromSql)
+  image_sha256: string;
+  created_at: Generated<Date>;
+}
+
+export interface DB {
+  products: ProductsTable;
+  embedding_models: EmbeddingModelsTable;
+  product_embeddings: ProductEmbeddingsTable;
+}

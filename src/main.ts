@@ -1,0 +1,124 @@
+/**
+ * The command-line entry: `serve` (default), `migrate [up|status|down]`.
+ * Run as `npm start`, `npm run migrate -- status`, or `npm run cli -- <command> --help`.
+ */
+import { parseArgs } from 'node:util';
+import { startService, openConfiguredDatabase } from './app.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { migrateDown, migrateToLatest, migrationStatus } from './db/migrate.js';
+import { createLogger, type Logger } from './log.js';
+
+interface Command {
+  summary: string;
+  usage: string;
+  run(args: string[], config: Config, log: Logger): Promise<void>;
+}
+
+const commands: Record<string, Command> = {
+  serve: {
+    summary: 'Run the GraphQL service (embedded database unless DATABASE_URL is set).',
+    usage: 'serve',
+    async run(_args, config, log) {
+      const service = await startService(config, log);
+      const psql = service.services.database.psqlUrl;
+      log.info({ url: `${service.http.url}/graphql`, psql }, 'service ready');
+      process.stdout.write(`\nGraphQL:  ${service.http.url}/graphql\n`);
+      if (psql) process.stdout.write(`psql:     psql "${psql}"\n`);
+      process.stdout.write('\n');
+      let stopping = false;
+      const shutdown = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ signal }, 'shutting down: draining in-flight requests');
+        service.stop().then(
+          () => process.exit(0),
+          (err) => {
+            log.error({ err }, 'error during shutdown');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGTERM', () => shutdown('SIGTERM'));
+      process.on('SIGINT', () => shutdown('SIGINT'));
+    },
+  },
+  migrate: {
+    summary: 'Apply migrations: up (default, to the latest), status, or down (one step).',
+    usage: 'migrate [up|status|down]',
+    async run(args, config, log) {
+      const action = args[0] ?? 'up';
+      if (!['up', 'status', 'down'].includes(action)) throw new UsageError(`unknown migrate action "${action}"`);
+      const database = await openConfiguredDatabase({ ...config, database: withoutPsqlPort(config) }, log);
+      try {
+        if (action === 'status') {
+          for (const m of await migrationStatus(database.db)) {
+            process.stdout.write(`${m.executedAt ? `applied ${m.executedAt.toISOString()}` : 'pending'}  ${m.name}\n`);
+          }
+        } else if (action === 'down') {
+          const undone = await migrateDown(database.db);
+          process.stdout.write(undone.length ? `reverted ${undone.join(', ')}\n` : 'nothing to revert\n');
+        } else {
+          const applied = await migrateToLatest(database.db);
+          process.stdout.write(applied.length ? `applied ${applied.join(', ')}\n` : 'already up to date\n');
+        }
+      } finally {
+        await database.close();
+      }
+    },
+  },
+};
+
+function withoutPsqlPort(config: Config): Config['database'] {
+  return config.database.kind === 'pglite' ? { ...config.database, psqlPort: undefined as never } : config.database;
+}
+
+class UsageError extends Error {}
+
+function help(): string {
+  const lines = Object.entries(commands).map(([name, c]) => `  ${c.usage.padEnd(28)} ${c.summary}`);
+  return `Usage: vps <command> [options]\n\nCommands:\n${lines.join('\n')}\n\nEach command takes --help. Settings come from the environment (see README).\n`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name = 'serve', ...rest] = argv;
+  if (name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(help());
+    return 0;
+  }
+  const command = commands[name];
+  if (!command) {
+    process.stderr.write(`unknown command "${name}"\n\n${help()}`);
+    return 2;
+  }
+  const { values, positionals } = parseArgs({ args: rest, options: { help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: false });
+  if (values.help) {
+    process.stdout.write(`Usage: vps ${command.usage}\n\n${command.summary}\n`);
+    return 0;
+  }
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel);
+  try {
+    await command.run(positionals, config, log);
+    return name === 'serve' ? -1 : 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`${err.message}\n\nUsage: vps ${command.usage}\n`);
+      return 2;
+    }
+    log.error({ err }, `${name} failed`);
+    process.stderr.write(`\n${name} failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+}
+
+const code = await main(process.argv.slice(2));
+if (code >= 0) process.exit(code);

@@ -1,0 +1,8 @@
+import type { Services } from '../services.js';
+
+/** What every resolver receives: the shared services and who is calling. */
+export interface RequestContext {
+  services: Services;
+  /** The bearer token the request presented, if any (checked only by admin operations). */
+  bearerToken: string | null;
+}

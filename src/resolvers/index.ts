@@ -1,0 +1,5 @@
+import type { Resolvers } from '../schema/generated.js';
+import { catalogResolvers } from './catalog.js';
+import { DateTimeScalar, JSONScalar } from './scalars.js';
+
+export const resolvers: Resolvers[] = [{ JSON: JSONScalar, DateTime: DateTimeScalar }, catalogResolvers];

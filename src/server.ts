@@ -1,0 +1,148 @@
+/**
+ * HTTP wiring: Fastify serves /graphql (Apollo Server), /healthz and /readyz, and shuts down
+ * gracefully: stop accepting, let in-flight requests finish, then close what the services hold.
+ */
+import fs from 'node:fs';
+import { ApolloServer, type ApolloServerPlugin, type GraphQLRequestContext } from '@apollo/server';
+import { ApolloServerErrorCode, unwrapResolverError } from '@apollo/server/errors';
+import { fastifyApolloDrainPlugin, fastifyApolloHandler } from '@as-integrations/fastify';
+import { ApolloArmor } from '@escape.tech/graphql-armor';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { GraphQLError, type GraphQLFormattedError } from 'graphql';
+import { sql } from 'kysely';
+import { pendingMigrations } from './db/migrate.js';
+import { isAppError } from './errors.js';
+import type { RequestContext } from './resolvers/context.js';
+import { resolvers } from './resolvers/index.js';
+import type { Services } from './services.js';
+
+const SCHEMA_DIR = new URL('./schema/', import.meta.url);
+
+export function loadTypeDefs(): string[] {
+  return fs
+    .readdirSync(SCHEMA_DIR)
+    .filter((f) => f.endsWith('.graphql'))
+    .sort()
+    .map((f) => fs.readFileSync(new URL(f, SCHEMA_DIR), 'utf8'));
+}
+
+/** AppErrors keep their code and message; GraphQL's own errors pass; anything else is masked. */
+export function formatError(services: Services) {
+  return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
+    const original = unwrapResolverError(error);
+    if (isAppError(original)) {
+      return { ...formatted, message: original.message, extensions: { ...original.details, code: original.code } };
+    }
+    const code = formatted.extensions?.code;
+    if (original instanceof GraphQLError && code && code !== ApolloServerErrorCode.INTERNAL_SERVER_ERROR) {
+      return formatted;
+    }
+    services.log.error({ err: original, path: formatted.path }, 'unexpected error in GraphQL request');
+    return {
+      message: 'Internal server error',
+      ...(formatted.path ? { path: formatted.path } : {}),
+      ...(formatted.locations ? { locations: formatted.locations } : {}),
+      extensions: { code: ApolloServerErrorCode.INTERNAL_SERVER_ERROR },
+    };
+  };
+}
+
+export interface HttpServer {
+  app: FastifyInstance;
+  /** The address it listens on, e.g. http://127.0.0.1:4000 */
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startHttpServer(services: Services): Promise<HttpServer> {
+  const { config } = services;
+  const app = Fastify({
+    loggerInstance: services.log as FastifyBaseLogger,
+    bodyLimit: config.http.bodyLimit,
+    disableRequestLogging: false,
+    // Let in-flight requests finish on close; new connections are refused.
+    forceCloseConnections: 'idle',
+  });
+
+  const armor = new ApolloArmor({
+    maxDepth: { n: config.graphql.maxDepth },
+    maxAliases: { n: config.graphql.maxAliases },
+    costLimit: { maxCost: config.graphql.maxCost },
+    maxTokens: { n: 5000 },
+    maxDirectives: { n: 50 },
+    blockFieldSuggestion: { enabled: config.production },
+  });
+  const protection = armor.protect();
+
+  const apollo = new ApolloServer<RequestContext>({
+    typeDefs: loadTypeDefs(),
+    resolvers,
+    introspection: config.graphql.introspection,
+    csrfPrevention: true,
+    includeStacktraceInErrorResponses: false,
+    allowBatchedHttpRequests: false,
+    formatError: formatError(services),
+    validationRules: protection.validationRules,
+    plugins: [
+      // graphql-armor and the fastify integration are typed against Apollo's CJS build; same runtime objects.
+      ...(protection.plugins as unknown as ApolloServerPlugin<RequestContext>[]),
+      fastifyApolloDrainPlugin(app) as unknown as ApolloServerPlugin<RequestContext>,
+      {
+        async requestDidStart() {
+          return {
+            async didEncounterErrors(ctx: GraphQLRequestContext<RequestContext>) {
+              for (const err of ctx.errors ?? []) {
+                const original = unwrapResolverError(err);
+                if (isAppError(original)) services.log.info({ code: original.code, msg: original.message }, 'request rejected');
+              }
+            },
+          };
+        },
+      },
+    ],
+  });
+  await apollo.start();
+
+  app.route({
+    url: '/graphql',
+    method: ['GET', 'POST', 'OPTIONS'],
+    handler: fastifyApolloHandler(apollo, {
+      context: async (request) => {
+        const header = request.headers.authorization;
+        const match = typeof header === 'string' ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null;
+        return { services, bearerToken: match?.[1] ?? null };
+      },
+    }),
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+
+  app.get('/readyz', async (_req, reply) => {
+    const checks: Record<string, string> = {};
+    let ready = true;
+    try {
+      await sql`SELECT 1`.execute(services.database.db);
+      checks.database = 'ok';
+      const pending = await pendingMigrations(services.database.db);
+      checks.migrations = pending.length ? `pending: ${pending.join(', ')}` : 'ok';
+      if (pending.length) ready = false;
+    } catch (err) {
+      services.log.warn({ err }, 'readiness check failed');
+      checks.database = 'unreachable';
+      ready = false;
+    }
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
+  });
+
+  await app.listen({ host: config.http.host, port: config.http.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address ? address.port : config.http.port;
+  const host = config.http.host.includes(':') ? `[${config.http.host}]` : config.http.host;
+  return {
+    app,
+    url: `http://${host}:${port}`,
+    close: async () => {
+      await app.close(); // stops accepting, drains in-flight requests, stops Apollo
+    },
+  };
+}
