@@ -1,0 +1,28 @@
+/** Messages between the engine (main thread) and its inference workers. */
+import type { ProviderName } from './providers.js';
+
+export interface WorkerInit {
+  visionModelPath: string;
+  textModelPath: string;
+  provider: ProviderName;
+  intraOpThreads: number;
+  dimension: number;
+  imageWidth: number;
+  imageHeight: number;
+  textMaxLength: number;
+  /** Warm-up run at start (validates the output dimension for real). */
+  warmup: boolean;
+}
+
+export type Kind = 'image' | 'text';
+
+export type ToWorker =
+  | { type: 'run'; id: number; kind: Kind; batch: number; data: Float32Array | BigInt64Array; mask?: BigInt64Array }
+  | { type: 'memory'; id: number };
+
+export type FromWorker =
+  | { type: 'ready'; provider: 'cuda' | 'webgpu' | 'cpu'; fallbackReason?: string; inputs: Record<Kind, string[]> }
+  | { type: 'init-error'; code: string; message: string }
+  | { type: 'result'; id: number; data: Float32Array }
+  | { type: 'error'; id: number; code: string; message: string }
+  | { type: 'memory'; id: number; rss: number; heapUsed: number; external: number; arrayBuffers: number };

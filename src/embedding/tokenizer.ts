@@ -1,0 +1,75 @@
+/**
+ * SigLIP 2 text preprocessing with tokenizer.json through @huggingface/tokenizers:
+ * lowercase (SigLIP 2 was trained on lowercased text; its shipped tokenizer does not lowercase),
+ * encode without the tokenizer's own special tokens, append EOS, truncate so that EOS stays last,
+ * right-pad with the pad id to the fixed length (64).
+ */
+import { Tokenizer } from '@huggingface/tokenizers';
+import { AppError, ErrorCode } from '../errors.js';
+
+export interface TextTokenizer {
+  readonly maxLength: number;
+  readonly padId: number;
+  readonly eosId: number;
+  /** Row-major int64 [texts.length, maxLength] ids, and the matching attention mask (1 up to and including EOS). */
+  encode(texts: string[]): { ids: BigInt64Array; mask: BigInt64Array };
+  encodeOne(text: string): number[];
+}
+
+function tokenName(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  return undefined;
+}
+
+export function createTokenizer(tokenizerJson: object, tokenizerConfig: Record<string, unknown>, maxLength = 64): TextTokenizer {
+  let tok: Tokenizer;
+  try {
+    tok = new Tokenizer(tokenizerJson, tokenizerConfig);
+  } catch (err) {
+    throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'tokenizer.json could not be loaded', { file: 'tokenizer.json' }, { cause: err });
+  }
+  const idOf = (key: string, fallback: string): number => {
+    const name = tokenName(tokenizerConfig[key]) ?? fallback;
+    const id = tok.token_to_id(name);
+    if (id === undefined) {
+      throw new AppError(ErrorCode.MODEL_UNAVAILABLE, `tokenizer.json has no id for ${key} "${name}" (from tokenizer_config.json)`, {
+        file: 'tokenizer.json',
+      });
+    }
+    return id;
+  };
+  const eosId = idOf('eos_token', '<eos>');
+  const padId = idOf('pad_token', '<pad>');
+  const bosId = tokenizerConfig['add_bos_token'] === true ? idOf('bos_token', '<bos>') : undefined;
+
+  const encodeWithLength = (text: string): { seq: number[]; length: number } => {
+    const ids = tok.encode(text.toLowerCase(), { add_special_tokens: false }).ids;
+    const head = bosId === undefined ? [] : [bosId];
+    const room = maxLength - head.length - 1;
+    const body = ids.length > room ? ids.slice(0, room) : ids;
+    const seq = [...head, ...body, eosId];
+    const length = seq.length;
+    while (seq.length < maxLength) seq.push(padId);
+    return { seq, length };
+  };
+  const encodeOne = (text: string) => encodeWithLength(text).seq;
+  return {
+    maxLength,
+    padId,
+    eosId,
+    encodeOne,
+    encode(texts: string[]) {
+      const ids = new BigInt64Array(texts.length * maxLength);
+      const mask = new BigInt64Array(texts.length * maxLength);
+      texts.forEach((t, i) => {
+        const { seq, length } = encodeWithLength(t);
+        for (let j = 0; j < maxLength; j++) {
+          ids[i * maxLength + j] = BigInt(seq[j]!);
+          mask[i * maxLength + j] = j < length ? 1n : 0n;
+        }
+      });
+      return { ids, mask };
+    },
+  };
+}

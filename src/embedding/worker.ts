@@ -1,0 +1,187 @@
+/**
+ * Inference worker: one ONNX Runtime session per tower (vision, text), created once, reused for every
+ * batch. `session.run` blocks this thread, never the main one. Outputs are found by name
+ * (pooler_output, else image_embeds / text_embeds), L2-normalised here, and transferred back.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import * as ort from 'onnxruntime-node';
+import { fromHalf, toHalf } from './fp16.js';
+import type { FromWorker, Kind, ToWorker, WorkerInit } from './protocol.js';
+import { createWithProvider } from './providers.js';
+
+const init = workerData as WorkerInit;
+const port = parentPort!;
+const post = (msg: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(msg, transfer);
+
+interface Tower {
+  session: ort.InferenceSession;
+  inputName: string;
+  inputType: string;
+  outputName: string;
+  outputType: string;
+  hasAttentionMask: boolean;
+  file: string;
+}
+
+const EMBED_OUTPUTS: Record<Kind, string[]> = {
+  image: ['pooler_output', 'image_embeds'],
+  text: ['pooler_output', 'text_embeds'],
+};
+
+class ModelError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+function sessionOptions(provider: 'cuda' | 'webgpu' | 'cpu'): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: [provider],
+    intraOpNumThreads: init.intraOpThreads,
+    interOpNumThreads: 1,
+    graphOptimizationLevel: 'all',
+    executionMode: 'sequential',
+    // quiet while probing providers; real failures surface as exceptions
+    logSeverityLevel: 3,
+  };
+}
+
+type Meta = { name: string; isTensor: boolean; type?: string; shape?: (number | string)[] };
+
+function describeTower(session: ort.InferenceSession, kind: Kind, file: string): Tower {
+  const inputs = (session.inputMetadata as readonly Meta[]) ?? [];
+  const outputs = (session.outputMetadata as readonly Meta[]) ?? [];
+  const inputName = kind === 'image' ? 'pixel_values' : 'input_ids';
+  const expectType = kind === 'image' ? ['float32', 'float16'] : ['int64'];
+  const input = inputs.find((m) => m.name === inputName);
+  if (!input) {
+    throw new ModelError('MODEL_UNAVAILABLE', `${file}: expected an input named "${inputName}", found [${session.inputNames.join(', ')}]`);
+  }
+  if (input.type && !expectType.includes(input.type)) {
+    throw new ModelError('MODEL_UNAVAILABLE', `${file}: input "${inputName}" is ${input.type}, expected ${expectType.join(' or ')}`);
+  }
+  const shape = input.shape ?? [];
+  const fixed = kind === 'image' ? [3, init.imageHeight, init.imageWidth] : [init.textMaxLength];
+  const tail = shape.slice(1);
+  if (shape.length !== fixed.length + 1 || tail.some((d, i) => typeof d === 'number' && d > 0 && d !== fixed[i])) {
+    throw new ModelError(
+      'MODEL_UNAVAILABLE',
+      `${file}: input "${inputName}" has shape [${shape.join(',')}], expected [batch,${fixed.join(',')}] (from config/preprocessor_config)`,
+    );
+  }
+  const extra = inputs.filter((m) => m.name !== inputName && m.name !== 'attention_mask');
+  if (extra.length) throw new ModelError('MODEL_UNAVAILABLE', `${file}: unexpected inputs [${extra.map((m) => m.name).join(', ')}]`);
+  const outName = EMBED_OUTPUTS[kind].find((n) => session.outputNames.includes(n));
+  if (!outName) {
+    throw new ModelError(
+      'MODEL_UNAVAILABLE',
+      `${file}: expected an output named ${EMBED_OUTPUTS[kind].join(' or ')}, found [${session.outputNames.join(', ')}]`,
+    );
+  }
+  const out = outputs.find((m) => m.name === outName);
+  const outDim = out?.shape?.[out.shape.length - 1];
+  if (typeof outDim === 'number' && outDim > 0 && outDim !== init.dimension) {
+    throw new ModelError('MODEL_UNAVAILABLE', `${file}: output "${outName}" has dimension ${outDim}, config.json says ${init.dimension}`);
+  }
+  return {
+    session,
+    inputName,
+    inputType: input.type ?? (kind === 'image' ? 'float32' : 'int64'),
+    outputName: outName,
+    outputType: out?.type ?? 'float32',
+    hasAttentionMask: inputs.some((m) => m.name === 'attention_mask'),
+    file,
+  };
+}
+
+async function open(path: string, provider: 'cuda' | 'webgpu' | 'cpu') {
+  return ort.InferenceSession.create(path, sessionOptions(provider));
+}
+
+function l2normalise(data: Float32Array, batch: number, dim: number): Float32Array {
+  const out = new Float32Array(batch * dim);
+  for (let b = 0; b < batch; b++) {
+    let s = 0;
+    for (let i = 0; i < dim; i++) s += data[b * dim + i]! ** 2;
+    const inv = s > 0 ? 1 / Math.sqrt(s) : 0;
+    for (let i = 0; i < dim; i++) out[b * dim + i] = data[b * dim + i]! * inv;
+  }
+  return out;
+}
+
+async function run(
+  tower: Tower,
+  kind: Kind,
+  batch: number,
+  data: Float32Array | BigInt64Array,
+  mask?: BigInt64Array,
+): Promise<Float32Array> {
+  const feeds: Record<string, ort.Tensor> = {};
+  if (kind === 'image') {
+    const dims = [batch, 3, init.imageHeight, init.imageWidth];
+    feeds[tower.inputName] =
+      tower.inputType === 'float16'
+        ? new ort.Tensor('float16', toHalf(data as Float32Array), dims)
+        : new ort.Tensor('float32', data as Float32Array, dims);
+  } else {
+    feeds[tower.inputName] = new ort.Tensor('int64', data as BigInt64Array, [batch, init.textMaxLength]);
+    if (tower.hasAttentionMask) {
+      const m = mask ?? new BigInt64Array(batch * init.textMaxLength).fill(1n);
+      feeds['attention_mask'] = new ort.Tensor('int64', m, [batch, init.textMaxLength]);
+    }
+  }
+  const result = await tower.session.run(feeds, [tower.outputName]);
+  const out = result[tower.outputName]!;
+  const dims = out.dims;
+  if (dims.length !== 2 || dims[0] !== batch || dims[1] !== init.dimension) {
+    throw new ModelError(
+      'MODEL_UNAVAILABLE',
+      `${tower.file}: output "${tower.outputName}" has shape [${dims.join(',')}], expected [${batch},${init.dimension}] (config.json)`,
+    );
+  }
+  const raw = out.type === 'float16' ? fromHalf(out.data as Uint16Array) : (out.data as Float32Array);
+  return l2normalise(raw, batch, init.dimension);
+}
+
+let towers: Record<Kind, Tower>;
+
+async function start() {
+  try {
+    const choice = await createWithProvider(init.provider, (p) => open(init.visionModelPath, p));
+    const vision = describeTower(choice.session, 'image', 'onnx/' + init.visionModelPath.split(/[\\/]/).pop());
+    const textSession = await open(init.textModelPath, choice.provider);
+    const text = describeTower(textSession, 'text', 'onnx/' + init.textModelPath.split(/[\\/]/).pop());
+    towers = { image: vision, text };
+    if (init.warmup) {
+      await run(vision, 'image', 1, new Float32Array(3 * init.imageWidth * init.imageHeight));
+      await run(text, 'text', 1, new BigInt64Array(init.textMaxLength));
+    }
+    post({
+      type: 'ready',
+      provider: choice.provider,
+      fallbackReason: choice.fallbackReason,
+      inputs: { image: vision.session.inputNames.slice(), text: text.session.inputNames.slice() },
+    });
+  } catch (err) {
+    const code = (err as { code?: string }).code ?? 'MODEL_UNAVAILABLE';
+    post({ type: 'init-error', code: typeof code === 'string' ? code : 'MODEL_UNAVAILABLE', message: err instanceof Error ? err.message : String(err) });
+  }
+}
+
+// Messages are handled strictly one at a time (the engine never sends a second run before the first returns).
+port.on('message', async (msg: ToWorker) => {
+  if (msg.type === 'memory') {
+    const m = process.memoryUsage();
+    post({ type: 'memory', id: msg.id, rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers });
+    return;
+  }
+  try {
+    const data = await run(towers[msg.kind], msg.kind, msg.batch, msg.data, msg.mask);
+    post({ type: 'result', id: msg.id, data }, [data.buffer as ArrayBuffer]);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    post({ type: 'error', id: msg.id, code: typeof code === 'string' ? code : 'EMBEDDING_FAILED', message: err instanceof Error ? err.message : String(err) });
+  }
+});
+
+await start();
