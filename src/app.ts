@@ -32,8 +32,9 @@ export async function openConfiguredDatabase(config: Config, log: Logger): Promi
   return database;
 }
 
-export async function startService(config: Config, log: Logger): Promise<RunningService> {
-  const database = await openConfiguredDatabase(config, log);
+/** `database` lets a caller (tests) hand over one it opened itself; the service then owns it. */
+export async function startService(config: Config, log: Logger, opts: { database?: Database } = {}): Promise<RunningService> {
+  const database = opts.database ?? (await openConfiguredDatabase(config, log));
   try {
     if (database.kind === 'pglite') {
       // The embedded database belongs to this process: keep it migrated without a separate step.

@@ -8,7 +8,7 @@ import { ApolloServerErrorCode, unwrapResolverError } from '@apollo/server/error
 import { fastifyApolloDrainPlugin, fastifyApolloHandler } from '@as-integrations/fastify';
 import { ApolloArmor } from '@escape.tech/graphql-armor';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import { GraphQLError, type GraphQLFormattedError } from 'graphql';
+import type { GraphQLFormattedError } from 'graphql';
 import { sql } from 'kysely';
 import { pendingMigrations } from './db/migrate.js';
 import { isAppError } from './errors.js';
@@ -33,9 +33,12 @@ export function formatError(services: Services) {
     if (isAppError(original)) {
       return { ...formatted, message: original.message, extensions: { ...original.details, code: original.code } };
     }
+    // GraphQL's own errors (parse, validation, variable coercion, graphql-armor's limits) are safe to
+    // show. Matched by class name along the prototype chain (Apollo subclasses it, and more than one
+    // copy of graphql's classes can be loaded: ESM and CommonJS builds).
     const code = formatted.extensions?.code;
-    if (original instanceof GraphQLError && code && code !== ApolloServerErrorCode.INTERNAL_SERVER_ERROR) {
-      return formatted;
+    if (isGraphQLError(original) && code !== ApolloServerErrorCode.INTERNAL_SERVER_ERROR) {
+      return code ? formatted : { ...formatted, extensions: { ...formatted.extensions, code: ApolloServerErrorCode.GRAPHQL_VALIDATION_FAILED } };
     }
     services.log.error({ err: original, path: formatted.path }, 'unexpected error in GraphQL request');
     return {
@@ -45,6 +48,13 @@ export function formatError(services: Services) {
       extensions: { code: ApolloServerErrorCode.INTERNAL_SERVER_ERROR },
     };
   };
+}
+
+function isGraphQLError(e: unknown): boolean {
+  for (let p = e && typeof e === 'object' ? Object.getPrototypeOf(e) : null; p; p = Object.getPrototypeOf(p)) {
+    if (p.constructor?.name === 'GraphQLError') return true;
+  }
+  return false;
 }
 
 export interface HttpServer {

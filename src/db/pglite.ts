@@ -156,8 +156,9 @@ export async function startPsqlPort(pg: PGlite, lock: Mutex, port: number): Prom
     idleTimeout: 5 * 60_000,
   });
   await server.start();
+  const bound = Number(server.getServerConn().split(':').pop()); // the real port when asked for port 0
   return {
-    url: `postgresql://postgres@127.0.0.1:${port}/postgres?sslmode=disable`,
+    url: `postgresql://postgres@127.0.0.1:${bound}/postgres?sslmode=disable`,
     stop: () => server.stop(),
   };
 }

@@ -1,0 +1,77 @@
+/**
+ * Chooses the real PostgreSQL the integration tests talk to, in this order:
+ *   1. TEST_DATABASE_URL (any PostgreSQL with pgvector ≥ 0.8; .ci/run provisions a native one);
+ *   2. testcontainers with the pgvector image, where a container runtime answers;
+ *   3. the embedded PGlite (also forced with TEST_DB=pglite).
+ * For a server, it migrates a template database once; each test file then clones its own copy.
+ */
+import type { TestProject } from 'vitest/node';
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import pg from 'pg';
+import { migrateToLatest } from '../../src/db/migrate.js';
+import { checkVectorExtension } from '../../src/db/connect.js';
+import type { DB } from '../../src/db/types.js';
+import { TEMPLATE_DB, type TestDbInfo } from './test-db.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    testDb: TestDbInfo;
+  }
+}
+
+async function containerUrl(): Promise<{ url: string; stop: () => Promise<void> } | null> {
+  try {
+    const { getContainerRuntimeClient } = await import('testcontainers');
+    await Promise.race([
+      getContainerRuntimeClient(),
+      new Promise((_, reject) => setTimeout(() => reject(new Error('timeout')), 15_000)),
+    ]);
+  } catch {
+    return null; // no container runtime here (e.g. no Docker engine)
+  }
+  const { PostgreSqlContainer } = await import('@testcontainers/postgresql');
+  const container = await new PostgreSqlContainer('pgvector/pgvector:0.8.6-pg17-bookworm').start();
+  return { url: container.getConnectionUri(), stop: async () => void (await container.stop()) };
+}
+
+export default async function setup(project: TestProject) {
+  let adminUrl = process.env.TEST_DATABASE_URL ?? null;
+  let stopContainer: (() => Promise<void>) | null = null;
+  if (!adminUrl && process.env.TEST_DB !== 'pglite') {
+    const container = await containerUrl();
+    if (container) {
+      adminUrl = container.url;
+      stopContainer = container.stop;
+    }
+  }
+  if (!adminUrl) {
+    project.provide('testDb', { kind: 'pglite' });
+    console.log('[tests] database: embedded PGlite (set TEST_DATABASE_URL for a PostgreSQL server)');
+    return;
+  }
+
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${TEMPLATE_DB} WITH (FORCE)`);
+  await admin.query(`CREATE DATABASE ${TEMPLATE_DB}`);
+  await admin.end();
+
+  const templateUrl = new URL(adminUrl);
+  templateUrl.pathname = `/${TEMPLATE_DB}`;
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: templateUrl.toString(), max: 1 }) }) });
+  await sql`CREATE EXTENSION IF NOT EXISTS vector`.execute(db);
+  const version = await checkVectorExtension(db);
+  await migrateToLatest(db);
+  await db.destroy();
+  console.log(`[tests] database: PostgreSQL at ${templateUrl.host} (pgvector ${version}), one database per test file`);
+
+  project.provide('testDb', { kind: 'postgres', adminUrl });
+  return async () => {
+    const c = new pg.Client({ connectionString: adminUrl! });
+    await c.connect();
+    const { rows } = await c.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE 'vps_test_%'`);
+    for (const r of rows) await c.query(`DROP DATABASE IF EXISTS "${r.datname}" WITH (FORCE)`);
+    await c.end();
+    await stopContainer?.();
+  };
+}

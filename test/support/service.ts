@@ -1,0 +1,48 @@
+/** Starts the real service on a free port over this test file's own database, and talks GraphQL to it. */
+import { startService, type RunningService } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import { createTestDatabase } from './test-db.js';
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+
+export interface TestService {
+  service: RunningService;
+  url: string;
+  gql<T = any>(query: string, variables?: Record<string, unknown>, opts?: { admin?: boolean; headers?: Record<string, string> }): Promise<GqlResponse<T>>;
+  stop(): Promise<void>;
+}
+
+export interface GqlResponse<T> {
+  status: number;
+  data?: T;
+  errors?: Array<{ message: string; extensions?: { code?: string; [k: string]: unknown }; path?: string[] }>;
+}
+
+export async function startTestService(env: Record<string, string> = {}): Promise<TestService> {
+  const database = await createTestDatabase();
+  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ADMIN_TOKEN, DATA_DIR: '.cache/test-data', ...env });
+  const service = await startService(config, createLogger(config.logLevel), { database });
+  const url = service.http.url;
+  return {
+    service,
+    url,
+    async gql(query, variables, opts = {}) {
+      const res = await fetch(`${url}/graphql`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          ...(opts.admin ? { authorization: `Bearer ${ADMIN_TOKEN}` } : {}),
+          ...opts.headers,
+        },
+        body: JSON.stringify({ query, variables }),
+      });
+      const body = (await res.json()) as GqlResponse<never>;
+      return { ...body, status: res.status };
+    },
+    stop: () => service.stop(),
+  };
+}
+
+/** The error codes of a response, in order. */
+export const codes = (r: GqlResponse<unknown>) => (r.errors ?? []).map((e) => e.extensions?.code);

@@ -1,0 +1,45 @@
+/** Gives each test file a database of its own on the backend the global setup chose. */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { openDatabase, type Database } from '../../src/db/connect.js';
+import { migrateToLatest } from '../../src/db/migrate.js';
+
+export const TEMPLATE_DB = 'vps_test_template';
+
+export type TestDbInfo = { kind: 'pglite' } | { kind: 'postgres'; adminUrl: string };
+
+export interface TestDatabase extends Database {
+  /** A connection URL for this test's database (PostgreSQL only). */
+  url: string | null;
+}
+
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const info = inject('testDb');
+  if (info.kind === 'pglite') {
+    const database = await openDatabase({ kind: 'pglite' }); // in memory
+    await migrateToLatest(database.db);
+    return { ...database, url: null };
+  }
+  const name = `vps_test_${process.pid}_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: info.adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${name} TEMPLATE ${TEMPLATE_DB}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(info.adminUrl);
+  url.pathname = `/${name}`;
+  const database = await openDatabase({ kind: 'postgres', url: url.toString(), poolSize: 10 });
+  return {
+    ...database,
+    url: url.toString(),
+    close: async () => {
+      await database.close();
+      const c = new pg.Client({ connectionString: info.adminUrl });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).finally(() => c.end());
+    },
+  };
+}
