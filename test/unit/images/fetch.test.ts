@@ -7,6 +7,9 @@
  * connection to a non-loopback address, and every test asserts there was none.
  */
 import http from 'node:http';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
+import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { LookupAddress } from 'node:dns';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -432,6 +435,40 @@ describe('fetchImage', { timeout: 8_000 }, () => {
       const e = await appError(fetchImage('http://nxdomain.test/img.png', base()));
       expect(e.code).toBe('IMAGE_FETCH_FAILED');
       expect(e.details).toMatchObject({ reason: 'dns', host: 'nxdomain.test' });
+    });
+
+    it('verifies TLS certificates against the host name while connecting to the pinned address', async () => {
+      // A self-signed certificate for images.test (test fixture): the fetch must refuse it, and the TLS
+      // handshake must have carried the host name (SNI), not the pinned IP address.
+      const fixtures = new URL('../../fixtures/tls/', import.meta.url);
+      const keyCert = {
+        key: readFileSync(new URL('images.test.key', fixtures)),
+        cert: readFileSync(new URL('images.test.crt', fixtures)),
+      };
+      const serverNames: string[] = [];
+      const tlsServer = https.createServer(
+        {
+          ...keyCert,
+          SNICallback: (name, cb) => {
+            serverNames.push(name);
+            cb(null, tls.createSecureContext(keyCert));
+          },
+        },
+        (_req, res) => res.end(png),
+      );
+      tlsServer.on('tlsClientError', () => {});
+      await new Promise<void>((r) => tlsServer.listen(0, '127.0.0.1', r));
+      try {
+        const tlsPort = (tlsServer.address() as AddressInfo).port;
+        const e = await appError(fetchImage(`https://images.test:${tlsPort}/img.png`, base()));
+        expect(e.code).toBe('IMAGE_FETCH_FAILED');
+        expect(e.details?.reason).toBe('tls');
+        expect(tripwire.targets).toEqual(['127.0.0.1']);
+        expect(serverNames).toEqual(['images.test']);
+      } finally {
+        tlsServer.closeAllConnections();
+        await new Promise<void>((r) => tlsServer.close(() => r()));
+      }
     });
 
     it('reports a refused connection', async () => {
