@@ -1,6 +1,7 @@
 /** Builds the running service from a configuration, and takes it down again in the right order. */
 import type { Config } from './config.js';
-import { checkVectorExtension, openDatabase, type Database } from './db/connect.js';
+import { openDatabase, type Database } from './db/connect.js';
+import { checkVectorExtension } from './db/extension.js';
 import { migrateToLatest, pendingMigrations } from './db/migrate.js';
 import type { Logger } from './log.js';
 import { startHttpServer, type HttpServer } from './server.js';

@@ -20,6 +20,18 @@ export type Scalars = {
   JSON: { input: Record<string, unknown>; output: Record<string, unknown>; }
 };
 
+/** The embedding model that serves search. */
+export type EmbeddingModelInfo = {
+  __typename?: 'EmbeddingModelInfo';
+  /** Whether this model's vectors are the ones search reads. */
+  active: Scalars['Boolean']['output'];
+  dimension: Scalars['Int']['output'];
+  id: Scalars['ID']['output'];
+  imageSize: Scalars['Int']['output'];
+  /** Execution provider in use: cpu, cuda or webgpu. */
+  provider: Scalars['String']['output'];
+};
+
 /** An image given in exactly one of three ways. */
 export type ImageInput = {
   /** The image file's bytes, base64-encoded (standard or URL-safe alphabet). */
@@ -124,11 +136,36 @@ export type ProductInput = {
   title: Scalars['String']['input'];
 };
 
+/** One product found by similarity search. */
+export type ProductMatch = {
+  __typename?: 'ProductMatch';
+  /** Cosine distance, 1 - score (lower is closer). */
+  distance: Scalars['Float']['output'];
+  /**
+   * SigLIP's calibrated probability that the text query describes the image, sigmoid(logitScale * score +
+   * logitBias); only for text queries on a model whose logit scale and bias are known, else null.
+   */
+  matchProbability?: Maybe<Scalars['Float']['output']>;
+  product: Product;
+  /** Cosine similarity of the query and the product image embeddings, from -1 to 1 (higher is closer). */
+  score: Scalars['Float']['output'];
+};
+
 export type Query = {
   __typename?: 'Query';
+  /** The loaded embedding model, or null when the service runs without one. */
+  embeddingModel?: Maybe<EmbeddingModelInfo>;
   product?: Maybe<Product>;
   /** Products in a stable order (by id), 1–500 per page (default 50). */
   products: ProductConnection;
+  /** Products whose images match the text (SigLIP 2 text→image), nearest first, with the same filters. */
+  searchProducts: Array<ProductMatch>;
+  /**
+   * Products whose images look like the given image, nearest first, restricted by category and filter.
+   * Returns exactly k products whenever at least k match the filters (fewer only under minScore).
+   * k: 1–1000.
+   */
+  similarProducts: Array<ProductMatch>;
 };
 
 
@@ -141,6 +178,24 @@ export type QueryProductsArgs = {
   after?: InputMaybe<Scalars['String']['input']>;
   filter?: InputMaybe<ProductFilter>;
   first?: InputMaybe<Scalars['Int']['input']>;
+};
+
+
+export type QuerySearchProductsArgs = {
+  category?: InputMaybe<Scalars['String']['input']>;
+  filter?: InputMaybe<ProductFilter>;
+  k?: InputMaybe<Scalars['Int']['input']>;
+  minScore?: InputMaybe<Scalars['Float']['input']>;
+  text: Scalars['String']['input'];
+};
+
+
+export type QuerySimilarProductsArgs = {
+  category?: InputMaybe<Scalars['String']['input']>;
+  filter?: InputMaybe<ProductFilter>;
+  image: ImageInput;
+  k?: InputMaybe<Scalars['Int']['input']>;
+  minScore?: InputMaybe<Scalars['Float']['input']>;
 };
 
 
@@ -218,6 +273,7 @@ export type DirectiveResolverFn<TResult = Record<PropertyKey, never>, TParent = 
 export type ResolversTypes = {
   Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
   DateTime: ResolverTypeWrapper<Scalars['DateTime']['output']>;
+  EmbeddingModelInfo: ResolverTypeWrapper<EmbeddingModelInfo>;
   Float: ResolverTypeWrapper<Scalars['Float']['output']>;
   ID: ResolverTypeWrapper<Scalars['ID']['output']>;
   ImageInput: ImageInput;
@@ -230,6 +286,7 @@ export type ResolversTypes = {
   ProductEdge: ResolverTypeWrapper<Omit<ProductEdge, 'node'> & { node: ResolversTypes['Product'] }>;
   ProductFilter: ProductFilter;
   ProductInput: ProductInput;
+  ProductMatch: ResolverTypeWrapper<Omit<ProductMatch, 'product'> & { product: ResolversTypes['Product'] }>;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
   String: ResolverTypeWrapper<Scalars['String']['output']>;
 };
@@ -238,6 +295,7 @@ export type ResolversTypes = {
 export type ResolversParentTypes = {
   Boolean: Scalars['Boolean']['output'];
   DateTime: Scalars['DateTime']['output'];
+  EmbeddingModelInfo: EmbeddingModelInfo;
   Float: Scalars['Float']['output'];
   ID: Scalars['ID']['output'];
   ImageInput: ImageInput;
@@ -250,6 +308,7 @@ export type ResolversParentTypes = {
   ProductEdge: Omit<ProductEdge, 'node'> & { node: ResolversParentTypes['Product'] };
   ProductFilter: ProductFilter;
   ProductInput: ProductInput;
+  ProductMatch: Omit<ProductMatch, 'product'> & { product: ResolversParentTypes['Product'] };
   Query: Record<PropertyKey, never>;
   String: Scalars['String']['output'];
 };
@@ -257,6 +316,14 @@ export type ResolversParentTypes = {
 export interface DateTimeScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['DateTime'], any> {
   name: 'DateTime';
 }
+
+export type EmbeddingModelInfoResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['EmbeddingModelInfo'] = ResolversParentTypes['EmbeddingModelInfo']> = {
+  active?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  dimension?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  imageSize?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  provider?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+};
 
 export interface JsonScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['JSON'], any> {
   name: 'JSON';
@@ -300,19 +367,31 @@ export type ProductEdgeResolvers<ContextType = RequestContext, ParentType extend
   node?: Resolver<ResolversTypes['Product'], ParentType, ContextType>;
 };
 
+export type ProductMatchResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ProductMatch'] = ResolversParentTypes['ProductMatch']> = {
+  distance?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  matchProbability?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  product?: Resolver<ResolversTypes['Product'], ParentType, ContextType>;
+  score?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+};
+
 export type QueryResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
+  embeddingModel?: Resolver<Maybe<ResolversTypes['EmbeddingModelInfo']>, ParentType, ContextType>;
   product?: Resolver<Maybe<ResolversTypes['Product']>, ParentType, ContextType, RequireFields<QueryProductArgs, 'id'>>;
   products?: Resolver<ResolversTypes['ProductConnection'], ParentType, ContextType, Partial<QueryProductsArgs>>;
+  searchProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySearchProductsArgs, 'k' | 'text'>>;
+  similarProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySimilarProductsArgs, 'image' | 'k'>>;
 };
 
 export type Resolvers<ContextType = RequestContext> = {
   DateTime?: GraphQLScalarType;
+  EmbeddingModelInfo?: EmbeddingModelInfoResolvers<ContextType>;
   JSON?: GraphQLScalarType;
   Mutation?: MutationResolvers<ContextType>;
   PageInfo?: PageInfoResolvers<ContextType>;
   Product?: ProductResolvers<ContextType>;
   ProductConnection?: ProductConnectionResolvers<ContextType>;
   ProductEdge?: ProductEdgeResolvers<ContextType>;
+  ProductMatch?: ProductMatchResolvers<ContextType>;
   Query?: QueryResolvers<ContextType>;
 };
 

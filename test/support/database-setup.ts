@@ -9,7 +9,7 @@ import type { TestProject } from 'vitest/node';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { migrateToLatest } from '../../src/db/migrate.js';
-import { checkVectorExtension } from '../../src/db/connect.js';
+import { checkVectorExtension } from '../../src/db/extension.js';
 import type { DB } from '../../src/db/types.js';
 import { TEMPLATE_DB, type TestDbInfo } from './test-db.js';
 
