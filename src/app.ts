@@ -1,9 +1,14 @@
 /** Builds the running service from a configuration, and takes it down again in the right order. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ModelRuntime } from './catalog/model-runtime.js';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/connect.js';
 import { checkVectorExtension } from './db/extension.js';
 import { migrateToLatest, pendingMigrations } from './db/migrate.js';
+import { createEmbedder, DEFAULT_MODEL_REPO, modelCachePath, type Embedder } from './embedding/index.js';
 import type { Logger } from './log.js';
+import { SearchService } from './search/service.js';
 import { startHttpServer, type HttpServer } from './server.js';
 import type { Services } from './services.js';
 
@@ -33,9 +38,40 @@ export async function openConfiguredDatabase(config: Config, log: Logger): Promi
   return database;
 }
 
-/** `database` lets a caller (tests) hand over one it opened itself; the service then owns it. */
-export async function startService(config: Config, log: Logger, opts: { database?: Database } = {}): Promise<RunningService> {
+/** The model directory to load: EMBEDDING_MODEL_DIR, else the default model if it is in the cache. */
+export function configuredModelDir(config: Config): { dir: string; source: string } | null {
+  if (config.embedding.modelDir) return { dir: config.embedding.modelDir, source: path.basename(config.embedding.modelDir) };
+  const cached = modelCachePath(DEFAULT_MODEL_REPO);
+  return fs.existsSync(path.join(cached, 'config.json')) ? { dir: cached, source: DEFAULT_MODEL_REPO } : null;
+}
+
+export async function loadEmbedder(config: Config, dir: string, log: Logger): Promise<Embedder> {
+  return createEmbedder(
+    {
+      modelDir: dir,
+      provider: config.embedding.provider,
+      workers: config.embedding.workers,
+      intraOpThreads: config.embedding.intraOpThreads,
+      maxBatch: config.embedding.maxBatch,
+      maxWaitMs: config.embedding.maxWaitMs,
+      ...(config.embedding.variant ? { variant: config.embedding.variant } : {}),
+      maxImageBytes: config.images.maxBytes,
+      maxImagePixels: config.images.maxPixels,
+    },
+    log,
+  );
+}
+
+export interface StartOptions {
+  /** A database the caller opened (tests); the service then owns it. */
+  database?: Database;
+  /** An embedder the caller created (tests, demo), instead of the configured model; null: none. */
+  embedder?: { embedder: Embedder; source: string } | null;
+}
+
+export async function startService(config: Config, log: Logger, opts: StartOptions = {}): Promise<RunningService> {
   const database = opts.database ?? (await openConfiguredDatabase(config, log));
+  const models = new ModelRuntime(database.db, log);
   try {
     if (database.kind === 'pglite') {
       // The embedded database belongs to this process: keep it migrated without a separate step.
@@ -43,19 +79,56 @@ export async function startService(config: Config, log: Logger, opts: { database
       if (applied.length) log.info({ applied }, 'migrated the embedded database');
     } else {
       const pending = await pendingMigrations(database.db);
-      if (pending.length) log.warn({ pending }, 'database migrations are pending: run `npm run migrate` (readyz reports not ready until then)');
+      if (pending.length) throw new Error(`database migrations are pending (${pending.join(', ')}): run \`npm run migrate\` first`);
     }
-    const services: Services = { config, log, database };
+
+    let loaded = opts.embedder;
+    if (loaded === undefined) {
+      const configured = configuredModelDir(config);
+      if (configured) {
+        loaded = { embedder: await loadEmbedder(config, configured.dir, log), source: configured.source };
+      } else {
+        log.warn(
+          `No embedding model: the default model ${DEFAULT_MODEL_REPO} is not in the cache and EMBEDDING_MODEL_DIR is unset. ` +
+            'The catalog API works; search by image or text answers MODEL_UNAVAILABLE. ' +
+            `Fetch it with \`npm run model -- fetch ${DEFAULT_MODEL_REPO}\`, or try \`npm run demo\` (offline, bundled stand-in model).`,
+        );
+      }
+    }
+    if (loaded) {
+      const model = await models.add(loaded.embedder, loaded.source, config.embedding.variant ?? null);
+      const info = loaded.embedder.info();
+      log.info({ model: model.id, dimension: info.dimension, provider: info.provider, active: model.isActive }, 'embedding model loaded');
+    }
+
+    const fetchOptions = {
+      maxBytes: config.images.maxBytes,
+      totalTimeoutMs: config.images.fetch.totalTimeoutMs,
+      connectTimeoutMs: config.images.fetch.connectTimeoutMs,
+      maxRedirects: config.images.fetch.maxRedirects,
+      allowedPrivateHosts: config.images.fetch.allowedPrivateHosts,
+    };
+    const services: Services = {
+      config,
+      log,
+      database,
+      models,
+      search: new SearchService(database.db, models, fetchOptions),
+      fetchOptions,
+      imageLimits: { maxImageBytes: config.images.maxBytes, maxImagePixels: config.images.maxPixels },
+    };
     const http = await startHttpServer(services);
     return {
       services,
       http,
       stop: async () => {
         await http.close();
+        await models.close();
         await database.close();
       },
     };
   } catch (err) {
+    await models.close();
     await database.close();
     throw err;
   }

@@ -56,6 +56,21 @@ export interface Config {
   logLevel: Env['LOG_LEVEL'];
   graphql: { introspection: boolean; maxDepth: number; maxAliases: number; maxCost: number };
   dataDir: string;
+  embedding: {
+    /** Explicit model directory; unset: the default model in the cache, if it is there. */
+    modelDir: string | undefined;
+    provider: Env['EMBEDDING_PROVIDER'];
+    workers: number;
+    intraOpThreads: number;
+    maxBatch: number;
+    maxWaitMs: number;
+    variant: string | undefined;
+  };
+  images: {
+    maxBytes: number;
+    maxPixels: number;
+    fetch: { totalTimeoutMs: number; connectTimeoutMs: number; maxRedirects: number; allowedPrivateHosts: string[] };
+  };
 }
 
 export class ConfigError extends Error {
@@ -91,5 +106,24 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       maxCost: env.GRAPHQL_MAX_COST,
     },
     dataDir,
+    embedding: {
+      modelDir: env.EMBEDDING_MODEL_DIR ? path.resolve(env.EMBEDDING_MODEL_DIR) : undefined,
+      provider: env.EMBEDDING_PROVIDER,
+      workers: env.EMBEDDING_WORKERS,
+      intraOpThreads: env.EMBEDDING_THREADS,
+      maxBatch: env.EMBEDDING_MAX_BATCH,
+      maxWaitMs: env.EMBEDDING_MAX_WAIT_MS,
+      variant: env.EMBEDDING_VARIANT,
+    },
+    images: {
+      maxBytes: env.IMAGE_MAX_BYTES,
+      maxPixels: env.IMAGE_MAX_PIXELS,
+      fetch: {
+        totalTimeoutMs: env.IMAGE_FETCH_TIMEOUT_MS,
+        connectTimeoutMs: env.IMAGE_FETCH_CONNECT_TIMEOUT_MS,
+        maxRedirects: env.IMAGE_FETCH_MAX_REDIRECTS,
+        allowedPrivateHosts: env.IMAGE_FETCH_ALLOWED_PRIVATE_HOSTS,
+      },
+    },
   };
 }

@@ -10,6 +10,7 @@ import { ApolloArmor } from '@escape.tech/graphql-armor';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { GraphQLFormattedError } from 'graphql';
 import { sql } from 'kysely';
+import { getThumbnail } from './db/images.js';
 import { pendingMigrations } from './db/migrate.js';
 import { isAppError } from './errors.js';
 import type { RequestContext } from './resolvers/context.js';
@@ -127,6 +128,18 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
 
   app.get('/healthz', async () => ({ status: 'ok' }));
 
+  // Thumbnails made at ingest, straight from the database (no re-download per view).
+  app.get<{ Params: { id: string } }>('/images/:id/thumbnail.webp', async (req, reply) => {
+    const id = req.params.id;
+    const found = /^[1-9][0-9]{0,17}$/.test(id) ? await getThumbnail(services.database.db, id) : null;
+    if (!found) return reply.code(404).send({ error: 'no image for this product' });
+    return reply
+      .header('content-type', 'image/webp')
+      .header('cache-control', 'public, max-age=86400')
+      .header('etag', `"${found.sha256.slice(0, 32)}"`)
+      .send(found.thumbnail);
+  });
+
   app.get('/readyz', async (_req, reply) => {
     const checks: Record<string, string> = {};
     let ready = true;
@@ -141,6 +154,8 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
       checks.database = 'unreachable';
       ready = false;
     }
+    const loaded = services.models.loadedModels().map((m) => m.id);
+    checks.model = loaded.length ? loaded.join(', ') : 'none loaded (search by image or text unavailable)';
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
   });
 

@@ -6,11 +6,10 @@ import {
   deleteProductRow,
   getProduct,
   listProducts,
-  upsertProductRows,
   type Product,
   type ProductFilter,
 } from '../db/products.js';
-import { validateId, validateProductInputs, validateFilter, validatePageSize, decodeCursor, type ProductInputLike } from './validate.js';
+import { decodeCursor, validateFilter, validateId, validatePageSize } from './validate.js';
 
 export async function findProduct(db: Kysely<DB>, id: string): Promise<Product | null> {
   // An id that could never exist is simply not found (the ID type is opaque to clients).
@@ -27,17 +26,6 @@ export async function pageProducts(
   const afterId = args.after != null ? decodeCursor(args.after) : null;
   const page = await listProducts(db, { filter, first, afterId });
   return { ...page, totalCount: () => countProducts(db, filter) };
-}
-
-/** All or nothing: validation first, then one transaction. */
-export async function upsertProducts(db: Kysely<DB>, inputs: ProductInputLike[]): Promise<Product[]> {
-  const validated = validateProductInputs(inputs);
-  return db.transaction().execute((trx) =>
-    upsertProductRows(
-      trx,
-      validated.map((v) => ({ ...v.write, imageUrl: v.image?.kind === 'url' ? v.image.url : null, imageSha256: null })),
-    ),
-  );
 }
 
 export async function deleteProduct(db: Kysely<DB>, id: string): Promise<boolean> {

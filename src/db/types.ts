@@ -37,8 +37,20 @@ export interface ProductEmbeddingsTable {
   created_at: Generated<Date>;
 }
 
+export interface ProductImagesTable {
+  product_id: string;
+  sha256: string;
+  format: string;
+  width: number;
+  height: number;
+  original: Buffer;
+  thumbnail: Buffer;
+  created_at: Generated<Date>;
+}
+
 export interface DB {
   products: ProductsTable;
   embedding_models: EmbeddingModelsTable;
   product_embeddings: ProductEmbeddingsTable;
+  product_images: ProductImagesTable;
 }

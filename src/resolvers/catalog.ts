@@ -1,4 +1,5 @@
-import { deleteProduct, findProduct, pageProducts, upsertProducts } from '../catalog/catalog.js';
+import { deleteProduct, findProduct, pageProducts } from '../catalog/catalog.js';
+import { ingestProducts } from '../catalog/ingest.js';
 import { encodeCursor } from '../catalog/validate.js';
 import type { Resolvers } from '../schema/generated.js';
 import { requireAdmin } from './auth.js';
@@ -19,10 +20,14 @@ export const catalogResolvers: Resolvers = {
   ProductConnection: {
     totalCount: (parent) => (parent as unknown as { totalCount: () => Promise<number> }).totalCount(),
   },
+  Product: {
+    thumbnailUrl: (p) => (p.imageSha256 ? `/images/${p.id}/thumbnail.webp?v=${p.imageSha256.slice(0, 12)}` : null),
+  },
   Mutation: {
     upsertProducts: (_, { products }, ctx) => {
       requireAdmin(ctx);
-      return upsertProducts(ctx.services.database.db, products);
+      const { database, models, fetchOptions, imageLimits } = ctx.services;
+      return ingestProducts({ db: database.db, models, fetchOptions, imageLimits }, products);
     },
     deleteProduct: (_, { id }, ctx) => {
       requireAdmin(ctx);

@@ -82,6 +82,11 @@ export type Product = {
   inStock: Scalars['Boolean']['output'];
   price?: Maybe<Scalars['Float']['output']>;
   sku: Scalars['String']['output'];
+  /**
+   * Path of a WebP thumbnail (longest side 256 px) served by this service, relative to its origin,
+   * e.g. /images/42/thumbnail.webp?v=1a2b3c4d; null when the product has no image.
+   */
+  thumbnailUrl?: Maybe<Scalars['String']['output']>;
   title: Scalars['String']['output'];
   updatedAt: Scalars['DateTime']['output'];
 };
@@ -352,6 +357,7 @@ export type ProductResolvers<ContextType = RequestContext, ParentType extends Re
   inStock?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   price?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
   sku?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  thumbnailUrl?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   title?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   updatedAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
 };

@@ -1,7 +1,11 @@
+import { createHash } from 'node:crypto';
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { renderProductImage } from '../../src/demo/synthetic-catalog.js';
 import { codes, startTestService, type TestService } from '../support/service.js';
 
 const UPSERT = `mutation($p: [ProductInput!]!) { upsertProducts(products: $p) { id sku title category brand price currency inStock attributes imageUrl createdAt updatedAt } }`;
+const UPSERT_WITH_IMAGE = `mutation($p: [ProductInput!]!) { upsertProducts(products: $p) { id title imageSha256 thumbnailUrl } }`;
 const LIST = `query($f: ProductFilter, $first: Int, $after: String) {
   products(filter: $f, first: $first, after: $after) { totalCount edges { cursor node { id sku price } } pageInfo { hasNextPage endCursor } } }`;
 
@@ -91,11 +95,21 @@ describe('catalog over GraphQL', () => {
     expect((await t.gql(`query($id: ID!) { product(id: $id) { id } }`, { id })).data.product).toBeNull();
   });
 
-  it('keeps a product image when an upsert gives none', async () => {
-    const url = 'https://images.example.com/p/1.jpg';
-    await t.gql(UPSERT, { p: [product(200, { image: { url } })] }, { admin: true });
-    const res = await t.gql(UPSERT, { p: [product(200, { title: 'No image given' })] }, { admin: true });
-    expect(res.data.upsertProducts[0]).toMatchObject({ title: 'No image given', imageUrl: url });
+  it('stores an image with its thumbnail, and keeps it when an upsert gives none', async () => {
+    const png = await renderProductImage('star', 'teal', { size: 64 });
+    const first = await t.gql(UPSERT_WITH_IMAGE, { p: [product(200, { image: { base64: png.toString('base64') } })] }, { admin: true });
+    expect(first.errors).toBeUndefined();
+    const sha = createHash('sha256').update(png).digest('hex');
+    expect(first.data.upsertProducts[0]).toMatchObject({ imageSha256: sha, thumbnailUrl: expect.stringMatching(/^\/images\/\d+\/thumbnail\.webp/) });
+    const res = await t.gql(UPSERT_WITH_IMAGE, { p: [product(200, { title: 'No image given' })] }, { admin: true });
+    expect(res.data.upsertProducts[0]).toMatchObject({ title: 'No image given', imageSha256: sha });
+
+    const thumb = await fetch(`${t.url}${res.data.upsertProducts[0].thumbnailUrl}`);
+    expect(thumb.status).toBe(200);
+    expect(thumb.headers.get('content-type')).toBe('image/webp');
+    const meta = await sharp(Buffer.from(await thumb.arrayBuffer())).metadata();
+    expect(meta).toMatchObject({ format: 'webp', width: 64, height: 64 });
+    expect((await fetch(`${t.url}/images/999999/thumbnail.webp`)).status).toBe(404);
   });
 });
 

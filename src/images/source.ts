@@ -1,0 +1,21 @@
+/** Turns an image given by a client (base64 or URL) into bounded bytes. */
+import { AppError, ErrorCode } from '../errors.js';
+import { fetchImage, type FetchImageOptions } from './fetch.js';
+
+export type ImageBytesSource = { kind: 'base64'; base64: string } | { kind: 'url'; url: string };
+
+/** Decodes base64 (standard or URL-safe) after checking that the decoded size fits the cap. */
+export function decodeBase64Image(base64: string, maxBytes: number): Buffer {
+  const clean = base64.replace(/\s+/g, '');
+  const decodedSize = Math.floor((clean.replace(/=+$/, '').length * 3) / 4);
+  if (decodedSize > maxBytes) {
+    throw new AppError(ErrorCode.IMAGE_TOO_LARGE, `Image is ${decodedSize} bytes; the limit is ${maxBytes}`, { bytes: decodedSize, maxImageBytes: maxBytes });
+  }
+  const bytes = Buffer.from(clean, clean.includes('-') || clean.includes('_') ? 'base64url' : 'base64');
+  if (bytes.length === 0) throw new AppError(ErrorCode.INVALID_IMAGE, 'Image is empty');
+  return bytes;
+}
+
+export async function loadImageBytes(source: ImageBytesSource, fetchOptions: FetchImageOptions): Promise<Buffer> {
+  return source.kind === 'base64' ? decodeBase64Image(source.base64, fetchOptions.maxBytes) : fetchImage(source.url, fetchOptions);
+}

@@ -1,0 +1,16 @@
+import type { Resolvers } from '../schema/generated.js';
+
+export const searchResolvers: Resolvers = {
+  Query: {
+    similarProducts: async (_, { image, ...args }, ctx) => (await ctx.services.search.similarToImage(image, args)).matches,
+    searchProducts: async (_, { text, ...args }, ctx) => (await ctx.services.search.similarToText(text, args)).matches,
+    embeddingModel: async (_, __, ctx) => {
+      const loaded = ctx.services.models.loadedModels();
+      const active = await ctx.services.models.activeModelId();
+      const chosen = loaded.find((m) => m.id === active) ?? loaded[0];
+      if (!chosen) return null;
+      const info = chosen.embedder.info();
+      return { id: chosen.id, dimension: info.dimension, imageSize: info.imageSize, provider: info.provider, active: chosen.id === active };
+    },
+  },
+};

@@ -1,0 +1,146 @@
+/**
+ * Similarity search: turns a query (image, product, or text) into a vector of the active model,
+ * then runs the one filtered nearest-neighbour statement and hydrates the products.
+ */
+import type { Kysely } from 'kysely';
+import { LRUCache } from 'lru-cache';
+import { AppError, ErrorCode, badInput } from '../errors.js';
+import { storedVector, vectorLiteral } from '../db/embeddings.js';
+import { getActiveModel, type EmbeddingModel } from '../db/models.js';
+import { getProduct, getProductsByIds, type Product, type ProductFilter } from '../db/products.js';
+import type { DB } from '../db/types.js';
+import type { FetchImageOptions } from '../images/fetch.js';
+import { loadImageBytes } from '../images/source.js';
+import type { ModelRuntime } from '../catalog/model-runtime.js';
+import { validateFilter, validateImageSpec, type ImageSpec } from '../catalog/validate.js';
+import { nearestNeighbours, type NeighbourResult } from './query.js';
+import { MAX_K, type Strategy } from './strategy.js';
+
+export interface SearchArgs {
+  category?: string | null;
+  filter?: ProductFilter | null;
+  k?: number | null;
+  minScore?: number | null;
+  /** Benchmarks and tests only. */
+  strategy?: Strategy;
+}
+
+export interface ProductMatch {
+  product: Product;
+  score: number;
+  distance: number;
+  matchProbability: number | null;
+}
+
+export interface SearchOutcome {
+  matches: ProductMatch[];
+  plan: Omit<NeighbourResult, 'neighbours'>;
+}
+
+export const MAX_QUERY_TEXT = 1000;
+
+function validateSearch(args: SearchArgs): { filter: ProductFilter | null; k: number; minScore: number | null } {
+  const k = args.k ?? 10;
+  if (!Number.isInteger(k) || k < 1 || k > MAX_K) throw badInput(`k must be between 1 and ${MAX_K}`, { field: 'k', max: MAX_K });
+  const minScore = args.minScore ?? null;
+  if (minScore !== null && !(minScore >= -1 && minScore <= 1)) throw badInput('minScore must be between -1 and 1', { field: 'minScore' });
+  const filter = validateFilter(args.filter);
+  if (args.category != null) {
+    if (filter?.category != null && filter.category !== args.category) {
+      throw badInput('category and filter.category disagree; give one of them', { field: 'category' });
+    }
+    return { filter: { ...filter, category: args.category }, k, minScore };
+  }
+  return { filter, k, minScore };
+}
+
+export class SearchService {
+  private readonly textVectors = new LRUCache<string, string>({ max: 2000 });
+
+  constructor(
+    private readonly db: Kysely<DB>,
+    private readonly models: ModelRuntime,
+    private readonly fetchOptions: FetchImageOptions,
+  ) {}
+
+  private async activeModel(): Promise<EmbeddingModel> {
+    const model = await getActiveModel(this.db);
+    if (!model) throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'No embedding model is active yet: load one (README, "Models") and ingest products.');
+    return model;
+  }
+
+  async similarToImage(image: ImageSpec, args: SearchArgs): Promise<SearchOutcome> {
+    const opts = validateSearch(args);
+    const source = validateImageSpec('image', image);
+    const model = await this.activeModel();
+    if (source.kind === 'productId') {
+      if (!(await getProduct(this.db, source.productId))) {
+        throw new AppError(ErrorCode.NOT_FOUND, `No product with id ${source.productId}`, { field: 'image.productId' });
+      }
+      const vector = await storedVector(this.db, model.id, source.productId);
+      if (!vector) {
+        throw new AppError(ErrorCode.NOT_FOUND, `Product ${source.productId} has no image vector for the active model ${model.id}`, { field: 'image.productId' });
+      }
+      return this.run(model, vector, opts, { preferProductId: source.productId, strategy: args.strategy });
+    }
+    const embedder = this.models.require(model.id);
+    const bytes = await loadImageBytes(source, this.fetchOptions);
+    const [vector] = await embedder.embedImages([bytes]);
+    return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy });
+  }
+
+  async similarToText(text: string, args: SearchArgs): Promise<SearchOutcome> {
+    const opts = validateSearch(args);
+    const query = text.trim();
+    if (!query) throw badInput('text must not be empty', { field: 'text' });
+    if (query.length > MAX_QUERY_TEXT) throw badInput(`text is longer than ${MAX_QUERY_TEXT} characters`, { field: 'text' });
+    const model = await this.activeModel();
+    const embedder = this.models.require(model.id);
+    // SigLIP 2 was trained on lowercased text: queries differing only in case share one vector.
+    const key = `${model.id}\n${query.toLowerCase()}`;
+    let vector = this.textVectors.get(key);
+    if (!vector) {
+      const [v] = await embedder.embedTexts([query]);
+      vector = vectorLiteral(v!);
+      this.textVectors.set(key, vector);
+    }
+    const info = embedder.info();
+    const calibrate =
+      info.logitScale !== undefined && info.logitBias !== undefined
+        ? (score: number) => 1 / (1 + Math.exp(-(score * Math.exp(info.logitScale!) + info.logitBias!)))
+        : null;
+    return this.run(model, vector, opts, { strategy: args.strategy }, calibrate);
+  }
+
+  /** Text-query vectors cached so far (tests, diagnostics). */
+  get cachedTextQueries(): number {
+    return this.textVectors.size;
+  }
+
+  private async run(
+    model: EmbeddingModel,
+    vector: string,
+    opts: { filter: ProductFilter | null; k: number; minScore: number | null },
+    extra: { preferProductId?: string; strategy?: Strategy | undefined },
+    calibrate: ((score: number) => number) | null = null,
+  ): Promise<SearchOutcome> {
+    const result = await nearestNeighbours(this.db, {
+      model,
+      vector,
+      filter: opts.filter,
+      k: opts.k,
+      ...(extra.preferProductId ? { preferProductId: extra.preferProductId } : {}),
+      ...(extra.strategy ? { strategy: extra.strategy } : {}),
+    });
+    const { neighbours, ...plan } = result;
+    const kept = opts.minScore === null ? neighbours : neighbours.filter((n) => 1 - n.distance >= opts.minScore!);
+    const products = await getProductsByIds(this.db, kept.map((n) => n.productId));
+    const matches = kept.flatMap((n) => {
+      const product = products.get(n.productId);
+      if (!product) return []; // deleted in the meantime
+      const score = 1 - n.distance;
+      return [{ product, score, distance: n.distance, matchProbability: calibrate ? calibrate(score) : null }];
+    });
+    return { matches, plan };
+  }
+}

@@ -1,0 +1,32 @@
+/**
+ * How a similarity query is executed, chosen per query from how many vectors match its filters:
+ *
+ * - exact: when fewer than `exactThreshold(k)` vectors match, read them all through the B-tree
+ *   filters and sort by distance. Always exact, and cheap precisely because the filter is selective.
+ * - hnsw: otherwise, walk the model's HNSW index with pgvector 0.8's iterative scan, so filtered-out
+ *   neighbours do not shortchange the result; ef_search and max_scan_tuples grow with k. The
+ *   matching set is then at least `exactThreshold(k)` ≥ 100·k rows, so the walk finds k matches
+ *   after visiting about k / selectivity tuples, well inside the scan budget. Should it still come
+ *   back short, the query is repeated exactly: filters never shortchange.
+ */
+export type Strategy = 'exact' | 'hnsw';
+
+export const MAX_K = 1000;
+
+/** Below this many matching vectors an exact scan is both exact and fast. */
+export function exactThreshold(k: number): number {
+  return Math.min(200_000, Math.max(10_000, 100 * k));
+}
+
+export function chooseStrategy(matching: number, k: number): Strategy {
+  return matching < exactThreshold(k) ? 'exact' : 'hnsw';
+}
+
+/** HNSW settings for one query (SET LOCAL inside its transaction). */
+export function hnswSettings(k: number): { efSearch: number; maxScanTuples: number } {
+  return {
+    efSearch: Math.min(1000, Math.max(100, 2 * k)),
+    // Enough to pass over filtered-out rows down to a selectivity of k / exactThreshold(k).
+    maxScanTuples: Math.max(40_000, 4 * exactThreshold(k)),
+  };
+}
