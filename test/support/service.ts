@@ -1,5 +1,9 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 /** Starts the real service on a free port over this test file's own database, and talks GraphQL to it. */
-import { startService, type RunningService } from '../../src/app.js';
+import { writeTinyModel } from '../../src/embedding/testing.js';
+import { loadEmbedder, startService, type RunningService } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { createTestDatabase } from './test-db.js';
@@ -19,10 +23,16 @@ export interface GqlResponse<T> {
   errors?: Array<{ message: string; extensions?: { code?: string; [k: string]: unknown }; path?: string[] }>;
 }
 
-export async function startTestService(env: Record<string, string> = {}): Promise<TestService> {
+/**
+ * `model`: a model directory to load (e.g. from tinyModelDir()); without it the service runs with no
+ * embedding model, whatever the machine's cache holds.
+ */
+export async function startTestService(env: Record<string, string> = {}, opts: { model?: string } = {}): Promise<TestService> {
   const database = await createTestDatabase();
   const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ADMIN_TOKEN, DATA_DIR: '.cache/test-data', ...env });
-  const service = await startService(config, createLogger(config.logLevel), { database });
+  const log = createLogger(config.logLevel);
+  const embedder = opts.model ? { embedder: await loadEmbedder(config, opts.model, log), source: 'test' } : null;
+  const service = await startService(config, log, { database, embedder });
   const url = service.http.url;
   return {
     service,
@@ -46,3 +56,15 @@ export async function startTestService(env: Record<string, string> = {}): Promis
 
 /** The error codes of a response, in order. */
 export const codes = (r: GqlResponse<unknown>) => (r.errors ?? []).map((e) => e.extensions?.code);
+
+let tinyDir: Promise<string> | null = null;
+
+/** The tiny stand-in SigLIP model, written once per test file into a temporary directory. */
+export function tinyModelDir(): Promise<string> {
+  tinyDir ??= (async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vps-tiny-'));
+    await writeTinyModel(dir);
+    return dir;
+  })();
+  return tinyDir;
+}
