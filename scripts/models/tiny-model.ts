@@ -3,9 +3,11 @@
  * deterministic, millisecond-fast network that still "sees" colour and coarse layout:
  *
  *   pixel_values [B,3,S,S]
- *     ├─ 1×1 conv (3→8, random, fixed seed) → ReLU → 4×4 average-pool grid  (colour features per cell)
- *     └─ 4×4 average-pool grid of the raw pixels                            (layout)
- *   concat → flatten (176) → tanh(random projection) → projection → pooler_output [B,D]
+ *     ├─ 8×8 average-pool grid, minus the image's mean colour, unit norm          (layout)
+ *     ├─ 1×1 conv (3→8, random, fixed seed) → ReLU → same grid, centred, unit norm (colour detectors)
+ *     ├─ per-cell chroma R−G, G−B                                                  (colour × layout)
+ *     └─ the image's mean colour                                                   (overall colour)
+ *   concat (835) → tanh(high-gain random projection, 256) → random projection → pooler_output [B,D]
  *
  * Distinct coloured shapes land far apart; resized, slightly cropped, recompressed or ±10% brightness
  * copies of an image stay nearest to their original (test/unit/embedding/tiny-model.test.ts checks it).
@@ -17,7 +19,7 @@ import { tinyTextModel, tinyTokenizerJson, TEXT_MAX_LENGTH, writeLayout } from '
 export interface TinyModelOptions {
   /** Embedding dimension (default 64). */
   dimension?: number;
-  /** Square input size S (multiple of 4; default 32). */
+  /** Square input size S (multiple of 8; default 32). */
   imageSize?: number;
   /** Model id written into config.json (`_name_or_path`). */
   modelId?: string;
@@ -27,30 +29,47 @@ export interface TinyModelOptions {
 export const TINY_MODEL_ID = 'vps/tiny-siglip-test';
 
 function tinyVisionModel(dimension: number, imageSize: number, seed: number): Uint8Array {
-  if (imageSize % 4 !== 0 || imageSize < 4) throw new Error('imageSize must be a positive multiple of 4');
+  if (imageSize % 8 !== 0 || imageSize < 8) throw new Error('imageSize must be a positive multiple of 8');
   const rng = new Rng(seed);
   const g = new GraphBuilder('vision_model');
   const x = g.input('pixel_values', FLOAT, ['batch_size', 3, imageSize, imageSize]);
-  const cell = imageSize / 4;
+  const cell = imageSize / 8;
   const C = 8;
+  const pool = (t: string) => g.op('AveragePool', [t], { kernel_shape: [cell, cell], strides: [cell, cell] });
+  // contrast to the image's mean, scaled to unit norm: a faint shape counts as much as a dark one
+  const centred = (t: string) => {
+    const m = g.op('ReduceMean', [t], { axes: [2, 3], keepdims: 1 });
+    const c = g.op('Sub', [t, m]);
+    const n = g.op('Add', [g.op('ReduceL2', [c], { axes: [1, 2, 3], keepdims: 1 }), g.scalar('eps', 0.05)]);
+    return { contrast: g.op('Div', [c, n]), mean: m };
+  };
+  // layout: 8×8 grid of colour, relative to the image's mean colour (a uniform shift of the background,
+  // e.g. ±10% brightness, mostly cancels)
+  const raw = centred(pool(x));
+  // colour detectors: 1×1 conv (3→8) + ReLU, pooled on the same grid, also relative to their mean
   const convW = g.weight('conv_w', [C, 3, 1, 1], rng.normals(C * 3, 1));
   const convB = g.weight('conv_b', [C], rng.normals(C, 0.3));
-  const conv = g.op('Conv', [x, convW, convB], { kernel_shape: [1, 1] });
-  const relu = g.op('Relu', [conv]);
-  const pooledConv = g.op('AveragePool', [relu], { kernel_shape: [cell, cell], strides: [cell, cell] });
-  const pooledRaw = g.op('AveragePool', [x], { kernel_shape: [cell, cell], strides: [cell, cell] });
-  const cat = g.op('Concat', [pooledRaw, pooledConv], { axis: 1 }); // [B, 11, 4, 4]
-  // last_hidden_state: 16 "patches" of 11 features, like the export's [B, N, H]
-  const seq = g.op('Reshape', [cat, g.ints('shape', [0, 3 + C, 16])]);
+  const det = centred(pool(g.op('Relu', [g.op('Conv', [x, convW, convB], { kernel_shape: [1, 1] })])));
+  // chroma per cell (R−G, G−B): shape and colour at once, unchanged by white backgrounds, scaled by brightness only
+  const chromaW = g.weight('chroma_w', [2, 3, 1, 1], Float32Array.from([1, -1, 0, 0, 1, -1]));
+  const chroma = g.op('Mul', [g.op('Conv', [pool(x), chromaW], { kernel_shape: [1, 1] }), g.scalar('w', 1)]);
+  const grid = g.op('Concat', [raw.contrast, det.contrast, chroma], { axis: 1 }); // [B,13,8,8]
+  // last_hidden_state: 64 "patches" of 11 features, like the export's [B, N, H]
+  const seq = g.op('Reshape', [grid, g.ints('shape', [0, 5 + C, 64])]);
   g.op('Transpose', [seq], { perm: [0, 2, 1] }, 'last_hidden_state');
-  const F = (3 + C) * 16;
-  const flat = g.op('Reshape', [cat, g.ints('shape', [0, F])]);
-  const H = 128;
-  const w1 = g.weight('fc1', [F, H], rng.normals(F * H, 1.5 / Math.sqrt(F)));
-  const h = g.op('Tanh', [g.op('MatMul', [flat, w1])]);
+  const F = (5 + C) * 64;
+  const flat = g.op('Reshape', [grid, g.ints('shape', [0, F])]);
+  const globalColour = g.op('Mul', [g.op('Reshape', [raw.mean, g.ints('shape', [0, 3])]), g.scalar('w', 0.5)]);
+  const feats = g.op('Concat', [flat, globalColour], { axis: 1 });
+  // random-hyperplane features with a high gain (LSH-like): near-duplicates keep their sign pattern, distinct
+  // images decorrelate, which spreads the otherwise crowded "shape on white" images apart
+  const H = 256;
+  const gain = 30;
+  const w1 = g.weight('fc1', [F + 3, H], rng.normals((F + 3) * H, gain / Math.sqrt(F + 3)));
+  const hidden = g.op('Tanh', [g.op('MatMul', [feats, w1])]);
   const w2 = g.weight('fc2', [H, dimension], rng.normals(H * dimension, 1 / Math.sqrt(H)));
-  g.op('MatMul', [h, w2], {}, 'pooler_output');
-  g.output('last_hidden_state', FLOAT, ['batch_size', 16, 3 + C]);
+  g.op('MatMul', [hidden, w2], {}, 'pooler_output');
+  g.output('last_hidden_state', FLOAT, ['batch_size', 64, 5 + C]);
   g.output('pooler_output', FLOAT, ['batch_size', dimension]);
   return g.encode();
 }
@@ -80,7 +99,7 @@ export async function writeTinyModel(dir: string, opts: TinyModelOptions = {}): 
       model_type: 'siglip_vision_model',
       hidden_size: dimension,
       image_size: imageSize,
-      patch_size: imageSize / 4,
+      patch_size: imageSize / 8,
       num_hidden_layers: 0,
       num_attention_heads: 1,
       intermediate_size: dimension,
