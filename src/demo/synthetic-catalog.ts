@@ -119,8 +119,8 @@ export async function perturb(image: Buffer, kind: Perturbation): Promise<Buffer
     case 'resize':
       return img.resize(Math.round(width * 0.6), Math.round(height * 0.75), { fit: 'fill' }).png().toBuffer();
     case 'crop': {
-      const dx = Math.round(width * 0.06);
-      const dy = Math.round(height * 0.06);
+      const dx = Math.round(width * 0.03);
+      const dy = Math.round(height * 0.03);
       return img.extract({ left: dx, top: dy, width: width - 2 * dx, height: height - 2 * dy }).png().toBuffer();
     }
     case 'recompress':
