@@ -3,6 +3,7 @@
  * a generated catalog is ingested over GraphQL, then queried with shoppers' photos (perturbed
  * copies), by product and by text, with filters, k, ordering and minScore.
  */
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { perturb, renderProductImage, syntheticCatalog, type Perturbation, type SyntheticProduct } from '../../src/demo/synthetic-catalog.js';
 import { codes, startTestService, tinyModelDir, type TestService } from '../support/service.js';
@@ -221,3 +222,33 @@ async function sharpBlank(width: number, height: number): Promise<Buffer> {
   const { default: sharp } = await import('sharp');
   return sharp({ create: { width, height, channels: 3, background: '#ffffff' }, limitInputPixels: false }).png({ compressionLevel: 9 }).toBuffer();
 }
+
+describe('analysts in SQL', () => {
+  it('similar_products() agrees with the GraphQL productId query, and product_vectors shows active vectors', async () => {
+    const db = t.service.services.database.db;
+    const id = ids.get(catalog[4]!.sku)!;
+    const viaSql = await sql<{ id: string; score: number }>`SELECT id, score FROM similar_products(${id}::bigint, 8)`.execute(db);
+    const viaApi = await similar({ image: { productId: id }, k: 8 });
+    expect(viaSql.rows.map((r) => String(r.id))).toEqual(viaApi.map((m) => m.product.id));
+    const inCategory = await sql<{ category: string }>`SELECT category FROM similar_products(${id}::bigint, 50, 'hats')`.execute(db);
+    expect(inCategory.rows.length).toBe(catalog.filter((p) => p.category === 'hats').length);
+    expect(inCategory.rows.every((r) => r.category === 'hats')).toBe(true);
+    const view = await sql<{ n: string }>`SELECT count(*)::text AS n FROM product_vectors`.execute(db);
+    expect(Number(view.rows[0]!.n)).toBe(N);
+  });
+
+  it('gives the read-only role SELECT but not writes', async () => {
+    const db = t.service.services.database.db;
+    const role = await sql<{ n: string }>`SELECT count(*)::text AS n FROM pg_roles WHERE rolname = 'vps_analyst'`.execute(db);
+    expect(role.rows[0]!.n).toBe('1');
+    await db.transaction().execute(async (trx) => {
+      await sql`SET LOCAL ROLE vps_analyst`.execute(trx);
+      const n = await sql<{ n: string }>`SELECT count(*)::text AS n FROM products`.execute(trx);
+      expect(Number(n.rows[0]!.n)).toBeGreaterThan(0);
+      await sql`SAVEPOINT s`.execute(trx);
+      await expect(sql`DELETE FROM products`.execute(trx)).rejects.toThrow(/permission denied/);
+      await sql`ROLLBACK TO SAVEPOINT s`.execute(trx);
+    });
+    expect((await t.gql(`{ products { totalCount } }`)).data.products.totalCount).toBeGreaterThanOrEqual(N);
+  });
+});
