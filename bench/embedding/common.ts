@@ -1,0 +1,66 @@
+/** Shared helpers for the embedding benchmarks. */
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import sharp from 'sharp';
+import { writeSiglipVisionModel } from '../../scripts/models/siglip-vision.js';
+
+export const B16_DIR = resolve(process.env.BENCH_MODEL_DIR ?? 'models/siglip2-b16-random');
+
+/** The compute-faithful SigLIP 2 B/16-224 tower (random weights); generated once (~6 s, ~370 MB). */
+export async function ensureB16(): Promise<string> {
+  if (!existsSync(resolve(B16_DIR, 'onnx', 'vision_model.onnx'))) {
+    console.error(`generating ${B16_DIR} …`);
+    await writeSiglipVisionModel(B16_DIR);
+  }
+  return B16_DIR;
+}
+
+export const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+export const percentile = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+};
+
+export function table(title: string, rows: Record<string, string | number>[]): void {
+  console.log(`\n### ${title}\n`);
+  if (!rows.length) return;
+  const cols = Object.keys(rows[0]!);
+  const fmt = (v: string | number) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 2 : 1)) : v);
+  console.log(`| ${cols.join(' | ')} |`);
+  console.log(`|${cols.map(() => '---').join('|')}|`);
+  for (const r of rows) console.log(`| ${cols.map((c) => fmt(r[c] ?? '')).join(' | ')} |`);
+}
+
+/**
+ * Photo-like JPEGs (gradients, texture, shapes, noise), so the decoder and resampler do real work.
+ */
+export async function photoJpegs(n: number, width: number, height: number, seed = 1): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for (let k = 0; k < n; k++) {
+    const raw = Buffer.alloc(width * height * 3);
+    let s = (seed * 7919 + k * 104729) >>> 0;
+    const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296);
+    const cx = rnd() * width, cy = rnd() * height, r = (0.2 + 0.3 * rnd()) * Math.min(width, height);
+    const hue = [rnd() * 255, rnd() * 255, rnd() * 255];
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const i = (y * width + x) * 3;
+        const inside = (x - cx) ** 2 + (y - cy) ** 2 < r * r;
+        const tex = 30 * Math.sin(x / (3 + k)) * Math.cos(y / (5 + k));
+        for (let c = 0; c < 3; c++) {
+          const base = inside ? hue[c]! : (255 * (x / width + y / height + c * 0.3)) % 255;
+          raw[i + c] = Math.max(0, Math.min(255, base + tex + (rnd() - 0.5) * 20));
+        }
+      }
+    }
+    out.push(await sharp(raw, { raw: { width, height, channels: 3 } }).jpeg({ quality: 88 }).toBuffer());
+  }
+  return out;
+}
+
+export const mib = (b: number) => b / 1024 / 1024;
