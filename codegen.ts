@@ -10,7 +10,7 @@ const config: CodegenConfig = {
         useTypeImports: true,
         contextType: '../resolvers/context.js#RequestContext',
         mappers: { Product: '../db/products.js#Product' },
-        scalars: { JSON: 'Record<string, unknown>', DateTime: 'Date', ID: 'string' },
+        scalars: { JSON: 'Record<string, unknown>', DateTime: 'Date', ID: 'string', Upload: 'Promise<unknown>' },
         mapperTypeSuffix: 'Model',
         enumsAsTypes: true,
         avoidOptionals: false,

@@ -12,7 +12,9 @@ import type { GraphQLFormattedError } from 'graphql';
 import { sql } from 'kysely';
 import { getThumbnail } from './db/images.js';
 import { pendingMigrations } from './db/migrate.js';
+import { registerMultipart } from './http/multipart.js';
 import { isAppError } from './errors.js';
+import { registerStorefront } from './http/storefront.js';
 import type { RequestContext } from './resolvers/context.js';
 import { resolvers } from './resolvers/index.js';
 import type { Services } from './services.js';
@@ -114,6 +116,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   });
   await apollo.start();
 
+  registerMultipart(app, { maxFileBytes: config.images.maxBytes, maxFiles: 500 });
   app.route({
     url: '/graphql',
     method: ['GET', 'POST', 'OPTIONS'],
@@ -127,6 +130,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
+  registerStorefront(app); // the storefront page (web/) at /
 
   // Thumbnails made at ingest, straight from the database (no re-download per view).
   app.get<{ Params: { id: string } }>('/images/:id/thumbnail.webp', async (req, reply) => {

@@ -23,9 +23,15 @@ export interface ImageSpec {
   base64?: string | null;
   url?: string | null;
   productId?: string | null;
+  /** A multipart upload (the Upload scalar's promise of the file). */
+  file?: unknown;
 }
 
-export type ImageSource = { kind: 'base64'; base64: string } | { kind: 'url'; url: string } | { kind: 'productId'; productId: string };
+export type ImageSource =
+  | { kind: 'base64'; base64: string }
+  | { kind: 'url'; url: string }
+  | { kind: 'file'; file: unknown }
+  | { kind: 'productId'; productId: string };
 
 export interface ProductInputLike {
   sku: string;
@@ -61,12 +67,13 @@ export function validatePrice(field: string, price: number | null | undefined): 
   return price;
 }
 
-/** Exactly one of base64, url, productId. */
+/** Exactly one of base64, url, productId, file. */
 export function validateImageSpec(field: string, image: ImageSpec): ImageSource {
-  const given = (['base64', 'url', 'productId'] as const).filter((k) => image[k] != null);
+  const given = (['base64', 'url', 'productId', 'file'] as const).filter((k) => image[k] != null);
   if (given.length !== 1) {
-    throw badInput(`${field} needs exactly one of base64, url or productId (got ${given.length ? given.join(' and ') : 'none'})`, { field });
+    throw badInput(`${field} needs exactly one of base64, url, productId or file (got ${given.length ? given.join(' and ') : 'none'})`, { field });
   }
+  if (image.file != null) return { kind: 'file', file: image.file };
   if (image.base64 != null) {
     const b64 = image.base64.replace(/\s+/g, '');
     if (b64.length === 0 || !/^[A-Za-z0-9+/_-]*={0,2}$/.test(b64)) throw badInput(`${field}.base64 is not valid base64`, { field });
@@ -125,7 +132,7 @@ export function validateProductInputs(inputs: ProductInputLike[]): ValidatedProd
     let image: ValidatedProduct['image'] = null;
     if (p.image != null) {
       const source = validateImageSpec(`${at}.image`, p.image);
-      if (source.kind === 'productId') throw badInput(`${at}.image takes base64 or url, not productId`, { field: `${at}.image` });
+      if (source.kind === 'productId') throw badInput(`${at}.image takes base64, url or file, not productId`, { field: `${at}.image` });
       image = source;
     }
     return {

@@ -1,8 +1,9 @@
-/** Turns an image given by a client (base64 or URL) into bounded bytes. */
+/** Turns an image given by a client (base64, URL or uploaded file) into bounded bytes. */
 import { AppError, ErrorCode } from '../errors.js';
 import { fetchImage, type FetchImageOptions } from './fetch.js';
+import { readUpload } from './upload.js';
 
-export type ImageBytesSource = { kind: 'base64'; base64: string } | { kind: 'url'; url: string };
+export type ImageBytesSource = { kind: 'base64'; base64: string } | { kind: 'url'; url: string } | { kind: 'file'; file: unknown };
 
 /** Decodes base64 (standard or URL-safe) after checking that the decoded size fits the cap. */
 export function decodeBase64Image(base64: string, maxBytes: number): Buffer {
@@ -17,5 +18,12 @@ export function decodeBase64Image(base64: string, maxBytes: number): Buffer {
 }
 
 export async function loadImageBytes(source: ImageBytesSource, fetchOptions: FetchImageOptions): Promise<Buffer> {
-  return source.kind === 'base64' ? decodeBase64Image(source.base64, fetchOptions.maxBytes) : fetchImage(source.url, fetchOptions);
+  switch (source.kind) {
+    case 'base64':
+      return decodeBase64Image(source.base64, fetchOptions.maxBytes);
+    case 'url':
+      return fetchImage(source.url, fetchOptions);
+    case 'file':
+      return readUpload(source.file, fetchOptions.maxBytes);
+  }
 }

@@ -18,6 +18,8 @@ export type Scalars = {
   DateTime: { input: Date; output: Date; }
   /** Arbitrary JSON value (here: an object of product attributes). */
   JSON: { input: Record<string, unknown>; output: Record<string, unknown>; }
+  /** A file sent with the GraphQL multipart request spec (send the header Apollo-Require-Preflight: true). */
+  Upload: { input: Promise<unknown>; output: Promise<unknown>; }
 };
 
 /** The embedding model that serves search. */
@@ -32,27 +34,74 @@ export type EmbeddingModelInfo = {
   provider: Scalars['String']['output'];
 };
 
-/** An image given in exactly one of three ways. */
+/** An image given in exactly one of four ways. */
 export type ImageInput = {
   /** The image file's bytes, base64-encoded (standard or URL-safe alphabet). */
   base64?: InputMaybe<Scalars['String']['input']>;
+  /** The image file as a multipart upload. */
+  file?: InputMaybe<Scalars['Upload']['input']>;
   /** An existing product: its stored image vector is used. */
   productId?: InputMaybe<Scalars['ID']['input']>;
   /** An http(s) URL the service fetches (public addresses only). */
   url?: InputMaybe<Scalars['String']['input']>;
 };
 
+/** building: vectors being computed; ready: complete (or paused) and not active; retired: replaced, kept for rollback. */
+export type ModelStatus =
+  | 'BUILDING'
+  | 'READY'
+  | 'RETIRED';
+
 export type Mutation = {
   __typename?: 'Mutation';
+  /**
+   * Makes a model the active one, atomically: rolls a switch back, or activates a model built with
+   * activate: false. CONFLICT when a product lacks a vector for it. Requires the admin token.
+   */
+  activateModel: RegisteredModel;
+  /** Cancels a queued or running job (vectors computed so far stay). Requires the admin token. */
+  cancelReindex: ReindexJob;
   /** Deletes a product and its vectors; false when no such product. Requires the admin token. */
   deleteProduct: Scalars['Boolean']['output'];
+  /** Deletes a non-active model's vectors and index; returns how many vectors. Requires the admin token. */
+  dropModelEmbeddings: Scalars['Int']['output'];
+  /**
+   * Enqueues re-embedding the catalog with a model (default: the active one) and returns at once.
+   * model: a loaded or registered model id, or a hub repository id in the model cache (vps model fetch).
+   * onlyMissing: only products without a vector of their current image. activate (default true): switch
+   * search to the model when complete. CONFLICT when the model already has a queued or running job or its
+   * files produce another dimension than registered. Requires the admin token.
+   */
+  reindex: ReindexJob;
   /** Inserts or updates products by SKU, all or nothing (at most 500 per call). Requires the admin token. */
   upsertProducts: Array<Product>;
 };
 
 
+export type MutationActivateModelArgs = {
+  model: Scalars['String']['input'];
+};
+
+
+export type MutationCancelReindexArgs = {
+  id: Scalars['ID']['input'];
+};
+
+
 export type MutationDeleteProductArgs = {
   id: Scalars['ID']['input'];
+};
+
+
+export type MutationDropModelEmbeddingsArgs = {
+  model: Scalars['String']['input'];
+};
+
+
+export type MutationReindexArgs = {
+  activate?: InputMaybe<Scalars['Boolean']['input']>;
+  model?: InputMaybe<Scalars['String']['input']>;
+  onlyMissing?: InputMaybe<Scalars['Boolean']['input']>;
 };
 
 
@@ -160,9 +209,15 @@ export type Query = {
   __typename?: 'Query';
   /** The loaded embedding model, or null when the service runs without one. */
   embeddingModel?: Maybe<EmbeddingModelInfo>;
+  /** The model registry. Requires the admin token. */
+  models: Array<RegisteredModel>;
   product?: Maybe<Product>;
   /** Products in a stable order (by id), 1–500 per page (default 50). */
   products: ProductConnection;
+  /** A reindex job by id; null when there is none. Requires the admin token. */
+  reindexJob?: Maybe<ReindexJob>;
+  /** Reindex jobs, newest first (1–200, default 20), optionally by state or model. Requires the admin token. */
+  reindexJobs: Array<ReindexJob>;
   /** Products whose images match the text (SigLIP 2 text→image), nearest first, with the same filters. */
   searchProducts: Array<ProductMatch>;
   /**
@@ -186,6 +241,18 @@ export type QueryProductsArgs = {
 };
 
 
+export type QueryReindexJobArgs = {
+  id: Scalars['ID']['input'];
+};
+
+
+export type QueryReindexJobsArgs = {
+  first?: InputMaybe<Scalars['Int']['input']>;
+  model?: InputMaybe<Scalars['String']['input']>;
+  state?: InputMaybe<ReindexJobState>;
+};
+
+
 export type QuerySearchProductsArgs = {
   category?: InputMaybe<Scalars['String']['input']>;
   filter?: InputMaybe<ProductFilter>;
@@ -202,6 +269,77 @@ export type QuerySimilarProductsArgs = {
   k?: InputMaybe<Scalars['Int']['input']>;
   minScore?: InputMaybe<Scalars['Float']['input']>;
 };
+
+/** An embedding model in the registry. */
+export type RegisteredModel = {
+  __typename?: 'RegisteredModel';
+  activatedAt?: Maybe<Scalars['DateTime']['output']>;
+  /** Whether search reads this model's vectors. */
+  active: Scalars['Boolean']['output'];
+  createdAt: Scalars['DateTime']['output'];
+  dimension: Scalars['Int']['output'];
+  id: Scalars['ID']['output'];
+  /** Whether this process has the model's files loaded (can embed queries and run its reindex). */
+  loaded: Scalars['Boolean']['output'];
+  /** Where its files came from (hub repository or directory name). */
+  source: Scalars['String']['output'];
+  status: ModelStatus;
+  variant?: Maybe<Scalars['String']['output']>;
+  /** Vectors stored for this model. */
+  vectors: Scalars['Int']['output'];
+};
+
+/** A product a reindex could not embed. */
+export type ReindexError = {
+  __typename?: 'ReindexError';
+  message: Scalars['String']['output'];
+  productId: Scalars['ID']['output'];
+  sku?: Maybe<Scalars['String']['output']>;
+};
+
+/**
+ * Re-embedding the catalog with a model on the durable job queue, then (by default) switching search to it
+ * atomically once every product has a vector and the model's index is built.
+ */
+export type ReindexJob = {
+  __typename?: 'ReindexJob';
+  /** Whether the job switches search to the model when it completes. */
+  activate: Scalars['Boolean']['output'];
+  /** True when this job made its model the active one. */
+  activated: Scalars['Boolean']['output'];
+  /** Times a worker started or resumed the job. */
+  attempts: Scalars['Int']['output'];
+  createdAt: Scalars['DateTime']['output'];
+  /** Why the job failed or was not activated. */
+  error?: Maybe<Scalars['String']['output']>;
+  /** The first per-product errors (at most 100). */
+  errors: Array<ReindexError>;
+  /** Estimated seconds left; null unless running with a known rate. */
+  etaSeconds?: Maybe<Scalars['Float']['output']>;
+  /** Products whose image could not be embedded. */
+  failed: Scalars['Int']['output'];
+  finishedAt?: Maybe<Scalars['DateTime']['output']>;
+  id: Scalars['ID']['output'];
+  /** The model whose vectors the job computes. */
+  model: Scalars['String']['output'];
+  onlyMissing: Scalars['Boolean']['output'];
+  /** Products processed so far (embedded or failed). */
+  processed: Scalars['Int']['output'];
+  /** Products per second in the current run; null unless running. */
+  rate?: Maybe<Scalars['Float']['output']>;
+  startedAt?: Maybe<Scalars['DateTime']['output']>;
+  state: ReindexJobState;
+  /** Products to process (re-estimated while the job runs; products written meanwhile count). */
+  total: Scalars['Int']['output'];
+};
+
+/** State of a reindex job: queued (waiting for a worker), running, succeeded, failed or cancelled. */
+export type ReindexJobState =
+  | 'CANCELLED'
+  | 'FAILED'
+  | 'QUEUED'
+  | 'RUNNING'
+  | 'SUCCEEDED';
 
 
 
@@ -284,6 +422,7 @@ export type ResolversTypes = {
   ImageInput: ImageInput;
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   JSON: ResolverTypeWrapper<Scalars['JSON']['output']>;
+  ModelStatus: ModelStatus;
   Mutation: ResolverTypeWrapper<Record<PropertyKey, never>>;
   PageInfo: ResolverTypeWrapper<PageInfo>;
   Product: ResolverTypeWrapper<ProductModel>;
@@ -293,7 +432,12 @@ export type ResolversTypes = {
   ProductInput: ProductInput;
   ProductMatch: ResolverTypeWrapper<Omit<ProductMatch, 'product'> & { product: ResolversTypes['Product'] }>;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
+  RegisteredModel: ResolverTypeWrapper<RegisteredModel>;
+  ReindexError: ResolverTypeWrapper<ReindexError>;
+  ReindexJob: ResolverTypeWrapper<ReindexJob>;
+  ReindexJobState: ReindexJobState;
   String: ResolverTypeWrapper<Scalars['String']['output']>;
+  Upload: ResolverTypeWrapper<Scalars['Upload']['output']>;
 };
 
 /** Mapping between all available schema types and the resolvers parents */
@@ -315,7 +459,11 @@ export type ResolversParentTypes = {
   ProductInput: ProductInput;
   ProductMatch: Omit<ProductMatch, 'product'> & { product: ResolversParentTypes['Product'] };
   Query: Record<PropertyKey, never>;
+  RegisteredModel: RegisteredModel;
+  ReindexError: ReindexError;
+  ReindexJob: ReindexJob;
   String: Scalars['String']['output'];
+  Upload: Scalars['Upload']['output'];
 };
 
 export interface DateTimeScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['DateTime'], any> {
@@ -335,7 +483,11 @@ export interface JsonScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes
 }
 
 export type MutationResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Mutation'] = ResolversParentTypes['Mutation']> = {
+  activateModel?: Resolver<ResolversTypes['RegisteredModel'], ParentType, ContextType, RequireFields<MutationActivateModelArgs, 'model'>>;
+  cancelReindex?: Resolver<ResolversTypes['ReindexJob'], ParentType, ContextType, RequireFields<MutationCancelReindexArgs, 'id'>>;
   deleteProduct?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationDeleteProductArgs, 'id'>>;
+  dropModelEmbeddings?: Resolver<ResolversTypes['Int'], ParentType, ContextType, RequireFields<MutationDropModelEmbeddingsArgs, 'model'>>;
+  reindex?: Resolver<ResolversTypes['ReindexJob'], ParentType, ContextType, RequireFields<MutationReindexArgs, 'activate' | 'onlyMissing'>>;
   upsertProducts?: Resolver<Array<ResolversTypes['Product']>, ParentType, ContextType, RequireFields<MutationUpsertProductsArgs, 'products'>>;
 };
 
@@ -382,11 +534,57 @@ export type ProductMatchResolvers<ContextType = RequestContext, ParentType exten
 
 export type QueryResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
   embeddingModel?: Resolver<Maybe<ResolversTypes['EmbeddingModelInfo']>, ParentType, ContextType>;
+  models?: Resolver<Array<ResolversTypes['RegisteredModel']>, ParentType, ContextType>;
   product?: Resolver<Maybe<ResolversTypes['Product']>, ParentType, ContextType, RequireFields<QueryProductArgs, 'id'>>;
   products?: Resolver<ResolversTypes['ProductConnection'], ParentType, ContextType, Partial<QueryProductsArgs>>;
+  reindexJob?: Resolver<Maybe<ResolversTypes['ReindexJob']>, ParentType, ContextType, RequireFields<QueryReindexJobArgs, 'id'>>;
+  reindexJobs?: Resolver<Array<ResolversTypes['ReindexJob']>, ParentType, ContextType, RequireFields<QueryReindexJobsArgs, 'first'>>;
   searchProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySearchProductsArgs, 'k' | 'text'>>;
   similarProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySimilarProductsArgs, 'image' | 'k'>>;
 };
+
+export type RegisteredModelResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['RegisteredModel'] = ResolversParentTypes['RegisteredModel']> = {
+  activatedAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  active?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  dimension?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  loaded?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  source?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  status?: Resolver<ResolversTypes['ModelStatus'], ParentType, ContextType>;
+  variant?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  vectors?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+};
+
+export type ReindexErrorResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ReindexError'] = ResolversParentTypes['ReindexError']> = {
+  message?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  productId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  sku?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+};
+
+export type ReindexJobResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ReindexJob'] = ResolversParentTypes['ReindexJob']> = {
+  activate?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  activated?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  attempts?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  error?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  errors?: Resolver<Array<ResolversTypes['ReindexError']>, ParentType, ContextType>;
+  etaSeconds?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  failed?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  finishedAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  model?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  onlyMissing?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  processed?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  rate?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  startedAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  state?: Resolver<ResolversTypes['ReindexJobState'], ParentType, ContextType>;
+  total?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+};
+
+export interface UploadScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['Upload'], any> {
+  name: 'Upload';
+}
 
 export type Resolvers<ContextType = RequestContext> = {
   DateTime?: GraphQLScalarType;
@@ -399,5 +597,9 @@ export type Resolvers<ContextType = RequestContext> = {
   ProductEdge?: ProductEdgeResolvers<ContextType>;
   ProductMatch?: ProductMatchResolvers<ContextType>;
   Query?: QueryResolvers<ContextType>;
+  RegisteredModel?: RegisteredModelResolvers<ContextType>;
+  ReindexError?: ReindexErrorResolvers<ContextType>;
+  ReindexJob?: ReindexJobResolvers<ContextType>;
+  Upload?: GraphQLScalarType;
 };
 

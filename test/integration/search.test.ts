@@ -252,3 +252,32 @@ describe('analysts in SQL', () => {
     expect((await t.gql(`{ products { totalCount } }`)).data.products.totalCount).toBeGreaterThanOrEqual(N);
   });
 });
+
+describe('multipart uploads', () => {
+  const upload = (photo: Buffer, headers: Record<string, string>) => {
+    const form = new FormData();
+    form.append('operations', JSON.stringify({ query: SIMILAR, variables: { image: { file: null }, k: 3 } }));
+    form.append('map', JSON.stringify({ '0': ['variables.image.file'] }));
+    form.append('0', new Blob([photo], { type: 'image/png' }), 'photo.png');
+    return fetch(`${t.url}/graphql`, { method: 'POST', body: form, headers });
+  };
+
+  it('searches by an uploaded photo when the client sends the preflight header', async () => {
+    const p = catalog[12]!;
+    const res = await upload(await perturb(images.get(p.sku)!, 'recompress'), { 'apollo-require-preflight': 'true' });
+    const body = (await res.json()) as any;
+    expect(body.errors).toBeUndefined();
+    expect(body.data.similarProducts[0].product.sku).toBe(p.sku);
+  });
+
+  it('refuses an upload without the header (CSRF prevention)', async () => {
+    const res = await upload(images.get(catalog[12]!.sku)!, {});
+    expect(res.status).toBe(400);
+  });
+
+  it('refuses an uploaded file that is not an image', async () => {
+    const res = await upload(Buffer.from('<html>nope</html>'), { 'apollo-require-preflight': 'true' });
+    const body = (await res.json()) as any;
+    expect(body.errors[0].extensions.code).toBe('INVALID_IMAGE');
+  });
+});
