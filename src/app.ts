@@ -8,6 +8,8 @@ import { checkVectorExtension } from './db/extension.js';
 import { migrateToLatest, pendingMigrations } from './db/migrate.js';
 import { createEmbedder, DEFAULT_MODEL_REPO, modelCachePath, type Embedder } from './embedding/index.js';
 import type { Logger } from './log.js';
+import { cachedModelDir } from './jobs/models.js';
+import { JobRunner } from './jobs/runner.js';
 import { SearchService } from './search/service.js';
 import { startHttpServer, type HttpServer } from './server.js';
 import type { Services } from './services.js';
@@ -108,6 +110,15 @@ export async function startService(config: Config, log: Logger, opts: StartOptio
       maxRedirects: config.images.fetch.maxRedirects,
       allowedPrivateHosts: config.images.fetch.allowedPrivateHosts,
     };
+    const jobs = new JobRunner(database, models, log, {
+      ...config.jobs,
+      work: config.jobs.enabled,
+      loadModel: async (ref) => {
+        const dir = cachedModelDir(ref);
+        return dir ? { embedder: await loadEmbedder(config, dir, log), source: ref, variant: config.embedding.variant ?? null } : null;
+      },
+    });
+    await jobs.start();
     const services: Services = {
       config,
       log,
@@ -116,13 +127,18 @@ export async function startService(config: Config, log: Logger, opts: StartOptio
       search: new SearchService(database.db, models, fetchOptions),
       fetchOptions,
       imageLimits: { maxImageBytes: config.images.maxBytes, maxImagePixels: config.images.maxPixels },
+      jobs,
     };
-    const http = await startHttpServer(services);
+    const http = await startHttpServer(services).catch(async (err) => {
+      await jobs.stop();
+      throw err;
+    });
     return {
       services,
       http,
       stop: async () => {
         await http.close();
+        await jobs.stop();
         await models.close();
         await database.close();
       },

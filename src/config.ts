@@ -43,6 +43,11 @@ const schema = z.object({
   IMAGE_FETCH_CONNECT_TIMEOUT_MS: int(100, 600_000).default(5_000),
   IMAGE_FETCH_MAX_REDIRECTS: int(0, 20).default(5),
   IMAGE_FETCH_ALLOWED_PRIVATE_HOSTS: list.default([]),
+  JOBS_ENABLED: bool.default(true),
+  REINDEX_BATCH_SIZE: int(1, 10_000).default(256),
+  REINDEX_THROTTLE_MS: int(0, 60_000).default(0),
+  REINDEX_LEASE_SECONDS: int(1, 3600).default(60),
+  JOBS_POLL_INTERVAL_MS: int(500, 60_000).default(1000),
 });
 
 export type Env = z.infer<typeof schema>;
@@ -71,6 +76,8 @@ export interface Config {
     maxPixels: number;
     fetch: { totalTimeoutMs: number; connectTimeoutMs: number; maxRedirects: number; allowedPrivateHosts: string[] };
   };
+  /** Reindex/import jobs on the pg-boss queue (docs/reindex.md). */
+  jobs: { enabled: boolean; batchSize: number; throttleMs: number; leaseSeconds: number; pollIntervalMs: number };
 }
 
 export class ConfigError extends Error {
@@ -124,6 +131,13 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
         maxRedirects: env.IMAGE_FETCH_MAX_REDIRECTS,
         allowedPrivateHosts: env.IMAGE_FETCH_ALLOWED_PRIVATE_HOSTS,
       },
+    },
+    jobs: {
+      enabled: env.JOBS_ENABLED,
+      batchSize: env.REINDEX_BATCH_SIZE,
+      throttleMs: env.REINDEX_THROTTLE_MS,
+      leaseSeconds: env.REINDEX_LEASE_SECONDS,
+      pollIntervalMs: env.JOBS_POLL_INTERVAL_MS,
     },
   };
 }

@@ -4,6 +4,7 @@ import type { Config } from './config.js';
 import type { Database } from './db/connect.js';
 import type { ImageLimits } from './images/decode.js';
 import type { FetchImageOptions } from './images/fetch.js';
+import type { JobRunner } from './jobs/runner.js';
 import type { Logger } from './log.js';
 import type { SearchService } from './search/service.js';
 
@@ -15,4 +16,6 @@ export interface Services {
   search: SearchService;
   fetchOptions: FetchImageOptions;
   imageLimits: ImageLimits;
+  /** Reindex jobs on the pg-boss queue (docs/reindex.md). */
+  jobs: JobRunner;
 }

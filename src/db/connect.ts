@@ -18,6 +18,11 @@ export interface Database {
   kind: 'postgres' | 'pglite';
   /** Where an analyst points psql (embedded database only; null when not served). */
   psqlUrl: string | null;
+  /**
+   * Runs a multi-statement SQL script (simple protocol, no parameters) on one session, rolling back
+   * a transaction the script left open on error. For libraries that ship their own DDL (pg-boss).
+   */
+  script(text: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -29,7 +34,18 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
     const pool = new pg.Pool({ connectionString: target.url, max: target.poolSize ?? 10 });
     pool.on('error', (err) => log?.error({ err }, 'idle PostgreSQL connection failed'));
     const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
-    return { db, kind: 'postgres', psqlUrl: null, close: () => db.destroy() };
+    const script = async (text: string) => {
+      const client = await pool.connect();
+      try {
+        await client.query(text);
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw err;
+      } finally {
+        client.release();
+      }
+    };
+    return { db, kind: 'postgres', psqlUrl: null, script, close: () => db.destroy() };
   }
   const pglite = await openPglite(target.dataDir);
   const lock = new Mutex();
@@ -47,6 +63,15 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
     db,
     kind: 'pglite',
     psqlUrl: psql?.url ?? null,
+    script: (text) =>
+      lock.runExclusive(async () => {
+        try {
+          await pglite.exec(text);
+        } catch (err) {
+          if (pglite.isInTransaction()) await pglite.exec('ROLLBACK');
+          throw err;
+        }
+      }),
     close: async () => {
       await psql?.stop();
       await db.destroy();

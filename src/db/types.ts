@@ -48,9 +48,35 @@ export interface ProductImagesTable {
   created_at: Generated<Date>;
 }
 
+export interface ReindexJobsTable {
+  id: ColumnType<string, never, never>;
+  model_id: string;
+  only_missing: Generated<boolean>;
+  activate: Generated<boolean>;
+  state: Generated<'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled'>;
+  queue_job_id: string | null;
+  total: Generated<number>;
+  processed: Generated<number>;
+  failed: Generated<number>;
+  cursor: ColumnType<string, string | number | undefined, string | number>; // bigint
+  pass: Generated<number>;
+  errors: ColumnType<Array<{ productId: string; sku: string | null; message: string }>, string | undefined, string>;
+  error: string | null;
+  activated: Generated<boolean>;
+  attempts: Generated<number>;
+  worker_id: string | null;
+  heartbeat_at: Date | null;
+  run_started_at: Date | null;
+  run_processed: Generated<number>;
+  created_at: Generated<Date>;
+  started_at: Date | null;
+  finished_at: Date | null;
+}
+
 export interface DB {
   products: ProductsTable;
   embedding_models: EmbeddingModelsTable;
   product_embeddings: ProductEmbeddingsTable;
   product_images: ProductImagesTable;
+  reindex_jobs: ReindexJobsTable;
 }

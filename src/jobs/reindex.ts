@@ -1,0 +1,182 @@
+/**
+ * One reindex job, run by the worker that claimed it: walk the catalog in keyset batches, embed each batch
+ * through the engine (one embedImages call per batch, which the engine splits into its own batches),
+ * commit vectors and progress together, sweep what was missed, build the HNSW index, switch atomically.
+ *
+ * Exactness: vectors are keyed (product, model), so a batch re-done after a crash overwrites, never
+ * duplicates; progress (the cursor) is committed in the same transaction as the batch's vectors, so a
+ * resumed job continues exactly after the last committed batch. Every commit is fenced on the worker id
+ * and the running state: a cancelled or taken-over job stops at its next commit.
+ */
+import type { Kysely } from 'kysely';
+import { AppError } from '../errors.js';
+import type { Embedder } from '../embedding/index.js';
+import { dropModelIndex, getModel, setModelStatus, type EmbeddingModel } from '../db/models.js';
+import {
+  buildModelIndex,
+  commitBatch,
+  countLeft,
+  countMissing,
+  countModelVectors,
+  finishJob,
+  LostJobError,
+  nextCatalogBatch,
+  setTotal,
+  startSweep,
+  switchActiveModel,
+  type CatalogImage,
+  type ReindexError,
+  type ReindexJob,
+} from '../db/reindex.js';
+import type { DB } from '../db/types.js';
+import type { Logger } from '../log.js';
+
+/** Passes over the catalog: the walk, then at most this many sweeps for products still missing. */
+const MAX_PASSES = 3;
+/** How often the remaining count (for total and ETA) is re-taken. */
+const RECOUNT_MS = 5000;
+
+export interface ReindexContext {
+  db: Kysely<DB>;
+  log: Logger;
+  workerId: string;
+  batchSize: number;
+  throttleMs: number;
+  /** PostgreSQL: build the index CONCURRENTLY (writers go on); PGlite: plainly. */
+  concurrentIndex: boolean;
+  /** True once the job should stop at the next batch boundary (service stopping). */
+  stopping(): boolean;
+  /** True once the heartbeat found the job cancelled or taken over. */
+  lost(): boolean;
+}
+
+export class StopRequested extends Error {
+  override name = 'StopRequested';
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Embeds a batch; a product whose image the engine rejects is recorded and left out, the rest go on. */
+export async function embedIsolatingFailures(
+  embedder: Embedder,
+  batch: CatalogImage[],
+): Promise<{ vectors: Array<{ productId: string; sha256: string; embedding: Float32Array }>; errors: ReindexError[] }> {
+  let todo = batch;
+  const errors: ReindexError[] = [];
+  while (todo.length) {
+    try {
+      const out = await embedder.embedImages(todo.map((b) => b.original));
+      return { vectors: todo.map((b, i) => ({ productId: b.productId, sha256: b.sha256, embedding: out[i]! })), errors };
+    } catch (err) {
+      const index = err instanceof AppError && typeof err.details?.index === 'number' ? err.details.index : -1;
+      const bad = todo[index];
+      if (!bad) throw err;
+      errors.push({ productId: bad.productId, sku: bad.sku, message: `${(err as AppError).code}: ${(err as Error).message}` });
+      todo = todo.filter((b) => b !== bad);
+    }
+  }
+  return { vectors: [], errors };
+}
+
+export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder: Embedder): Promise<{ activated: boolean }> {
+  const { db, log, workerId } = ctx;
+  const model = await getModel(db, job.modelId);
+  if (!model) throw new Error(`model ${job.modelId} is no longer registered`);
+  if (!model.isActive && model.status !== 'building') await setModelStatus(db, model.id, 'building');
+
+  // Bulk load without the model's HNSW index when the model has no vectors yet: building it once after
+  // the load is much faster than maintaining it row by row (BENCHMARKS.md, "Reindex").
+  if (!model.isActive && job.pass === 1 && job.cursor === '0' && !(await countModelVectors(db)).get(model.id)) {
+    await dropModelIndex(db, model.id);
+  }
+
+  if (job.pass === 1) {
+    job.total = job.processed + (await countLeft(db, { modelId: model.id, afterId: job.cursor, onlyMissing: job.onlyMissing }));
+    await setTotal(db, job.id, job.total);
+  }
+  let cursor = job.cursor;
+  let pass = job.pass;
+  let failed = job.failed;
+  let lastCount = 0;
+  for (let attempt = 0; ; attempt++) {
+    for (;;) {
+      if (ctx.lost()) throw new LostJobError(`job ${job.id} was cancelled or taken over`);
+      if (ctx.stopping()) throw new StopRequested();
+      const sweep = pass > 1;
+      const onlyMissing = job.onlyMissing || sweep;
+      const batch = await nextCatalogBatch(db, { modelId: model.id, afterId: cursor, limit: ctx.batchSize, onlyMissing });
+      if (batch.length === 0) {
+        const missing = await countMissing(db, model.id);
+        // Products missed by the walk (committed late with a lower id, or re-imaged by a writer without this
+        // model loaded): sweep again, unless all that is missing are images the engine rejected.
+        if (missing > failed && pass < MAX_PASSES) {
+          await startSweep(db, job.id, workerId);
+          pass++;
+          cursor = '0';
+          log.info({ job: job.id, model: model.id, missing, pass }, 'reindex: sweeping products still missing a vector');
+          continue;
+        }
+        break;
+      }
+      const { vectors, errors } = await embedIsolatingFailures(embedder, batch);
+      const next = batch.at(-1)!.productId;
+      let total: number | undefined;
+      if (!sweep && Date.now() - lastCount > RECOUNT_MS) {
+        lastCount = Date.now();
+        total = job.processed + batch.length + (await countLeft(db, { modelId: model.id, afterId: next, onlyMissing }));
+      }
+      await db.transaction().execute((trx) =>
+        commitBatch(trx, {
+          jobId: job.id,
+          workerId,
+          modelId: model.id,
+          cursor: next,
+          processed: sweep ? vectors.length : batch.length,
+          failed: sweep ? 0 : errors.length,
+          errors: sweep ? [] : errors,
+          vectors,
+          ...(total !== undefined ? { total } : {}),
+        }),
+      );
+      job.processed += sweep ? vectors.length : batch.length;
+      if (!sweep) failed += errors.length;
+      cursor = next;
+      if (ctx.throttleMs) await sleep(ctx.throttleMs);
+    }
+
+    const missing = await countMissing(db, model.id);
+    if (missing > 0) {
+      const error = `${missing} product(s) have no vector for ${model.id} (see errors): not activated. Fix or delete them, then run reindex(model: "${model.id}", onlyMissing: true).`;
+      if (!(await finishJob(db, job.id, workerId, { state: 'failed', error }))) throw new LostJobError(`job ${job.id} was cancelled`);
+      if (!model.isActive) await setModelStatus(db, model.id, 'ready');
+      return { activated: false };
+    }
+    await buildModelIndex(db, model, ctx.concurrentIndex);
+    if (ctx.lost()) throw new LostJobError(`job ${job.id} was cancelled or taken over`);
+
+    if (!job.activate || model.isActive) {
+      if (!(await finishJob(db, job.id, workerId, { state: 'succeeded' }))) throw new LostJobError(`job ${job.id} was cancelled`);
+      if (!model.isActive) await setModelStatus(db, model.id, 'ready');
+      return { activated: false };
+    }
+
+    // The switch: job row and active model in one transaction, only if nothing is missing at that instant.
+    const switched = await db.transaction().execute(async (trx) => {
+      const r = await switchActiveModel(trx, model.id);
+      if (r.missing > 0 || r.index !== 'valid') return r;
+      if (!(await finishJob(trx, job.id, workerId, { state: 'succeeded', activated: true }))) throw new LostJobError(`job ${job.id} was cancelled`);
+      return r;
+    });
+    if (switched.missing === 0 && switched.index === 'valid') {
+      log.info({ job: job.id, model: model.id }, 'reindex: switched the active model');
+      return { activated: true };
+    }
+    if (attempt >= 2) throw new Error(`could not switch to ${model.id}: ${switched.missing} product(s) missing, index ${switched.index}`);
+    // Products written between the last batch and the switch: one more sweep.
+    await startSweep(db, job.id, workerId);
+    pass++;
+    cursor = '0';
+  }
+}
+
+export type { EmbeddingModel };

@@ -1,0 +1,96 @@
+import { AppError, ErrorCode } from '../errors.js';
+import type { ReindexJob as Job, ReindexState } from '../db/reindex.js';
+import { getReindexJob, listReindexJobs } from '../db/reindex.js';
+import { activateModelChecked, dropModelEmbeddingsChecked, modelRecords, type ModelRecord } from '../jobs/models.js';
+import type { ModelStatus, RegisteredModel, ReindexJob, ReindexJobState, Resolvers } from '../schema/generated.js';
+import { requireAdmin } from './auth.js';
+
+const up = <T extends string>(s: string) => s.toUpperCase() as T;
+
+export function reindexJobDto(j: Job, now = Date.now()): ReindexJob {
+  let rate: number | null = null;
+  let etaSeconds: number | null = null;
+  if (j.state === 'running' && j.runStartedAt) {
+    const secs = (now - j.runStartedAt.getTime()) / 1000;
+    const done = j.processed - j.runProcessed;
+    if (secs > 0 && done > 0) {
+      rate = done / secs;
+      etaSeconds = Math.max(0, j.total - j.processed) / rate;
+    }
+  }
+  return {
+    id: j.id,
+    model: j.modelId,
+    onlyMissing: j.onlyMissing,
+    activate: j.activate,
+    state: up<ReindexJobState>(j.state),
+    processed: j.processed,
+    total: Math.max(j.total, j.processed),
+    failed: j.failed,
+    rate,
+    etaSeconds,
+    errors: j.errors.map((e) => ({ productId: e.productId, sku: e.sku, message: e.message })),
+    error: j.error,
+    activated: j.activated,
+    attempts: j.attempts,
+    createdAt: j.createdAt,
+    startedAt: j.startedAt,
+    finishedAt: j.finishedAt,
+  };
+}
+
+function modelDto(m: ModelRecord): RegisteredModel {
+  return {
+    id: m.id,
+    source: m.source,
+    variant: m.variant,
+    dimension: m.dimension,
+    status: up<ModelStatus>(m.status),
+    active: m.isActive,
+    loaded: m.loaded,
+    vectors: m.vectors,
+    createdAt: m.createdAt,
+    activatedAt: m.activatedAt,
+  };
+}
+
+export const adminResolvers: Resolvers = {
+  Query: {
+    models: async (_, __, ctx) => {
+      requireAdmin(ctx);
+      return (await modelRecords(ctx.services.database.db, ctx.services.models)).map(modelDto);
+    },
+    reindexJob: async (_, { id }, ctx) => {
+      requireAdmin(ctx);
+      const job = await getReindexJob(ctx.services.database.db, id);
+      return job ? reindexJobDto(job) : null;
+    },
+    reindexJobs: async (_, { state, model, first }, ctx) => {
+      requireAdmin(ctx);
+      const limit = first ?? 20;
+      if (!Number.isInteger(limit) || limit < 1 || limit > 200) throw new AppError(ErrorCode.BAD_USER_INPUT, 'first must be between 1 and 200', { field: 'first' });
+      const jobs = await listReindexJobs(ctx.services.database.db, { state: state ? (state.toLowerCase() as ReindexState) : null, model: model ?? null, limit });
+      return jobs.map((j) => reindexJobDto(j));
+    },
+  },
+  Mutation: {
+    reindex: async (_, args, ctx) => {
+      requireAdmin(ctx);
+      return reindexJobDto(await ctx.services.jobs.enqueueReindex({ model: args.model ?? null, onlyMissing: args.onlyMissing ?? false, activate: args.activate ?? true }));
+    },
+    cancelReindex: async (_, { id }, ctx) => {
+      requireAdmin(ctx);
+      return reindexJobDto(await ctx.services.jobs.cancel(id));
+    },
+    activateModel: async (_, { model }, ctx) => {
+      requireAdmin(ctx);
+      const { database, models } = ctx.services;
+      await activateModelChecked(database.db, models, model, { concurrentIndex: database.kind === 'postgres', requireLoaded: true });
+      return modelDto((await modelRecords(database.db, models)).find((m) => m.id === model)!);
+    },
+    dropModelEmbeddings: async (_, { model }, ctx) => {
+      requireAdmin(ctx);
+      return dropModelEmbeddingsChecked(ctx.services.database.db, model);
+    },
+  },
+};

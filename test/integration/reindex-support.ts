@@ -1,0 +1,50 @@
+/** Shared by the reindex tests: two distinguishable tiny models and a catalog with images. */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { writeTinyModel } from '../../src/embedding/testing.js';
+import { modelCachePath } from '../../src/embedding/index.js';
+import { renderProductImage, syntheticCatalog, type SyntheticProduct } from '../../src/demo/synthetic-catalog.js';
+
+/** Model A: the one the service starts with (directory), 32-d. */
+export async function writeModelA(): Promise<{ dir: string; id: string }> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vps-model-a-'));
+  const id = `vps/tiny-a-${randomBytes(3).toString('hex')}`;
+  await writeTinyModel(dir, { dimension: 32, modelId: id, seed: 11 });
+  return { dir, id };
+}
+
+/** Model B: another tiny model (48-d, other weights), placed in the model cache so reindex(model:) finds it. */
+export async function writeCachedModel(dimension = 48, seed = 22): Promise<{ dir: string; id: string }> {
+  const id = `vps/tiny-b-${randomBytes(3).toString('hex')}`;
+  const dir = modelCachePath(id);
+  await fs.mkdir(dir, { recursive: true });
+  await writeTinyModel(dir, { dimension, modelId: id, seed });
+  return { dir, id };
+}
+
+export async function catalogInputs(n: number, seed = 5, skuPrefix = 'R'): Promise<Array<Record<string, unknown>>> {
+  const cat = syntheticCatalog(n, seed);
+  return Promise.all(
+    cat.map(async (p: SyntheticProduct, i) => ({
+      sku: `${skuPrefix}-${String(i).padStart(5, '0')}`,
+      title: p.title,
+      category: p.category,
+      brand: p.brand,
+      price: p.price,
+      currency: p.currency,
+      inStock: p.inStock,
+      image: { base64: (await renderProductImage(p.shape, p.colour, { size: 64 })).toString('base64') },
+    })),
+  );
+}
+
+export const REINDEX = `mutation($model: String, $onlyMissing: Boolean, $activate: Boolean) {
+  reindex(model: $model, onlyMissing: $onlyMissing, activate: $activate) { id model state processed total } }`;
+export const JOB = `query($id: ID!) { reindexJob(id: $id) { id model state processed total failed rate etaSeconds error activated attempts errors { productId sku message } } }`;
+export const MODELS = `{ models { id dimension status active loaded vectors } }`;
+export const UPSERT = `mutation($p: [ProductInput!]!) { upsertProducts(products: $p) { id sku } }`;
+export const SIMILAR = `query($image: ImageInput!, $k: Int) { similarProducts(image: $image, k: $k) { score product { id } } }`;
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
