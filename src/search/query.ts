@@ -61,26 +61,30 @@ function order(q: NeighbourQuery) {
     : sql`distance, product_id`;
 }
 
-async function exact(trx: Transaction<DB>, q: NeighbourQuery): Promise<Neighbour[]> {
+type Row = { product_id: string; distance: number };
+
+function exactStatement(q: NeighbourQuery) {
   const { id } = modelParts(q.model);
   // Distance on the bare column: it does not match the HNSW expression, so no index walk is used.
-  const rows = await sql<{ product_id: string; distance: number }>`
+  return sql<Row>`
     SELECT e.product_id, (e.embedding <=> ${q.vector}::halfvec)::float8 AS distance
     FROM product_embeddings e JOIN products p ON p.id = e.product_id
     WHERE e.model_id = ${id} AND ${productFilterCondition(q.filter, 'p')(expressionBuilder<any, any>())}
     ORDER BY ${order(q)}
-    LIMIT ${q.k}`.execute(trx);
-  return rows.rows.map((r) => ({ productId: String(r.product_id), distance: Number(r.distance) }));
+    LIMIT ${q.k}`;
 }
 
-async function hnsw(trx: Transaction<DB>, q: NeighbourQuery): Promise<Neighbour[]> {
-  const { id, dim } = modelParts(q.model);
-  const { efSearch, maxScanTuples } = hnswSettings(q.k);
+async function applyHnswSettings(trx: Transaction<DB>, k: number): Promise<void> {
+  const { efSearch, maxScanTuples } = hnswSettings(k);
   await sql`SELECT set_config('hnsw.ef_search', ${String(efSearch)}, true),
                    set_config('hnsw.iterative_scan', 'relaxed_order', true),
                    set_config('hnsw.max_scan_tuples', ${String(maxScanTuples)}, true)`.execute(trx);
+}
+
+function hnswStatement(q: NeighbourQuery) {
+  const { id, dim } = modelParts(q.model);
   // relaxed_order may return neighbours slightly out of order: take k from the walk, then sort.
-  const rows = await sql<{ product_id: string; distance: number }>`
+  return sql<Row>`
     WITH walk AS MATERIALIZED (
       SELECT e.product_id, (e.embedding::halfvec(${dim}) <=> ${q.vector}::halfvec(${dim}))::float8 AS distance
       FROM product_embeddings e JOIN products p ON p.id = e.product_id
@@ -88,8 +92,28 @@ async function hnsw(trx: Transaction<DB>, q: NeighbourQuery): Promise<Neighbour[
       ORDER BY e.embedding::halfvec(${dim}) <=> ${q.vector}::halfvec(${dim})
       LIMIT ${q.k}
     )
-    SELECT product_id, distance FROM walk ORDER BY ${order(q)}`.execute(trx);
-  return rows.rows.map((r) => ({ productId: String(r.product_id), distance: Number(r.distance) }));
+    SELECT product_id, distance FROM walk ORDER BY ${order(q)}`;
+}
+
+const toNeighbours = (rows: Row[]): Neighbour[] => rows.map((r) => ({ productId: String(r.product_id), distance: Number(r.distance) }));
+
+async function exact(trx: Transaction<DB>, q: NeighbourQuery): Promise<Neighbour[]> {
+  return toNeighbours((await exactStatement(q).execute(trx)).rows);
+}
+
+async function hnsw(trx: Transaction<DB>, q: NeighbourQuery): Promise<Neighbour[]> {
+  await applyHnswSettings(trx, q.k);
+  return toNeighbours((await hnswStatement(q).execute(trx)).rows);
+}
+
+/** The plan PostgreSQL picks for a strategy's statement (EXPLAIN), for operators and tests. */
+export async function explainNeighbours(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy): Promise<string> {
+  return db.transaction().execute(async (trx) => {
+    if (strategy === 'hnsw') await applyHnswSettings(trx, q.k);
+    const statement = strategy === 'hnsw' ? hnswStatement(q) : exactStatement(q);
+    const plan = await sql<{ 'QUERY PLAN': string }>`EXPLAIN ${statement}`.execute(trx);
+    return plan.rows.map((r) => r['QUERY PLAN']).join('\n');
+  });
 }
 
 export async function nearestNeighbours(db: Kysely<DB>, q: NeighbourQuery): Promise<NeighbourResult> {
