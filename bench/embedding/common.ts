@@ -64,3 +64,7 @@ export async function photoJpegs(n: number, width: number, height: number, seed 
 }
 
 export const mib = (b: number) => b / 1024 / 1024;
+
+import { loadavg } from 'node:os';
+/** One line describing the machine state, printed with every table (these machines are shared and noisy). */
+export const loadLine = () => `load average ${loadavg().map((x) => x.toFixed(2)).join(' / ')} (1/5/15 min)`;

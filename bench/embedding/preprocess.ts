@@ -13,7 +13,7 @@ import { AutoProcessor, RawImage, env } from '@huggingface/transformers';
 import { decodeImage } from '../../src/images/decode.js';
 import { loadModelDir } from '../../src/embedding/model-dir.js';
 import { preprocessImage } from '../../src/embedding/preprocess.js';
-import { ensureB16, median, photoJpegs, table } from './common.js';
+import { ensureB16, median, photoJpegs, table, loadLine } from './common.js';
 import { meanAbsDiff, pilBilinearResize } from './pil-bilinear.js';
 
 const dir = await ensureB16();
@@ -92,3 +92,4 @@ table(`Preprocessing: ${N} JPEGs 1200×1600 → 224×224 tensors (${availablePar
 ]);
 console.log(`\nratio ours/peer: sequential ${(peerSeq / oursSeq).toFixed(2)}×, concurrent ${(peerPar / oursPar).toFixed(2)}×`);
 table('Resize settings vs the reference', alt);
+console.log(loadLine());

@@ -41,6 +41,10 @@ function sessionOptions(provider: 'cuda' | 'webgpu' | 'cpu'): ort.InferenceSessi
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
+    // Intra-op threads sleep instead of spinning between kernels: the process shares its cores with
+    // image decoding, GraphQL and often Postgres; with spinning, measured throughput on a loaded 2-core
+    // machine dropped by up to half (bench notes in BENCHMARKS.md).
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
     // quiet while probing providers; real failures surface as exceptions
     logSeverityLevel: 3,
   };
