@@ -1,0 +1,158 @@
+/**
+ * `npm run demo`: the service on the embedded database with a generated catalog, so the storefront page
+ * at / shows something on a fresh clone, offline.
+ *
+ *   model: the real SigLIP 2 model when one is configured or cached (EMBEDDING_MODEL_DIR, or the default
+ *          model in .cache/models), else the project's tiny stand-in model, written to
+ *          .cache/models/tiny-demo; the log, the banner and the page (embeddingModel) say which.
+ *   data:  DEMO_DATA_DIR (default ./data/demo), one embedded database per model, seeded once with
+ *          DEMO_PRODUCTS (default 320) products through the public upsertProducts mutation; a later run
+ *          finds them and skips seeding. If the model's files change, that model's demo database is rebuilt.
+ *   admin: a random ADMIN_TOKEN for this run only, used for seeding and never printed.
+ *
+ * Other settings (PORT, HOST, LOG_LEVEL, EMBEDDING_*) come from the environment as for `npm start`;
+ * DATABASE_URL is ignored (the demo never writes to a configured server).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { configuredModelDir, loadEmbedder, startService, type RunningService } from '../app.js';
+import { ConfigError, loadConfig, type Config } from '../config.js';
+import { createLogger, type Logger } from '../log.js';
+import { catalogSize, demoProducts, seedOverHttp } from './seed.js';
+
+const TINY_DIR = path.resolve('.cache', 'models', 'tiny-demo');
+const TINY_ID = 'vps/tiny-siglip-demo';
+
+/** Identifies a model directory's contents: small files hashed whole, large ones by size and mtime. */
+function fingerprint(dir: string): string {
+  const h = createHash('sha256');
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) {
+        const st = fs.statSync(p);
+        h.update(`${path.relative(dir, p)}\0${st.size}\0`);
+        h.update(st.size <= 32 * 1024 * 1024 ? fs.readFileSync(p) : String(st.mtimeMs));
+      }
+    }
+  };
+  walk(dir);
+  return h.digest('hex').slice(0, 16);
+}
+
+async function chooseModel(config: Config, log: Logger): Promise<{ dir: string; source: string; real: boolean }> {
+  const configured = configuredModelDir(config);
+  if (configured) return { ...configured, real: true };
+  // Written on every run (milliseconds): a changed generator never leaves a stale copy behind.
+  const { writeTinyModel } = await import('../embedding/testing.js');
+  await writeTinyModel(TINY_DIR, { modelId: TINY_ID });
+  log.info({ dir: path.relative(process.cwd(), TINY_DIR) }, 'no SigLIP 2 model in the cache: using the tiny stand-in model');
+  return { dir: TINY_DIR, source: 'tiny stand-in (generated)', real: false };
+}
+
+async function main(): Promise<number> {
+  const env = { ...process.env };
+  delete env.DATABASE_URL;
+  const products = Number(env.DEMO_PRODUCTS ?? 320);
+  if (!Number.isInteger(products) || products < 1 || products > 5000) {
+    process.stderr.write('DEMO_PRODUCTS must be an integer from 1 to 5000\n');
+    return 2;
+  }
+  const adminToken = randomBytes(24).toString('base64url');
+  let config: Config;
+  try {
+    config = loadConfig({ ...env, ADMIN_TOKEN: adminToken, DATA_DIR: env.DEMO_DATA_DIR ?? './data/demo' });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel);
+
+  const model = await chooseModel(config, log);
+  const embedder = await loadEmbedder(config, model.dir, log);
+  const info = embedder.info();
+  const kind = model.real ? 'SigLIP 2' : 'tiny stand-in (photo search matches colour and shape; text search is not meaningful)';
+  log.info({ model: info.modelId, source: model.source, provider: info.provider, dimension: info.dimension, standIn: !model.real }, `demo embedding model: ${kind}`);
+
+  // One database per model, so switching between the stand-in and the real model never mixes vectors.
+  const fp = fingerprint(model.dir);
+  const dataDir = path.join(config.dataDir, info.modelId.replace(/[^\w.-]+/g, '_'));
+  const marker = path.join(dataDir, 'demo-model.txt');
+  const pgliteDir = path.join(dataDir, 'pglite');
+  if (fs.existsSync(pgliteDir) && (!fs.existsSync(marker) || fs.readFileSync(marker, 'utf8').trim() !== fp)) {
+    log.warn({ dataDir: path.relative(process.cwd(), dataDir) }, "the model's files changed since this demo database was seeded: rebuilding it");
+    fs.rmSync(pgliteDir, { recursive: true, force: true });
+  }
+  fs.mkdirSync(dataDir, { recursive: true });
+  fs.writeFileSync(marker, `${fp}\n`);
+  const demoConfig: Config = { ...config, dataDir, database: { kind: 'pglite', dataDir: pgliteDir, psqlPort: config.database.kind === 'pglite' ? config.database.psqlPort : 54320 } };
+
+  let service: RunningService;
+  try {
+    service = await startService(demoConfig, log, { embedder: { embedder, source: model.source } });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || env.PORT) throw err;
+    log.warn({ port: demoConfig.http.port }, 'port in use: taking a free one (set PORT to choose)');
+    // the failed start closed what it was given: load the model again
+    const again = await loadEmbedder(config, model.dir, log);
+    service = await startService({ ...demoConfig, http: { ...demoConfig.http, port: 0 } }, log, { embedder: { embedder: again, source: model.source } });
+  }
+  const url = service.http.url;
+
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    service.stop().then(
+      () => process.exit(0),
+      (err) => {
+        log.error({ err }, 'error during shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+
+  const have = await catalogSize(url);
+  if (have >= products) {
+    log.info({ products: have }, 'demo catalog already seeded');
+  } else {
+    const started = Date.now();
+    log.info({ products }, 'seeding the demo catalog (generated photos, embedded by the model)');
+    const catalog = await demoProducts(products);
+    await seedOverHttp(catalog, {
+      url,
+      adminToken,
+      onProgress: (done, total) => log.info({ done, total }, 'seeding'),
+    });
+    log.info({ products, seconds: Math.round((Date.now() - started) / 100) / 10 }, 'demo catalog seeded');
+  }
+
+  process.stdout.write(
+    [
+      '',
+      `Storefront: ${url}/`,
+      `GraphQL:    ${url}/graphql`,
+      `Model:      ${info.modelId} — ${model.real ? 'SigLIP 2' : 'tiny stand-in model (no SigLIP 2 model in the cache)'}`,
+      `Data:       ${path.relative(process.cwd(), dataDir) || '.'}`,
+      '',
+      '',
+    ].join('\n'),
+  );
+  return -1;
+}
+
+try {
+  const code = await main();
+  if (code >= 0) process.exit(code);
+} catch (err) {
+  process.stderr.write(`\ndemo failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,208 @@
+/**
+ * The storefront page in a real headless Chromium (Debian's `chromium`, driven by playwright-core):
+ * the real service with the tiny stand-in model over this file's test database, a generated catalog,
+ * then a shopper's photo upload, a category filter, a click through to similar products (by keyboard),
+ * text search, an error message and a phone-width layout. Screenshots go to test-results/.
+ *
+ * Chromium: CHROMIUM_PATH, else `chromium` / `chromium-browser` / `google-chrome` on PATH. Without one the
+ * suite fails when CI is set, and is skipped otherwise.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { demoProducts, seedOverHttp, type DemoProduct } from '../../src/demo/seed.js';
+import { perturb } from '../../src/demo/synthetic-catalog.js';
+import { ADMIN_TOKEN, startTestService, tinyModelDir, type TestService } from '../support/service.js';
+
+const INSTALL_HINT = 'install Debian\'s chromium (`apt-get install -y chromium`) or set CHROMIUM_PATH to a Chromium/Chrome executable';
+const SHOTS = path.resolve('test-results');
+
+function findChromium(): string | null {
+  const explicit = process.env.CHROMIUM_PATH;
+  if (explicit) return fs.existsSync(explicit) ? explicit : null;
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter).filter(Boolean)) {
+    for (const name of ['chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable']) {
+      const candidate = path.join(dir, name);
+      try {
+        fs.accessSync(candidate, fs.constants.X_OK);
+        return candidate;
+      } catch {
+        // not here
+      }
+    }
+  }
+  return null;
+}
+
+const executablePath = findChromium();
+const suite = executablePath || process.env.CI ? describe : describe.skip;
+if (!executablePath && !process.env.CI) console.warn(`[e2e] storefront test skipped: no Chromium found; ${INSTALL_HINT}`);
+
+suite('storefront page in headless Chromium', () => {
+  let t: TestService;
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  let catalog: DemoProduct[];
+  let target: DemoProduct;
+  let photo: Buffer;
+
+  beforeAll(async () => {
+    if (!executablePath) throw new Error(`No Chromium for the browser test: ${INSTALL_HINT}.`);
+    fs.mkdirSync(SHOTS, { recursive: true });
+    t = await startTestService({}, { model: await tinyModelDir() });
+    catalog = await demoProducts(48);
+    await seedOverHttp(catalog, { url: t.url, adminToken: ADMIN_TOKEN, batchSize: 24 });
+    // A product whose category has several others, so the filter visibly narrows the grid.
+    target = catalog.find((p, i) => i >= 10 && catalog.filter((q) => q.category === p.category).length >= 5)!;
+    photo = await perturb(target.image, 'crop'); // the shopper's own, slightly different photo
+
+    browser = await chromium.launch({
+      executablePath,
+      headless: true,
+      // root in CI containers needs --no-sandbox; no proxy: the page only talks to the loopback service
+      args: ['--no-sandbox', '--disable-dev-shm-usage', '--no-proxy-server'],
+    });
+    context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    await blockNonLoopback(context);
+    page = await context.newPage();
+  }, 180_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await t?.stop();
+  });
+
+  it('loads the catalog and names the model in use', async () => {
+    const pageErrors: string[] = [];
+    page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('console', (m) => {
+      if (m.type() === 'error') pageErrors.push(m.text());
+    });
+    await page.goto(`${t.url}/`);
+    await expect.poll(() => page.locator('#results .card').count()).toBeGreaterThan(0);
+    await expect.poll(() => page.locator('#model').textContent()).toContain('tiny');
+    expect(await page.locator('#model-notice').isVisible()).toBe(true);
+    expect(await page.locator('#results-title').textContent()).toBe('Catalog');
+    // categories come from the catalog
+    const options = await page.locator('#category option').allTextContents();
+    expect(options).toContain(target.category);
+    expect(pageErrors).toEqual([]);
+  });
+
+  it('finds the product from an uploaded photo, filtered to its category', async () => {
+    await page.setInputFiles('#photo', { name: 'my-photo.png', mimeType: 'image/png', buffer: photo });
+    await waitForResults(page, 'Products like your photo');
+    expect(await page.locator('#photo-preview').isVisible()).toBe(true);
+
+    await page.selectOption('#category', target.category);
+    await page.waitForFunction(
+      (category) => {
+        const doc = (globalThis as any).document; // runs in the page (the project's TS lib has no DOM)
+        const cards: any[] = [...doc.querySelectorAll('#results .card')];
+        return doc.getElementById('results').getAttribute('aria-busy') === 'false' && cards.length > 0 && cards.every((c) => c.dataset.category === category);
+      },
+      target.category,
+    );
+    const cards = page.locator('#results .card');
+    const skus = await cards.evaluateAll((els) => els.map((e) => e.getAttribute('data-sku')));
+    const categories = await cards.evaluateAll((els) => els.map((e) => e.getAttribute('data-category')));
+    expect(skus[0]).toBe(target.sku);
+    expect(new Set(categories)).toEqual(new Set([target.category]));
+    expect(skus).toHaveLength(catalog.filter((p) => p.category === target.category).length); // k (24) exceeds the category
+    // each card shows image, title, price, category and score
+    const first = cards.first();
+    expect(await first.locator('.card-title').textContent()).toBe(target.title);
+    expect(await first.locator('.price').textContent()).toMatch(/\d/);
+    expect(await first.locator('.category').textContent()).toBe(target.category);
+    expect(await first.locator('.score-value').textContent()).toMatch(/^score (0|1)\.\d{3}$/);
+    await expect.poll(() => first.locator('img').evaluate((img: any) => img.complete && img.naturalWidth > 0)).toBe(true);
+    await page.screenshot({ path: path.join(SHOTS, 'storefront-desktop-photo.png'), fullPage: true });
+  });
+
+  it('shows similar products for a product chosen with the keyboard', async () => {
+    const second = page.locator('#results .card').nth(1);
+    const sku = await second.getAttribute('data-sku').then((v) => v!);
+    const product = catalog.find((p) => p.sku === sku)!;
+    await second.locator('button.card-hit').focus();
+    await page.keyboard.press('Enter');
+    await waitForResults(page, `Similar to ${product.title}`);
+    const cards = page.locator('#results .card');
+    const skus = await cards.evaluateAll((els) => els.map((e) => e.getAttribute('data-sku')));
+    const categories = await cards.evaluateAll((els) => els.map((e) => e.getAttribute('data-category')));
+    expect(skus.length).toBeGreaterThan(0);
+    expect(skus).not.toContain(sku); // the product itself is not its own recommendation
+    expect(new Set(categories)).toEqual(new Set([target.category])); // the filter still applies
+    await page.screenshot({ path: path.join(SHOTS, 'storefront-desktop-similar.png'), fullPage: true });
+
+    await page.click('#clear-query');
+    await waitForResults(page, 'Catalog');
+  });
+
+  it('searches by text', async () => {
+    await page.selectOption('#category', '');
+    await page.fill('#q', 'red circle');
+    await page.press('#q', 'Enter');
+    await waitForResults(page, 'Results for “red circle”');
+    expect(await page.locator('#results .card').count()).toBe(24); // k
+  });
+
+  it('explains errors from the API: a file that is not an image, and nothing found', async () => {
+    await page.setInputFiles('#photo', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not a photo at all') });
+    await page.locator('#error').waitFor({ state: 'visible' });
+    expect(await page.locator('#error').textContent()).toContain('not an image we can read');
+    expect(await page.locator('#results .card').count()).toBe(0);
+
+    await page.setInputFiles('#photo', { name: 'my-photo.png', mimeType: 'image/png', buffer: photo });
+    await waitForResults(page, 'Products like your photo');
+    expect(await page.locator('#error').isHidden()).toBe(true);
+    await page.fill('#min-price', '100000');
+    await page.locator('#error').waitFor({ state: 'visible' });
+    expect(await page.locator('#error').textContent()).toContain('Nothing found with these filters');
+
+    await page.fill('#min-price', '50');
+    await page.fill('#max-price', '10');
+    await expect.poll(() => page.locator('#error').textContent()).toContain('minPrice must not exceed');
+    await page.click('#reset-filters');
+    await waitForResults(page, 'Products like your photo');
+  });
+
+  it('fits a phone screen', async () => {
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+    await blockNonLoopback(phone);
+    const p = await phone.newPage();
+    await p.goto(`${t.url}/`);
+    await waitForResults(p, 'Catalog');
+    expect(await p.locator('#filters').evaluate((d: any) => d.open)).toBe(false); // folded away on a phone
+    await p.setInputFiles('#photo', { name: 'my-photo.png', mimeType: 'image/png', buffer: photo });
+    await waitForResults(p, 'Products like your photo');
+    expect(await p.locator('#results .card').first().getAttribute('data-sku')).toBe(target.sku);
+    // no horizontal scrolling, two cards per row
+    expect(await p.evaluate(() => (globalThis as any).document.documentElement.scrollWidth <= (globalThis as any).innerWidth)).toBe(true);
+    const tops = await p.locator('#results .card').evaluateAll((els) => els.slice(0, 3).map((e) => Math.round(e.getBoundingClientRect().top)));
+    expect(tops[0]).toBe(tops[1]);
+    expect(tops[2]).toBeGreaterThan(tops[0]!);
+    await p.screenshot({ path: path.join(SHOTS, 'storefront-phone-photo.png') });
+    await phone.close();
+  });
+});
+
+/** The page talks to the loopback service only; anything else is refused (no stray traffic from tests). */
+async function blockNonLoopback(context: BrowserContext): Promise<void> {
+  await context.route(
+    (url) => !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname) && !url.protocol.startsWith('data') && !url.protocol.startsWith('blob'),
+    (route) => route.abort('blockedbyclient'),
+  );
+}
+
+/** Waits until the grid has finished loading under the given heading. */
+async function waitForResults(page: Page, heading: string): Promise<void> {
+  await page.waitForFunction(
+    (h) => {
+      const doc = (globalThis as any).document;
+      return doc.getElementById('results-title')?.textContent === h && doc.getElementById('results').getAttribute('aria-busy') === 'false';
+    },
+    heading,
+  );
+}

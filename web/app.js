@@ -1,0 +1,411 @@
+// The storefront page: plain ES module, talks only to the public GraphQL API at /graphql.
+import { gql, ApiError, describeError } from './api.js';
+
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+const CARD = `fragment Card on Product { id sku title category brand price currency inStock thumbnailUrl imageUrl }`;
+const Q = {
+  model: `query Model { embeddingModel { id dimension provider active } }`,
+  categories: `query Categories { products(first: 500) { totalCount edges { node { category } } } }`,
+  browse: `${CARD} query Browse($filter: ProductFilter, $first: Int) { products(filter: $filter, first: $first) { totalCount edges { node { ...Card } } } }`,
+  image: `${CARD} query ByImage($image: ImageInput!, $filter: ProductFilter, $k: Int) { similarProducts(image: $image, filter: $filter, k: $k) { score product { ...Card } } }`,
+  text: `${CARD} query ByText($text: String!, $filter: ProductFilter, $k: Int) { searchProducts(text: $text, filter: $filter, k: $k) { score product { ...Card } } }`,
+};
+
+/**
+ * What the grid shows: the catalog, products like a photo, like a text, or like a product.
+ * @type {{ kind: 'browse' } | { kind: 'photo', base64: string, name: string } | { kind: 'text', text: string } | { kind: 'similar', product: any }}
+ */
+let query = { kind: 'browse' };
+let previewUrl = null;
+let inflight = null; // AbortController of the current request
+let seq = 0;
+
+const el = {
+  photo: /** @type {HTMLInputElement} */ ($('photo')),
+  preview: /** @type {HTMLImageElement} */ ($('photo-preview')),
+  drop: $('drop'),
+  q: /** @type {HTMLInputElement} */ ($('q')),
+  textForm: /** @type {HTMLFormElement} */ ($('text-form')),
+  filterForm: /** @type {HTMLFormElement} */ ($('filter-form')),
+  filters: /** @type {HTMLDetailsElement} */ ($('filters')),
+  category: /** @type {HTMLSelectElement} */ ($('category')),
+  minPrice: /** @type {HTMLInputElement} */ ($('min-price')),
+  maxPrice: /** @type {HTMLInputElement} */ ($('max-price')),
+  inStock: /** @type {HTMLInputElement} */ ($('in-stock')),
+  k: /** @type {HTMLSelectElement} */ ($('k')),
+  title: $('results-title'),
+  queryThumb: /** @type {HTMLImageElement} */ ($('query-thumb')),
+  clear: $('clear-query'),
+  status: $('status'),
+  error: $('error'),
+  grid: $('results'),
+  model: $('model'),
+  notice: $('model-notice'),
+};
+
+// ---------- filters ----------
+
+function currentFilter() {
+  /** @type {Record<string, unknown>} */
+  const f = {};
+  if (el.category.value) f.category = el.category.value;
+  const min = el.minPrice.value.trim();
+  const max = el.maxPrice.value.trim();
+  if (min !== '') f.minPrice = Number(min);
+  if (max !== '') f.maxPrice = Number(max);
+  if (el.inStock.checked) f.inStock = true;
+  return Object.keys(f).length ? f : null;
+}
+
+const currentK = () => Number(el.k.value) || 24;
+
+// ---------- running a query ----------
+
+async function run() {
+  inflight?.abort();
+  const controller = new AbortController();
+  inflight = controller;
+  const mine = ++seq;
+  const filter = currentFilter();
+  const k = currentK();
+  setLoading(true);
+  showError(null);
+  try {
+    let items;
+    if (query.kind === 'browse') {
+      const data = await gql(Q.browse, { filter, first: Math.min(k, 500) }, controller.signal);
+      items = data.products.edges.map((e) => ({ product: e.node, score: null }));
+    } else if (query.kind === 'photo') {
+      const data = await gql(Q.image, { image: { base64: query.base64 }, filter, k }, controller.signal);
+      items = data.similarProducts;
+    } else if (query.kind === 'text') {
+      const data = await gql(Q.text, { text: query.text, filter, k }, controller.signal);
+      items = data.searchProducts;
+    } else {
+      // one more than shown: the product itself is its own nearest neighbour
+      const source = query.product;
+      const data = await gql(Q.image, { image: { productId: source.id }, filter, k: k + 1 }, controller.signal);
+      items = data.similarProducts.filter((m) => m.product.id !== source.id).slice(0, k);
+    }
+    if (mine !== seq) return;
+    render(items);
+  } catch (err) {
+    if (mine !== seq || (err instanceof DOMException && err.name === 'AbortError')) return;
+    render([], { silent: true });
+    showError(err instanceof ApiError ? describeError(err) : describeError(new ApiError('NETWORK', String(err))));
+  } finally {
+    if (mine === seq) setLoading(false);
+  }
+}
+
+function setLoading(on) {
+  el.grid.setAttribute('aria-busy', String(on));
+  document.body.classList.toggle('loading', on);
+  if (on) el.status.innerHTML = '<span class="spinner" aria-hidden="true"></span> Searching…';
+}
+
+function showError(message) {
+  el.error.hidden = !message;
+  el.error.textContent = message ?? '';
+}
+
+// ---------- rendering ----------
+
+const money = new Map();
+function formatPrice(price, currency) {
+  if (price == null) return 'Price on request';
+  const c = currency || 'EUR';
+  if (!money.has(c)) {
+    try {
+      money.set(c, new Intl.NumberFormat(undefined, { style: 'currency', currency: c }));
+    } catch {
+      money.set(c, { format: (v) => `${v.toFixed(2)} ${c}` });
+    }
+  }
+  return money.get(c).format(price);
+}
+
+function heading() {
+  switch (query.kind) {
+    case 'browse':
+      return 'Catalog';
+    case 'photo':
+      return 'Products like your photo';
+    case 'text':
+      return `Results for “${query.text}”`;
+    case 'similar':
+      return `Similar to ${query.product.title}`;
+  }
+}
+
+/** @param {Array<{ product: any, score: number | null }>} items */
+function render(items, opts = {}) {
+  el.title.textContent = heading();
+  el.clear.hidden = query.kind === 'browse';
+  const thumb = query.kind === 'similar' ? (query.product.thumbnailUrl ?? query.product.imageUrl) : query.kind === 'photo' ? previewUrl : null;
+  el.queryThumb.hidden = !thumb;
+  if (thumb) el.queryThumb.src = thumb;
+  else el.queryThumb.removeAttribute('src');
+  el.grid.replaceChildren(...items.map(card));
+  if (opts.silent) {
+    el.status.textContent = '';
+  } else if (items.length === 0) {
+    el.status.textContent = '';
+    showError(
+      currentFilter()
+        ? 'Nothing found with these filters. Try another category, a wider price range, or clear the filters.'
+        : 'Nothing found. The catalog may be empty.',
+    );
+  } else {
+    const [one, many] = query.kind === 'browse' ? ['product', 'products'] : ['match', 'matches'];
+    el.status.textContent = `${items.length} ${items.length === 1 ? one : many}`;
+  }
+}
+
+/** @param {{ product: any, score: number | null }} item */
+function card({ product, score }) {
+  const li = document.createElement('li');
+  li.className = 'card';
+  li.dataset.sku = product.sku;
+  li.dataset.category = product.category;
+
+  const btn = document.createElement('button');
+  btn.type = 'button';
+  btn.className = 'card-hit';
+  btn.setAttribute('aria-label', `${product.title}: show similar products`);
+  btn.addEventListener('click', () => showSimilar(product));
+
+  const src = product.thumbnailUrl ?? product.imageUrl;
+  const media = document.createElement('span');
+  media.className = 'media';
+  if (src) {
+    const img = document.createElement('img');
+    img.src = src;
+    img.alt = '';
+    img.loading = 'lazy';
+    img.decoding = 'async';
+    img.width = 256;
+    img.height = 256;
+    media.append(img);
+  } else {
+    media.classList.add('no-image');
+    media.textContent = 'No image';
+  }
+  btn.append(media);
+
+  const body = document.createElement('span');
+  body.className = 'card-body';
+  const title = document.createElement('span');
+  title.className = 'card-title';
+  title.textContent = product.title;
+  const price = document.createElement('span');
+  price.className = 'price';
+  price.textContent = formatPrice(product.price, product.currency);
+  const meta = document.createElement('span');
+  meta.className = 'meta';
+  const cat = document.createElement('span');
+  cat.className = 'chip category';
+  cat.textContent = product.category;
+  meta.append(cat);
+  if (!product.inStock) {
+    const out = document.createElement('span');
+    out.className = 'chip out';
+    out.textContent = 'Out of stock';
+    meta.append(out);
+  }
+  body.append(title, price, meta);
+  if (score != null) {
+    const s = document.createElement('span');
+    s.className = 'score';
+    const pct = Math.max(0, Math.min(1, score));
+    const bar = document.createElement('span');
+    bar.className = 'bar';
+    bar.setAttribute('aria-hidden', 'true');
+    const fill = document.createElement('span');
+    fill.style.width = `${(pct * 100).toFixed(1)}%`; // CSSOM, allowed by the page's CSP (no inline style attributes)
+    bar.append(fill);
+    s.append(bar);
+    const label = document.createElement('span');
+    label.className = 'score-value';
+    label.textContent = `score ${score.toFixed(3)}`;
+    s.append(label);
+    body.append(s);
+  }
+  btn.append(body);
+  li.append(btn);
+  return li;
+}
+
+// ---------- actions ----------
+
+function showSimilar(product) {
+  query = { kind: 'similar', product };
+  clearPhoto();
+  el.q.value = '';
+  // The new heading takes focus (screen readers announce it) and comes into view (on a phone it is
+  // below the search panel).
+  const reduced = window.matchMedia('(prefers-reduced-motion: reduce)').matches;
+  run().then(() => {
+    el.title.focus({ preventScroll: true });
+    el.title.closest('.results-head')?.scrollIntoView({ block: 'start', behavior: reduced ? 'auto' : 'smooth' });
+  });
+}
+
+function clearPhoto() {
+  if (previewUrl) URL.revokeObjectURL(previewUrl);
+  previewUrl = null;
+  el.preview.hidden = true;
+  el.preview.removeAttribute('src');
+  el.drop.classList.remove('has-photo');
+}
+
+/** @param {File} file */
+async function searchPhoto(file) {
+  clearPhoto();
+  previewUrl = URL.createObjectURL(file);
+  el.preview.src = previewUrl;
+  el.preview.hidden = false;
+  el.preview.alt = `Your photo: ${file.name}`;
+  el.drop.classList.add('has-photo');
+  el.q.value = '';
+  inflight?.abort();
+  const mine = ++seq; // a request for an earlier query must not finish the loading state
+  showError(null);
+  setLoading(true); // at once: reading a large file takes a moment
+  let base64;
+  try {
+    base64 = await fileToBase64(file);
+  } catch {
+    if (mine === seq) {
+      setLoading(false);
+      el.status.textContent = '';
+      showError('That file could not be read. Try choosing it again.');
+    }
+    return;
+  }
+  if (mine !== seq) return; // something else was searched meanwhile
+  query = { kind: 'photo', base64, name: file.name };
+  await run();
+}
+
+/** @param {File} file */
+function fileToBase64(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => {
+      const url = String(reader.result);
+      resolve(url.slice(url.indexOf(',') + 1));
+    };
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+el.photo.addEventListener('change', () => {
+  const file = el.photo.files?.[0];
+  if (file) searchPhoto(file);
+  el.photo.value = ''; // choosing the same file again searches again
+});
+
+for (const type of ['dragenter', 'dragover']) {
+  el.drop.addEventListener(type, (e) => {
+    e.preventDefault();
+    el.drop.classList.add('dragging');
+  });
+}
+for (const type of ['dragleave', 'drop']) {
+  el.drop.addEventListener(type, () => el.drop.classList.remove('dragging'));
+}
+el.drop.addEventListener('drop', (e) => {
+  e.preventDefault();
+  const file = e.dataTransfer?.files?.[0];
+  if (file) searchPhoto(file);
+});
+// A photo dropped anywhere else should not navigate away from the page.
+window.addEventListener('dragover', (e) => e.preventDefault());
+window.addEventListener('drop', (e) => e.preventDefault());
+document.addEventListener('paste', (e) => {
+  const file = [...(e.clipboardData?.files ?? [])].find((f) => f.type.startsWith('image/'));
+  if (file) {
+    e.preventDefault();
+    searchPhoto(file);
+  }
+});
+
+el.textForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  const text = el.q.value.trim();
+  clearPhoto();
+  query = text ? { kind: 'text', text } : { kind: 'browse' };
+  run();
+});
+
+// Filters apply at once: selects and the checkbox on change, prices when edited (debounced).
+let priceTimer = 0;
+el.filterForm.addEventListener('change', () => run());
+el.filterForm.addEventListener('input', (e) => {
+  if (e.target === el.minPrice || e.target === el.maxPrice) {
+    clearTimeout(priceTimer);
+    priceTimer = window.setTimeout(run, 500);
+  }
+});
+el.filterForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  run();
+});
+$('reset-filters').addEventListener('click', () => {
+  el.category.value = '';
+  el.minPrice.value = '';
+  el.maxPrice.value = '';
+  el.inStock.checked = false;
+  run();
+});
+el.clear.addEventListener('click', () => {
+  clearPhoto();
+  el.q.value = '';
+  query = { kind: 'browse' };
+  run();
+});
+
+// ---------- start ----------
+
+async function loadModel() {
+  try {
+    const { embeddingModel: m } = await gql(Q.model);
+    if (!m) {
+      el.model.dataset.state = 'none';
+      el.model.textContent = 'Model: none loaded';
+      el.notice.hidden = false;
+      el.notice.textContent = 'The service runs without an embedding model: you can browse the catalog, but search by photo or text is unavailable.';
+      return;
+    }
+    const standIn = /tiny/i.test(m.id);
+    el.model.dataset.state = standIn ? 'stand-in' : 'real';
+    el.model.textContent = `Model: ${m.id} · ${m.provider}${standIn ? ' (stand-in)' : ''}`;
+    el.model.title = `${m.dimension}-dimensional embeddings${m.active ? '' : ' (not the active model)'}`;
+    if (standIn) {
+      el.notice.hidden = false;
+      el.notice.textContent =
+        'Running on the tiny stand-in model (no SigLIP 2 model in the cache): photo search matches colours and shapes; text search is not meaningful.';
+    }
+  } catch {
+    el.model.dataset.state = 'none';
+    el.model.textContent = 'Model: unknown';
+  }
+}
+
+async function loadCategories() {
+  try {
+    const data = await gql(Q.categories);
+    const names = [...new Set(data.products.edges.map((e) => e.node.category))].sort((a, b) => a.localeCompare(b));
+    for (const name of names) el.category.append(new Option(name, name));
+  } catch {
+    // the page still works without the list
+  }
+}
+
+if (window.matchMedia('(min-width: 900px)').matches) el.filters.open = true;
+loadModel();
+loadCategories();
+run();
