@@ -6,6 +6,7 @@ import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/connect.js';
 import { checkVectorExtension } from './db/extension.js';
 import { migrateToLatest, pendingMigrations } from './db/migrate.js';
+import { ensureModel } from './embedding/hub.js';
 import { createEmbedder, DEFAULT_MODEL_REPO, modelCachePath, type Embedder } from './embedding/index.js';
 import type { Logger } from './log.js';
 import { cachedModelDir } from './jobs/models.js';
@@ -47,6 +48,25 @@ export function configuredModelDir(config: Config): { dir: string; source: strin
   return fs.existsSync(path.join(cached, 'config.json')) ? { dir: cached, source: DEFAULT_MODEL_REPO } : null;
 }
 
+/**
+ * With no model configured or cached, fetch the default one (progress on stderr). Offline, the
+ * service still starts: the catalog API works and search by image or text answers MODEL_UNAVAILABLE.
+ */
+async function fetchDefaultModel(config: Config, log: Logger): Promise<{ dir: string; source: string } | null> {
+  if (!config.embedding.autoFetch) return null;
+  try {
+    const dir = await ensureModel({ repo: DEFAULT_MODEL_REPO, ...(config.embedding.variant ? { variant: config.embedding.variant } : {}) }, log);
+    return { dir, source: DEFAULT_MODEL_REPO };
+  } catch (err) {
+    log.warn(
+      `${err instanceof Error ? err.message : String(err)} ` +
+        'Serving without an embedding model: the catalog API works; search by image or text answers MODEL_UNAVAILABLE. ' +
+        'For a working search offline: `npm run demo`.',
+    );
+    return null;
+  }
+}
+
 export async function loadEmbedder(config: Config, dir: string, log: Logger): Promise<Embedder> {
   return createEmbedder(
     {
@@ -86,16 +106,8 @@ export async function startService(config: Config, log: Logger, opts: StartOptio
 
     let loaded = opts.embedder;
     if (loaded === undefined) {
-      const configured = configuredModelDir(config);
-      if (configured) {
-        loaded = { embedder: await loadEmbedder(config, configured.dir, log), source: configured.source };
-      } else {
-        log.warn(
-          `No embedding model: the default model ${DEFAULT_MODEL_REPO} is not in the cache and EMBEDDING_MODEL_DIR is unset. ` +
-            'The catalog API works; search by image or text answers MODEL_UNAVAILABLE. ' +
-            `Fetch it with \`npm run model -- fetch ${DEFAULT_MODEL_REPO}\`, or try \`npm run demo\` (offline, bundled stand-in model).`,
-        );
-      }
+      const configured = configuredModelDir(config) ?? (await fetchDefaultModel(config, log));
+      if (configured) loaded = { embedder: await loadEmbedder(config, configured.dir, log), source: configured.source };
     }
     if (loaded) {
       const model = await models.add(loaded.embedder, loaded.source, config.embedding.variant ?? null);

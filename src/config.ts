@@ -37,6 +37,7 @@ const schema = z.object({
   EMBEDDING_MAX_BATCH: int(1, 256).default(16),
   EMBEDDING_MAX_WAIT_MS: int(0, 1000).default(5),
   EMBEDDING_VARIANT: z.string().min(1).optional(),
+  MODEL_AUTO_FETCH: bool.default(true),
   IMAGE_MAX_BYTES: int(1024, 512 * 1024 * 1024).default(20 * 1024 * 1024),
   IMAGE_MAX_PIXELS: int(1, 1_000_000_000).default(40_000_000),
   IMAGE_FETCH_TIMEOUT_MS: int(100, 600_000).default(15_000),
@@ -70,6 +71,8 @@ export interface Config {
     maxBatch: number;
     maxWaitMs: number;
     variant: string | undefined;
+    /** Fetch the default model from the hub when none is configured or cached. */
+    autoFetch: boolean;
   };
   images: {
     maxBytes: number;
@@ -121,6 +124,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       maxBatch: env.EMBEDDING_MAX_BATCH,
       maxWaitMs: env.EMBEDDING_MAX_WAIT_MS,
       variant: env.EMBEDDING_VARIANT,
+      autoFetch: env.MODEL_AUTO_FETCH,
     },
     images: {
       maxBytes: env.IMAGE_MAX_BYTES,

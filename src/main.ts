@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import { startService, openConfiguredDatabase } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { migrateDown, migrateToLatest, migrationStatus } from './db/migrate.js';
+import { runModelCommand } from './embedding/cli.js';
 import { createLogger, type Logger } from './log.js';
 
 interface Command {
@@ -40,6 +41,14 @@ const commands: Record<string, Command> = {
       };
       process.on('SIGTERM', () => shutdown('SIGTERM'));
       process.on('SIGINT', () => shutdown('SIGINT'));
+    },
+  },
+  model: {
+    summary: 'Model files: fetch [repo] [--variant V] (from the Hugging Face Hub into the cache), path [repo], generate tiny|b16 [dir].',
+    usage: 'model <fetch|path|generate> [args]',
+    async run(args) {
+      const code = await runModelCommand(args);
+      if (code !== 0) throw new UsageError(`model ${args.join(' ')} failed`);
     },
   },
   migrate: {
@@ -90,7 +99,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`unknown command "${name}"\n\n${help()}`);
     return 2;
   }
-  const { values, positionals } = parseArgs({ args: rest, options: { help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: false });
+  const { values } = parseArgs({ args: rest, options: { help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: false });
   if (values.help) {
     process.stdout.write(`Usage: vps ${command.usage}\n\n${command.summary}\n`);
     return 0;
@@ -107,7 +116,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   const log = createLogger(config.logLevel);
   try {
-    await command.run(positionals, config, log);
+    // Each command parses its own arguments (flags included).
+    await command.run(rest, config, log);
     return name === 'serve' ? -1 : 0;
   } catch (err) {
     if (err instanceof UsageError) {
