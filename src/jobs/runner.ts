@@ -22,6 +22,7 @@ import {
   getReindexJob,
   heartbeat,
   insertReindexJob,
+  listReindexJobs,
   LostJobError,
   orphanedJobs,
   requeueJob,
@@ -81,11 +82,18 @@ export class JobRunner {
     this.boss = boss;
     if (this.opts.work) {
       for (const m of this.models.loadedModels()) await this.watch(m.id);
+      await this.adoptOpenJobs();
       // The embedded database belongs to this process alone: a running job left in it was orphaned by a
       // crash and is resumed now. On PostgreSQL a job is orphaned when its heartbeat outlives the lease.
       await this.recover(this.database.kind === 'pglite');
       const every = Math.max(1000, (this.opts.leaseSeconds * 1000) / 2);
-      this.recoverTimer = setInterval(() => void this.recover(false).catch((err) => this.log.error({ err }, 'reindex recovery failed')), every);
+      this.recoverTimer = setInterval(
+        () =>
+          void this.recover(false)
+            .then(() => this.adoptOpenJobs())
+            .catch((err) => this.log.error({ err }, 'reindex recovery failed')),
+        every,
+      );
       this.recoverTimer.unref();
     }
   }
@@ -216,6 +224,26 @@ export class JobRunner {
       if (queueId) await setQueueJobId(trx, job.id, queueId);
       return true;
     });
+  }
+
+  /**
+   * Open jobs of models this process has not loaded (a restart after the model was loaded on demand):
+   * loads them from the model cache if they are there, and starts working their queues.
+   */
+  async adoptOpenJobs(): Promise<void> {
+    if (!this.boss || this.stopping || !this.opts.work) return;
+    const open = await listReindexJobs(this.db, { state: null, limit: 200 });
+    const models = new Set(open.filter((j) => j.state === 'queued' || j.state === 'running').map((j) => j.modelId));
+    for (const id of models) {
+      if (this.watched.has(id)) continue;
+      try {
+        await this.resolveModel(id);
+        await this.watch(id);
+        this.log.info({ model: id }, 'loaded a model with open reindex jobs');
+      } catch (err) {
+        this.log.debug({ err, model: id }, 'cannot work this model’s reindex jobs here');
+      }
+    }
   }
 
   /** Hands jobs of dead workers back to the queue. */

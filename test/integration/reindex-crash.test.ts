@@ -1,0 +1,149 @@
+/**
+ * Crash and resume: the service runs as a child process (`vps serve`), a reindex is under way, the
+ * process is killed with SIGKILL; a fresh process resumes the job from its last committed batch, and in the
+ * end every product has exactly one vector of the new model, none skipped, none duplicated.
+ * PostgreSQL (TEST_DATABASE_URL): the new process takes the job over once the dead worker's lease runs out.
+ * PGlite: the data directory belongs to one process, so the new one resumes the job at start.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { openDatabase, type Database } from '../../src/db/connect.js';
+import { ADMIN_TOKEN } from '../support/service.js';
+import { createTestDatabase, type TestDatabase } from '../support/test-db.js';
+import { catalogInputs, JOB, MODELS, REINDEX, sleep, UPSERT, writeCachedModel, writeModelA } from './reindex-support.js';
+
+const N = 60;
+let A: { dir: string; id: string };
+let B: { dir: string; id: string };
+let testDb: TestDatabase | null = null;
+let dataDir: string | null = null;
+const children = new Set<ChildProcess>();
+
+beforeAll(async () => {
+  A = await writeModelA();
+  B = await writeCachedModel();
+  testDb = await createTestDatabase();
+  if (!testDb.url) {
+    // PGlite: the children use their own data directory; this file's in-memory database is not needed
+    await testDb.close();
+    testDb = null;
+    dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vps-crash-'));
+  }
+});
+afterAll(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  await testDb?.close();
+  for (const d of [A?.dir, B?.dir, dataDir]) if (d) await fs.rm(d, { recursive: true, force: true });
+});
+
+interface Child {
+  proc: ChildProcess;
+  gql(query: string, variables?: Record<string, unknown>): Promise<any>;
+}
+
+async function startChild(): Promise<Child> {
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    PORT: '0',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'warn',
+    ADMIN_TOKEN,
+    EMBEDDING_MODEL_DIR: A.dir,
+    REINDEX_BATCH_SIZE: '4',
+    REINDEX_THROTTLE_MS: '100',
+    REINDEX_LEASE_SECONDS: '2',
+    JOBS_POLL_INTERVAL_MS: '500',
+    PGLITE_PSQL_PORT: '0',
+  };
+  delete env.DATABASE_URL;
+  if (testDb?.url) env.DATABASE_URL = testDb.url;
+  else env.DATA_DIR = dataDir!;
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(proc);
+  proc.on('exit', () => children.delete(proc));
+  let out = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`service did not start:\n${out}`)), 60_000);
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      const m = /GraphQL:\s+(http:\/\/\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    };
+    proc.stdout!.on('data', onData);
+    proc.stderr!.on('data', onData);
+    proc.on('exit', (code) => reject(new Error(`service exited with ${code}:\n${out}`)));
+  });
+  return {
+    proc,
+    async gql(query, variables) {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` },
+        body: JSON.stringify({ query, variables }),
+      });
+      return res.json();
+    },
+  };
+}
+
+async function exactCounts(database: Database, modelId: string) {
+  const r = await sql<{ products: string; vectors: string; current: string }>`
+    SELECT (SELECT count(*) FROM product_images) AS products,
+           (SELECT count(*) FROM product_embeddings WHERE model_id = ${modelId}) AS vectors,
+           (SELECT count(DISTINCT e.product_id) FROM product_embeddings e JOIN product_images pi ON pi.product_id = e.product_id AND pi.sha256 = e.image_sha256
+             WHERE e.model_id = ${modelId}) AS current`.execute(database.db);
+  return { products: Number(r.rows[0]!.products), vectors: Number(r.rows[0]!.vectors), current: Number(r.rows[0]!.current) };
+}
+
+it('resumes a reindex killed with SIGKILL and ends with exactly one vector per product', async () => {
+  const first = await startChild();
+  const inputs = await catalogInputs(N, 3, 'CR');
+  for (let i = 0; i < N; i += 30) {
+    const r = await first.gql(UPSERT, { p: inputs.slice(i, i + 30) });
+    expect(r.errors).toBeUndefined();
+  }
+  const started = await first.gql(REINDEX, { model: B.id });
+  expect(started.errors).toBeUndefined();
+  const id = started.data.reindex.id;
+  let before: any;
+  for (;;) {
+    before = (await first.gql(JOB, { id })).data.reindexJob;
+    if (before.state === 'RUNNING' && before.processed >= 12) break;
+    expect(['QUEUED', 'RUNNING']).toContain(before.state);
+    await sleep(30);
+  }
+  first.proc.kill('SIGKILL');
+  await new Promise((r) => first.proc.once('exit', r));
+  expect(before.processed).toBeLessThan(N);
+
+  const second = await startChild();
+  let job: any;
+  const until = Date.now() + 60_000;
+  for (;;) {
+    job = (await second.gql(JOB, { id })).data.reindexJob;
+    if (['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(job.state)) break;
+    if (Date.now() > until) throw new Error(`job still ${job.state}`);
+    await sleep(100);
+  }
+  expect(job).toMatchObject({ state: 'SUCCEEDED', activated: true, processed: N, total: N, failed: 0 });
+  expect(job.attempts).toBeGreaterThanOrEqual(2);
+  const models = (await second.gql(MODELS)).data.models;
+  expect(models.find((m: any) => m.active).id).toBe(B.id);
+
+  // stop gracefully, then count on the database itself
+  second.proc.kill('SIGTERM');
+  await new Promise((r) => second.proc.once('exit', r));
+  const database = testDb ?? (await openDatabase({ kind: 'pglite', dataDir: path.join(dataDir!, 'pglite') }));
+  try {
+    expect(await exactCounts(database, B.id)).toEqual({ products: N, vectors: N, current: N });
+  } finally {
+    if (!testDb) await database.close();
+  }
+}, 180_000);
