@@ -13,6 +13,7 @@ import { availableParallelism } from 'node:os';
 import { AppError, ErrorCode } from '../errors.js';
 import type { ImageLimits } from '../images/decode.js';
 import { MicroBatcher } from './batcher.js';
+import { DEFAULT_MODEL_REPO, modelCachePath } from './hub-paths.js';
 import { loadModelDir, type ModelFiles } from './model-dir.js';
 import { WorkerPool, type Logger, type WorkerMemory } from './pool.js';
 import { preprocessImage } from './preprocess.js';
@@ -23,6 +24,8 @@ import { createTokenizer, type TextTokenizer } from './tokenizer.js';
 export type { ProviderName } from './providers.js';
 export { loadModelDir } from './model-dir.js';
 export { DEFAULT_MODEL_REPO, defaultModelCacheDir, modelCachePath } from './hub-paths.js';
+export { ensureModel, fetchModel, type FetchOptions } from './hub.js';
+export { runModelCommand } from './cli.js';
 
 export interface EmbedderOptions {
   modelDir: string;
@@ -65,7 +68,7 @@ export const MAX_TEXT_CHARS = 2000;
 
 export function defaultEmbedderOptions(): EmbedderOptions {
   return {
-    modelDir: 'models/siglip2-base-patch16-224',
+    modelDir: modelCachePath(DEFAULT_MODEL_REPO),
     provider: 'auto',
     workers: 1,
     intraOpThreads: Math.max(1, availableParallelism()),
