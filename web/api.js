@@ -19,15 +19,35 @@ export class ApiError extends Error {
  * @param {Record<string, unknown>} [variables]
  * @param {AbortSignal} [signal]
  */
-export async function gql(query, variables = {}, signal) {
+export function gql(query, variables = {}, signal) {
+  return post(
+    { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify({ query, variables }), signal },
+  );
+}
+
+/**
+ * A query with files, as a GraphQL multipart request (the file streams as is: no base64).
+ * `files` maps a variable path (e.g. "variables.image.file") to a File; that variable is sent as null.
+ * Multipart is a "simple" request to browsers, so Apollo's CSRF prevention wants Apollo-Require-Preflight.
+ * @param {string} query
+ * @param {Record<string, unknown>} variables
+ * @param {Record<string, Blob>} files
+ * @param {AbortSignal} [signal]
+ */
+export function gqlUpload(query, variables, files, signal) {
+  const body = new FormData();
+  const paths = Object.keys(files);
+  body.append('operations', JSON.stringify({ query, variables }));
+  body.append('map', JSON.stringify(Object.fromEntries(paths.map((p, i) => [String(i), [p]]))));
+  paths.forEach((p, i) => body.append(String(i), files[p]));
+  return post({ method: 'POST', headers: { 'apollo-require-preflight': 'true', accept: 'application/json' }, body, signal });
+}
+
+/** @param {RequestInit} init */
+async function post(init) {
   let res;
   try {
-    res = await fetch('/graphql', {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json' },
-      body: JSON.stringify({ query, variables }),
-      signal,
-    });
+    res = await fetch('/graphql', init);
   } catch (err) {
     if (err instanceof DOMException && err.name === 'AbortError') throw err;
     throw new ApiError('NETWORK', 'The service could not be reached.');
@@ -48,7 +68,8 @@ export async function gql(query, variables = {}, signal) {
   return body.data;
 }
 
-const mb = (bytes) => `${Math.round(bytes / 1024 / 1024)} MB`;
+const size = (bytes) =>
+  bytes >= 1024 * 1024 ? `${+(bytes / 1024 / 1024).toFixed(1)} MB` : bytes >= 1024 ? `${Math.round(bytes / 1024)} KB` : `${bytes} bytes`;
 
 /** A message a shopper can act on, by extensions.code. @param {ApiError} err */
 export function describeError(err) {
@@ -56,9 +77,9 @@ export function describeError(err) {
   switch (err.code) {
     case 'IMAGE_TOO_LARGE':
       return typeof d.maxImageBytes === 'number'
-        ? `That photo is too large: the limit is ${mb(d.maxImageBytes)}. Try a smaller photo or a screenshot of it.`
+        ? `That photo is too large: the limit is ${size(d.maxImageBytes)}. Try a smaller photo or a screenshot of it.`
         : typeof d.maxImagePixels === 'number'
-          ? `That photo has too many pixels (limit ${Math.round(d.maxImagePixels / 1e6)} megapixels). Try a smaller version.`
+          ? `That photo has too many pixels (the limit is ${+(d.maxImagePixels / 1e6).toFixed(2)} megapixels). Try a smaller version.`
           : 'That photo is too large. Try a smaller photo or a screenshot of it.';
     case 'INVALID_IMAGE':
       return 'That file is not an image we can read. Try a JPEG, PNG, WebP, GIF or AVIF photo.';

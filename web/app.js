@@ -1,5 +1,5 @@
 // The storefront page: plain ES module, talks only to the public GraphQL API at /graphql.
-import { gql, ApiError, describeError } from './api.js';
+import { gql, gqlUpload, ApiError, describeError } from './api.js';
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
@@ -14,7 +14,7 @@ const Q = {
 
 /**
  * What the grid shows: the catalog, products like a photo, like a text, or like a product.
- * @type {{ kind: 'browse' } | { kind: 'photo', base64: string, name: string } | { kind: 'text', text: string } | { kind: 'similar', product: any }}
+ * @type {{ kind: 'browse' } | { kind: 'photo', file: File } | { kind: 'text', text: string } | { kind: 'similar', product: any }}
  */
 let query = { kind: 'browse' };
 let previewUrl = null;
@@ -73,11 +73,13 @@ async function run() {
   showError(null);
   try {
     let items;
+    let total = null;
     if (query.kind === 'browse') {
       const data = await gql(Q.browse, { filter, first: Math.min(k, 500) }, controller.signal);
       items = data.products.edges.map((e) => ({ product: e.node, score: null }));
+      total = data.products.totalCount;
     } else if (query.kind === 'photo') {
-      const data = await gql(Q.image, { image: { base64: query.base64 }, filter, k }, controller.signal);
+      const data = await gqlUpload(Q.image, { image: { file: null }, filter, k }, { 'variables.image.file': query.file }, controller.signal);
       items = data.similarProducts;
     } else if (query.kind === 'text') {
       const data = await gql(Q.text, { text: query.text, filter, k }, controller.signal);
@@ -89,7 +91,7 @@ async function run() {
       items = data.similarProducts.filter((m) => m.product.id !== source.id).slice(0, k);
     }
     if (mine !== seq) return;
-    render(items);
+    render(items, { total });
   } catch (err) {
     if (mine !== seq || (err instanceof DOMException && err.name === 'AbortError')) return;
     render([], { silent: true });
@@ -139,7 +141,10 @@ function heading() {
   }
 }
 
-/** @param {Array<{ product: any, score: number | null }>} items */
+/**
+ * @param {Array<{ product: any, score: number | null }>} items
+ * @param {{ silent?: boolean, total?: number | null }} [opts]
+ */
 function render(items, opts = {}) {
   el.title.textContent = heading();
   el.clear.hidden = query.kind === 'browse';
@@ -159,7 +164,8 @@ function render(items, opts = {}) {
     );
   } else {
     const [one, many] = query.kind === 'browse' ? ['product', 'products'] : ['match', 'matches'];
-    el.status.textContent = `${items.length} ${items.length === 1 ? one : many}`;
+    const n = opts.total != null && opts.total > items.length ? `${items.length} of ${opts.total}` : String(items.length);
+    el.status.textContent = `${n} ${(opts.total ?? items.length) === 1 ? one : many}`;
   }
 }
 
@@ -248,7 +254,9 @@ function showSimilar(product) {
   const reduced = window.matchMedia('(prefers-reduced-motion: reduce)').matches;
   run().then(() => {
     el.title.focus({ preventScroll: true });
-    el.title.closest('.results-head')?.scrollIntoView({ block: 'start', behavior: reduced ? 'auto' : 'smooth' });
+    const head = el.title.closest('.results-head');
+    const top = head?.getBoundingClientRect().top ?? 0;
+    if (top < 0 || top > window.innerHeight * 0.5) head?.scrollIntoView({ block: 'start', behavior: reduced ? 'auto' : 'smooth' });
   });
 }
 
@@ -261,7 +269,7 @@ function clearPhoto() {
 }
 
 /** @param {File} file */
-async function searchPhoto(file) {
+function searchPhoto(file) {
   clearPhoto();
   previewUrl = URL.createObjectURL(file);
   el.preview.src = previewUrl;
@@ -269,36 +277,14 @@ async function searchPhoto(file) {
   el.preview.alt = `Your photo: ${file.name}`;
   el.drop.classList.add('has-photo');
   el.q.value = '';
-  inflight?.abort();
-  const mine = ++seq; // a request for an earlier query must not finish the loading state
-  showError(null);
-  setLoading(true); // at once: reading a large file takes a moment
-  let base64;
-  try {
-    base64 = await fileToBase64(file);
-  } catch {
-    if (mine === seq) {
-      setLoading(false);
-      el.status.textContent = '';
-      showError('That file could not be read. Try choosing it again.');
-    }
-    return;
-  }
-  if (mine !== seq) return; // something else was searched meanwhile
-  query = { kind: 'photo', base64, name: file.name };
-  await run();
+  query = { kind: 'photo', file }; // uploaded as is (multipart), so large photos cost no base64 overhead
+  return run();
 }
 
-/** @param {File} file */
-function fileToBase64(file) {
-  return new Promise((resolve, reject) => {
-    const reader = new FileReader();
-    reader.onload = () => {
-      const url = String(reader.result);
-      resolve(url.slice(url.indexOf(',') + 1));
-    };
-    reader.onerror = () => reject(reader.error);
-    reader.readAsDataURL(file);
+// A file the browser cannot show (not an image): no broken-image icon; the API's answer explains it.
+for (const img of [el.preview, el.queryThumb]) {
+  img.addEventListener('error', () => {
+    img.hidden = true;
   });
 }
 

@@ -92,15 +92,28 @@ async function main(): Promise<number> {
   fs.writeFileSync(marker, `${fp}\n`);
   const demoConfig: Config = { ...config, dataDir, database: { kind: 'pglite', dataDir: pgliteDir, psqlPort: config.database.kind === 'pglite' ? config.database.psqlPort : 54320 } };
 
-  let service: RunningService;
-  try {
-    service = await startService(demoConfig, log, { embedder: { embedder, source: model.source } });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || env.PORT) throw err;
-    log.warn({ port: demoConfig.http.port }, 'port in use: taking a free one (set PORT to choose)');
-    // the failed start closed what it was given: load the model again
-    const again = await loadEmbedder(config, model.dir, log);
-    service = await startService({ ...demoConfig, http: { ...demoConfig.http, port: 0 } }, log, { embedder: { embedder: again, source: model.source } });
+  // The demo database is disposable: one the migrations do not recognise (made by another version of
+  // the code) is rebuilt; a taken port gives way to a free one unless PORT was set. A failed start
+  // closes the embedder it was given, so each try loads the model again.
+  let service: RunningService | undefined;
+  let current = demoConfig;
+  let loaded = embedder;
+  for (let attempt = 1; !service; attempt++) {
+    try {
+      service = await startService(current, log, { embedder: { embedder: loaded, source: model.source } });
+    } catch (err) {
+      if (attempt >= 3) throw err;
+      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE' && !env.PORT) {
+        log.warn({ port: current.http.port }, 'port in use: taking a free one (set PORT to choose)');
+        current = { ...current, http: { ...current.http, port: 0 } };
+      } else if (/corrupted migrations/i.test(String((err as Error).message))) {
+        log.warn({ dataDir: path.relative(process.cwd(), dataDir) }, 'the demo database was made by another version of the code: rebuilding it');
+        fs.rmSync(pgliteDir, { recursive: true, force: true });
+      } else {
+        throw err;
+      }
+      loaded = await loadEmbedder(config, model.dir, log);
+    }
   }
   const url = service.http.url;
 
@@ -141,7 +154,7 @@ async function main(): Promise<number> {
       `Storefront: ${url}/`,
       `GraphQL:    ${url}/graphql`,
       `Model:      ${info.modelId} — ${model.real ? 'SigLIP 2' : 'tiny stand-in model (no SigLIP 2 model in the cache)'}`,
-      `Data:       ${path.relative(process.cwd(), dataDir) || '.'}`,
+      `Data:       ${dataDir.startsWith(process.cwd() + path.sep) ? path.relative(process.cwd(), dataDir) : dataDir}`,
       '',
       '',
     ].join('\n'),

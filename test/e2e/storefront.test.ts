@@ -12,11 +12,12 @@ import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { demoProducts, seedOverHttp, type DemoProduct } from '../../src/demo/seed.js';
-import { perturb } from '../../src/demo/synthetic-catalog.js';
+import { perturb, renderProductImage } from '../../src/demo/synthetic-catalog.js';
 import { ADMIN_TOKEN, startTestService, tinyModelDir, type TestService } from '../support/service.js';
 
 const INSTALL_HINT = 'install Debian\'s chromium (`apt-get install -y chromium`) or set CHROMIUM_PATH to a Chromium/Chrome executable';
 const SHOTS = path.resolve('test-results');
+const MAX_IMAGE_PIXELS = 150_000;
 
 function findChromium(): string | null {
   const explicit = process.env.CHROMIUM_PATH;
@@ -51,7 +52,8 @@ suite('storefront page in headless Chromium', () => {
   beforeAll(async () => {
     if (!executablePath) throw new Error(`No Chromium for the browser test: ${INSTALL_HINT}.`);
     fs.mkdirSync(SHOTS, { recursive: true });
-    t = await startTestService({}, { model: await tinyModelDir() });
+    // A small pixel cap (the generated photos are 320×320) so that "too large" is quick to provoke.
+    t = await startTestService({ IMAGE_MAX_PIXELS: String(MAX_IMAGE_PIXELS) }, { model: await tinyModelDir() });
     catalog = await demoProducts(48);
     await seedOverHttp(catalog, { url: t.url, adminToken: ADMIN_TOKEN, batchSize: 24 });
     // A product whose category has several others, so the filter visibly narrows the grid.
@@ -148,11 +150,15 @@ suite('storefront page in headless Chromium', () => {
     expect(await page.locator('#results .card').count()).toBe(24); // k
   });
 
-  it('explains errors from the API: a file that is not an image, and nothing found', async () => {
+  it('explains errors from the API: not an image, too large, nothing found, bad filter', async () => {
     await page.setInputFiles('#photo', { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not a photo at all') });
     await page.locator('#error').waitFor({ state: 'visible' });
     expect(await page.locator('#error').textContent()).toContain('not an image we can read');
     expect(await page.locator('#results .card').count()).toBe(0);
+
+    const huge = await renderProductImage(target.shape, target.colour, { size: 640 }); // 409,600 pixels
+    await page.setInputFiles('#photo', { name: 'huge.png', mimeType: 'image/png', buffer: huge });
+    await expect.poll(() => page.locator('#error').textContent()).toContain('That photo has too many pixels (the limit is 0.15 megapixels)');
 
     await page.setInputFiles('#photo', { name: 'my-photo.png', mimeType: 'image/png', buffer: photo });
     await waitForResults(page, 'Products like your photo');
@@ -166,6 +172,22 @@ suite('storefront page in headless Chromium', () => {
     await expect.poll(() => page.locator('#error').textContent()).toContain('minPrice must not exceed');
     await page.click('#reset-filters');
     await waitForResults(page, 'Products like your photo');
+  });
+
+  it('says so when the service has no model, and still shows the catalog', async () => {
+    const bare = await startTestService(); // same code, no embedding model
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    await blockNonLoopback(ctx);
+    try {
+      const p = await ctx.newPage();
+      await p.goto(`${bare.url}/`);
+      await expect.poll(() => p.locator('#model').textContent()).toBe('Model: none loaded');
+      await p.setInputFiles('#photo', { name: 'my-photo.png', mimeType: 'image/png', buffer: photo });
+      await expect.poll(() => p.locator('#error').textContent()).toContain('Search by photo or text is unavailable');
+    } finally {
+      await ctx.close();
+      await bare.stop();
+    }
   });
 
   it('fits a phone screen', async () => {
