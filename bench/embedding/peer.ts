@@ -54,13 +54,21 @@ const rows: Record<string, string | number>[] = [];
 for (const [name, n, a, b] of modes) {
   const ta: number[] = [];
   const tb: number[] = [];
+  const ca: number[] = [];
+  const cb: number[] = [];
   for (let r = 0; r < reps; r++) {
+    let c0 = process.cpuUsage();
     let t0 = performance.now();
     await a();
     ta.push(performance.now() - t0);
+    let c = process.cpuUsage(c0);
+    ca.push((c.user + c.system) / 1000);
+    c0 = process.cpuUsage();
     t0 = performance.now();
     await b();
     tb.push(performance.now() - t0);
+    c = process.cpuUsage(c0);
+    cb.push((c.user + c.system) / 1000);
   }
   const ma = median(ta);
   const mb = median(tb);
@@ -70,6 +78,8 @@ for (const [name, n, a, b] of modes) {
     'transformers.js images/s': (n * 1000) / mb,
     'ratio ours/peer (median)': `${(mb / ma).toFixed(2)}×`,
     'per-rep ratios': ta.map((x, i) => (tb[i]! / x).toFixed(2)).join(' '),
+    'CPU ms/image ours': Math.round(median(ca) / n),
+    'CPU ms/image peer': Math.round(median(cb) / n),
   });
 }
 await ours.close();

@@ -195,6 +195,12 @@ function toLogger(log?: LogLike): Logger {
 export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Promise<Embedder> {
   validateOptions(opts);
   const logger = toLogger(log);
+  if (opts.workers * opts.intraOpThreads > availableParallelism()) {
+    logger.warn(
+      { workers: opts.workers, intraOpThreads: opts.intraOpThreads, cores: availableParallelism() },
+      'embedding: workers × intraOpThreads exceeds the core count; threads will compete (set intraOpThreads ≈ cores / workers)',
+    );
+  }
   const files = await loadModelDir(opts.modelDir, opts.variant);
   const tokenizer = createTokenizer(files.tokenizerJson, files.tokenizerConfig, files.textMaxLength);
   const pool = new WorkerPool(
