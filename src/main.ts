@@ -1,12 +1,12 @@
 /**
- * The command-line entry: `serve` (default), `migrate [up|status|down]`.
+ * The command-line entry: `serve` (default), `migrate [up|status|down]`, `import`, `reindex`, `model`.
  * Run as `npm start`, `npm run migrate -- status`, or `npm run cli -- <command> --help`.
  */
 import { parseArgs } from 'node:util';
 import { startService, openConfiguredDatabase } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { migrateDown, migrateToLatest, migrationStatus } from './db/migrate.js';
-import { runModelCommand } from './embedding/cli.js';
+import { IMPORT_USAGE, importCommand, MODEL_USAGE, modelCommand, REINDEX_USAGE, reindexCommand } from './cli/admin.js';
 import { createLogger, type Logger } from './log.js';
 
 interface Command {
@@ -44,12 +44,19 @@ const commands: Record<string, Command> = {
     },
   },
   model: {
-    summary: 'Model files: fetch [repo] [--variant V] (from the Hugging Face Hub into the cache), path [repo], generate tiny|b16 [dir].',
-    usage: 'model <fetch|path|generate> [args]',
-    async run(args) {
-      const code = await runModelCommand(args);
-      if (code !== 0) throw new UsageError(`model ${args.join(' ')} failed`);
-    },
+    summary: 'Models: list, activate (roll back), drop vectors; fetch from the hub, path, generate stand-ins.',
+    usage: MODEL_USAGE,
+    run: modelCommand,
+  },
+  import: {
+    summary: 'Import a catalog file (JSON Lines or CSV), resumable, with a per-row error report.',
+    usage: IMPORT_USAGE,
+    run: importCommand,
+  },
+  reindex: {
+    summary: 'Re-embed the catalog with a model on the job queue, then switch search to it atomically.',
+    usage: REINDEX_USAGE,
+    run: reindexCommand,
   },
   migrate: {
     summary: 'Apply migrations: up (default, to the latest), status, or down (one step).',
@@ -84,7 +91,10 @@ function withoutPsqlPort(config: Config): Config['database'] {
 class UsageError extends Error {}
 
 function help(): string {
-  const lines = Object.entries(commands).map(([name, c]) => `  ${c.usage.padEnd(28)} ${c.summary}`);
+  const lines = Object.entries(commands).map(([name, c]) => {
+    const u = c.usage.split('\n')[0]!;
+    return `  ${(u.length <= 28 ? u : `${name} …`).padEnd(28)} ${c.summary}`;
+  });
   return `Usage: vps <command> [options]\n\nCommands:\n${lines.join('\n')}\n\nEach command takes --help. Settings come from the environment (see README).\n`;
 }
 

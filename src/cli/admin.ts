@@ -1,0 +1,173 @@
+/**
+ * Admin commands for src/main.ts: import, reindex, and model list|activate|drop (model fetch|path|generate
+ * are delegated to the embedding CLI). Each one parses its own options and has a --help text in main.ts.
+ */
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadEmbedder } from '../app.js';
+import type { Config } from '../config.js';
+import { getActiveModel } from '../db/models.js';
+import { getReindexJob } from '../db/reindex.js';
+import { runModelCommand } from '../embedding/cli.js';
+import { importCatalog } from '../jobs/import.js';
+import { activateModelChecked, cachedModelDir, dropModelEmbeddingsChecked, modelRecords } from '../jobs/models.js';
+import { JobRunner } from '../jobs/runner.js';
+import type { Logger } from '../log.js';
+import { CliError, openCliContext } from './context.js';
+import { ProgressBar } from './progress.js';
+
+const out = (s: string) => process.stdout.write(`${s}\n`);
+
+export const IMPORT_USAGE = `import <catalog.jsonl|catalog.csv> [--images-dir DIR] [--report FILE] [--batch N] [--restart]
+
+  Imports products through the same path as the upsertProducts mutation (validation, images, thumbnails,
+  vectors of the active model and of any model being built), one transaction per batch (default 50 rows).
+  image: an http(s) URL or a file path (relative to --images-dir, default the catalog's folder).
+  Rows that fail go to the report (default <file>.errors.jsonl) and the import goes on. Interrupted, a
+  re-run resumes after the last committed row (checkpoint <file>.import-state.json); --restart ignores it.
+  With the embedded database, stop the service first (or use DATABASE_URL).`;
+
+export async function importCommand(args: string[], config: Config, log: Logger): Promise<void> {
+  const { positionals, values } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { 'images-dir': { type: 'string' }, report: { type: 'string' }, batch: { type: 'string' }, restart: { type: 'boolean' } },
+  });
+  const file = positionals[0];
+  if (!file) throw new CliError('a catalog file is required');
+  const batch = Number(values.batch ?? 50);
+  if (!Number.isInteger(batch) || batch < 1 || batch > 500) throw new CliError('--batch must be between 1 and 500');
+  const ctx = await openCliContext(config, log, { loadConfiguredModel: true });
+  try {
+    const active = await getActiveModel(ctx.database.db);
+    if (active && !ctx.models.embedder(active.id)) {
+      throw new CliError(`The active model ${active.id} is not loaded (set EMBEDDING_MODEL_DIR or fetch it): imported products would have no vector for search`);
+    }
+    const bar = new ProgressBar('import');
+    const result = await importCatalog(ctx.ingest, {
+      file,
+      batchSize: batch,
+      restart: values.restart ?? false,
+      ...(values['images-dir'] ? { imagesDir: values['images-dir'] } : {}),
+      ...(values.report ? { reportFile: values.report } : {}),
+      onProgress: (p) => bar.update(p.done, p.rows, `ok ${p.imported} failed ${p.failed}`),
+    });
+    bar.update(result.done, result.rows, `ok ${result.imported} failed ${result.failed}`, true);
+    bar.done();
+    if (result.resumedAfterLine !== null) out(`resumed after line ${result.resumedAfterLine} (${result.skipped} rows already imported)`);
+    out(`imported ${result.imported}, failed ${result.failed} of ${result.rows} rows${result.failed ? `; errors in ${result.reportFile}` : ''}`);
+  } finally {
+    await ctx.close();
+  }
+}
+
+export const REINDEX_USAGE = `reindex [--model ID | --model-dir DIR] [--only-missing] [--no-activate] [--detach]
+
+  Re-embeds the catalog with a model (default: the active one) on the durable job queue, then makes it the
+  active model once every product has a vector and its index is built (unless --no-activate). The job runs
+  in this process with a progress bar; Ctrl-C pauses it (a later run or a service with the model resumes it).
+  --model ID: a registered/loaded model or a hub repository in the model cache (vps model fetch ID).
+  --model-dir DIR: load the model from a directory. --detach: only enqueue (a running service with the
+  model loaded works it) and print the job id. Search keeps serving from the current model meanwhile.`;
+
+export async function reindexCommand(args: string[], config: Config, log: Logger): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    allowPositionals: false,
+    options: {
+      model: { type: 'string' },
+      'model-dir': { type: 'string' },
+      'only-missing': { type: 'boolean' },
+      'no-activate': { type: 'boolean' },
+      detach: { type: 'boolean' },
+    },
+  });
+  if (values.model && values['model-dir']) throw new CliError('give --model or --model-dir, not both');
+  const ctx = await openCliContext(config, log, { loadConfiguredModel: true });
+  let runner: JobRunner | null = null;
+  try {
+    let model = values.model ?? null;
+    if (values['model-dir']) {
+      const dir = path.resolve(values['model-dir']);
+      const embedder = await loadEmbedder(config, dir, log);
+      model = (await ctx.models.add(embedder, path.basename(dir), config.embedding.variant ?? null)).id;
+    }
+    runner = new JobRunner(ctx.database, ctx.models, log, {
+      ...config.jobs,
+      work: !values.detach,
+      loadModel: async (ref) => {
+        const dir = cachedModelDir(ref);
+        return dir ? { embedder: await loadEmbedder(config, dir, log), source: ref, variant: config.embedding.variant ?? null } : null;
+      },
+    });
+    await runner.start();
+    const job = await runner.enqueueReindex({ model, onlyMissing: values['only-missing'] ?? false, activate: !values['no-activate'] });
+    out(`reindex job ${job.id} queued for model ${job.modelId}`);
+    if (values.detach) return;
+    let interrupted = false;
+    const onSigint = () => {
+      interrupted = true;
+    };
+    process.once('SIGINT', onSigint);
+    const bar = new ProgressBar(`reindex ${job.modelId}`);
+    for (;;) {
+      const j = (await getReindexJob(ctx.database.db, job.id))!;
+      bar.update(j.processed, Math.max(j.total, j.processed), `${j.state}${j.failed ? ` failed ${j.failed}` : ''}`);
+      if (['succeeded', 'failed', 'cancelled'].includes(j.state)) {
+        bar.update(j.processed, Math.max(j.total, j.processed), j.state, true);
+        bar.done();
+        out(`job ${j.id} ${j.state}${j.activated ? `: ${j.modelId} is now the active model` : ''}${j.error ? `: ${j.error}` : ''}`);
+        for (const e of j.errors.slice(0, 10)) out(`  product ${e.productId} (${e.sku ?? '?'}): ${e.message}`);
+        if (j.state !== 'succeeded') process.exitCode = 1;
+        break;
+      }
+      if (interrupted) {
+        bar.done();
+        out(`interrupted: job ${j.id} pauses at ${j.processed}/${j.total}; it resumes when a process with the model runs (vps serve, or vps reindex again)`);
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    process.off('SIGINT', onSigint);
+  } finally {
+    await runner?.stop();
+    await ctx.close();
+  }
+}
+
+export const MODEL_USAGE = `model <list|activate ID|drop ID|fetch [repo]|path [repo]|generate tiny|b16 [dir]>
+
+  list               the model registry: status, active, vectors stored
+  activate ID        make ID the active model (roll back a switch); refused while a product lacks its vector
+  drop ID            delete a non-active model's vectors and index (keeps the registry row, status retired)
+  fetch [repo]       download a model from the Hugging Face Hub into the model cache (--variant, --revision)
+  path [repo]        print where a model lives in the cache
+  generate tiny|b16  write a generated stand-in model (tests, demo, benchmarks)`;
+
+export async function modelCommand(args: string[], config: Config, log: Logger): Promise<void> {
+  const [sub, id] = args;
+  if (sub !== 'list' && sub !== 'activate' && sub !== 'drop') {
+    const code = await runModelCommand(args);
+    if (code !== 0) throw new CliError(`model ${args.join(' ')} failed`);
+    return;
+  }
+  if (sub !== 'list' && !id) throw new CliError(`model ${sub} needs a model id`);
+  const ctx = await openCliContext(config, log, { loadConfiguredModel: false });
+  try {
+    const db = ctx.database.db;
+    if (sub === 'list') {
+      const rows = await modelRecords(db, ctx.models);
+      if (!rows.length) out('no models registered');
+      out(`${'model'.padEnd(48)} ${'dim'.padStart(5)} ${'status'.padEnd(9)} ${'active'.padEnd(6)} ${'vectors'.padStart(9)}`);
+      for (const m of rows) out(`${m.id.padEnd(48)} ${String(m.dimension).padStart(5)} ${m.status.padEnd(9)} ${(m.isActive ? 'yes' : '').padEnd(6)} ${String(m.vectors).padStart(9)}`);
+    } else if (sub === 'activate') {
+      const m = await activateModelChecked(db, ctx.models, id!, { concurrentIndex: ctx.database.kind === 'postgres', requireLoaded: false });
+      out(`${m.id} is the active model`);
+    } else {
+      const n = await dropModelEmbeddingsChecked(db, id!);
+      out(`dropped ${n} vectors of ${id}`);
+    }
+  } finally {
+    await ctx.close();
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * Bulk import of a catalog file (JSON Lines or CSV) through the same code path as upsertProducts
+ * (ingestProducts: validation, image bytes, thumbnails, vectors for every wanted model, one transaction
+ * per batch). A row that fails is written to the report file and the import goes on; after every committed
+ * batch a checkpoint (line and sku) is saved, so a re-run resumes after the last committed row.
+ *
+ * Row fields: sku, title, description, category, brand, price, currency, inStock (or in_stock),
+ * attributes (object, or JSON text in CSV), image: an http(s) URL or a file path (relative to
+ * --images-dir, else to the catalog file's folder). Also accepted: image_url / imageUrl / image_path / imagePath.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { ingestProducts, type IngestContext } from '../catalog/ingest.js';
+import type { ImageSpec, ProductInputLike } from '../catalog/validate.js';
+import { AppError } from '../errors.js';
+import { parseCsv } from '../cli/csv.js';
+
+export interface ImportOptions {
+  file: string;
+  imagesDir?: string;
+  /** Per-row errors, JSON Lines (default: <file>.errors.jsonl). */
+  reportFile?: string;
+  /** Checkpoint (default: <file>.import-state.json). */
+  stateFile?: string;
+  batchSize: number;
+  /** Ignore a checkpoint and start from the first row (the report is truncated). */
+  restart?: boolean;
+  onProgress?: (p: ImportProgress) => void;
+}
+
+export interface ImportProgress {
+  rows: number;
+  done: number;
+  imported: number;
+  failed: number;
+  skipped: number;
+}
+
+export interface ImportResult extends ImportProgress {
+  reportFile: string;
+  resumedAfterLine: number | null;
+}
+
+interface Checkpoint {
+  file: string;
+  size: number;
+  lastLine: number;
+  lastSku: string;
+  imported: number;
+  failed: number;
+}
+
+type RawRow = { line: number; row: Record<string, unknown> } | { line: number; error: string };
+
+export async function readCatalog(file: string): Promise<RawRow[]> {
+  const text = await fs.readFile(file, 'utf8');
+  if (/\.jsonl?$/i.test(file) || /\.ndjson$/i.test(file)) {
+    return text.split('\n').flatMap((l, i): RawRow[] => {
+      if (!l.trim()) return [];
+      try {
+        const row = JSON.parse(l) as unknown;
+        if (typeof row !== 'object' || row === null || Array.isArray(row)) return [{ line: i + 1, error: 'not a JSON object' }];
+        return [{ line: i + 1, row: row as Record<string, unknown> }];
+      } catch (err) {
+        return [{ line: i + 1, error: `invalid JSON: ${(err as Error).message}` }];
+      }
+    });
+  }
+  if (/\.csv$/i.test(file)) {
+    const records = [...parseCsv(text)];
+    const header = records.shift();
+    if (!header) return [];
+    const names = header.fields.map((h) => h.trim());
+    return records.map(({ fields, line }) =>
+      fields.length !== names.length
+        ? { line, error: `${fields.length} fields, the header has ${names.length}` }
+        : { line, row: Object.fromEntries(names.map((n, i) => [n, fields[i]])) },
+    );
+  }
+  throw new AppError('BAD_USER_INPUT', `${file}: expected a .jsonl or .csv file`);
+}
+
+const str = (v: unknown): string | null => (v == null || v === '' ? null : String(v));
+
+function bool(v: unknown): boolean | null {
+  if (v == null || v === '') return null;
+  if (typeof v === 'boolean') return v;
+  const s = String(v).trim().toLowerCase();
+  if (['true', '1', 'yes', 'y'].includes(s)) return true;
+  if (['false', '0', 'no', 'n'].includes(s)) return false;
+  throw new Error(`inStock: "${String(v)}" is not a boolean`);
+}
+
+function num(v: unknown, field: string): number | null {
+  if (v == null || v === '') return null;
+  const n = typeof v === 'number' ? v : Number(String(v).trim());
+  if (!Number.isFinite(n)) throw new Error(`${field}: "${String(v)}" is not a number`);
+  return n;
+}
+
+async function imageOf(row: Record<string, unknown>, baseDir: string): Promise<ImageSpec | null> {
+  const v = row.image ?? row.image_url ?? row.imageUrl ?? row.image_path ?? row.imagePath;
+  if (v == null || v === '') return null;
+  if (typeof v === 'object') return v as ImageSpec; // JSON Lines may carry { url } or { base64 }
+  const s = String(v).trim();
+  if (/^https?:\/\//i.test(s)) return { url: s };
+  const p = path.resolve(baseDir, s);
+  const bytes = await fs.readFile(p).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(`image file ${s}: ${err.code === 'ENOENT' ? 'not found' : err.message}`);
+  });
+  return { base64: bytes.toString('base64') };
+}
+
+export async function toProductInput(row: Record<string, unknown>, baseDir: string): Promise<ProductInputLike> {
+  let attributes = row.attributes;
+  if (typeof attributes === 'string') {
+    attributes = attributes.trim() ? (JSON.parse(attributes) as unknown) : undefined;
+  }
+  return {
+    sku: str(row.sku)?.trim() ?? '',
+    title: str(row.title) ?? '',
+    description: str(row.description),
+    category: str(row.category) ?? '',
+    brand: str(row.brand),
+    price: num(row.price, 'price'),
+    currency: str(row.currency),
+    inStock: bool(row.inStock ?? row.in_stock),
+    attributes: (attributes ?? undefined) as Record<string, unknown> | undefined,
+    image: await imageOf(row, baseDir),
+  } as ProductInputLike;
+}
+
+const message = (err: unknown) => (err instanceof AppError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err));
+
+export async function importCatalog(ctx: IngestContext, opts: ImportOptions): Promise<ImportResult> {
+  const file = path.resolve(opts.file);
+  const reportFile = path.resolve(opts.reportFile ?? `${file}.errors.jsonl`);
+  const stateFile = path.resolve(opts.stateFile ?? `${file}.import-state.json`);
+  const baseDir = path.resolve(opts.imagesDir ?? path.dirname(file));
+  const size = (await fs.stat(file)).size;
+  const rows = await readCatalog(file);
+
+  let checkpoint: Checkpoint | null = null;
+  if (!opts.restart) {
+    try {
+      const saved = JSON.parse(await fs.readFile(stateFile, 'utf8')) as Checkpoint;
+      const at = rows.find((r) => r.line === saved.lastLine);
+      // resume only when the row at the checkpoint still carries the checkpoint's sku
+      if (saved.file === file && at && 'row' in at && str(at.row.sku)?.trim() === saved.lastSku) checkpoint = saved;
+    } catch {
+      /* no checkpoint */
+    }
+  }
+  if (!checkpoint) await fs.writeFile(reportFile, '');
+
+  const progress: ImportProgress = { rows: rows.length, done: 0, imported: checkpoint?.imported ?? 0, failed: checkpoint?.failed ?? 0, skipped: 0 };
+  const todo = checkpoint ? rows.filter((r) => r.line > checkpoint!.lastLine) : rows;
+  progress.skipped = rows.length - todo.length;
+  progress.done = progress.skipped;
+  opts.onProgress?.(progress);
+
+  const report = async (entries: Array<{ line: number; sku: string | null; error: string }>) => {
+    if (entries.length) await fs.appendFile(reportFile, entries.map((e) => JSON.stringify(e)).join('\n') + '\n');
+    progress.failed += entries.length;
+  };
+
+  for (let i = 0; i < todo.length; i += opts.batchSize) {
+    const chunk = todo.slice(i, i + opts.batchSize);
+    const errors: Array<{ line: number; sku: string | null; error: string }> = [];
+    const ready: Array<{ line: number; sku: string | null; input: ProductInputLike }> = [];
+    const seen = new Set<string>();
+    for (const r of chunk) {
+      if ('error' in r) {
+        errors.push({ line: r.line, sku: null, error: r.error });
+        continue;
+      }
+      const sku = str(r.row.sku)?.trim() ?? null;
+      try {
+        const input = await toProductInput(r.row, baseDir);
+        if (sku && seen.has(sku)) {
+          // a sku twice in one batch: the later row wins, as in sequential upserts
+          const prev = ready.findIndex((x) => x.sku === sku);
+          ready.splice(prev, 1);
+        }
+        if (sku) seen.add(sku);
+        ready.push({ line: r.line, sku, input });
+      } catch (err) {
+        errors.push({ line: r.line, sku, error: message(err) });
+      }
+    }
+    if (ready.length) {
+      try {
+        await ingestProducts(ctx, ready.map((r) => r.input));
+        progress.imported += ready.length;
+      } catch {
+        // isolate the bad rows: one row at a time (each its own transaction, as upsertProducts would be)
+        for (const r of ready) {
+          try {
+            await ingestProducts(ctx, [r.input]);
+            progress.imported++;
+          } catch (err) {
+            errors.push({ line: r.line, sku: r.sku, error: message(err) });
+          }
+        }
+      }
+    }
+    await report(errors.sort((a, b) => a.line - b.line));
+    const last = chunk.at(-1)!;
+    const lastSku = 'row' in last ? (str(last.row.sku)?.trim() ?? '') : '';
+    const next: Checkpoint = { file, size, lastLine: last.line, lastSku, imported: progress.imported, failed: progress.failed };
+    // a checkpoint can only name a row with a sku; rows without one are re-read (and re-reported) on resume
+    if (lastSku) await fs.writeFile(stateFile, JSON.stringify(next));
+    progress.done += chunk.length;
+    opts.onProgress?.(progress);
+  }
+  await fs.rm(stateFile, { force: true }); // finished: a re-run starts over (unchanged rows are cheap: images are not re-embedded)
+  return { ...progress, reportFile, resumedAfterLine: checkpoint?.lastLine ?? null };
+}
