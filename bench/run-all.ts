@@ -1,0 +1,30 @@
+/**
+ * `npm run bench`: every benchmark in turn, each printing its own tables (peers in the same run).
+ * Long: the compute-faithful SigLIP 2 model and the 100k-row search dominate. Run one with
+ * `npx tsx bench/<area>/<name>.ts`.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+
+const benches: Array<[string, string[]]> = [
+  ['bench/embedding/preprocess.ts', []],
+  ['bench/embedding/throughput.ts', []],
+  ['bench/embedding/peer.ts', []],
+  ['bench/search/search.ts', ['--rows', '100000', '--storage-compare']],
+  ['bench/search/search.ts', ['--rows', '20000', '--backend', 'pglite', '--queries', '50']],
+  ['bench/search/graphql-load.ts', ['--rows', '20000']],
+  ['bench/search/graphql-load.ts', ['--rows', '20000', '--backend', 'pglite']],
+  ['bench/reindex/reindex.ts', []],
+];
+
+let failed = 0;
+for (const [file, args] of benches) {
+  if (!existsSync(file)) continue;
+  console.log(`\n## ${file} ${args.join(' ')}\n`);
+  const r = spawnSync(process.execPath, ['--import', 'tsx', file, ...args], { stdio: 'inherit' });
+  if (r.status !== 0) {
+    failed++;
+    console.error(`${file} failed (exit ${r.status})`);
+  }
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,208 @@
+/**
+ * Filtered similarity search: our per-query strategy against its peers, measured in the same run.
+ *
+ *   npx tsx bench/search/search.ts [--rows 100000] [--backend postgres|pglite] [--queries 100] [--storage-compare]
+ *
+ * Data: embedding-like vectors (clustered, low intrinsic dimension, L2-normalised, 768-d); categories
+ * holding 10%, 1% and 0.1% of the rows. Peers: the exact scan of a typical tutorial (ORDER BY distance
+ * with the filter, no ANN index), pgvector HNSW with the filter applied after the scan (iterative scans
+ * off, defaults), and hnswlib-node in memory (unfiltered only: it has no relational filters).
+ */
+import { sql } from 'kysely';
+import { upsertEmbeddings, vectorLiteral } from '../../src/db/embeddings.js';
+import { activateModel, ensureModelIndex, modelIndexName, registerModel } from '../../src/db/models.js';
+import { nearestNeighbours, type NeighbourQuery } from '../../src/search/query.js';
+import { embeddingLikeSpace } from '../../test/support/vectors.js';
+import { arg, median, ms, percentile, table } from '../lib/report.js';
+import { benchDatabase } from './database.js';
+
+const rows = Number(arg('rows', '100000'));
+const backend = arg('backend', 'postgres') as 'postgres' | 'pglite';
+const nQueries = Number(arg('queries', '100'));
+const storageCompare = process.argv.includes('--storage-compare');
+const k = 10;
+const dim = 768;
+const model = { id: 'bench/clustered-768', dimension: dim };
+const space = embeddingLikeSpace({ dimension: dim, seed: 11, clusters: 256 });
+
+const categoryOf = (i: number) => (i % 1000 === 5 ? 'c0.1' : i % 100 === 3 ? 'c1' : i % 10 === 1 ? 'c10' : 'common');
+const selectivities = [
+  { label: '100%', filter: null },
+  { label: '10%', filter: { category: 'c10' } },
+  { label: '1%', filter: { category: 'c1' } },
+  { label: '0.1%', filter: { category: 'c0.1' } },
+];
+
+const { database, stop } = await benchDatabase(backend);
+const db = database.db;
+console.error(`[bench] ${backend}, ${rows} rows of ${dim}-d vectors`);
+
+// ---- load ---------------------------------------------------------------------------------------
+await registerModel(db, { ...model, source: 'bench', variant: null });
+await activateModel(db, model.id);
+let t0 = process.hrtime.bigint();
+const batch = 1000;
+for (let start = 0; start < rows; start += batch) {
+  const ids = Array.from({ length: Math.min(batch, rows - start) }, (_, j) => start + j);
+  const inserted = await sql<{ id: string }>`
+    INSERT INTO products (sku, title, category, price, in_stock)
+    SELECT 'b-' || i, 'bench product ' || i, c, (i % 500)::numeric, (i % 3 <> 0)
+    FROM unnest(${ids}::int[], ${ids.map(categoryOf)}::text[]) AS t(i, c) RETURNING id`.execute(db);
+  await upsertEmbeddings(db, inserted.rows.map((r, j) => ({ productId: String(r.id), modelId: model.id, embedding: space.vector(ids[j]!), imageSha256: 'b'.repeat(64) })));
+  if (start % 20_000 === 0) console.error(`[bench] loaded ${start + ids.length}`);
+}
+const loadSeconds = ms(t0) / 1000;
+
+t0 = process.hrtime.bigint();
+await db.transaction().execute(async (trx) => {
+  if (backend === 'postgres') await sql`SET LOCAL maintenance_work_mem = '1GB'`.execute(trx);
+  await ensureModelIndex(trx, model);
+});
+const buildSeconds = ms(t0) / 1000;
+await sql`ANALYZE`.execute(db);
+const size = async (rel: string) => Number((await sql<{ n: string }>`SELECT pg_total_relation_size(${rel}::regclass)::text AS n`.execute(db)).rows[0]!.n);
+const heapBytes = Number((await sql<{ n: string }>`SELECT pg_table_size('product_embeddings')::text AS n`.execute(db)).rows[0]!.n);
+const indexBytes = await size(modelIndexName(model.id));
+
+table(`Load and index (${backend}, ${rows} rows, ${dim}-d halfvec)`, [
+  { 'load (rows/s)': Math.round(rows / loadSeconds), 'HNSW build (s)': buildSeconds, 'vectors table (MiB)': heapBytes / 2 ** 20, 'HNSW index (MiB)': indexBytes / 2 ** 20 },
+]);
+
+// ---- queries -------------------------------------------------------------------------------------
+const queries = Array.from({ length: nQueries }, (_, j) => vectorLiteral(space.query(j)));
+
+/** pgvector HNSW as most integrations use it: defaults, filter after the index scan. */
+async function postFilteredHnsw(q: NeighbourQuery): Promise<string[]> {
+  return db.transaction().execute(async (trx) => {
+    await sql`SELECT set_config('hnsw.iterative_scan', 'off', true), set_config('hnsw.ef_search', '40', true)`.execute(trx);
+    const r = await sql<{ product_id: string }>`
+      SELECT e.product_id FROM product_embeddings e JOIN products p ON p.id = e.product_id
+      WHERE e.model_id = ${sql.lit(model.id)} ${q.filter ? sql`AND p.category = ${q.filter.category}` : sql``}
+      ORDER BY e.embedding::halfvec(${sql.raw(String(dim))}) <=> ${q.vector}::halfvec(${sql.raw(String(dim))}) LIMIT ${k}`.execute(trx);
+    return r.rows.map((x) => String(x.product_id));
+  });
+}
+
+async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
+  const t = process.hrtime.bigint();
+  const value = await fn();
+  return { value, ms: ms(t) };
+}
+
+async function qps(run: (q: string) => Promise<unknown>, concurrency: number, total: number): Promise<number> {
+  let next = 0;
+  const t = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < total) await run(queries[next++ % queries.length]!);
+    }),
+  );
+  return total / (ms(t) / 1000);
+}
+
+const results: Record<string, string | number>[] = [];
+for (const { label, filter } of selectivities) {
+  const base = { model, filter, k };
+  const exactTimes: number[] = [];
+  const oursTimes: number[] = [];
+  let recallHits = 0;
+  let recallTotal = 0;
+  let shortOurs = 0;
+  let shortPost = 0;
+  let recallPostHits = 0;
+  const strategies = new Map<string, number>();
+  for (const vector of queries) {
+    const exact = await timed(() => nearestNeighbours(db, { ...base, vector, strategy: 'exact' }));
+    const ours = await timed(() => nearestNeighbours(db, { ...base, vector }));
+    const post = await postFilteredHnsw({ ...base, vector });
+    exactTimes.push(exact.ms);
+    oursTimes.push(ours.ms);
+    const truth = new Set(exact.value.neighbours.map((n) => n.productId));
+    const expected = Math.min(k, exact.value.matchingAtLeast);
+    if (ours.value.neighbours.length < expected) shortOurs++;
+    if (post.length < expected) shortPost++;
+    recallHits += ours.value.neighbours.filter((n) => truth.has(n.productId)).length;
+    recallPostHits += post.filter((id) => truth.has(id)).length;
+    recallTotal += truth.size;
+    const s = ours.value.strategy + (ours.value.fellBack ? '→exact' : '');
+    strategies.set(s, (strategies.get(s) ?? 0) + 1);
+  }
+  const oursRun = (vector: string) => nearestNeighbours(db, { ...base, vector });
+  const exactRun = (vector: string) => nearestNeighbours(db, { ...base, vector, strategy: 'exact' });
+  const conc = backend === 'postgres' ? 8 : 1; // PGlite is one session: concurrency only queues
+  results.push({
+    selectivity: label,
+    strategy: [...strategies].map(([s, n]) => `${s}×${n}`).join(' '),
+    'ours p50 ms': median(oursTimes),
+    'ours p99 ms': percentile(oursTimes, 99),
+    'ours QPS c1': 1000 / (oursTimes.reduce((a, b) => a + b, 0) / oursTimes.length),
+    [`ours QPS c${conc}`]: await qps(oursRun, conc, nQueries * 2),
+    'ours recall@10': recallHits / recallTotal,
+    'ours short': shortOurs,
+    'exact-scan p50 ms': median(exactTimes),
+    [`exact-scan QPS c${conc}`]: await qps(exactRun, conc, Math.max(16, nQueries / 2)),
+    'post-filter HNSW recall@10': recallPostHits / recallTotal,
+    'post-filter HNSW short': shortPost,
+  });
+  console.error(`[bench] ${label} done`);
+}
+table(`Filtered top-${k} (${backend}, ${rows} rows, ${nQueries} queries per row; short = results with fewer than min(k, matches))`, results);
+
+// ---- in-memory peer: hnswlib-node, unfiltered ----------------------------------------------------
+{
+  const { default: hnswlib } = await import('hnswlib-node');
+  const index = new hnswlib.HierarchicalNSW('cosine', dim);
+  t0 = process.hrtime.bigint();
+  index.initIndex(rows, 16, 64);
+  for (let i = 0; i < rows; i++) index.addPoint(Array.from(space.vector(i)), i);
+  const build = ms(t0) / 1000;
+  index.setEf(100);
+  const ids = await sql<{ id: string; sku: string }>`SELECT id, sku FROM products`.execute(db);
+  const byOrdinal = new Map(ids.rows.map((r) => [Number(r.sku.slice(2)), String(r.id)]));
+  const times: number[] = [];
+  let hits = 0;
+  for (let j = 0; j < nQueries; j++) {
+    const qv = Array.from(space.query(j));
+    const t = process.hrtime.bigint();
+    const res = index.searchKnn(qv, k);
+    times.push(ms(t));
+    const exact = await nearestNeighbours(db, { model, filter: null, k, vector: queries[j]!, strategy: 'exact' });
+    const truth = new Set(exact.neighbours.map((n) => n.productId));
+    hits += res.neighbors.filter((n: number) => truth.has(byOrdinal.get(n)!)).length;
+  }
+  table(`Peer: hnswlib-node in memory, unfiltered (${rows} rows; M=16, ef_construction=64, ef=100)`, [
+    { 'build (s)': build, 'p50 ms': median(times), 'p99 ms': percentile(times, 99), 'recall@10 vs PostgreSQL exact': hits / (nQueries * k), 'filters': 'none' },
+  ]);
+}
+
+// ---- storage: vector vs halfvec ------------------------------------------------------------------
+if (storageCompare && backend === 'postgres') {
+  await sql`CREATE TABLE bench_f32 AS SELECT product_id, embedding::vector(${sql.raw(String(dim))}) AS embedding FROM product_embeddings`.execute(db);
+  t0 = process.hrtime.bigint();
+  await db.transaction().execute(async (trx) => {
+    await sql`SET LOCAL maintenance_work_mem = '1GB'`.execute(trx);
+    await sql`CREATE INDEX bench_f32_hnsw ON bench_f32 USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)`.execute(trx);
+  });
+  const f32Build = ms(t0) / 1000;
+  await sql`ANALYZE bench_f32`.execute(db);
+  const f32Heap = Number((await sql<{ n: string }>`SELECT pg_table_size('bench_f32')::text AS n`.execute(db)).rows[0]!.n);
+  const f32Index = await size('bench_f32_hnsw');
+  const scan = async (q: string, table: 'half' | 'f32') =>
+    timed(() =>
+      table === 'half'
+        ? sql`SELECT product_id FROM product_embeddings ORDER BY embedding <=> ${q}::halfvec LIMIT 10`.execute(db)
+        : sql`SELECT product_id FROM bench_f32 ORDER BY embedding <=> ${q}::vector LIMIT 10`.execute(db),
+    );
+  const half: number[] = [];
+  const f32: number[] = [];
+  for (const q of queries.slice(0, 20)) {
+    half.push((await scan(q, 'half')).ms);
+    f32.push((await scan(q, 'f32')).ms);
+  }
+  table(`Storage: vector vs halfvec (${rows} rows, ${dim}-d)`, [
+    { storage: 'halfvec (chosen)', 'table MiB': heapBytes / 2 ** 20, 'HNSW MiB': indexBytes / 2 ** 20, 'HNSW build s': buildSeconds, 'exact scan p50 ms': median(half) },
+    { storage: 'vector', 'table MiB': f32Heap / 2 ** 20, 'HNSW MiB': f32Index / 2 ** 20, 'HNSW build s': f32Build, 'exact scan p50 ms': median(f32) },
+  ]);
+}
+
+await stop();
