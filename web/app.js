@@ -104,7 +104,7 @@ async function run() {
 function setLoading(on) {
   el.grid.setAttribute('aria-busy', String(on));
   document.body.classList.toggle('loading', on);
-  if (on) el.status.innerHTML = '<span class="spinner" aria-hidden="true"></span> Searching…';
+  if (on) el.status.innerHTML = `<span class="spinner" aria-hidden="true"></span> ${query.kind === 'browse' ? 'Loading…' : 'Searching…'}`;
 }
 
 function showError(message) {
@@ -179,7 +179,6 @@ function card({ product, score }) {
   const btn = document.createElement('button');
   btn.type = 'button';
   btn.className = 'card-hit';
-  btn.setAttribute('aria-label', `${product.title}: show similar products`);
   btn.addEventListener('click', () => showSimilar(product));
 
   const src = product.thumbnailUrl ?? product.imageUrl;
@@ -238,6 +237,10 @@ function card({ product, score }) {
     s.append(label);
     body.append(s);
   }
+  const hint = document.createElement('span');
+  hint.className = 'visually-hidden';
+  hint.textContent = ' (show similar products)';
+  body.append(hint);
   btn.append(body);
   li.append(btn);
   return li;
@@ -366,7 +369,7 @@ async function loadModel() {
       el.notice.textContent = 'The service runs without an embedding model: you can browse the catalog, but search by photo or text is unavailable.';
       return;
     }
-    const standIn = /tiny/i.test(m.id);
+    const standIn = /^vps\/tiny-/.test(m.id); // the project's generated stand-in models
     el.model.dataset.state = standIn ? 'stand-in' : 'real';
     el.model.textContent = `Model: ${m.id} · ${m.provider}${standIn ? ' (stand-in)' : ''}`;
     el.model.title = `${m.dimension}-dimensional embeddings${m.active ? '' : ' (not the active model)'}`;

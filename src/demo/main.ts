@@ -76,7 +76,7 @@ async function main(): Promise<number> {
   const model = await chooseModel(config, log);
   const embedder = await loadEmbedder(config, model.dir, log);
   const info = embedder.info();
-  const kind = model.real ? 'SigLIP 2' : 'tiny stand-in (photo search matches colour and shape; text search is not meaningful)';
+  const kind = model.real ? `${model.source} (${config.embedding.modelDir ? 'EMBEDDING_MODEL_DIR' : 'model cache'})` : 'tiny stand-in (photo search matches colour and shape; text search is not meaningful)';
   log.info({ model: info.modelId, source: model.source, provider: info.provider, dimension: info.dimension, standIn: !model.real }, `demo embedding model: ${kind}`);
 
   // One database per model, so switching between the stand-in and the real model never mixes vectors.
@@ -153,7 +153,8 @@ async function main(): Promise<number> {
       '',
       `Storefront: ${url}/`,
       `GraphQL:    ${url}/graphql`,
-      `Model:      ${info.modelId} — ${model.real ? 'SigLIP 2' : 'tiny stand-in model (no SigLIP 2 model in the cache)'}`,
+      `Model:      ${info.modelId} — ${model.real ? `from ${config.embedding.modelDir ? 'EMBEDDING_MODEL_DIR' : 'the model cache'}` : 'tiny stand-in model (no SigLIP 2 model in the cache)'}`,
+      ...(service.services.database.psqlUrl ? [`psql:       psql "${service.services.database.psqlUrl}"`] : []),
       `Data:       ${dataDir.startsWith(process.cwd() + path.sep) ? path.relative(process.cwd(), dataDir) : dataDir}`,
       '',
       '',
