@@ -96,6 +96,7 @@ export class WorkerPool {
           case 'init-error':
             started = true;
             slot.state = 'dead';
+            slot.worker = null; // its exit is expected: not a crash to recover from
             reject(new AppError(toCode(msg.code), msg.message));
             void worker.terminate();
             break;
