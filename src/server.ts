@@ -72,7 +72,6 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   const app = Fastify({
     loggerInstance: services.log as FastifyBaseLogger,
     bodyLimit: config.http.bodyLimit,
-    disableRequestLogging: false,
     // Let in-flight requests finish on close; new connections are refused.
     forceCloseConnections: 'idle',
   });
