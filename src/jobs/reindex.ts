@@ -44,6 +44,8 @@ export interface ReindexContext {
   throttleMs: number;
   /** PostgreSQL: build the index CONCURRENTLY (writers go on); PGlite: plainly. */
   concurrentIndex: boolean;
+  /** Drop a fresh model's index for the bulk load and build it once at the end (default true; benchmarks compare). */
+  deferIndex?: boolean;
   /** True once the job should stop at the next batch boundary (service stopping). */
   stopping(): boolean;
   /** True once the heartbeat found the job cancelled or taken over. */
@@ -86,7 +88,7 @@ export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder:
 
   // Bulk load without the model's HNSW index when the model has no vectors yet: building it once after
   // the load is much faster than maintaining it row by row (BENCHMARKS.md, "Reindex").
-  if (!model.isActive && job.pass === 1 && job.cursor === '0' && !(await countModelVectors(db)).get(model.id)) {
+  if (ctx.deferIndex !== false && !model.isActive && job.pass === 1 && job.cursor === '0' && !(await countModelVectors(db)).get(model.id)) {
     await dropModelIndex(db, model.id);
   }
 
@@ -151,7 +153,9 @@ export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder:
       if (!model.isActive) await setModelStatus(db, model.id, 'ready');
       return { activated: false };
     }
+    const t0 = Date.now();
     await buildModelIndex(db, model, ctx.concurrentIndex);
+    log.info({ job: job.id, model: model.id, ms: Date.now() - t0 }, 'reindex: index ready');
     if (ctx.lost()) throw new LostJobError(`job ${job.id} was cancelled or taken over`);
 
     if (!job.activate || model.isActive) {

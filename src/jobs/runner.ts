@@ -42,6 +42,8 @@ export interface JobRunnerOptions {
   pollIntervalMs: number;
   /** Fetch and run jobs here (false: enqueue only, e.g. a process without models). */
   work: boolean;
+  /** See ReindexContext.deferIndex. */
+  deferIndex?: boolean;
   /** Loads a model this process does not have yet (from the model cache); null when it cannot. */
   loadModel?: (ref: string) => Promise<{ embedder: Embedder; source: string; variant: string | null } | null>;
 }
@@ -286,6 +288,7 @@ export class JobRunner {
           batchSize: this.opts.batchSize,
           throttleMs: this.opts.throttleMs,
           concurrentIndex: this.database.kind === 'postgres',
+          ...(this.opts.deferIndex !== undefined ? { deferIndex: this.opts.deferIndex } : {}),
           stopping: () => this.stopping,
           lost: () => lost,
         },
