@@ -180,7 +180,8 @@ export class WorkerPool {
     const worker = slot.worker;
     return new Promise<Float32Array>((resolve, reject) => {
       slot.inflight = { id, resolve, reject };
-      const msg: ToWorker = { type: 'run', id, kind, batch, data, mask };
+      const msg: ToWorker = { type: 'run', id, kind, batch, data, mask, ...(this.crashNext ? { crash: true } : {}) };
+      this.crashNext = false;
       const transfer: ArrayBuffer[] = [data.buffer as ArrayBuffer];
       if (mask) transfer.push(mask.buffer as ArrayBuffer);
       worker.postMessage(msg, transfer);
@@ -203,16 +204,29 @@ export class WorkerPool {
     );
   }
 
-  /** Testing hook: abruptly terminate worker `index` (simulates a crash). */
-  crashForTest(index: number): void {
-    void this.slots[index]?.worker?.terminate();
+  private crashNext = false;
+
+  /**
+   * Test hook: make worker `index` die with an uncaught error, now (idle) or, with `duringNextRun`, on
+   * receiving its next batch (so that batch is in flight when it dies). Never `worker.terminate()` during
+   * an inference: terminating a thread inside onnxruntime-node's native run aborts the whole process
+   * ("terminate called after throwing an instance of 'Napi::Error'"), which is also why close() is graceful.
+   */
+  crashForTest(index: number, duringNextRun = false): void {
+    if (duringNextRun) this.crashNext = true;
+    else this.slots[index]?.worker?.postMessage({ type: 'crash' } satisfies ToWorker);
   }
 
   restartCount(): number {
     return this.slots.reduce((a, s) => a + s.restarts, 0);
   }
 
-  async close(): Promise<void> {
+  /**
+   * Reject in-flight calls, then let each worker finish its current batch, release its sessions and exit;
+   * terminate only a worker that has not exited after `graceMs` (terminating one inside a native
+   * inference call can abort the process).
+   */
+  async close(graceMs = 30_000): Promise<void> {
     this.closing = true;
     const closed = new AppError(ErrorCode.MODEL_UNAVAILABLE, 'Embedder is closed');
     await Promise.all(
@@ -222,7 +236,17 @@ export class WorkerPool {
         s.state = 'dead';
         const w = s.worker;
         s.worker = null;
-        if (w) await w.terminate();
+        if (!w) return;
+        const exited = new Promise<boolean>((resolve) => {
+          w.once('exit', () => resolve(true));
+          setTimeout(() => resolve(false), graceMs).unref();
+        });
+        try {
+          w.postMessage({ type: 'close' } satisfies ToWorker);
+        } catch {
+          /* already gone */
+        }
+        if (!(await exited)) await w.terminate();
       }),
     );
   }

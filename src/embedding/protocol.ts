@@ -17,8 +17,12 @@ export interface WorkerInit {
 export type Kind = 'image' | 'text';
 
 export type ToWorker =
-  | { type: 'run'; id: number; kind: Kind; batch: number; data: Float32Array | BigInt64Array; mask?: BigInt64Array }
-  | { type: 'memory'; id: number };
+  | { type: 'run'; id: number; kind: Kind; batch: number; data: Float32Array | BigInt64Array; mask?: BigInt64Array; crash?: boolean }
+  | { type: 'memory'; id: number }
+  /** Finish the current batch, release the sessions, exit. */
+  | { type: 'close' }
+  /** Test hook: die now with an uncaught error (a run message with `crash: true` does the same mid-request). */
+  | { type: 'crash' };
 
 export type FromWorker =
   | { type: 'ready'; provider: 'cuda' | 'webgpu' | 'cpu'; fallbackReason?: string; inputs: Record<Kind, string[]> }

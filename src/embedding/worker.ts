@@ -179,6 +179,17 @@ port.on('message', async (msg: ToWorker) => {
     post({ type: 'memory', id: msg.id, rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers });
     return;
   }
+  if (msg.type === 'close') {
+    await Promise.all([towers?.image.session.release(), towers?.text.session.release()]).catch(() => {});
+    process.exit(0); // ends this worker thread only
+  }
+  if (msg.type === 'crash' || msg.crash) {
+    // test hook: an uncaught error outside any native call, as a real bug in this thread would be
+    setImmediate(() => {
+      throw new Error('simulated worker crash');
+    });
+    return;
+  }
   try {
     const data = await run(towers[msg.kind], msg.kind, msg.batch, msg.data, msg.mask);
     post({ type: 'result', id: msg.id, data }, [data.buffer as ArrayBuffer]);

@@ -183,16 +183,46 @@ describe('embedding engine: long inference and crashes', () => {
     const e = await createEmbedder(opts(slowDir, { maxBatch: 8, maxWaitMs: 0 }), log);
     try {
       const imgs = await Promise.all(Array.from({ length: 8 }, (_, i) => solid(64, 64, [i * 30, 50, 50])));
-      const inflight = e.embedImages(imgs);
       const pool = internals(e).pool;
-      while (pool.free() > 0) await new Promise((r) => setTimeout(r, 1));
-      pool.crashForTest(0);
-      await expect(inflight).rejects.toMatchObject({ code: 'EMBEDDING_FAILED', message: expect.stringMatching(/worker crashed/) });
+      pool.crashForTest(0, true); // the worker dies on receiving this batch
+      const inflight = e.embedImages(imgs);
+      await expect(inflight).rejects.toMatchObject({ code: 'EMBEDDING_FAILED', message: expect.stringMatching(/worker crashed.*simulated worker crash/) });
       // the next call is served by the replacement worker
       const [v] = await e.embedImages([imgs[0]!]);
       expect(norm(v!)).toBeCloseTo(1, 4);
       expect(pool.restartCount()).toBe(1);
       expect(log.lines.some((l) => l.level === 'error')).toBe(true);
+    } finally {
+      await e.close();
+    }
+  });
+});
+
+describe('embedding engine: shutdown during inference', () => {
+  it('close() rejects in-flight calls and lets the worker finish its native run (the process survives)', async () => {
+    const e = await createEmbedder(opts(slowDir, { maxBatch: 8, maxWaitMs: 0 }));
+    const imgs = await Promise.all(Array.from({ length: 8 }, (_, i) => solid(64, 64, [i * 30, 90, 10])));
+    const inflight = e.embedImages(imgs);
+    inflight.catch(() => {});
+    while (internals(e).pool.free() > 0) await new Promise((r) => setTimeout(r, 1));
+    await e.close();
+    await expect(inflight).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE', message: 'Embedder is closed' });
+    await expect(e.embedTexts(['after close'])).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE' });
+  });
+});
+
+describe('embedding engine: a worker that cannot be replaced', () => {
+  it('fails new calls with MODEL_UNAVAILABLE instead of hanging', async () => {
+    const { rm } = await import('node:fs/promises');
+    const dir = await tinyModel();
+    const log = quietLog();
+    const e = await createEmbedder(opts(dir), log);
+    try {
+      await rm(join(dir, 'onnx', 'vision_model.onnx'));
+      internals(e).pool.crashForTest(0);
+      while (internals(e).pool.alive()) await new Promise((r) => setTimeout(r, 5));
+      await expect(e.embedTexts(['still there?'])).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE' });
+      expect(log.lines.some((l) => l.level === 'error' && JSON.stringify(l.args).includes('failed to restart'))).toBe(true);
     } finally {
       await e.close();
     }
