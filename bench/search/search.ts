@@ -11,7 +11,7 @@
 import { sql } from 'kysely';
 import { upsertEmbeddings, vectorLiteral } from '../../src/db/embeddings.js';
 import { activateModel, ensureModelIndex, modelIndexName, registerModel } from '../../src/db/models.js';
-import { nearestNeighbours, type NeighbourQuery } from '../../src/search/query.js';
+import { explainNeighbours, nearestNeighbours, type NeighbourQuery } from '../../src/search/query.js';
 import { embeddingLikeSpace } from '../../test/support/vectors.js';
 import { arg, median, ms, percentile, table } from '../lib/report.js';
 import { benchDatabase } from './database.js';
@@ -20,6 +20,8 @@ const rows = Number(arg('rows', '100000'));
 const backend = arg('backend', 'postgres') as 'postgres' | 'pglite';
 const nQueries = Number(arg('queries', '100'));
 const storageCompare = process.argv.includes('--storage-compare');
+const explain = process.argv.includes('--explain');
+const only = arg('only', 'all'); // all | queries | storage
 const k = 10;
 const dim = 768;
 const model = { id: 'bench/clustered-768', dimension: dim };
@@ -101,8 +103,12 @@ async function qps(run: (q: string) => Promise<unknown>, concurrency: number, to
 }
 
 const results: Record<string, string | number>[] = [];
-for (const { label, filter } of selectivities) {
+for (const { label, filter } of only === 'storage' ? [] : selectivities) {
   const base = { model, filter, k };
+  if (explain) {
+    const probe = await nearestNeighbours(db, { ...base, vector: queries[0]! });
+    console.log(`\n--- plan at ${label} (${probe.strategy}) ---\n${await explainNeighbours(db, { ...base, vector: queries[0]! }, probe.strategy, true)}`);
+  }
   const exactTimes: number[] = [];
   const oursTimes: number[] = [];
   let recallHits = 0;
@@ -146,10 +152,10 @@ for (const { label, filter } of selectivities) {
   });
   console.error(`[bench] ${label} done`);
 }
-table(`Filtered top-${k} (${backend}, ${rows} rows, ${nQueries} queries per row; short = results with fewer than min(k, matches))`, results);
+if (results.length) table(`Filtered top-${k} (${backend}, ${rows} rows, ${nQueries} queries per row; short = results with fewer than min(k, matches))`, results);
 
 // ---- in-memory peer: hnswlib-node, unfiltered ----------------------------------------------------
-{
+if (only === 'all') {
   const { default: hnswlib } = await import('hnswlib-node');
   const index = new hnswlib.HierarchicalNSW('cosine', dim);
   t0 = process.hrtime.bigint();
@@ -176,7 +182,7 @@ table(`Filtered top-${k} (${backend}, ${rows} rows, ${nQueries} queries per row;
 }
 
 // ---- storage: vector vs halfvec ------------------------------------------------------------------
-if (storageCompare && backend === 'postgres') {
+if ((storageCompare || only === 'storage') && backend === 'postgres') {
   await sql`CREATE TABLE bench_f32 AS SELECT product_id, embedding::vector(${sql.raw(String(dim))}) AS embedding FROM product_embeddings`.execute(db);
   t0 = process.hrtime.bigint();
   await db.transaction().execute(async (trx) => {
@@ -187,11 +193,15 @@ if (storageCompare && backend === 'postgres') {
   await sql`ANALYZE bench_f32`.execute(db);
   const f32Heap = Number((await sql<{ n: string }>`SELECT pg_table_size('bench_f32')::text AS n`.execute(db)).rows[0]!.n);
   const f32Index = await size('bench_f32_hnsw');
+  // Both as full scans: index scans off, or the plain-column index on bench_f32 would answer.
   const scan = async (q: string, table: 'half' | 'f32') =>
     timed(() =>
-      table === 'half'
-        ? sql`SELECT product_id FROM product_embeddings ORDER BY embedding <=> ${q}::halfvec LIMIT 10`.execute(db)
-        : sql`SELECT product_id FROM bench_f32 ORDER BY embedding <=> ${q}::vector LIMIT 10`.execute(db),
+      db.transaction().execute(async (trx) => {
+        await sql`SET LOCAL enable_indexscan = off`.execute(trx);
+        return table === 'half'
+          ? sql`SELECT product_id FROM product_embeddings ORDER BY embedding <=> ${q}::halfvec LIMIT 10`.execute(trx)
+          : sql`SELECT product_id FROM bench_f32 ORDER BY embedding <=> ${q}::vector LIMIT 10`.execute(trx);
+      }),
     );
   const half: number[] = [];
   const f32: number[] = [];

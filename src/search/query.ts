@@ -107,11 +107,11 @@ async function hnsw(trx: Transaction<DB>, q: NeighbourQuery): Promise<Neighbour[
 }
 
 /** The plan PostgreSQL picks for a strategy's statement (EXPLAIN), for operators and tests. */
-export async function explainNeighbours(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy): Promise<string> {
+export async function explainNeighbours(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy, analyze = false): Promise<string> {
   return db.transaction().execute(async (trx) => {
     if (strategy === 'hnsw') await applyHnswSettings(trx, q.k);
     const statement = strategy === 'hnsw' ? hnswStatement(q) : exactStatement(q);
-    const plan = await sql<{ 'QUERY PLAN': string }>`EXPLAIN ${statement}`.execute(trx);
+    const plan = await sql<{ 'QUERY PLAN': string }>`EXPLAIN ${analyze ? sql`(ANALYZE, BUFFERS)` : sql``} ${statement}`.execute(trx);
     return plan.rows.map((r) => r['QUERY PLAN']).join('\n');
   });
 }
