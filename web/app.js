@@ -6,7 +6,7 @@ const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const CARD = `fragment Card on Product { id sku title category brand price currency inStock thumbnailUrl imageUrl }`;
 const Q = {
   model: `query Model { embeddingModel { id dimension provider active } }`,
-  categories: `query Categories { products(first: 500) { totalCount edges { node { category } } } }`,
+  categories: `query Categories($after: String) { products(first: 500, after: $after) { edges { node { category } } pageInfo { hasNextPage endCursor } } }`,
   browse: `${CARD} query Browse($filter: ProductFilter, $first: Int) { products(filter: $filter, first: $first) { totalCount edges { node { ...Card } } } }`,
   image: `${CARD} query ByImage($image: ImageInput!, $filter: ProductFilter, $k: Int) { similarProducts(image: $image, filter: $filter, k: $k) { score product { ...Card } } }`,
   text: `${CARD} query ByText($text: String!, $filter: ProductFilter, $k: Int) { searchProducts(text: $text, filter: $filter, k: $k) { score product { ...Card } } }`,
@@ -386,8 +386,16 @@ async function loadModel() {
 
 async function loadCategories() {
   try {
-    const data = await gql(Q.categories);
-    const names = [...new Set(data.products.edges.map((e) => e.node.category))].sort((a, b) => a.localeCompare(b));
+    // There is no categories query: read them off the catalog, a page at a time (at most 10 pages).
+    const seen = new Set();
+    let after = null;
+    for (let page = 0; page < 10; page++) {
+      const data = await gql(Q.categories, { after });
+      for (const e of data.products.edges) seen.add(e.node.category);
+      if (!data.products.pageInfo.hasNextPage) break;
+      after = data.products.pageInfo.endCursor;
+    }
+    const names = [...seen].sort((a, b) => a.localeCompare(b));
     for (const name of names) el.category.append(new Option(name, name));
   } catch {
     // the page still works without the list
