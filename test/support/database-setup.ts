@@ -5,13 +5,15 @@
  *   3. the embedded PGlite (also forced with TEST_DB=pglite).
  * For a server, it migrates a template database once; each test file then clones its own copy.
  */
+import fs from 'node:fs';
+import os from 'node:os';
 import type { TestProject } from 'vitest/node';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { migrateToLatest } from '../../src/db/migrate.js';
 import { checkVectorExtension } from '../../src/db/extension.js';
 import type { DB } from '../../src/db/types.js';
-import { TEMPLATE_DB, type TestDbInfo } from './test-db.js';
+import { TEMPLATE_DB, type TestDbInfo } from './test-db-info.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -19,7 +21,15 @@ declare module 'vitest' {
   }
 }
 
+/** Whether a container runtime could be there at all; testcontainers' own probe leaves file handles open. */
+function mayHaveContainerRuntime(): boolean {
+  if (process.env.DOCKER_HOST || process.env.TESTCONTAINERS_HOST_OVERRIDE) return true;
+  const sockets = ['/var/run/docker.sock', `${os.homedir()}/.docker/run/docker.sock`, `/run/user/${process.getuid?.() ?? 0}/docker.sock`, `/run/user/${process.getuid?.() ?? 0}/podman/podman.sock`];
+  return sockets.some((s) => fs.existsSync(s));
+}
+
 async function containerUrl(): Promise<{ url: string; stop: () => Promise<void> } | null> {
+  if (!mayHaveContainerRuntime()) return null;
   try {
     const { getContainerRuntimeClient } = await import('testcontainers');
     await Promise.race([

@@ -5,9 +5,7 @@ import { inject } from 'vitest';
 import { openDatabase, type Database } from '../../src/db/connect.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 
-export const TEMPLATE_DB = 'vps_test_template';
-
-export type TestDbInfo = { kind: 'pglite' } | { kind: 'postgres'; adminUrl: string };
+import { TEMPLATE_DB } from './test-db-info.js';
 
 export interface TestDatabase extends Database {
   /** A connection URL for this test's database (PostgreSQL only). */
