@@ -7,7 +7,7 @@ const CARD = `fragment Card on Product { id sku title category brand price curre
 const Q = {
   model: `query Model { embeddingModel { id dimension provider active } }`,
   categories: `query Categories($after: String) { products(first: 500, after: $after) { edges { node { category } } pageInfo { hasNextPage endCursor } } }`,
-  browse: `${CARD} query Browse($filter: ProductFilter, $first: Int) { products(filter: $filter, first: $first) { totalCount edges { node { ...Card } } } }`,
+  browse: `${CARD} query Browse($filter: ProductFilter, $first: Int, $after: String) { products(filter: $filter, first: $first, after: $after) { totalCount edges { node { ...Card } } pageInfo { hasNextPage endCursor } } }`,
   image: `${CARD} query ByImage($image: ImageInput!, $filter: ProductFilter, $k: Int) { similarProducts(image: $image, filter: $filter, k: $k) { score product { ...Card } } }`,
   text: `${CARD} query ByText($text: String!, $filter: ProductFilter, $k: Int) { searchProducts(text: $text, filter: $filter, k: $k) { score product { ...Card } } }`,
 };
@@ -20,6 +20,8 @@ let query = { kind: 'browse' };
 let previewUrl = null;
 let inflight = null; // AbortController of the current request
 let seq = 0;
+/** Browsing: where the next page starts (null: no more), and how many are shown. */
+let nextCursor = null;
 
 const el = {
   photo: /** @type {HTMLInputElement} */ ($('photo')),
@@ -40,6 +42,7 @@ const el = {
   status: $('status'),
   error: $('error'),
   grid: $('results'),
+  more: $('more'),
   model: $('model'),
   notice: $('model-notice'),
 };
@@ -71,6 +74,8 @@ async function run() {
   const k = currentK();
   setLoading(true);
   showError(null);
+  nextCursor = null;
+  el.more.hidden = true;
   try {
     let items;
     let total = null;
@@ -78,6 +83,7 @@ async function run() {
       const data = await gql(Q.browse, { filter, first: Math.min(k, 500) }, controller.signal);
       items = data.products.edges.map((e) => ({ product: e.node, score: null }));
       total = data.products.totalCount;
+      if (mine === seq) nextCursor = data.products.pageInfo.hasNextPage ? data.products.pageInfo.endCursor : null;
     } else if (query.kind === 'photo') {
       const data = await gqlUpload(Q.image, { image: { file: null }, filter, k }, { 'variables.image.file': query.file }, controller.signal);
       items = data.similarProducts;
@@ -92,6 +98,7 @@ async function run() {
     }
     if (mine !== seq) return;
     render(items, { total });
+    el.more.hidden = nextCursor == null;
   } catch (err) {
     if (mine !== seq || (err instanceof DOMException && err.name === 'AbortError')) return;
     render([], { silent: true });
@@ -355,6 +362,32 @@ el.clear.addEventListener('click', () => {
   el.q.value = '';
   query = { kind: 'browse' };
   run();
+});
+
+// Browsing: the next page of the catalog, appended.
+el.more.addEventListener('click', async () => {
+  if (query.kind !== 'browse' || nextCursor == null) return;
+  const mine = seq; // a new query meanwhile makes this page stale
+  el.more.disabled = true;
+  el.more.textContent = 'Loading…';
+  try {
+    const data = await gql(Q.browse, { filter: currentFilter(), first: Math.min(currentK(), 500), after: nextCursor });
+    if (mine !== seq) return;
+    const firstNew = el.grid.children.length;
+    el.grid.append(...data.products.edges.map((e) => card({ product: e.node, score: null })));
+    nextCursor = data.products.pageInfo.hasNextPage ? data.products.pageInfo.endCursor : null;
+    const shown = el.grid.children.length;
+    const total = data.products.totalCount;
+    el.status.textContent = `${shown < total ? `${shown} of ${total}` : shown} ${total === 1 ? 'product' : 'products'}`;
+    el.more.hidden = nextCursor == null;
+    // keyboard users continue where the new cards start
+    el.grid.children[firstNew]?.querySelector('button')?.focus();
+  } catch (err) {
+    if (mine === seq) showError(err instanceof ApiError ? describeError(err) : describeError(new ApiError('NETWORK', String(err))));
+  } finally {
+    el.more.disabled = false;
+    el.more.textContent = 'Show more';
+  }
 });
 
 // ---------- start ----------

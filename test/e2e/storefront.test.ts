@@ -87,6 +87,10 @@ suite('storefront page in headless Chromium', () => {
     await expect.poll(() => page.locator('#model').textContent()).toContain('tiny');
     expect(await page.locator('#model-notice').isVisible()).toBe(true);
     expect(await page.locator('#results-title').textContent()).toBe('Catalog');
+    expect(await page.locator('#status').textContent()).toBe(`24 of ${catalog.length} products`);
+    await page.click('#more'); // the next page of the catalog
+    await expect.poll(() => page.locator('#results .card').count()).toBe(catalog.length);
+    expect(await page.locator('#more').isHidden()).toBe(true);
     // categories come from the catalog
     const options = await page.locator('#category option').allTextContents();
     expect(options).toContain(target.category);
