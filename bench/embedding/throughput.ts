@@ -50,6 +50,7 @@ const threadSet = [...new Set([1, cores])];
 const raw: Record<string, string | number>[] = [];
 let bestRaw = 0;
 let bestRawAt = '';
+let bestRawCpu = Infinity; // lowest CPU ms per image in the sweep (load-independent efficiency)
 for (const threads of threadSet) {
   const e = await createEmbedder({ ...defaultEmbedderOptions(), modelDir: dir, intraOpThreads: threads, workers: 1 });
   const sweep = threads === cores ? batches : batches.filter((b) => b === 1 || b === 8);
@@ -76,6 +77,7 @@ for (const threads of threadSet) {
       bestRaw = ips;
       bestRawAt = `batch ${B}`;
     }
+    if (threads === cores) bestRawCpu = Math.min(bestRawCpu, median(cpu.get(B)!) / B);
     raw.push({
       threads,
       batch: B,
@@ -104,6 +106,7 @@ for (const c of quick ? [1, 8] : [1, 8, 32]) {
   const before = { ...stats };
   const lat: number[] = [];
   h.enable();
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: c }, async () => {
@@ -116,6 +119,8 @@ for (const c of quick ? [1, 8] : [1, 8, 32]) {
     }),
   );
   const secs = (performance.now() - t0) / 1000;
+  const cpuUsed = process.cpuUsage(c0);
+  const cpuPerImage = (cpuUsed.user + cpuUsed.system) / 1000 / total;
   h.disable();
   const ips = total / secs;
   conc.push({
@@ -125,6 +130,8 @@ for (const c of quick ? [1, 8] : [1, 8, 32]) {
     'share of best raw (sweep)': `${Math.round((100 * ips) / bestRaw)}%`,
     'adjacent raw b16 images/s': adjacentRaw,
     'share of adjacent raw': `${Math.round((100 * ips) / adjacentRaw)}%`,
+    'CPU ms per image (all threads)': Math.round(cpuPerImage),
+    'CPU efficiency vs best raw': `${Math.round((100 * bestRawCpu) / cpuPerImage)}%`,
     'mean batch': (stats.items - before.items) / (stats.batches - before.batches),
     'latency p50 ms': Math.round(median(lat)),
     'event-loop delay p99 ms': h.percentile(99) / 1e6,
