@@ -124,6 +124,7 @@ suite('storefront page in headless Chromium', () => {
     expect(await first.locator('.category').textContent()).toBe(target.category);
     expect(await first.locator('.score-value').textContent()).toMatch(/^score (0|1)\.\d{3}$/);
     await expect.poll(() => first.locator('img').evaluate((img: any) => img.complete && img.naturalWidth > 0)).toBe(true);
+    await page.evaluate(() => (globalThis as any).scrollTo(0, 0)); // the sticky search panel follows the scroll
     await page.screenshot({ path: path.join(SHOTS, 'storefront-desktop-photo.png'), fullPage: true });
   });
 
@@ -140,6 +141,7 @@ suite('storefront page in headless Chromium', () => {
     expect(skus.length).toBeGreaterThan(0);
     expect(skus).not.toContain(sku); // the product itself is not its own recommendation
     expect(new Set(categories)).toEqual(new Set([target.category])); // the filter still applies
+    await page.evaluate(() => (globalThis as any).scrollTo(0, 0)); // the sticky search panel follows the scroll
     await page.screenshot({ path: path.join(SHOTS, 'storefront-desktop-similar.png'), fullPage: true });
 
     await page.click('#clear-query');
