@@ -92,7 +92,7 @@ export function syntheticCatalog(n: number, seed = 42): SyntheticProduct[] {
     const colour = colours[Math.floor(i / SHAPES.length) % colours.length]!;
     const category = CATEGORIES[Math.floor(rand() * CATEGORIES.length)]!;
     const brand = BRANDS[Math.floor(rand() * BRANDS.length)]!;
-    const noun = category.replace(/s$/, '');
+    const noun = category === 'scarves' ? 'scarf' : category.replace(/s$/, '');
     return {
       sku: `DEMO-${String(i + 1).padStart(5, '0')}`,
       title: `${colour[0]!.toUpperCase()}${colour.slice(1)} ${shape} ${noun}`,

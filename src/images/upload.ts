@@ -8,15 +8,17 @@ export async function readUpload(upload: unknown, maxBytes: number): Promise<Buf
   try {
     file = await (upload as Promise<FileUpload>);
   } catch (err) {
-    throw new AppError(ErrorCode.INVALID_IMAGE, 'The uploaded file could not be read', undefined, { cause: err });
+    throw uploadError(err, maxBytes);
   }
   if (!file || typeof file.createReadStream !== 'function') {
     throw new AppError(ErrorCode.BAD_USER_INPUT, 'image.file must be a file sent as a multipart upload');
   }
   const chunks: Buffer[] = [];
   let size = 0;
-  const stream = file.createReadStream();
+  let stream: ReturnType<FileUpload['createReadStream']> | undefined;
   try {
+    // createReadStream itself throws when the upload already failed (e.g. over the size limit).
+    stream = file.createReadStream();
     for await (const chunk of stream) {
       size += (chunk as Buffer).length;
       if (size > maxBytes) {
@@ -26,9 +28,17 @@ export async function readUpload(upload: unknown, maxBytes: number): Promise<Buf
       chunks.push(chunk as Buffer);
     }
   } catch (err) {
-    if (err instanceof AppError) throw err;
-    throw new AppError(ErrorCode.INVALID_IMAGE, 'The uploaded file was cut off', undefined, { cause: err });
+    throw uploadError(err, maxBytes);
   }
   if (size === 0) throw new AppError(ErrorCode.INVALID_IMAGE, 'Image is empty');
   return Buffer.concat(chunks, size);
+}
+
+function uploadError(err: unknown, maxBytes: number): AppError {
+  if (err instanceof AppError) return err;
+  // graphql-upload fails the file with an HTTP 413 error once its own size limit is passed.
+  if ((err as { status?: number }).status === 413) {
+    return new AppError(ErrorCode.IMAGE_TOO_LARGE, `Uploaded file is larger than ${maxBytes} bytes`, { maxImageBytes: maxBytes }, { cause: err });
+  }
+  return new AppError(ErrorCode.INVALID_IMAGE, 'The uploaded file could not be read completely', undefined, { cause: err });
 }

@@ -275,6 +275,21 @@ describe('multipart uploads', () => {
     expect(res.status).toBe(400);
   });
 
+  it('refuses an uploaded file over the byte cap as IMAGE_TOO_LARGE', async () => {
+    const small = await startTestService({ IMAGE_MAX_BYTES: '4096' }, { model: await tinyModelDir() });
+    try {
+      const form = new FormData();
+      form.append('operations', JSON.stringify({ query: SIMILAR, variables: { image: { file: null }, k: 3 } }));
+      form.append('map', JSON.stringify({ '0': ['variables.image.file'] }));
+      form.append('0', new Blob([Buffer.alloc(64 * 1024, 7)], { type: 'image/png' }), 'big.png');
+      const res = await fetch(`${small.url}/graphql`, { method: 'POST', body: form, headers: { 'apollo-require-preflight': 'true' } });
+      const body = (await res.json()) as any;
+      expect(body.errors[0].extensions.code, JSON.stringify(body)).toBe('IMAGE_TOO_LARGE');
+    } finally {
+      await small.stop();
+    }
+  });
+
   it('refuses an uploaded file that is not an image', async () => {
     const res = await upload(Buffer.from('<html>nope</html>'), { 'apollo-require-preflight': 'true' });
     const body = (await res.json()) as any;
