@@ -16,7 +16,8 @@ import path from 'node:path';
 import { sql } from 'kysely';
 import { ModelRuntime } from '../../src/catalog/model-runtime.js';
 import type { Database } from '../../src/db/connect.js';
-import { activateModel, registerModel } from '../../src/db/models.js';
+import { upsertEmbeddings } from '../../src/db/embeddings.js';
+import { activateModel, ensureModelIndex, registerModel } from '../../src/db/models.js';
 import { getReindexJob } from '../../src/db/reindex.js';
 import { createEmbedder, type Embedder } from '../../src/embedding/index.js';
 import { writeTinyModel } from '../../src/embedding/testing.js';
@@ -33,6 +34,7 @@ const rowsSmall = Number(arg('small', '10000'));
 const backendArg = arg('backend', 'both');
 const b16Rows = Number(arg('b16', '64'));
 const batchSize = Number(arg('batch', '256'));
+const indexRows = Number(arg('index-rows', '20000'));
 
 async function images(): Promise<Array<{ bytes: Buffer; sha: string }>> {
   const out: Array<{ bytes: Buffer; sha: string }> = [];
@@ -126,6 +128,50 @@ async function run(r: Run, imgs: Array<{ bytes: Buffer; sha: string }>): Promise
   }
 }
 
+/**
+ * The index decision in isolation, at the real model's width: n 768-d vectors written in the job's batches
+ * (multi-row inserts of 256) into a table whose HNSW index exists, versus written first and indexed after.
+ */
+async function indexStrategy(backend: 'postgres' | 'pglite', n: number): Promise<Array<Record<string, string | number>>> {
+  const out: Array<Record<string, string | number>> = [];
+  for (const after of [false, true]) {
+    const { database, stop } = await benchDatabase(backend);
+    try {
+      const db = database.db;
+      await sql`INSERT INTO products (sku, title, category) SELECT 'V-' || i, 'v ' || i, 'c' FROM generate_series(1, ${n}::int) i`.execute(db);
+      const ids = (await sql<{ id: string }>`SELECT id FROM products ORDER BY id`.execute(db)).rows.map((r) => String(r.id));
+      const model = await registerModel(db, { id: 'bench/768', source: 'bench', variant: null, dimension: 768 });
+      let seed = 7;
+      const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+      const t0 = Date.now();
+      if (!after) await ensureModelIndex(db, model);
+      for (let i = 0; i < n; i += 256) {
+        const rows = ids.slice(i, i + 256).map((productId) => {
+          const v = Float32Array.from({ length: 768 }, rnd);
+          const norm = Math.hypot(...v);
+          return { productId, modelId: model.id, embedding: v.map((x) => x / norm), imageSha256: 'a'.repeat(64) };
+        });
+        await upsertEmbeddings(db, rows);
+      }
+      const loaded = (Date.now() - t0) / 1000;
+      if (after) await (await import('../../src/db/reindex.js')).buildModelIndex(db, model, backend === 'postgres');
+      const total = (Date.now() - t0) / 1000;
+      out.push({
+        backend,
+        'vectors (768-d)': n,
+        'HNSW index': after ? 'built after load' : 'maintained per row',
+        'load s': loaded,
+        'index build s': after ? total - loaded : 0,
+        'total s': total,
+        'vectors/s': n / total,
+      });
+    } finally {
+      await stop();
+    }
+  }
+  return out;
+}
+
 const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'vps-bench-reindex-'));
 try {
   const tiny = path.join(tmp, 'tiny');
@@ -138,11 +184,18 @@ try {
   if (backends.includes('postgres')) runs.push({ backend: 'postgres', rows: rowsSmall, model: 'tiny (64-d)', modelDir: tiny, deferIndex: false });
   if (backends.includes('postgres') && rowsLarge > 0) runs.push({ backend: 'postgres', rows: rowsLarge, model: 'tiny (64-d)', modelDir: tiny, deferIndex: true });
   if (b16Rows > 0) runs.push({ backend: backends[0]!, rows: b16Rows, model: 'SigLIP 2 B/16 (768-d, random weights)', modelDir: await ensureB16(), deferIndex: true });
+  // warm-up (not reported): first-run costs (ONNX session, cluster caches) out of the comparisons
+  await run({ backend: backends[0]!, rows: 1000, model: 'tiny (64-d)', modelDir: tiny, deferIndex: true }, imgs);
   for (const r of runs) {
     console.error(`running ${r.backend} ${r.model} ${r.rows} products (${r.deferIndex ? 'index after load' : 'index per row'}) …`);
     results.push(await run(r, imgs));
   }
   table(`Reindex (${os.availableParallelism()} CPUs, batch ${batchSize}, images 128×128 JPEG)`, results);
+  if (indexRows > 0) {
+    const idx: Array<Record<string, string | number>> = [];
+    for (const b of backends) idx.push(...(await indexStrategy(b, b === 'pglite' ? Math.min(indexRows, 10_000) : indexRows)));
+    table('HNSW index during vs after the bulk load (768-d halfvec, m=16, ef_construction=64)', idx);
+  }
 } finally {
   await fs.rm(tmp, { recursive: true, force: true });
 }
