@@ -1,13 +1,14 @@
 /**
- * How a similarity query is executed, chosen per query from how many vectors match its filters:
+ * How a similarity query is executed, chosen per query from how many vectors the planner expects to
+ * pass its filters:
  *
- * - exact: when fewer than `exactThreshold(k)` vectors match, read them all through the B-tree
+ * - exact: when fewer than `exactThreshold(k)` are expected, read them all through the B-tree
  *   filters and sort by distance. Always exact, and cheap precisely because the filter is selective.
  * - hnsw: otherwise, walk the model's HNSW index with pgvector 0.8's iterative scan, so filtered-out
  *   neighbours do not shortchange the result; ef_search and max_scan_tuples grow with k. The
- *   matching set is then at least `exactThreshold(k)` ≥ 100·k rows, so the walk finds k matches
- *   after visiting about k / selectivity tuples, well inside the scan budget. Should it still come
- *   back short, the query is repeated exactly: filters never shortchange.
+ *   matching set is then expected to hold ≥ 100·k rows, so the walk finds k matches after visiting
+ *   about k / selectivity tuples, well inside the scan budget. Should it still come back short (a
+ *   misestimate, or fewer than k matches), the query is repeated exactly: filters never shortchange.
  */
 export type Strategy = 'exact' | 'hnsw';
 
