@@ -172,7 +172,8 @@ describe('embedding engine: long inference and crashes', () => {
       clearInterval(timer);
       expect(took).toBeGreaterThan(150); // it really was a long inference…
       expect(gaps.length).toBeGreaterThan(took / 10 / 3); // …and the timer kept firing during it
-      expect(Math.max(...gaps)).toBeLessThan(Math.max(100, took / 2));
+      // blocked, the longest gap would span the whole inference; responsive, it stays a fraction of it
+      expect(Math.max(...gaps)).toBeLessThan(Math.max(150, took / 3));
     } finally {
       await e.close();
     }
