@@ -2,9 +2,11 @@
  * Micro-batcher: coalesces concurrent single-item requests into batches for a pool of executors.
  *
  * A queue (one per input kind) is dispatched when an executor is free and the queue is "ready": it holds
- * `maxBatch` items, or its oldest item has waited `maxWaitMs`. While every executor is busy, requests keep
- * queueing, so under load batches grow towards `maxBatch` by themselves and throughput approaches the best
- * raw batch throughput; with no load, a lone request waits at most `maxWaitMs`.
+ * `maxBatch` items, or `maxWaitMs` have passed since its oldest item arrived *and* since an executor last
+ * became free. While every executor is busy, requests keep queueing, so under load batches grow towards
+ * `maxBatch`; the short linger after an executor frees up lets the callers whose batch just finished
+ * resubmit and join the next batch, instead of batches alternating between one straggler and the rest
+ * (1, 7, 1, 7 … at concurrency 8). A lone request on an idle engine waits at most `maxWaitMs`.
  */
 import { AppError, ErrorCode } from '../errors.js';
 
@@ -33,6 +35,8 @@ export class MicroBatcher<K extends string, P, R> {
   private queues = new Map<K, Pending<P, R>[]>();
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
+  private lastFree = 0;
+  private freedAt = -Infinity;
   readonly stats: BatcherStats = { batches: 0, items: 0, maxObservedBatch: 0 };
 
   constructor(
@@ -65,13 +69,16 @@ export class MicroBatcher<K extends string, P, R> {
       return;
     }
     const now = performance.now();
+    const free = this.executor.free();
+    if (free > this.lastFree) this.freedAt = now;
+    this.lastFree = free;
     while (this.executor.free() > 0) {
       let pick: K | null = null;
       let oldest = Infinity;
       for (const [kind, q] of this.queues) {
         const head = q[0];
         if (!head) continue;
-        const ready = q.length >= this.maxBatch || now - head.at >= this.maxWaitMs;
+        const ready = q.length >= this.maxBatch || now - Math.max(head.at, this.freedAt) >= this.maxWaitMs;
         if (ready && head.at < oldest) {
           oldest = head.at;
           pick = kind;
@@ -80,8 +87,9 @@ export class MicroBatcher<K extends string, P, R> {
       if (pick === null) break;
       this.dispatch(pick, this.queues.get(pick)!.splice(0, this.maxBatch));
     }
+    this.lastFree = this.executor.free();
     let deadline = Infinity;
-    for (const q of this.queues.values()) if (q[0]) deadline = Math.min(deadline, q[0].at + this.maxWaitMs);
+    for (const q of this.queues.values()) if (q[0]) deadline = Math.min(deadline, Math.max(q[0].at, this.freedAt) + this.maxWaitMs);
     if (deadline !== Infinity && this.executor.free() > 0) {
       this.timer = setTimeout(() => this.pump(), Math.max(0, deadline - now));
     }

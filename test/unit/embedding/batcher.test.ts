@@ -55,6 +55,23 @@ describe('MicroBatcher', () => {
     expect(f.sizes).toEqual([1, 10]);
   });
 
+  it('lets callers whose batch just finished join the next one (no 1/7/1/7 alternation)', async () => {
+    const f = fakeExecutor(1, 15);
+    const b = new MicroBatcher(f.ex, 16, 3);
+    f.attach(b);
+    // 8 closed-loop clients arriving a few ms apart, each submitting its next request as soon as the
+    // previous one returns
+    let left = 64;
+    await Promise.all(
+      Array.from({ length: 8 }, async (_, i) => {
+        await new Promise((r) => setTimeout(r, i * 4));
+        while (left-- > 0) await b.submit('a', 1);
+      }),
+    );
+    const steady = f.sizes.slice(2);
+    expect(steady.reduce((a, x) => a + x, 0) / steady.length).toBeGreaterThan(6);
+  });
+
   it('keeps kinds apart and fails every item of a failed batch', async () => {
     const f = fakeExecutor(2, 5);
     const b = new MicroBatcher(f.ex, 4, 1);
