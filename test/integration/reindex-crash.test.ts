@@ -4,6 +4,7 @@
  * end every product has exactly one vector of the new model, none skipped, none duplicated.
  * PostgreSQL (TEST_DATABASE_URL): the new process takes the job over once the dead worker's lease runs out.
  * PGlite: the data directory belongs to one process, so the new one resumes the job at start.
+ * Then a graceful stop (SIGTERM) mid-job: the job is handed back to the queue and a third process finishes it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -102,7 +103,7 @@ async function exactCounts(database: Database, modelId: string) {
   return { products: Number(r.rows[0]!.products), vectors: Number(r.rows[0]!.vectors), current: Number(r.rows[0]!.current) };
 }
 
-it('resumes a reindex killed with SIGKILL and ends with exactly one vector per product', async () => {
+it('resumes a reindex killed with SIGKILL (and paused by SIGTERM) and ends with exactly one vector per product', async () => {
   const first = await startChild();
   const inputs = await catalogInputs(N, 3, 'CR');
   for (let i = 0; i < N; i += 30) {
@@ -123,23 +124,37 @@ it('resumes a reindex killed with SIGKILL and ends with exactly one vector per p
   await new Promise((r) => first.proc.once('exit', r));
   expect(before.processed).toBeLessThan(N);
 
+  // the second process resumes the job; a graceful stop (SIGTERM) mid-job pauses it at a batch boundary
   const second = await startChild();
+  let mid: any;
+  for (let i = 0; ; i++) {
+    mid = (await second.gql(JOB, { id })).data.reindexJob;
+    if (mid.state === 'RUNNING' && mid.attempts >= 2 && mid.processed >= before.processed + 8) break;
+    expect(mid.state).not.toBe('SUCCEEDED'); // throttled: it cannot be done yet
+    if (i > 1200) throw new Error(`job not resumed: ${JSON.stringify(mid)}`);
+    await sleep(50);
+  }
+  second.proc.kill('SIGTERM');
+  const code = await new Promise((r) => second.proc.once('exit', r));
+  expect(code).toBe(0);
+
+  const third = await startChild();
   let job: any;
   const until = Date.now() + 60_000;
   for (;;) {
-    job = (await second.gql(JOB, { id })).data.reindexJob;
+    job = (await third.gql(JOB, { id })).data.reindexJob;
     if (['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(job.state)) break;
     if (Date.now() > until) throw new Error(`job still ${job.state}`);
     await sleep(100);
   }
   expect(job).toMatchObject({ state: 'SUCCEEDED', activated: true, processed: N, total: N, failed: 0 });
-  expect(job.attempts).toBeGreaterThanOrEqual(2);
-  const models = (await second.gql(MODELS)).data.models;
+  expect(job.attempts).toBeGreaterThanOrEqual(3);
+  const models = (await third.gql(MODELS)).data.models;
   expect(models.find((m: any) => m.active).id).toBe(B.id);
 
   // stop gracefully, then count on the database itself
-  second.proc.kill('SIGTERM');
-  await new Promise((r) => second.proc.once('exit', r));
+  third.proc.kill('SIGTERM');
+  await new Promise((r) => third.proc.once('exit', r));
   const database = testDb ?? (await openDatabase({ kind: 'pglite', dataDir: path.join(dataDir!, 'pglite') }));
   try {
     expect(await exactCounts(database, B.id)).toEqual({ products: N, vectors: N, current: N });
