@@ -61,3 +61,19 @@ it('records products the engine rejects, does not switch, and completes once the
   const after = (await t.gql(MODELS, {}, { admin: true })).data.models;
   expect(after.find((m: any) => m.active)).toMatchObject({ id: B.id, vectors: 8 });
 });
+
+it('re-embeds the active model when no model is given; activate: false builds a model without switching', async () => {
+  const same = await t.gql(REINDEX, {}, { admin: true });
+  expect(same.errors).toBeUndefined();
+  expect(same.data.reindex.model).toBe(B.id);
+  expect(await waitFor(same.data.reindex.id)).toMatchObject({ state: 'SUCCEEDED', activated: false, processed: 8, failed: 0 });
+
+  const built = await t.gql(REINDEX, { model: A.id, activate: false }, { admin: true });
+  expect(built.errors).toBeUndefined();
+  expect(await waitFor(built.data.reindex.id)).toMatchObject({ state: 'SUCCEEDED', activated: false, processed: 8 });
+  const models = (await t.gql(MODELS, {}, { admin: true })).data.models;
+  expect(models.find((m: any) => m.id === B.id)).toMatchObject({ active: true, vectors: 8 });
+  expect(models.find((m: any) => m.id === A.id)).toMatchObject({ active: false, status: 'READY', vectors: 8 });
+  const listed = (await t.gql(`{ reindexJobs(state: SUCCEEDED, model: "${A.id}") { id activate } }`, {}, { admin: true })).data.reindexJobs;
+  expect(listed).toEqual([{ id: built.data.reindex.id, activate: false }]);
+});
