@@ -17,7 +17,8 @@ export interface EmbeddingModel {
   activatedAt: Date | null;
 }
 
-const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$/;
+/** Model ids as the registry accepts them (migration 0005): hub-style names, optionally @variant. */
+export const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._/@-]{0,127}$/;
 
 function toModel(r: Selectable<EmbeddingModelsTable>): EmbeddingModel {
   return {

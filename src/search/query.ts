@@ -4,6 +4,7 @@
  */
 import { expressionBuilder, sql, type Kysely, type Transaction } from 'kysely';
 import { productFilterCondition, type ProductFilter } from '../db/products.js';
+import { MODEL_ID } from '../db/models.js';
 import type { DB } from '../db/types.js';
 import { chooseStrategy, hnswSettings, type Strategy } from './strategy.js';
 
@@ -33,7 +34,6 @@ export interface NeighbourResult {
   fellBack: boolean;
 }
 
-const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$/;
 
 function modelParts(model: { id: string; dimension: number }) {
   // The model id is a literal (not a parameter) so the planner can match the model's partial index.

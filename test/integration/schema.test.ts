@@ -40,3 +40,12 @@ it('migrates down one step and up again without losing the way back', async () =
   expect((await migrationStatus(database.db)).filter((m) => !m.executedAt).map((m) => m.name)).toEqual([before.at(-1)!.name]);
   expect(await migrateToLatest(database.db)).toEqual([before.at(-1)!.name]);
 });
+
+it('registers a model variant id (name@variant) with its own HNSW index', async () => {
+  const { registerModel, ensureModelIndex, modelIndexName } = await import('../../src/db/models.js');
+  const model = await registerModel(database.db, { id: 'org/siglip2-test@fp16', source: 'org/siglip2-test', variant: 'fp16', dimension: 8 });
+  await ensureModelIndex(database.db, model);
+  const idx = await sql<{ n: string }>`SELECT count(*)::text AS n FROM pg_indexes WHERE indexname = ${modelIndexName(model.id)}`.execute(database.db);
+  expect(idx.rows[0]!.n).toBe('1');
+  await expect(registerModel(database.db, { id: 'bad id!', source: 'x', variant: null, dimension: 8 })).rejects.toThrow(/not a valid model id/);
+});
