@@ -1,7 +1,7 @@
+/** Starts the real service on a free port over this test file's own database, and talks GraphQL to it. */
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-/** Starts the real service on a free port over this test file's own database, and talks GraphQL to it. */
 import { writeTinyModel } from '../../src/embedding/testing.js';
 import { loadEmbedder, startService, type RunningService } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
