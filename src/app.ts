@@ -161,3 +161,22 @@ export async function startService(config: Config, log: Logger, opts: StartOptio
     throw err;
   }
 }
+
+/** SIGTERM/SIGINT: stop gracefully (drain in-flight requests, close pools), then exit 0 (1 on error). */
+export function stopOnSignals(service: RunningService, log: Logger): void {
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down: draining in-flight requests');
+    service.stop().then(
+      () => process.exit(0),
+      (err) => {
+        log.error({ err }, 'error during shutdown');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}

@@ -3,7 +3,7 @@
  * Run as `npm start`, `npm run migrate -- status`, or `npm run cli -- <command> --help`.
  */
 import { parseArgs } from 'node:util';
-import { startService, openConfiguredDatabase } from './app.js';
+import { openConfiguredDatabase, startService, stopOnSignals } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { migrateDown, migrateToLatest, migrationStatus } from './db/migrate.js';
 import { IMPORT_USAGE, importCommand, MODEL_USAGE, modelCommand, REINDEX_USAGE, reindexCommand } from './cli/admin.js';
@@ -26,21 +26,7 @@ const commands: Record<string, Command> = {
       process.stdout.write(`\nGraphQL:  ${service.http.url}/graphql\n`);
       if (psql) process.stdout.write(`psql:     psql "${psql}"\n`);
       process.stdout.write('\n');
-      let stopping = false;
-      const shutdown = (signal: string) => {
-        if (stopping) return;
-        stopping = true;
-        log.info({ signal }, 'shutting down: draining in-flight requests');
-        service.stop().then(
-          () => process.exit(0),
-          (err) => {
-            log.error({ err }, 'error during shutdown');
-            process.exit(1);
-          },
-        );
-      };
-      process.on('SIGTERM', () => shutdown('SIGTERM'));
-      process.on('SIGINT', () => shutdown('SIGINT'));
+      stopOnSignals(service, log);
     },
   },
   model: {

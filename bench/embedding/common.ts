@@ -15,26 +15,8 @@ export async function ensureB16(): Promise<string> {
   return B16_DIR;
 }
 
-export const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-
-export const percentile = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
-};
-
-export function table(title: string, rows: Record<string, string | number>[]): void {
-  console.log(`\n### ${title}\n`);
-  if (!rows.length) return;
-  const cols = Object.keys(rows[0]!);
-  const fmt = (v: string | number) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(v < 10 ? 2 : 1)) : v);
-  console.log(`| ${cols.join(' | ')} |`);
-  console.log(`|${cols.map(() => '---').join('|')}|`);
-  for (const r of rows) console.log(`| ${cols.map((c) => fmt(r[c] ?? '')).join(' | ')} |`);
-}
+// Statistics and tables are shared by every benchmark.
+export { median, percentile, table } from '../lib/report.js';
 
 /**
  * Photo-like JPEGs (gradients, texture, shapes, noise), so the decoder and resampler do real work.

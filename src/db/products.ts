@@ -19,19 +19,8 @@ export interface Product {
   updatedAt: Date;
 }
 
-export interface ProductWrite {
-  sku: string;
-  title: string;
-  description: string | null;
-  category: string;
-  brand: string | null;
-  price: number | null;
-  currency: string | null;
-  inStock: boolean;
-  attributes: Record<string, unknown>;
-  imageUrl: string | null;
-  imageSha256: string | null;
-}
+/** What an upsert writes: everything but what the database assigns. */
+export type ProductWrite = Omit<Product, 'id' | 'createdAt' | 'updatedAt'>;
 
 /** Relational filters shared by catalog listing and similarity search. All conditions AND together. */
 export interface ProductFilter {

@@ -16,7 +16,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { configuredModelDir, loadEmbedder, startService, type RunningService } from '../app.js';
+import { configuredModelDir, loadEmbedder, startService, stopOnSignals, type RunningService } from '../app.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { createLogger, type Logger } from '../log.js';
 import { catalogSize, demoProducts, seedOverHttp } from './seed.js';
@@ -117,21 +117,7 @@ async function main(): Promise<number> {
   }
   const url = service.http.url;
 
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down');
-    service.stop().then(
-      () => process.exit(0),
-      (err) => {
-        log.error({ err }, 'error during shutdown');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => shutdown('SIGTERM'));
-  process.on('SIGINT', () => shutdown('SIGINT'));
+  stopOnSignals(service, log);
 
   const have = await catalogSize(url);
   if (have >= products) {
