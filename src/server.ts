@@ -10,6 +10,7 @@ import { ApolloArmor } from '@escape.tech/graphql-armor';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { GraphQLFormattedError } from 'graphql';
 import { sql } from 'kysely';
+import { isProductId } from './catalog/validate.js';
 import { getThumbnail } from './db/images.js';
 import { pendingMigrations } from './db/migrate.js';
 import { registerMultipart } from './http/multipart.js';
@@ -134,7 +135,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   // Thumbnails made at ingest, straight from the database (no re-download per view).
   app.get<{ Params: { id: string } }>('/images/:id/thumbnail.webp', async (req, reply) => {
     const id = req.params.id;
-    const found = /^[1-9][0-9]{0,17}$/.test(id) ? await getThumbnail(services.database.db, id) : null;
+    const found = isProductId(id) ? await getThumbnail(services.database.db, id) : null;
     if (!found) return reply.code(404).send({ error: 'no image for this product' });
     return reply
       .header('content-type', 'image/webp')

@@ -9,11 +9,11 @@ import {
   type Product,
   type ProductFilter,
 } from '../db/products.js';
-import { decodeCursor, validateFilter, validateId, validatePageSize } from './validate.js';
+import { decodeCursor, isProductId, validateFilter, validateId, validatePageSize } from './validate.js';
 
 export async function findProduct(db: Kysely<DB>, id: string): Promise<Product | null> {
   // An id that could never exist is simply not found (the ID type is opaque to clients).
-  if (!/^[1-9][0-9]{0,17}$/.test(id)) return null;
+  if (!isProductId(id)) return null;
   return getProduct(db, id);
 }
 

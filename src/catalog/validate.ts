@@ -93,8 +93,13 @@ export function validateImageSpec(field: string, image: ImageSpec): ImageSource 
   return { kind: 'productId', productId: validateId(`${field}.productId`, image.productId!) };
 }
 
+/** Whether a string could be a product id (a positive bigint); anything else can never match a row. */
+export function isProductId(id: string): boolean {
+  return /^[1-9][0-9]{0,17}$/.test(id);
+}
+
 export function validateId(field: string, id: string): string {
-  if (!/^[1-9][0-9]{0,17}$/.test(id)) throw badInput(`${field} is not a valid product id`, { field });
+  if (!isProductId(id)) throw badInput(`${field} is not a valid product id`, { field });
   return id;
 }
 
@@ -189,6 +194,6 @@ export function encodeCursor(id: string): string {
 export function decodeCursor(cursor: string): string {
   const raw = /^[A-Za-z0-9_-]{1,64}$/.test(cursor) ? Buffer.from(cursor, 'base64url').toString() : '';
   const id = raw.startsWith(CURSOR_PREFIX) ? raw.slice(CURSOR_PREFIX.length) : '';
-  if (!/^[1-9][0-9]{0,17}$/.test(id)) throw badInput('after is not a cursor returned by this API', { field: 'after' });
+  if (!isProductId(id)) throw badInput('after is not a cursor returned by this API', { field: 'after' });
   return id;
 }
