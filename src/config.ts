@@ -145,3 +145,16 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     },
   };
 }
+
+/** For command-line entries: the config, or null after writing the ConfigError to stderr (exit code 2). */
+export function loadConfigOrReport(source: NodeJS.ProcessEnv = process.env): Config | null {
+  try {
+    return loadConfig(source);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      return null;
+    }
+    throw err;
+  }
+}

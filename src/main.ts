@@ -4,7 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { openConfiguredDatabase, startService, stopOnSignals } from './app.js';
-import { ConfigError, loadConfig, type Config } from './config.js';
+import { loadConfigOrReport, type Config } from './config.js';
 import { migrateDown, migrateToLatest, migrationStatus } from './db/migrate.js';
 import { IMPORT_USAGE, importCommand, MODEL_USAGE, modelCommand, REINDEX_USAGE, reindexCommand } from './cli/admin.js';
 import { createLogger, type Logger } from './log.js';
@@ -100,16 +100,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`Usage: vps ${command.usage}\n\n${command.summary}\n`);
     return 0;
   }
-  let config: Config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
+  const config = loadConfigOrReport();
+  if (!config) return 2;
   const log = createLogger(config.logLevel);
   try {
     // Each command parses its own arguments (flags included).

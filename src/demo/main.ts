@@ -17,7 +17,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { configuredModelDir, loadEmbedder, startService, stopOnSignals, type RunningService } from '../app.js';
-import { ConfigError, loadConfig, type Config } from '../config.js';
+import { loadConfigOrReport, type Config } from '../config.js';
 import { createLogger, type Logger } from '../log.js';
 import { catalogSize, demoProducts, seedOverHttp } from './seed.js';
 
@@ -61,16 +61,8 @@ async function main(): Promise<number> {
     return 2;
   }
   const adminToken = randomBytes(24).toString('base64url');
-  let config: Config;
-  try {
-    config = loadConfig({ ...env, ADMIN_TOKEN: adminToken, DATA_DIR: env.DEMO_DATA_DIR ?? './data/demo' });
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      return 2;
-    }
-    throw err;
-  }
+  const config = loadConfigOrReport({ ...env, ADMIN_TOKEN: adminToken, DATA_DIR: env.DEMO_DATA_DIR ?? './data/demo' });
+  if (!config) return 2;
   const log = createLogger(config.logLevel);
 
   const model = await chooseModel(config, log);
