@@ -131,6 +131,36 @@ export function tinyTextModel(opts: { vocabSize: number; hidden: number; dimensi
   return g.encode();
 }
 
+/**
+ * config.json as the hub's SigLIP exports write it. The text tower here is always the small stand-in
+ * (no transformer layers); `vision` adds the vision tower's own fields.
+ */
+export function siglipConfigJson(opts: {
+  modelId: string;
+  vocabSize: number;
+  textHidden: number;
+  dimension: number;
+  vision: { image_size: number; patch_size: number; num_hidden_layers: number; num_attention_heads: number; intermediate_size: number } & Record<string, unknown>;
+}) {
+  return {
+    _name_or_path: opts.modelId,
+    architectures: ['SiglipModel'],
+    model_type: 'siglip',
+    initializer_factor: 1.0,
+    text_config: {
+      model_type: 'siglip_text_model',
+      hidden_size: opts.textHidden,
+      projection_size: opts.dimension,
+      vocab_size: opts.vocabSize,
+      max_position_embeddings: TEXT_MAX_LENGTH,
+      num_hidden_layers: 0,
+      num_attention_heads: 1,
+      intermediate_size: opts.textHidden,
+    },
+    vision_config: { model_type: 'siglip_vision_model', hidden_size: opts.dimension, num_channels: 3, ...opts.vision },
+  };
+}
+
 export interface LayoutFiles {
   config: object;
   imageSize: number;

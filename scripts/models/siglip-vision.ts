@@ -13,7 +13,7 @@
  * so ONNX Runtime's fusions see what they would see on a real export.
  */
 import { FLOAT, GraphBuilder, Rng } from './onnx-builder.js';
-import { tinyTextModel, tinyTokenizerJson, TEXT_MAX_LENGTH, writeLayout } from './common.js';
+import { siglipConfigJson, tinyTextModel, tinyTokenizerJson, writeLayout } from './common.js';
 
 export interface SiglipVisionOptions {
   imageSize?: number;
@@ -101,35 +101,22 @@ export async function writeSiglipVisionModel(dir: string, opts: SiglipVisionOpti
     seed: opts.seed ?? 20250220,
   };
   const { json: tokenizer, vocabSize } = tinyTokenizerJson();
-  const config = {
-    _name_or_path: opts.modelId ?? B16_MODEL_ID,
-    architectures: ['SiglipModel'],
-    model_type: 'siglip',
-    initializer_factor: 1.0,
-    text_config: {
-      model_type: 'siglip_text_model',
-      hidden_size: 64,
-      projection_size: o.hidden,
-      vocab_size: vocabSize,
-      max_position_embeddings: TEXT_MAX_LENGTH,
-      num_hidden_layers: 0,
-      num_attention_heads: 1,
-      intermediate_size: 64,
-    },
-    vision_config: {
-      model_type: 'siglip_vision_model',
-      hidden_size: o.hidden,
+  const config = siglipConfigJson({
+    modelId: opts.modelId ?? B16_MODEL_ID,
+    vocabSize,
+    textHidden: 64,
+    dimension: o.hidden,
+    vision: {
       image_size: o.imageSize,
       patch_size: o.patchSize,
       num_hidden_layers: o.layers,
       num_attention_heads: o.heads,
       intermediate_size: o.mlp,
-      num_channels: 3,
       hidden_act: 'gelu_pytorch_tanh',
       layer_norm_eps: 1e-6,
       vision_use_head: true,
     },
-  };
+  });
   await writeLayout(dir, {
     config,
     imageSize: o.imageSize,

@@ -14,7 +14,7 @@
  * Usage: writeTinyModel(dir, { dimension: 64, imageSize: 32 }).
  */
 import { FLOAT, GraphBuilder, Rng } from './onnx-builder.js';
-import { tinyTextModel, tinyTokenizerJson, TEXT_MAX_LENGTH, writeLayout } from './common.js';
+import { siglipConfigJson, tinyTextModel, tinyTokenizerJson, writeLayout } from './common.js';
 
 export interface TinyModelOptions {
   /** Embedding dimension (default 64). */
@@ -80,32 +80,13 @@ export async function writeTinyModel(dir: string, opts: TinyModelOptions = {}): 
   const seed = opts.seed ?? 1234;
   const { json: tokenizer, vocabSize } = tinyTokenizerJson();
   const textHidden = 32;
-  const config = {
-    _name_or_path: opts.modelId ?? TINY_MODEL_ID,
-    architectures: ['SiglipModel'],
-    model_type: 'siglip',
-    initializer_factor: 1.0,
-    text_config: {
-      model_type: 'siglip_text_model',
-      hidden_size: textHidden,
-      projection_size: dimension,
-      vocab_size: vocabSize,
-      max_position_embeddings: TEXT_MAX_LENGTH,
-      num_hidden_layers: 0,
-      num_attention_heads: 1,
-      intermediate_size: textHidden,
-    },
-    vision_config: {
-      model_type: 'siglip_vision_model',
-      hidden_size: dimension,
-      image_size: imageSize,
-      patch_size: imageSize / 8,
-      num_hidden_layers: 0,
-      num_attention_heads: 1,
-      intermediate_size: dimension,
-      num_channels: 3,
-    },
-  };
+  const config = siglipConfigJson({
+    modelId: opts.modelId ?? TINY_MODEL_ID,
+    vocabSize,
+    textHidden,
+    dimension,
+    vision: { image_size: imageSize, patch_size: imageSize / 8, num_hidden_layers: 0, num_attention_heads: 1, intermediate_size: dimension },
+  });
   await writeLayout(dir, {
     config,
     imageSize,
