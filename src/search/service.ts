@@ -74,12 +74,15 @@ export class SearchService {
     const source = validateImageSpec('image', image);
     const model = await this.activeModel();
     if (source.kind === 'productId') {
-      if (!(await getProduct(this.db, source.productId))) {
-        throw new AppError(ErrorCode.NOT_FOUND, `No product with id ${source.productId}`, { field: 'image.productId' });
-      }
       const vector = await storedVector(this.db, model.id, source.productId);
       if (!vector) {
-        throw new AppError(ErrorCode.NOT_FOUND, `Product ${source.productId} has no image vector for the active model ${model.id}`, { field: 'image.productId' });
+        // Only on the error path: tell a missing product from one without a vector.
+        const exists = await getProduct(this.db, source.productId);
+        throw new AppError(
+          ErrorCode.NOT_FOUND,
+          exists ? `Product ${source.productId} has no image vector for the active model ${model.id}` : `No product with id ${source.productId}`,
+          { field: 'image.productId' },
+        );
       }
       return this.run(model, vector, opts, { preferProductId: source.productId, strategy: args.strategy });
     }
