@@ -60,7 +60,10 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`CREATE INDEX product_embeddings_model_idx ON product_embeddings (model_id)`.execute(db);
 
   const comments: Array<[string, string]> = [
-    ['TABLE products', 'The catalog: one row per product, keyed by the merchant SKU. Written by the upsertProducts mutation and the import CLI.'],
+    [
+      'TABLE products',
+      'The catalog: one row per product, keyed by the merchant SKU. Written by the upsertProducts mutation and the import CLI.',
+    ],
     ['COLUMN products.id', 'Surrogate key; the GraphQL Product.id.'],
     ['COLUMN products.sku', 'Merchant stock-keeping unit; unique; upserts match on it.'],
     ['COLUMN products.title', 'Display title shown to shoppers.'],

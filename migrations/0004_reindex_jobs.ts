@@ -30,28 +30,45 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       finished_at    timestamptz
     )`.execute(db);
   // One open (queued or running) job per model: a second reindex of the same model is refused.
-  await sql`CREATE UNIQUE INDEX reindex_jobs_one_open_per_model ON reindex_jobs (model_id) WHERE state IN ('queued', 'running')`.execute(db);
+  await sql`CREATE UNIQUE INDEX reindex_jobs_one_open_per_model ON reindex_jobs (model_id) WHERE state IN ('queued', 'running')`.execute(
+    db,
+  );
   await sql`CREATE INDEX reindex_jobs_created_idx ON reindex_jobs (created_at DESC)`.execute(db);
 
   const comments: Array<[string, string]> = [
-    ['TABLE reindex_jobs', 'One row per reindex request: re-embedding the catalog with a model, then (optionally) making it the active one. Dispatched through the pg-boss queue.'],
+    [
+      'TABLE reindex_jobs',
+      'One row per reindex request: re-embedding the catalog with a model, then (optionally) making it the active one. Dispatched through the pg-boss queue.',
+    ],
     ['COLUMN reindex_jobs.id', 'Job id; the GraphQL ReindexJob.id.'],
     ['COLUMN reindex_jobs.model_id', 'The model whose vectors the job computes.'],
-    ['COLUMN reindex_jobs.only_missing', 'True: embed only products without a vector of their current image for the model; false: re-embed every product.'],
-    ['COLUMN reindex_jobs.activate', 'Whether the job makes the model the active one when every product has a vector and the index is built.'],
+    [
+      'COLUMN reindex_jobs.only_missing',
+      'True: embed only products without a vector of their current image for the model; false: re-embed every product.',
+    ],
+    [
+      'COLUMN reindex_jobs.activate',
+      'Whether the job makes the model the active one when every product has a vector and the index is built.',
+    ],
     ['COLUMN reindex_jobs.state', 'queued, running, succeeded, failed or cancelled.'],
     ['COLUMN reindex_jobs.queue_job_id', 'The pg-boss job (pgboss.job.id) that dispatches this reindex.'],
     ['COLUMN reindex_jobs.total', 'Products to process in this job (re-estimated as the job goes: products written meanwhile count).'],
     ['COLUMN reindex_jobs.processed', 'Products processed so far (embedded or failed), committed together with their vectors.'],
     ['COLUMN reindex_jobs.failed', 'Products whose image could not be embedded (see errors).'],
     ['COLUMN reindex_jobs.cursor', 'Keyset cursor: the highest products.id of the last committed batch; a resumed job continues after it.'],
-    ['COLUMN reindex_jobs.pass', 'Pass over the catalog: 1 is the keyset walk; later passes sweep products still missing a current vector.'],
+    [
+      'COLUMN reindex_jobs.pass',
+      'Pass over the catalog: 1 is the keyset walk; later passes sweep products still missing a current vector.',
+    ],
     ['COLUMN reindex_jobs.errors', 'The first per-product errors, [{productId, sku, message}], capped at 100 entries.'],
     ['COLUMN reindex_jobs.error', 'Why the job failed or was not activated; NULL when neither.'],
     ['COLUMN reindex_jobs.activated', 'True when this job made its model the active one.'],
     ['COLUMN reindex_jobs.attempts', 'How many times a worker started (or resumed) the job.'],
     ['COLUMN reindex_jobs.worker_id', 'The worker holding the job; every batch commit checks it (a fence against two workers on one job).'],
-    ['COLUMN reindex_jobs.heartbeat_at', 'Last sign of life of the holding worker; a running job whose heartbeat is older than the lease is resumed elsewhere.'],
+    [
+      'COLUMN reindex_jobs.heartbeat_at',
+      'Last sign of life of the holding worker; a running job whose heartbeat is older than the lease is resumed elsewhere.',
+    ],
     ['COLUMN reindex_jobs.run_started_at', 'When the current attempt started (for the rate).'],
     ['COLUMN reindex_jobs.run_processed', 'processed when the current attempt started (for the rate).'],
     ['COLUMN reindex_jobs.created_at', 'When the job was requested.'],

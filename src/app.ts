@@ -55,7 +55,10 @@ export function configuredModelDir(config: Config): { dir: string; source: strin
 async function fetchDefaultModel(config: Config, log: Logger): Promise<{ dir: string; source: string } | null> {
   if (!config.embedding.autoFetch) return null;
   try {
-    const dir = await ensureModel({ repo: DEFAULT_MODEL_REPO, ...(config.embedding.variant ? { variant: config.embedding.variant } : {}) }, log);
+    const dir = await ensureModel(
+      { repo: DEFAULT_MODEL_REPO, ...(config.embedding.variant ? { variant: config.embedding.variant } : {}) },
+      log,
+    );
     return { dir, source: DEFAULT_MODEL_REPO };
   } catch (err) {
     log.warn(

@@ -31,7 +31,6 @@ export class AppError extends Error {
   }
 }
 
-export const badInput = (message: string, details?: Record<string, unknown>) =>
-  new AppError(ErrorCode.BAD_USER_INPUT, message, details);
+export const badInput = (message: string, details?: Record<string, unknown>) => new AppError(ErrorCode.BAD_USER_INPUT, message, details);
 
 export const isAppError = (e: unknown): e is AppError => e instanceof AppError;

@@ -42,7 +42,9 @@ export function formatError(services: Services) {
     // copy of graphql's classes can be loaded: ESM and CommonJS builds).
     const code = formatted.extensions?.code;
     if (isGraphQLError(original) && code !== ApolloServerErrorCode.INTERNAL_SERVER_ERROR) {
-      return code ? formatted : { ...formatted, extensions: { ...formatted.extensions, code: ApolloServerErrorCode.GRAPHQL_VALIDATION_FAILED } };
+      return code
+        ? formatted
+        : { ...formatted, extensions: { ...formatted.extensions, code: ApolloServerErrorCode.GRAPHQL_VALIDATION_FAILED } };
     }
     services.log.error({ err: original, path: formatted.path }, 'unexpected error in GraphQL request');
     return {

@@ -20,9 +20,12 @@ export class ApiError extends Error {
  * @param {AbortSignal} [signal]
  */
 export function gql(query, variables = {}, signal) {
-  return post(
-    { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: JSON.stringify({ query, variables }), signal },
-  );
+  return post({
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json' },
+    body: JSON.stringify({ query, variables }),
+    signal,
+  });
 }
 
 /**

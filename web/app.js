@@ -85,7 +85,12 @@ async function run() {
       total = data.products.totalCount;
       if (mine === seq) nextCursor = data.products.pageInfo.hasNextPage ? data.products.pageInfo.endCursor : null;
     } else if (query.kind === 'photo') {
-      const data = await gqlUpload(Q.image, { image: { file: null }, filter, k }, { 'variables.image.file': query.file }, controller.signal);
+      const data = await gqlUpload(
+        Q.image,
+        { image: { file: null }, filter, k },
+        { 'variables.image.file': query.file },
+        controller.signal,
+      );
       items = data.similarProducts;
     } else if (query.kind === 'text') {
       const data = await gql(Q.text, { text: query.text, filter, k }, controller.signal);
@@ -155,7 +160,8 @@ function heading() {
 function render(items, opts = {}) {
   el.title.textContent = heading();
   el.clear.hidden = query.kind === 'browse';
-  const thumb = query.kind === 'similar' ? (query.product.thumbnailUrl ?? query.product.imageUrl) : query.kind === 'photo' ? previewUrl : null;
+  const thumb =
+    query.kind === 'similar' ? (query.product.thumbnailUrl ?? query.product.imageUrl) : query.kind === 'photo' ? previewUrl : null;
   el.queryThumb.hidden = !thumb;
   if (thumb) el.queryThumb.src = thumb;
   else el.queryThumb.removeAttribute('src');
@@ -399,7 +405,8 @@ async function loadModel() {
       el.model.dataset.state = 'none';
       el.model.textContent = 'Model: none loaded';
       el.notice.hidden = false;
-      el.notice.textContent = 'The service runs without an embedding model: you can browse the catalog, but search by photo or text is unavailable.';
+      el.notice.textContent =
+        'The service runs without an embedding model: you can browse the catalog, but search by photo or text is unavailable.';
       return;
     }
     const standIn = /^vps\/tiny-/.test(m.id); // the project's generated stand-in models

@@ -26,8 +26,10 @@ export async function photoJpegs(n: number, width: number, height: number, seed 
   for (let k = 0; k < n; k++) {
     const raw = Buffer.alloc(width * height * 3);
     let s = (seed * 7919 + k * 104729) >>> 0;
-    const rnd = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296);
-    const cx = rnd() * width, cy = rnd() * height, r = (0.2 + 0.3 * rnd()) * Math.min(width, height);
+    const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296;
+    const cx = rnd() * width,
+      cy = rnd() * height,
+      r = (0.2 + 0.3 * rnd()) * Math.min(width, height);
     const hue = [rnd() * 255, rnd() * 255, rnd() * 255];
     for (let y = 0; y < height; y++) {
       for (let x = 0; x < width; x++) {
@@ -40,7 +42,11 @@ export async function photoJpegs(n: number, width: number, height: number, seed 
         }
       }
     }
-    out.push(await sharp(raw, { raw: { width, height, channels: 3 } }).jpeg({ quality: 88 }).toBuffer());
+    out.push(
+      await sharp(raw, { raw: { width, height, channels: 3 } })
+        .jpeg({ quality: 88 })
+        .toBuffer(),
+    );
   }
   return out;
 }
@@ -49,4 +55,7 @@ export const mib = (b: number) => b / 1024 / 1024;
 
 import { loadavg } from 'node:os';
 /** One line describing the machine state, printed with every table (these machines are shared and noisy). */
-export const loadLine = () => `load average ${loadavg().map((x) => x.toFixed(2)).join(' / ')} (1/5/15 min)`;
+export const loadLine = () =>
+  `load average ${loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' / ')} (1/5/15 min)`;

@@ -35,7 +35,10 @@ if (Math.min(...cos) < 0.999) console.error('WARNING: CUDA and CPU embeddings di
 const S = info.imageSize;
 const pool = (e: Embedder) => (e as unknown as { pool: WorkerPool }).pool;
 const rows: Record<string, string | number>[] = [];
-for (const [name, e, batches] of [['cuda', gpu, [1, 8, 16, 32, 64]], ['cpu', cpu, [8]]] as const) {
+for (const [name, e, batches] of [
+  ['cuda', gpu, [1, 8, 16, 32, 64]],
+  ['cpu', cpu, [8]],
+] as const) {
   for (const B of batches) {
     const t: number[] = [];
     for (let r = 0; r < (name === 'cuda' ? 10 : 2); r++) {

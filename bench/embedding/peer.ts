@@ -18,7 +18,14 @@ const B = 8;
 
 // Both engines are loaded side by side and measured alternately (ours, peer, ours, peer, …) so that
 // background load on a shared machine hits both alike; medians are reported.
-const ours = await createEmbedder({ ...defaultEmbedderOptions(), modelDir: dir, intraOpThreads: threads, workers: 1, maxBatch: B, maxWaitMs: 5 });
+const ours = await createEmbedder({
+  ...defaultEmbedderOptions(),
+  modelDir: dir,
+  intraOpThreads: threads,
+  workers: 1,
+  maxBatch: B,
+  maxWaitMs: 5,
+});
 env.allowRemoteModels = false;
 env.localModelPath = dirname(dir) + '/';
 const model = await SiglipVisionModel.from_pretrained(basename(dir), {
@@ -38,8 +45,12 @@ const modes: [string, number, () => Promise<unknown>, () => Promise<unknown>][] 
   [
     'one image per call, sequential (3 images)',
     3,
-    async () => { for (const j of jpegs.slice(0, 3)) await ours.embedImages([j]); },
-    async () => { for (const j of jpegs.slice(0, 3)) await peerEmbed([j]); },
+    async () => {
+      for (const j of jpegs.slice(0, 3)) await ours.embedImages([j]);
+    },
+    async () => {
+      for (const j of jpegs.slice(0, 3)) await peerEmbed([j]);
+    },
   ],
   [`one call with ${B} images`, B, () => ours.embedImages(jpegs), () => peerEmbed(jpegs)],
   [

@@ -40,15 +40,21 @@ async function timeIt(fn: () => Promise<unknown>, reps = 3) {
 
 async function pool<T>(items: T[], n: number, fn: (x: T) => Promise<unknown>) {
   let i = 0;
-  await Promise.all(Array.from({ length: n }, async () => {
-    while (i < items.length) await fn(items[i++]!);
-  }));
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (i < items.length) await fn(items[i++]!);
+    }),
+  );
 }
 
-const oursSeq = await timeIt(async () => { for (const j of jpegs) await preprocessImage(j, spec, limits); });
+const oursSeq = await timeIt(async () => {
+  for (const j of jpegs) await preprocessImage(j, spec, limits);
+});
 const oursPar = await timeIt(() => pool(jpegs, conc, (j) => preprocessImage(j, spec, limits)));
 const peerOne = async (j: Buffer) => processor(await RawImage.fromBlob(new Blob([j])));
-const peerSeq = await timeIt(async () => { for (const j of jpegs) await peerOne(j); });
+const peerSeq = await timeIt(async () => {
+  for (const j of jpegs) await peerOne(j);
+});
 const peerPar = await timeIt(() => pool(jpegs, conc, peerOne));
 
 // fidelity vs the independent reference, on 4 images
@@ -79,7 +85,10 @@ for (const [name, opts] of [
   for (const j of jpegs.slice(0, 4)) {
     const full = await sharp(j).raw().toBuffer({ resolveWithObject: true });
     const ref = pilBilinearResize(full.data, full.info.width, full.info.height, spec.width, spec.height);
-    const got = await sharp(j).resize(spec.width, spec.height, { fit: 'fill', ...opts }).raw().toBuffer();
+    const got = await sharp(j)
+      .resize(spec.width, spec.height, { fit: 'fill', ...opts })
+      .raw()
+      .toBuffer();
     mads.push(meanAbsDiff(got, ref));
   }
   alt.push({ 'sharp resize': name, 'MAD vs PIL-style reference (levels)': median(mads) });
@@ -87,8 +96,18 @@ for (const [name, opts] of [
 
 const ips = (ms: number) => (N * 1000) / ms;
 table(`Preprocessing: ${N} JPEGs 1200×1600 → 224×224 tensors (${availableParallelism()} cores)`, [
-  { pipeline: 'ours (sharp, images/decode + preprocess)', 'images/s sequential': ips(oursSeq), [`images/s ${conc} concurrent`]: ips(oursPar), 'MAD vs reference (levels, median of 4)': median(madOurs) },
-  { pipeline: 'peer: transformers.js SiglipImageProcessor', 'images/s sequential': ips(peerSeq), [`images/s ${conc} concurrent`]: ips(peerPar), 'MAD vs reference (levels, median of 4)': median(madPeer) },
+  {
+    pipeline: 'ours (sharp, images/decode + preprocess)',
+    'images/s sequential': ips(oursSeq),
+    [`images/s ${conc} concurrent`]: ips(oursPar),
+    'MAD vs reference (levels, median of 4)': median(madOurs),
+  },
+  {
+    pipeline: 'peer: transformers.js SiglipImageProcessor',
+    'images/s sequential': ips(peerSeq),
+    [`images/s ${conc} concurrent`]: ips(peerPar),
+    'MAD vs reference (levels, median of 4)': median(madPeer),
+  },
 ]);
 console.log(`\nratio ours/peer: sequential ${(peerSeq / oursSeq).toFixed(2)}×, concurrent ${(peerPar / oursPar).toFixed(2)}×`);
 table('Resize settings vs the reference', alt);

@@ -93,7 +93,14 @@ for (const threads of threadSet) {
 // ---- 2: micro-batched end-to-end at concurrency 1/8/32 -----------------------------------------------
 const jpegs = await photoJpegs(8, 320, 320, 7);
 const conc: Record<string, string | number>[] = [];
-const e = await createEmbedder({ ...defaultEmbedderOptions(), modelDir: dir, intraOpThreads: cores, workers: 1, maxBatch: 16, maxWaitMs: 5 });
+const e = await createEmbedder({
+  ...defaultEmbedderOptions(),
+  modelDir: dir,
+  intraOpThreads: cores,
+  workers: 1,
+  maxBatch: 16,
+  maxWaitMs: 5,
+});
 const stats = (e as unknown as { batcher: { stats: { batches: number; items: number } } }).batcher.stats;
 for (const c of quick ? [1, 8] : [1, 8, 32]) {
   const total = c === 1 ? 6 : c === 8 ? 32 : 64;

@@ -52,7 +52,9 @@ async function seed(database: Database, n: number, imgs: Array<{ bytes: Buffer; 
   const db = database.db;
   for (let start = 1; start <= n; start += 50_000) {
     const end = Math.min(n, start + 49_999);
-    await sql`INSERT INTO products (sku, title, category) SELECT 'B-' || i, 'bench product ' || i, 'c' || (i % 6) FROM generate_series(${start}::int, ${end}::int) i`.execute(db);
+    await sql`INSERT INTO products (sku, title, category) SELECT 'B-' || i, 'bench product ' || i, 'c' || (i % 6) FROM generate_series(${start}::int, ${end}::int) i`.execute(
+      db,
+    );
   }
   for (const [k, im] of imgs.entries()) {
     await sql`INSERT INTO product_images (product_id, sha256, format, width, height, original, thumbnail)
@@ -94,7 +96,14 @@ async function run(r: Run, imgs: Array<{ bytes: Buffer; sha: string }>): Promise
     const runtime = new ModelRuntime(database.db, log);
     const embedder = await embedderFor(r.modelDir);
     const model = await runtime.add(embedder, r.model, null);
-    const runner = new JobRunner(database, runtime, log, { batchSize, throttleMs: 0, leaseSeconds: 60, pollIntervalMs: 500, work: true, deferIndex: r.deferIndex });
+    const runner = new JobRunner(database, runtime, log, {
+      batchSize,
+      throttleMs: 0,
+      leaseSeconds: 60,
+      pollIntervalMs: 500,
+      work: true,
+      deferIndex: r.deferIndex,
+    });
     await runner.start();
     const t0 = Date.now();
     const job = await runner.enqueueReindex({ model: model.id });
@@ -138,7 +147,9 @@ async function indexStrategy(backend: 'postgres' | 'pglite', n: number): Promise
     const { database, stop } = await benchDatabase(backend);
     try {
       const db = database.db;
-      await sql`INSERT INTO products (sku, title, category) SELECT 'V-' || i, 'v ' || i, 'c' FROM generate_series(1, ${n}::int) i`.execute(db);
+      await sql`INSERT INTO products (sku, title, category) SELECT 'V-' || i, 'v ' || i, 'c' FROM generate_series(1, ${n}::int) i`.execute(
+        db,
+      );
       const ids = (await sql<{ id: string }>`SELECT id FROM products ORDER BY id`.execute(db)).rows.map((r) => String(r.id));
       const model = await registerModel(db, { id: 'bench/768', source: 'bench', variant: null, dimension: 768 });
       let seed = 7;
@@ -181,9 +192,18 @@ try {
   const results: Array<Record<string, string | number>> = [];
   const runs: Run[] = [];
   for (const b of backends) runs.push({ backend: b, rows: rowsSmall, model: 'tiny (64-d)', modelDir: tiny, deferIndex: true });
-  if (backends.includes('postgres')) runs.push({ backend: 'postgres', rows: rowsSmall, model: 'tiny (64-d)', modelDir: tiny, deferIndex: false });
-  if (backends.includes('postgres') && rowsLarge > 0) runs.push({ backend: 'postgres', rows: rowsLarge, model: 'tiny (64-d)', modelDir: tiny, deferIndex: true });
-  if (b16Rows > 0) runs.push({ backend: backends[0]!, rows: b16Rows, model: 'SigLIP 2 B/16 (768-d, random weights)', modelDir: await ensureB16(), deferIndex: true });
+  if (backends.includes('postgres'))
+    runs.push({ backend: 'postgres', rows: rowsSmall, model: 'tiny (64-d)', modelDir: tiny, deferIndex: false });
+  if (backends.includes('postgres') && rowsLarge > 0)
+    runs.push({ backend: 'postgres', rows: rowsLarge, model: 'tiny (64-d)', modelDir: tiny, deferIndex: true });
+  if (b16Rows > 0)
+    runs.push({
+      backend: backends[0]!,
+      rows: b16Rows,
+      model: 'SigLIP 2 B/16 (768-d, random weights)',
+      modelDir: await ensureB16(),
+      deferIndex: true,
+    });
   // warm-up (not reported): first-run costs (ONNX session, cluster caches) out of the comparisons
   await run({ backend: backends[0]!, rows: 1000, model: 'tiny (64-d)', modelDir: tiny, deferIndex: true }, imgs);
   for (const r of runs) {

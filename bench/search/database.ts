@@ -4,7 +4,9 @@ import { openDatabase, type Database } from '../../src/db/connect.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 import pg from 'pg';
 
-export async function benchDatabase(backend: 'postgres' | 'pglite'): Promise<{ database: Database; url: string | null; stop(): Promise<void> }> {
+export async function benchDatabase(
+  backend: 'postgres' | 'pglite',
+): Promise<{ database: Database; url: string | null; stop(): Promise<void> }> {
   if (backend === 'pglite') {
     const database = await openDatabase({ kind: 'pglite' });
     await migrateToLatest(database.db);

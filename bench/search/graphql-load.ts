@@ -34,7 +34,15 @@ for (let start = 0; start < rows; start += 1000) {
     INSERT INTO products (sku, title, category, price) SELECT 'g-' || i, 'product ' || i, CASE WHEN i % 10 = 0 THEN 'bags' ELSE 'other' END, 10
     FROM unnest(${ord}::int[]) AS t(i) RETURNING id`.execute(db);
   ids.push(...inserted.rows.map((r) => String(r.id)));
-  await upsertEmbeddings(db, inserted.rows.map((r, j) => ({ productId: String(r.id), modelId: model.id, embedding: space.vector(ord[j]!), imageSha256: 'c'.repeat(64) })));
+  await upsertEmbeddings(
+    db,
+    inserted.rows.map((r, j) => ({
+      productId: String(r.id),
+      modelId: model.id,
+      embedding: space.vector(ord[j]!),
+      imageSha256: 'c'.repeat(64),
+    })),
+  );
 }
 await ensureModelIndex(db, model);
 await sql`ANALYZE`.execute(db);
@@ -42,7 +50,8 @@ await sql`ANALYZE`.execute(db);
 const config = loadConfig({ PORT: '0', LOG_LEVEL: 'silent', GRAPHQL_INTROSPECTION: 'false' });
 const service = await startService(config, createLogger('silent'), { database, embedder: null });
 const query = 'query($id: ID!) { similarProducts(image: { productId: $id }, k: 10) { score product { id title price } } }';
-const filtered = 'query($id: ID!) { similarProducts(image: { productId: $id }, category: "bags", k: 10) { score product { id title price } } }';
+const filtered =
+  'query($id: ID!) { similarProducts(image: { productId: $id }, category: "bags", k: 10) { score product { id title price } } }';
 
 async function load(q: string) {
   let n = 0;
@@ -84,6 +93,9 @@ for (const [label, q, category] of [
     'in-process p99 ms': percentile(times, 99),
   });
 }
-table(`GraphQL similarProducts(productId) under load (${backend}, ${rows} rows, ${connections} connections, ${seconds} s, autocannon)`, rowsOut);
+table(
+  `GraphQL similarProducts(productId) under load (${backend}, ${rows} rows, ${connections} connections, ${seconds} s, autocannon)`,
+  rowsOut,
+);
 await service.stop();
 await stop().catch(() => {});

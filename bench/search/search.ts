@@ -50,7 +50,15 @@ for (let start = 0; start < rows; start += batch) {
     INSERT INTO products (sku, title, category, price, in_stock)
     SELECT 'b-' || i, 'bench product ' || i, c, (i % 500)::numeric, (i % 3 <> 0)
     FROM unnest(${ids}::int[], ${ids.map(categoryOf)}::text[]) AS t(i, c) RETURNING id`.execute(db);
-  await upsertEmbeddings(db, inserted.rows.map((r, j) => ({ productId: String(r.id), modelId: model.id, embedding: space.vector(ids[j]!), imageSha256: 'b'.repeat(64) })));
+  await upsertEmbeddings(
+    db,
+    inserted.rows.map((r, j) => ({
+      productId: String(r.id),
+      modelId: model.id,
+      embedding: space.vector(ids[j]!),
+      imageSha256: 'b'.repeat(64),
+    })),
+  );
   if (start % 20_000 === 0) console.error(`[bench] loaded ${start + ids.length}`);
 }
 const loadSeconds = ms(t0) / 1000;
@@ -63,12 +71,18 @@ await db.transaction().execute(async (trx) => {
 });
 const buildSeconds = ms(t0) / 1000;
 await sql`ANALYZE`.execute(db);
-const size = async (rel: string) => Number((await sql<{ n: string }>`SELECT pg_total_relation_size(${rel}::regclass)::text AS n`.execute(db)).rows[0]!.n);
+const size = async (rel: string) =>
+  Number((await sql<{ n: string }>`SELECT pg_total_relation_size(${rel}::regclass)::text AS n`.execute(db)).rows[0]!.n);
 const heapBytes = Number((await sql<{ n: string }>`SELECT pg_table_size('product_embeddings')::text AS n`.execute(db)).rows[0]!.n);
 const indexBytes = await size(modelIndexName(model.id));
 
 table(`Load and index (${backend}, ${rows} rows, ${dim}-d halfvec)`, [
-  { 'load (rows/s)': Math.round(rows / loadSeconds), 'HNSW build (s)': buildSeconds, 'vectors table (MiB)': heapBytes / 2 ** 20, 'HNSW index (MiB)': indexBytes / 2 ** 20 },
+  {
+    'load (rows/s)': Math.round(rows / loadSeconds),
+    'HNSW build (s)': buildSeconds,
+    'vectors table (MiB)': heapBytes / 2 ** 20,
+    'HNSW index (MiB)': indexBytes / 2 ** 20,
+  },
 ]);
 
 // ---- queries -------------------------------------------------------------------------------------
@@ -108,7 +122,9 @@ for (const { label, filter } of only === 'storage' ? [] : selectivities) {
   const base = { model, filter, k };
   if (explain) {
     const probe = await nearestNeighbours(db, { ...base, vector: queries[0]! });
-    console.log(`\n--- plan at ${label} (${probe.strategy}) ---\n${await explainNeighbours(db, { ...base, vector: queries[0]! }, probe.strategy, true)}`);
+    console.log(
+      `\n--- plan at ${label} (${probe.strategy}) ---\n${await explainNeighbours(db, { ...base, vector: queries[0]! }, probe.strategy, true)}`,
+    );
   }
   const exactTimes: number[] = [];
   const oursTimes: number[] = [];
@@ -119,7 +135,11 @@ for (const { label, filter } of only === 'storage' ? [] : selectivities) {
   let recallPostHits = 0;
   const strategies = new Map<string, number>();
   const matchingCount = Number(
-    (await sql<{ n: string }>`SELECT count(*)::text AS n FROM products p WHERE ${filter ? sql`p.category = ${filter.category}` : sql`true`}`.execute(db)).rows[0]!.n,
+    (
+      await sql<{
+        n: string;
+      }>`SELECT count(*)::text AS n FROM products p WHERE ${filter ? sql`p.category = ${filter.category}` : sql`true`}`.execute(db)
+    ).rows[0]!.n,
   );
   for (const vector of queries) {
     const exact = await timed(() => nearestNeighbours(db, { ...base, vector, strategy: 'exact' }));
@@ -156,7 +176,11 @@ for (const { label, filter } of only === 'storage' ? [] : selectivities) {
   });
   console.error(`[bench] ${label} done`);
 }
-if (results.length) table(`Filtered top-${k} (${backend}, ${rows} rows, ${nQueries} queries per row; short = results with fewer than min(k, matches))`, results);
+if (results.length)
+  table(
+    `Filtered top-${k} (${backend}, ${rows} rows, ${nQueries} queries per row; short = results with fewer than min(k, matches))`,
+    results,
+  );
 
 // ---- in-memory peer: hnswlib-node, unfiltered ----------------------------------------------------
 if (only === 'all') {
@@ -181,17 +205,27 @@ if (only === 'all') {
     hits += res.neighbors.filter((n: number) => truth.has(byOrdinal.get(n)!)).length;
   }
   table(`Peer: hnswlib-node in memory, unfiltered (${rows} rows; M=16, ef_construction=64, ef=100)`, [
-    { 'build (s)': build, 'p50 ms': median(times), 'p99 ms': percentile(times, 99), 'recall@10 vs PostgreSQL exact': hits / (nQueries * k), 'filters': 'none' },
+    {
+      'build (s)': build,
+      'p50 ms': median(times),
+      'p99 ms': percentile(times, 99),
+      'recall@10 vs PostgreSQL exact': hits / (nQueries * k),
+      filters: 'none',
+    },
   ]);
 }
 
 // ---- storage: vector vs halfvec ------------------------------------------------------------------
 if ((storageCompare || only === 'storage') && backend === 'postgres') {
-  await sql`CREATE TABLE bench_f32 AS SELECT product_id, embedding::vector(${sql.raw(String(dim))}) AS embedding FROM product_embeddings`.execute(db);
+  await sql`CREATE TABLE bench_f32 AS SELECT product_id, embedding::vector(${sql.raw(String(dim))}) AS embedding FROM product_embeddings`.execute(
+    db,
+  );
   t0 = process.hrtime.bigint();
   await db.transaction().execute(async (trx) => {
     await sql`SET LOCAL maintenance_work_mem = '1GB'`.execute(trx);
-    await sql`CREATE INDEX bench_f32_hnsw ON bench_f32 USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)`.execute(trx);
+    await sql`CREATE INDEX bench_f32_hnsw ON bench_f32 USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)`.execute(
+      trx,
+    );
   });
   const f32Build = ms(t0) / 1000;
   await sql`ANALYZE bench_f32`.execute(db);
@@ -214,8 +248,20 @@ if ((storageCompare || only === 'storage') && backend === 'postgres') {
     f32.push((await scan(q, 'f32')).ms);
   }
   table(`Storage: vector vs halfvec (${rows} rows, ${dim}-d)`, [
-    { storage: 'halfvec (chosen)', 'table MiB': heapBytes / 2 ** 20, 'HNSW MiB': indexBytes / 2 ** 20, 'HNSW build s': buildSeconds, 'exact scan p50 ms': median(half) },
-    { storage: 'vector', 'table MiB': f32Heap / 2 ** 20, 'HNSW MiB': f32Index / 2 ** 20, 'HNSW build s': f32Build, 'exact scan p50 ms': median(f32) },
+    {
+      storage: 'halfvec (chosen)',
+      'table MiB': heapBytes / 2 ** 20,
+      'HNSW MiB': indexBytes / 2 ** 20,
+      'HNSW build s': buildSeconds,
+      'exact scan p50 ms': median(half),
+    },
+    {
+      storage: 'vector',
+      'table MiB': f32Heap / 2 ** 20,
+      'HNSW MiB': f32Index / 2 ** 20,
+      'HNSW build s': f32Build,
+      'exact scan p50 ms': median(f32),
+    },
   ]);
 }
 

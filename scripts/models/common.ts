@@ -25,8 +25,20 @@ export function tinyTokenizerJson(): { json: object; vocabSize: number } {
   const chars = '▁abcdefghijklmnopqrstuvwxyz0123456789.,-\'&/()!?"';
   for (const c of chars) vocab[c] = next++;
   const merges: [string, string][] = [
-    ['▁', 's'], ['▁', 'r'], ['▁', 'b'], ['▁', 'g'], ['e', 'd'], ['▁r', 'ed'], ['▁', 'a'],
-    ['h', 'o'], ['e', 's'], ['▁s', 'ho'], ['▁sho', 'es'], ['u', 'e'], ['▁b', 'l'], ['▁bl', 'ue'],
+    ['▁', 's'],
+    ['▁', 'r'],
+    ['▁', 'b'],
+    ['▁', 'g'],
+    ['e', 'd'],
+    ['▁r', 'ed'],
+    ['▁', 'a'],
+    ['h', 'o'],
+    ['e', 's'],
+    ['▁s', 'ho'],
+    ['▁sho', 'es'],
+    ['u', 'e'],
+    ['▁b', 'l'],
+    ['▁bl', 'ue'],
   ];
   for (const [a, b] of merges) {
     const m = a + b;
@@ -57,11 +69,7 @@ export function tinyTokenizerJson(): { json: object; vocabSize: number } {
     },
     decoder: {
       type: 'Sequence',
-      decoders: [
-        { type: 'Replace', pattern: { String: '▁' }, content: ' ' },
-        { type: 'ByteFallback' },
-        { type: 'Fuse' },
-      ],
+      decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }],
     },
     model: {
       type: 'BPE',
@@ -140,7 +148,13 @@ export function siglipConfigJson(opts: {
   vocabSize: number;
   textHidden: number;
   dimension: number;
-  vision: { image_size: number; patch_size: number; num_hidden_layers: number; num_attention_heads: number; intermediate_size: number } & Record<string, unknown>;
+  vision: {
+    image_size: number;
+    patch_size: number;
+    num_hidden_layers: number;
+    num_attention_heads: number;
+    intermediate_size: number;
+  } & Record<string, unknown>;
 }) {
   return {
     _name_or_path: opts.modelId,

@@ -37,7 +37,15 @@ function buildVision(o: Required<Omit<SiglipVisionOptions, 'modelId'>>): Uint8Ar
   const rng = new Rng(o.seed);
   const g = new GraphBuilder('vision_model');
   const std = 0.02;
-  const W = (name: string, dims: number[], s = std) => g.weight(name, dims, rng.normals(dims.reduce((a, b) => a * b, 1), s));
+  const W = (name: string, dims: number[], s = std) =>
+    g.weight(
+      name,
+      dims,
+      rng.normals(
+        dims.reduce((a, b) => a * b, 1),
+        s,
+      ),
+    );
   const ones = (name: string, n: number) => g.weight(name, [n], new Float32Array(n).fill(1));
   const zeros = (name: string, n: number) => g.weight(name, [n], new Float32Array(n));
 
@@ -52,8 +60,7 @@ function buildVision(o: Required<Omit<SiglipVisionOptions, 'modelId'>>): Uint8Ar
     return g.op('Mul', [g.op('Mul', [x, g.scalar('half', 0.5)]), g.op('Add', [t, g.scalar('one', 1)])]);
   };
   const mlpBlock = (x: string, name: string) => linear(geluTanh(linear(x, H, M, `${name}.fc1`)), M, H, `${name}.fc2`);
-  const splitHeads = (x: string, perm: number[]) =>
-    g.op('Transpose', [g.op('Reshape', [x, g.ints('shape', [0, 0, NH, dh])])], { perm });
+  const splitHeads = (x: string, perm: number[]) => g.op('Transpose', [g.op('Reshape', [x, g.ints('shape', [0, 0, NH, dh])])], { perm });
   const attention = (q: string, kv: string, name: string) => {
     const Q = splitHeads(linear(q, H, H, `${name}.q_proj`), [0, 2, 1, 3]); // [B,h,Nq,dh]
     const K = splitHeads(linear(kv, H, H, `${name}.k_proj`), [0, 2, 3, 1]); // [B,h,dh,N]
@@ -78,10 +85,18 @@ function buildVision(o: Required<Omit<SiglipVisionOptions, 'modelId'>>): Uint8Ar
     x = g.op('Add', [x, attention(h, h, `${p}.self_attn`)]);
     x = g.op('Add', [x, mlpBlock(layerNorm(x, `${p}.layer_norm2`), `${p}.mlp`)]);
   }
-  const last = g.op('LayerNormalization', [x, ones('post_layernorm.weight', H), zeros('post_layernorm.bias', H)], { axis: -1, epsilon: 1e-6 }, 'last_hidden_state');
+  const last = g.op(
+    'LayerNormalization',
+    [x, ones('post_layernorm.weight', H), zeros('post_layernorm.bias', H)],
+    { axis: -1, epsilon: 1e-6 },
+    'last_hidden_state',
+  );
   // Multihead attention pooling head: a learned probe (batch-broadcast) attends over all tokens.
   const probe = W('head.probe', [1, 1, H]);
-  const batchProbe = g.op('Expand', [probe, g.op('Concat', [g.op('Slice', [g.op('Shape', [last]), g.ints('s', [0]), g.ints('e', [1])]), g.ints('rest', [1, H])], { axis: 0 })]);
+  const batchProbe = g.op('Expand', [
+    probe,
+    g.op('Concat', [g.op('Slice', [g.op('Shape', [last]), g.ints('s', [0]), g.ints('e', [1])]), g.ints('rest', [1, H])], { axis: 0 }),
+  ]);
   let hsum = attention(batchProbe, last, 'head.attention');
   hsum = g.op('Add', [hsum, mlpBlock(layerNorm(hsum, 'head.layernorm'), 'head.mlp')]);
   g.op('Reshape', [hsum, g.ints('shape', [-1, H])], {}, 'pooler_output');

@@ -85,7 +85,13 @@ export async function writeTinyModel(dir: string, opts: TinyModelOptions = {}): 
     vocabSize,
     textHidden,
     dimension,
-    vision: { image_size: imageSize, patch_size: imageSize / 8, num_hidden_layers: 0, num_attention_heads: 1, intermediate_size: dimension },
+    vision: {
+      image_size: imageSize,
+      patch_size: imageSize / 8,
+      num_hidden_layers: 0,
+      num_attention_heads: 1,
+      intermediate_size: dimension,
+    },
   });
   await writeLayout(dir, {
     config,

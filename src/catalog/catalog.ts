@@ -1,14 +1,7 @@
 /** Catalog operations: validated input in, products out. Knows the database, not GraphQL. */
 import type { Kysely } from 'kysely';
 import type { DB } from '../db/types.js';
-import {
-  countProducts,
-  deleteProductRow,
-  getProduct,
-  listProducts,
-  type Product,
-  type ProductFilter,
-} from '../db/products.js';
+import { countProducts, deleteProductRow, getProduct, listProducts, type Product, type ProductFilter } from '../db/products.js';
 import { decodeCursor, isProductId, validateFilter, validateId, validatePageSize } from './validate.js';
 
 export async function findProduct(db: Kysely<DB>, id: string): Promise<Product | null> {
@@ -17,10 +10,7 @@ export async function findProduct(db: Kysely<DB>, id: string): Promise<Product |
   return getProduct(db, id);
 }
 
-export async function pageProducts(
-  db: Kysely<DB>,
-  args: { filter?: ProductFilter | null; first?: number | null; after?: string | null },
-) {
+export async function pageProducts(db: Kysely<DB>, args: { filter?: ProductFilter | null; first?: number | null; after?: string | null }) {
   const filter = validateFilter(args.filter);
   const first = validatePageSize(args.first);
   const afterId = args.after != null ? decodeCursor(args.after) : null;

@@ -31,7 +31,12 @@ export interface IngestContext {
 /** Re-throws an image error with the product it belongs to in the message and details. */
 function atProduct(index: number, err: unknown): never {
   if (err instanceof AppError) {
-    throw new AppError(err.code, `products[${index}].image: ${err.message}`, { ...err.details, field: `products[${index}].image`, index }, { cause: err });
+    throw new AppError(
+      err.code,
+      `products[${index}].image: ${err.message}`,
+      { ...err.details, field: `products[${index}].image`, index },
+      { cause: err },
+    );
   }
   throw err;
 }
@@ -55,7 +60,10 @@ export async function ingestProducts(ctx: IngestContext, inputs: ProductInputLik
   );
 
   // 2. What changed: products whose image bytes differ from what is stored.
-  const existing = await getProductsBySkus(ctx.db, validated.map((v) => v.write.sku));
+  const existing = await getProductsBySkus(
+    ctx.db,
+    validated.map((v) => v.write.sku),
+  );
   const changed = validated.map((v, i) => {
     const img = images[i];
     return img != null && existing.get(v.write.sku)?.imageSha256 !== img.sha256;
@@ -99,7 +107,19 @@ export async function ingestProducts(ctx: IngestContext, inputs: ProductInputLik
     );
     const imageRows: StoredImageWrite[] = products.flatMap((p, i) => {
       const t = thumbnails[i];
-      return t ? [{ productId: p.id, sha256: images[i]!.sha256, format: t.format, width: t.width, height: t.height, original: images[i]!.bytes, thumbnail: t.webp }] : [];
+      return t
+        ? [
+            {
+              productId: p.id,
+              sha256: images[i]!.sha256,
+              format: t.format,
+              width: t.width,
+              height: t.height,
+              original: images[i]!.bytes,
+              thumbnail: t.webp,
+            },
+          ]
+        : [];
     });
     await upsertProductImages(trx, imageRows);
     const embeddingRows: EmbeddingWrite[] = vectors.map((v) => ({

@@ -37,7 +37,10 @@ export class ModelRuntime {
       await activateModel(this.db, model.id);
       this.log.info({ model: model.id }, 'activated the loaded model (the catalog had none)');
     } else if (active.id !== model.id) {
-      this.log.warn({ loaded: model.id, active: active.id }, 'the loaded model is not the active one: search by image or text needs the active model (reindex, then activateModel)');
+      this.log.warn(
+        { loaded: model.id, active: active.id },
+        'the loaded model is not the active one: search by image or text needs the active model (reindex, then activateModel)',
+      );
     }
     return (await listModels(this.db)).find((m) => m.id === model.id)!;
   }
@@ -57,7 +60,10 @@ export class ModelRuntime {
   /** The embedder for a model, or a clear MODEL_UNAVAILABLE. */
   require(modelId: string | null): Embedder {
     if (!modelId) {
-      throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'No embedding model is active: start the service with a model (see README, "Models").');
+      throw new AppError(
+        ErrorCode.MODEL_UNAVAILABLE,
+        'No embedding model is active: start the service with a model (see README, "Models").',
+      );
     }
     const e = this.loaded.get(modelId);
     if (!e) {

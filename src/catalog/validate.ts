@@ -71,7 +71,9 @@ export function validatePrice(field: string, price: number | null | undefined): 
 export function validateImageSpec(field: string, image: ImageSpec): ImageSource {
   const given = (['base64', 'url', 'productId', 'file'] as const).filter((k) => image[k] != null);
   if (given.length !== 1) {
-    throw badInput(`${field} needs exactly one of base64, url, productId or file (got ${given.length ? given.join(' and ') : 'none'})`, { field });
+    throw badInput(`${field} needs exactly one of base64, url, productId or file (got ${given.length ? given.join(' and ') : 'none'})`, {
+      field,
+    });
   }
   if (image.file != null) return { kind: 'file', file: image.file };
   if (image.base64 != null) {

@@ -41,7 +41,9 @@ export async function importCommand(args: string[], config: Config, log: Logger)
   try {
     const active = await getActiveModel(ctx.database.db);
     if (active && !ctx.models.embedder(active.id)) {
-      throw new CliError(`The active model ${active.id} is not loaded (set EMBEDDING_MODEL_DIR or fetch it): imported products would have no vector for search`);
+      throw new CliError(
+        `The active model ${active.id} is not loaded (set EMBEDDING_MODEL_DIR or fetch it): imported products would have no vector for search`,
+      );
     }
     const bar = new ProgressBar('import');
     const result = await importCatalog(ctx.ingest, {
@@ -55,7 +57,9 @@ export async function importCommand(args: string[], config: Config, log: Logger)
     bar.update(result.done, result.rows, `ok ${result.imported} failed ${result.failed}`, true);
     bar.done();
     if (result.resumedAfterLine !== null) out(`resumed after line ${result.resumedAfterLine} (${result.skipped} rows already imported)`);
-    out(`imported ${result.imported}, failed ${result.failed} of ${result.rows} rows${result.failed ? `; errors in ${result.reportFile}` : ''}`);
+    out(
+      `imported ${result.imported}, failed ${result.failed} of ${result.rows} rows${result.failed ? `; errors in ${result.reportFile}` : ''}`,
+    );
   } finally {
     await ctx.close();
   }
@@ -123,7 +127,9 @@ export async function reindexCommand(args: string[], config: Config, log: Logger
       }
       if (interrupted) {
         bar.done();
-        out(`interrupted: job ${j.id} pauses at ${j.processed}/${j.total}; it resumes when a process with the model runs (vps serve, or vps reindex again)`);
+        out(
+          `interrupted: job ${j.id} pauses at ${j.processed}/${j.total}; it resumes when a process with the model runs (vps serve, or vps reindex again)`,
+        );
         break;
       }
       await new Promise((r) => setTimeout(r, 500));
@@ -159,9 +165,15 @@ export async function modelCommand(args: string[], config: Config, log: Logger):
       const rows = await modelRecords(db, ctx.models);
       if (!rows.length) out('no models registered');
       out(`${'model'.padEnd(48)} ${'dim'.padStart(5)} ${'status'.padEnd(9)} ${'active'.padEnd(6)} ${'vectors'.padStart(9)}`);
-      for (const m of rows) out(`${m.id.padEnd(48)} ${String(m.dimension).padStart(5)} ${m.status.padEnd(9)} ${(m.isActive ? 'yes' : '').padEnd(6)} ${String(m.vectors).padStart(9)}`);
+      for (const m of rows)
+        out(
+          `${m.id.padEnd(48)} ${String(m.dimension).padStart(5)} ${m.status.padEnd(9)} ${(m.isActive ? 'yes' : '').padEnd(6)} ${String(m.vectors).padStart(9)}`,
+        );
     } else if (sub === 'activate') {
-      const m = await activateModelChecked(db, ctx.models, id!, { concurrentIndex: ctx.database.kind === 'postgres', requireLoaded: false });
+      const m = await activateModelChecked(db, ctx.models, id!, {
+        concurrentIndex: ctx.database.kind === 'postgres',
+        requireLoaded: false,
+      });
       out(`${m.id} is the active model`);
     } else {
       const n = await dropModelEmbeddingsChecked(db, id!);

@@ -55,7 +55,8 @@ export async function openCliContext(config: Config, log: Logger, opts: { loadCo
     }
     if (opts.loadConfiguredModel) {
       const configured = configuredModelDir(config);
-      if (configured) await models.add(await loadEmbedder(config, configured.dir, log), configured.source, config.embedding.variant ?? null);
+      if (configured)
+        await models.add(await loadEmbedder(config, configured.dir, log), configured.source, config.embedding.variant ?? null);
     }
   } catch (err) {
     await close();

@@ -16,7 +16,8 @@ export class ProgressBar {
     const secs = (now - this.started) / 1000;
     const rate = secs > 0 ? done / secs : 0;
     const eta = rate > 0 && total > done ? `ETA ${Math.ceil((total - done) / rate)}s` : '';
-    const line = `${this.label} [${bar}] ${(frac * 100).toFixed(0).padStart(3)}% ${done}/${total} ${rate.toFixed(1)}/s ${eta} ${extra}`.trimEnd();
+    const line =
+      `${this.label} [${bar}] ${(frac * 100).toFixed(0).padStart(3)}% ${done}/${total} ${rate.toFixed(1)}/s ${eta} ${extra}`.trimEnd();
     process.stderr.write(this.tty ? `\r${line}\x1b[K` : `${line}\n`);
   }
 

@@ -9,9 +9,7 @@ import type { Logger } from '../log.js';
 import type { DB } from './types.js';
 import { openPglite, PgliteDialect, startPsqlPort } from './pglite.js';
 
-export type DatabaseTarget =
-  | { kind: 'postgres'; url: string; poolSize?: number }
-  | { kind: 'pglite'; dataDir?: string; psqlPort?: number };
+export type DatabaseTarget = { kind: 'postgres'; url: string; poolSize?: number } | { kind: 'pglite'; dataDir?: string; psqlPort?: number };
 
 export interface Database {
   db: Kysely<DB>;

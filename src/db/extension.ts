@@ -7,7 +7,9 @@ export const MIN_PGVECTOR = [0, 8] as const;
 /** Fails with one clear message when the vector extension is missing or older than 0.8. */
 export async function checkVectorExtension(db: Kysely<DB>): Promise<string> {
   const installed = await sql<{ extversion: string }>`SELECT extversion FROM pg_extension WHERE extname = 'vector'`.execute(db);
-  const available = await sql<{ default_version: string }>`SELECT default_version FROM pg_available_extensions WHERE name = 'vector'`.execute(db);
+  const available = await sql<{
+    default_version: string;
+  }>`SELECT default_version FROM pg_available_extensions WHERE name = 'vector'`.execute(db);
   const version = installed.rows[0]?.extversion ?? available.rows[0]?.default_version;
   const how =
     'Install pgvector 0.8 or newer on the database server (Debian/Ubuntu: scripts/provision-postgres.sh; ' +

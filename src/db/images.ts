@@ -18,7 +18,17 @@ export async function upsertProductImages(db: Db, rows: StoredImageWrite[]): Pro
   if (rows.length === 0) return;
   await db
     .insertInto('product_images')
-    .values(rows.map((r) => ({ product_id: r.productId, sha256: r.sha256, format: r.format, width: r.width, height: r.height, original: r.original, thumbnail: r.thumbnail })))
+    .values(
+      rows.map((r) => ({
+        product_id: r.productId,
+        sha256: r.sha256,
+        format: r.format,
+        width: r.width,
+        height: r.height,
+        original: r.original,
+        thumbnail: r.thumbnail,
+      })),
+    )
     .onConflict((oc) =>
       oc.column('product_id').doUpdateSet((eb) => ({
         sha256: eb.ref('excluded.sha256'),
@@ -40,6 +50,10 @@ export async function getThumbnail(db: Db, productId: string): Promise<{ thumbna
 
 export async function getOriginals(db: Db, productIds: string[]): Promise<Map<string, { original: Buffer; sha256: string }>> {
   if (productIds.length === 0) return new Map();
-  const rows = await db.selectFrom('product_images').select(['product_id', 'original', 'sha256']).where('product_id', 'in', productIds).execute();
+  const rows = await db
+    .selectFrom('product_images')
+    .select(['product_id', 'original', 'sha256'])
+    .where('product_id', 'in', productIds)
+    .execute();
   return new Map(rows.map((r) => [String(r.product_id), { original: Buffer.from(r.original), sha256: r.sha256 }]));
 }

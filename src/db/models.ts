@@ -48,7 +48,10 @@ export async function getActiveModel(db: Db): Promise<EmbeddingModel | null> {
 }
 
 /** Registers a model (idempotent). A known id with another dimension is a conflict, not an update. */
-export async function registerModel(db: Db, m: { id: string; source: string; variant: string | null; dimension: number }): Promise<EmbeddingModel> {
+export async function registerModel(
+  db: Db,
+  m: { id: string; source: string; variant: string | null; dimension: number },
+): Promise<EmbeddingModel> {
   if (!MODEL_ID.test(m.id)) throw new AppError(ErrorCode.BAD_USER_INPUT, `"${m.id}" is not a valid model id`);
   await db
     .insertInto('embedding_models')
@@ -57,7 +60,10 @@ export async function registerModel(db: Db, m: { id: string; source: string; var
     .execute();
   const stored = (await getModel(db, m.id))!;
   if (stored.dimension !== m.dimension) {
-    throw new AppError(ErrorCode.CONFLICT, `Model ${m.id} is registered with dimension ${stored.dimension}, but the loaded files produce ${m.dimension}`);
+    throw new AppError(
+      ErrorCode.CONFLICT,
+      `Model ${m.id} is registered with dimension ${stored.dimension}, but the loaded files produce ${m.dimension}`,
+    );
   }
   return stored;
 }
@@ -66,7 +72,11 @@ export async function registerModel(db: Db, m: { id: string; source: string; var
 export async function activateModel(db: Kysely<DB>, id: string): Promise<void> {
   await db.transaction().execute(async (trx) => {
     await trx.updateTable('embedding_models').set({ is_active: false }).where('is_active', '=', true).where('id', '!=', id).execute();
-    await trx.updateTable('embedding_models').set({ is_active: true, status: 'ready', activated_at: new Date() }).where('id', '=', id).execute();
+    await trx
+      .updateTable('embedding_models')
+      .set({ is_active: true, status: 'ready', activated_at: new Date() })
+      .where('id', '=', id)
+      .execute();
   });
 }
 
@@ -76,7 +86,10 @@ export async function setModelStatus(db: Db, id: string, status: EmbeddingModel[
 
 /** Stable, valid index name for a model id (ids may contain '/' and '.'). */
 export function modelIndexName(id: string): string {
-  const slug = id.toLowerCase().replace(/[^a-z0-9]+/g, '_').slice(0, 32);
+  const slug = id
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '_')
+    .slice(0, 32);
   const hash = createHash('sha256').update(id).digest('hex').slice(0, 8);
   return `product_embeddings_hnsw_${slug}_${hash}`;
 }

@@ -38,9 +38,7 @@ class PgliteConnection implements DatabaseConnection {
     const affected = res.affectedRows;
     return {
       rows: res.rows,
-      ...(affected !== undefined && compiled.query.kind !== 'SelectQueryNode'
-        ? { numAffectedRows: BigInt(affected) }
-        : {}),
+      ...(affected !== undefined && compiled.query.kind !== 'SelectQueryNode' ? { numAffectedRows: BigInt(affected) } : {}),
     };
   }
 

@@ -73,13 +73,21 @@ export function productFilterCondition(filter: ProductFilter | null | undefined,
 }
 
 export async function getProduct(db: Db, id: string): Promise<Product | null> {
-  const row = await db.selectFrom('products').selectAll().where('id', '=', id as never).executeTakeFirst();
+  const row = await db
+    .selectFrom('products')
+    .selectAll()
+    .where('id', '=', id as never)
+    .executeTakeFirst();
   return row ? toProduct(row) : null;
 }
 
 export async function getProductsByIds(db: Db, ids: string[]): Promise<Map<string, Product>> {
   if (ids.length === 0) return new Map();
-  const rows = await db.selectFrom('products').selectAll().where('id', 'in', ids as never[]).execute();
+  const rows = await db
+    .selectFrom('products')
+    .selectAll()
+    .where('id', 'in', ids as never[])
+    .execute();
   return new Map(rows.map((r) => [String(r.id), toProduct(r)]));
 }
 
@@ -96,7 +104,10 @@ export async function listProducts(
 ): Promise<{ products: Product[]; hasNextPage: boolean }> {
   let q = db.selectFrom('products').selectAll().where(productFilterCondition(opts.filter));
   if (opts.afterId != null) q = q.where('id', '>', opts.afterId as never);
-  const rows = await q.orderBy('id').limit(opts.first + 1).execute();
+  const rows = await q
+    .orderBy('id')
+    .limit(opts.first + 1)
+    .execute();
   return { products: rows.slice(0, opts.first).map(toProduct), hasNextPage: rows.length > opts.first };
 }
 
@@ -152,6 +163,9 @@ export async function upsertProductRows(db: Db, products: ProductWrite[]): Promi
 }
 
 export async function deleteProductRow(db: Db, id: string): Promise<boolean> {
-  const res = await db.deleteFrom('products').where('id', '=', id as never).executeTakeFirst();
+  const res = await db
+    .deleteFrom('products')
+    .where('id', '=', id as never)
+    .executeTakeFirst();
   return Number(res.numDeletedRows) > 0;
 }

@@ -85,10 +85,14 @@ export async function insertReindexJob(db: Db, j: { modelId: string; onlyMissing
     .where('state', 'in', OPEN_STATES)
     .executeTakeFirst();
   const conflict = (id?: string) =>
-    new AppError(ErrorCode.CONFLICT, `A reindex of model ${j.modelId} is already queued or running${id ? ` (job ${id})` : ''}; cancel it or wait for it to finish`, {
-      model: j.modelId,
-      ...(id ? { job: id } : {}),
-    });
+    new AppError(
+      ErrorCode.CONFLICT,
+      `A reindex of model ${j.modelId} is already queued or running${id ? ` (job ${id})` : ''}; cancel it or wait for it to finish`,
+      {
+        model: j.modelId,
+        ...(id ? { job: id } : {}),
+      },
+    );
   if (open) throw conflict(String(open.id));
   try {
     const row = await db
@@ -113,7 +117,10 @@ export async function getReindexJob(db: Db, id: string): Promise<ReindexJob | nu
   return r ? toJob(r) : null;
 }
 
-export async function listReindexJobs(db: Db, opts: { state?: ReindexState | null; model?: string | null; limit: number }): Promise<ReindexJob[]> {
+export async function listReindexJobs(
+  db: Db,
+  opts: { state?: ReindexState | null; model?: string | null; limit: number },
+): Promise<ReindexJob[]> {
   let q = db.selectFrom('reindex_jobs').selectAll().orderBy('id', 'desc').limit(opts.limit);
   if (opts.state) q = q.where('state', '=', opts.state);
   if (opts.model) q = q.where('model_id', '=', opts.model);
@@ -121,7 +128,12 @@ export async function listReindexJobs(db: Db, opts: { state?: ReindexState | nul
 }
 
 export async function openJobForModel(db: Db, modelId: string): Promise<ReindexJob | null> {
-  const r = await db.selectFrom('reindex_jobs').selectAll().where('model_id', '=', modelId).where('state', 'in', OPEN_STATES).executeTakeFirst();
+  const r = await db
+    .selectFrom('reindex_jobs')
+    .selectAll()
+    .where('model_id', '=', modelId)
+    .where('state', 'in', OPEN_STATES)
+    .executeTakeFirst();
   return r ? toJob(r) : null;
 }
 
@@ -206,7 +218,14 @@ export async function finishJob(
 ): Promise<boolean> {
   const r = await db
     .updateTable('reindex_jobs')
-    .set({ state: end.state, error: end.error ?? null, activated: end.activated ?? false, finished_at: sql<Date>`now()`, worker_id: null, heartbeat_at: sql<Date>`now()` })
+    .set({
+      state: end.state,
+      error: end.error ?? null,
+      activated: end.activated ?? false,
+      finished_at: sql<Date>`now()`,
+      worker_id: null,
+      heartbeat_at: sql<Date>`now()`,
+    })
     .where('id', '=', id)
     .where('worker_id', '=', workerId)
     .where('state', '=', 'running')
@@ -236,7 +255,10 @@ const missingVector = (modelId: string) =>
   sql<boolean>`NOT EXISTS (SELECT 1 FROM product_embeddings e WHERE e.product_id = pi.product_id AND e.model_id = ${modelId} AND e.image_sha256 = pi.sha256)`;
 
 /** The next keyset batch of product images after `afterId`, in id order. */
-export async function nextCatalogBatch(db: Db, o: { modelId: string; afterId: string; limit: number; onlyMissing: boolean }): Promise<CatalogImage[]> {
+export async function nextCatalogBatch(
+  db: Db,
+  o: { modelId: string; afterId: string; limit: number; onlyMissing: boolean },
+): Promise<CatalogImage[]> {
   const rows = await sql<{ product_id: string; sku: string; sha256: string; original: Buffer }>`
     SELECT pi.product_id, p.sku, pi.sha256, pi.original
     FROM product_images pi JOIN products p ON p.id = pi.product_id
@@ -310,7 +332,9 @@ export async function commitBatch(
         ? sql<never>`(SELECT coalesce(jsonb_agg(x.e ORDER BY x.n), '[]'::jsonb) FROM (SELECT e, n FROM jsonb_array_elements(errors || ${JSON.stringify(b.errors)}::jsonb) WITH ORDINALITY AS t(e, n) ORDER BY n LIMIT ${MAX_RECORDED_ERRORS}) x)`
         : sql<never>`errors`,
       heartbeat_at: sql<Date>`now()`,
-      ...(b.total !== undefined ? { total: sql<number>`greatest(${b.total}, processed + ${b.processed})` } : { total: sql<number>`greatest(total, processed + ${b.processed})` }),
+      ...(b.total !== undefined
+        ? { total: sql<number>`greatest(${b.total}, processed + ${b.processed})` }
+        : { total: sql<number>`greatest(total, processed + ${b.processed})` }),
     })
     .where('id', '=', b.jobId)
     .where('worker_id', '=', b.workerId)
@@ -329,7 +353,11 @@ export async function commitBatch(
 }
 
 export async function setTotal(db: Db, id: string, total: number): Promise<void> {
-  await db.updateTable('reindex_jobs').set({ total: sql<number>`greatest(${total}, processed)` }).where('id', '=', id).execute();
+  await db
+    .updateTable('reindex_jobs')
+    .set({ total: sql<number>`greatest(${total}, processed)` })
+    .where('id', '=', id)
+    .execute();
 }
 
 /** Starts another pass over the catalog (sweep for products still missing a vector). */
@@ -378,7 +406,11 @@ export async function buildModelIndex(db: Kysely<DB>, model: { id: string; dimen
 }
 
 export async function countModelVectors(db: Db): Promise<Map<string, number>> {
-  const rows = await db.selectFrom('product_embeddings').select(['model_id', (eb) => eb.fn.countAll<string>().as('n')]).groupBy('model_id').execute();
+  const rows = await db
+    .selectFrom('product_embeddings')
+    .select(['model_id', (eb) => eb.fn.countAll<string>().as('n')])
+    .groupBy('model_id')
+    .execute();
   return new Map(rows.map((r) => [r.model_id, Number(r.n)]));
 }
 
@@ -388,12 +420,20 @@ export async function countModelVectors(db: Db): Promise<Map<string, number>> {
  * check and the switch, so no product can slip in unembedded. The previous active model is retired
  * (its vectors stay until dropModelEmbeddings). Returns the number of products missing a vector (0: switched).
  */
-export async function switchActiveModel(trx: Transaction<DB>, modelId: string): Promise<{ missing: number; index: 'valid' | 'invalid' | 'missing' }> {
+export async function switchActiveModel(
+  trx: Transaction<DB>,
+  modelId: string,
+): Promise<{ missing: number; index: 'valid' | 'invalid' | 'missing' }> {
   await sql`LOCK TABLE product_embeddings IN SHARE MODE`.execute(trx);
   const index = await modelIndexState(trx, modelId);
   const missing = await countMissing(trx, modelId);
   if (missing > 0 || index !== 'valid') return { missing, index };
-  await trx.updateTable('embedding_models').set({ is_active: false, status: 'retired' }).where('is_active', '=', true).where('id', '!=', modelId).execute();
+  await trx
+    .updateTable('embedding_models')
+    .set({ is_active: false, status: 'retired' })
+    .where('is_active', '=', true)
+    .where('id', '!=', modelId)
+    .execute();
   await trx
     .updateTable('embedding_models')
     .set({ is_active: true, status: 'ready', activated_at: sql<Date>`now()` })

@@ -68,8 +68,13 @@ async function main(): Promise<number> {
   const model = await chooseModel(config, log);
   const embedder = await loadEmbedder(config, model.dir, log);
   const info = embedder.info();
-  const kind = model.real ? `${model.source} (${config.embedding.modelDir ? 'EMBEDDING_MODEL_DIR' : 'model cache'})` : 'tiny stand-in (photo search matches colour and shape; text search is not meaningful)';
-  log.info({ model: info.modelId, source: model.source, provider: info.provider, dimension: info.dimension, standIn: !model.real }, `demo embedding model: ${kind}`);
+  const kind = model.real
+    ? `${model.source} (${config.embedding.modelDir ? 'EMBEDDING_MODEL_DIR' : 'model cache'})`
+    : 'tiny stand-in (photo search matches colour and shape; text search is not meaningful)';
+  log.info(
+    { model: info.modelId, source: model.source, provider: info.provider, dimension: info.dimension, standIn: !model.real },
+    `demo embedding model: ${kind}`,
+  );
 
   // One database per model, so switching between the stand-in and the real model never mixes vectors.
   const fp = fingerprint(model.dir);
@@ -77,12 +82,19 @@ async function main(): Promise<number> {
   const marker = path.join(dataDir, 'demo-model.txt');
   const pgliteDir = path.join(dataDir, 'pglite');
   if (fs.existsSync(pgliteDir) && (!fs.existsSync(marker) || fs.readFileSync(marker, 'utf8').trim() !== fp)) {
-    log.warn({ dataDir: path.relative(process.cwd(), dataDir) }, "the model's files changed since this demo database was seeded: rebuilding it");
+    log.warn(
+      { dataDir: path.relative(process.cwd(), dataDir) },
+      "the model's files changed since this demo database was seeded: rebuilding it",
+    );
     fs.rmSync(pgliteDir, { recursive: true, force: true });
   }
   fs.mkdirSync(dataDir, { recursive: true });
   fs.writeFileSync(marker, `${fp}\n`);
-  const demoConfig: Config = { ...config, dataDir, database: { kind: 'pglite', dataDir: pgliteDir, psqlPort: config.database.kind === 'pglite' ? config.database.psqlPort : 54320 } };
+  const demoConfig: Config = {
+    ...config,
+    dataDir,
+    database: { kind: 'pglite', dataDir: pgliteDir, psqlPort: config.database.kind === 'pglite' ? config.database.psqlPort : 54320 },
+  };
 
   // The demo database is disposable: one the migrations do not recognise (made by another version of
   // the code) is rebuilt; a taken port gives way to a free one unless PORT was set. A failed start
@@ -99,7 +111,10 @@ async function main(): Promise<number> {
         log.warn({ port: current.http.port }, 'port in use: taking a free one (set PORT to choose)');
         current = { ...current, http: { ...current.http, port: 0 } };
       } else if (/corrupted migrations/i.test(String((err as Error).message))) {
-        log.warn({ dataDir: path.relative(process.cwd(), dataDir) }, 'the demo database was made by another version of the code: rebuilding it');
+        log.warn(
+          { dataDir: path.relative(process.cwd(), dataDir) },
+          'the demo database was made by another version of the code: rebuilding it',
+        );
         fs.rmSync(pgliteDir, { recursive: true, force: true });
       } else {
         throw err;

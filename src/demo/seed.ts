@@ -2,7 +2,15 @@
  * Seeding a running service with the generated catalog, through its public upsertProducts mutation
  * (the same path a merchant's import takes): product metadata plus a generated photo as base64.
  */
-import { perturb, renderProductImage, syntheticCatalog, SHAPES, COLOURS, type Perturbation, type SyntheticProduct } from './synthetic-catalog.js';
+import {
+  perturb,
+  renderProductImage,
+  syntheticCatalog,
+  SHAPES,
+  COLOURS,
+  type Perturbation,
+  type SyntheticProduct,
+} from './synthetic-catalog.js';
 
 /** Distinct looks in the generated catalog (shape × colour); products past that reuse a look. */
 export const DISTINCT_LOOKS = SHAPES.length * Object.keys(COLOURS).length;
@@ -59,10 +67,15 @@ export async function seedOverHttp(products: DemoProduct[], opts: SeedOptions): 
       headers: { 'content-type': 'application/json', authorization: `Bearer ${opts.adminToken}` },
       body: JSON.stringify({ query: UPSERT, variables: { products: batch } }),
     });
-    const body = (await res.json()) as { data?: { upsertProducts: Array<{ id: string; sku: string }> }; errors?: Array<{ message: string; extensions?: { code?: string } }> };
+    const body = (await res.json()) as {
+      data?: { upsertProducts: Array<{ id: string; sku: string }> };
+      errors?: Array<{ message: string; extensions?: { code?: string } }>;
+    };
     if (body.errors?.length || !body.data) {
       const e = body.errors?.[0];
-      throw new Error(`seeding failed (HTTP ${res.status}${e?.extensions?.code ? `, ${e.extensions.code}` : ''}): ${e?.message ?? 'no data'}`);
+      throw new Error(
+        `seeding failed (HTTP ${res.status}${e?.extensions?.code ? `, ${e.extensions.code}` : ''}): ${e?.message ?? 'no data'}`,
+      );
     }
     for (const p of body.data.upsertProducts) ids.set(p.sku, p.id);
     opts.onProgress?.(Math.min(start + batchSize, products.length), products.length);

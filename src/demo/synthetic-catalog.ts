@@ -6,8 +6,16 @@ import sharp from 'sharp';
 
 export const SHAPES = ['circle', 'square', 'triangle', 'star', 'ring', 'stripes', 'diamond', 'cross'] as const;
 export const COLOURS = {
-  red: '#d62828', orange: '#f77f00', yellow: '#fcbf49', green: '#2a9d8f', blue: '#1d4ed8',
-  purple: '#7b2cbf', pink: '#ff70a6', black: '#222222', brown: '#7f4f24', teal: '#00b4d8',
+  red: '#d62828',
+  orange: '#f77f00',
+  yellow: '#fcbf49',
+  green: '#2a9d8f',
+  blue: '#1d4ed8',
+  purple: '#7b2cbf',
+  pink: '#ff70a6',
+  black: '#222222',
+  brown: '#7f4f24',
+  teal: '#00b4d8',
 } as const;
 export const CATEGORIES = ['bags', 'shoes', 'hats', 'lamps', 'mugs', 'scarves'] as const;
 export const BRANDS = ['Acme', 'Globex', 'Initech', 'Umbrella', 'Stark'] as const;
@@ -53,7 +61,10 @@ function shapeSvg(shape: Shape, fill: string, size: number): string {
       case 'ring':
         return `<circle cx="${c}" cy="${c}" r="${r * 0.8}" fill="none" stroke="${fill}" stroke-width="${r * 0.45}"/>`;
       case 'stripes':
-        return Array.from({ length: 4 }, (_, i) => `<rect x="${c - r}" y="${c - r + i * r * 0.55}" width="${2 * r}" height="${r * 0.3}" fill="${fill}"/>`).join('');
+        return Array.from(
+          { length: 4 },
+          (_, i) => `<rect x="${c - r}" y="${c - r + i * r * 0.55}" width="${2 * r}" height="${r * 0.3}" fill="${fill}"/>`,
+        ).join('');
       case 'cross':
         return `<rect x="${c - r}" y="${c - r * 0.25}" width="${2 * r}" height="${r * 0.5}" fill="${fill}"/><rect x="${c - r * 0.25}" y="${c - r}" width="${r * 0.5}" height="${2 * r}" fill="${fill}"/>`;
     }
@@ -62,7 +73,11 @@ function shapeSvg(shape: Shape, fill: string, size: number): string {
 }
 
 /** A product photo: the shape in the colour on a light background, as PNG (or JPEG). */
-export async function renderProductImage(shape: Shape, colour: Colour, opts: { size?: number; format?: 'png' | 'jpeg' } = {}): Promise<Buffer> {
+export async function renderProductImage(
+  shape: Shape,
+  colour: Colour,
+  opts: { size?: number; format?: 'png' | 'jpeg' } = {},
+): Promise<Buffer> {
   const size = opts.size ?? 320;
   const img = sharp(Buffer.from(shapeSvg(shape, COLOURS[colour], size)));
   return opts.format === 'jpeg' ? img.jpeg({ quality: 90 }).toBuffer() : img.png().toBuffer();
@@ -117,11 +132,17 @@ export async function perturb(image: Buffer, kind: Perturbation): Promise<Buffer
   const { width = 320, height = 320 } = await img.metadata();
   switch (kind) {
     case 'resize':
-      return img.resize(Math.round(width * 0.6), Math.round(height * 0.75), { fit: 'fill' }).png().toBuffer();
+      return img
+        .resize(Math.round(width * 0.6), Math.round(height * 0.75), { fit: 'fill' })
+        .png()
+        .toBuffer();
     case 'crop': {
       const dx = Math.round(width * 0.03);
       const dy = Math.round(height * 0.03);
-      return img.extract({ left: dx, top: dy, width: width - 2 * dx, height: height - 2 * dy }).png().toBuffer();
+      return img
+        .extract({ left: dx, top: dy, width: width - 2 * dx, height: height - 2 * dy })
+        .png()
+        .toBuffer();
     }
     case 'recompress':
       return img.jpeg({ quality: 40 }).toBuffer();

@@ -49,7 +49,12 @@ export async function runModelCommand(argv: string[], out: (line: string) => voi
         }
         if (kind === 'b16') {
           const { writeSiglipVisionModel } = await import('../../scripts/models/siglip-vision.js');
-          out(await writeSiglipVisionModel(dir ?? 'models/siglip2-b16-random', { layers: num(values.layers), imageSize: num(values['image-size']) }));
+          out(
+            await writeSiglipVisionModel(dir ?? 'models/siglip2-b16-random', {
+              layers: num(values.layers),
+              imageSize: num(values['image-size']),
+            }),
+          );
           return 0;
         }
         out('usage: model generate tiny|b16 [dir]');

@@ -75,7 +75,9 @@ export function selectFiles(listing: RemoteFile[], variant?: string): RemoteFile
           .map((m) => m[1] ?? 'fp32'),
       ),
     ];
-    throw fail(`Repository lacks ${missing.join(', ')}${variants.length ? ` (available variants: ${variants.join(', ')})` : ''}`, { missing });
+    throw fail(`Repository lacks ${missing.join(', ')}${variants.length ? ` (available variants: ${variants.join(', ')})` : ''}`, {
+      missing,
+    });
   }
   const out = wanted.map((p) => byPath.get(p)!);
   // external-data files of the chosen graphs (large exports), e.g. onnx/text_model.onnx_data
@@ -111,7 +113,9 @@ function progressPrinter(total: number, quiet?: boolean) {
     if (tty) {
       const w = 30;
       const fill = Math.round((pct / 100) * w);
-      process.stderr.write(`\r[${'#'.repeat(fill)}${'.'.repeat(w - fill)}] ${pct.toFixed(0).padStart(3)}% ${mb(p.done)}/${mb(total)} MiB ${rate.toFixed(1)} MiB/s ${p.file.slice(-40).padEnd(40)}`);
+      process.stderr.write(
+        `\r[${'#'.repeat(fill)}${'.'.repeat(w - fill)}] ${pct.toFixed(0).padStart(3)}% ${mb(p.done)}/${mb(total)} MiB ${rate.toFixed(1)} MiB/s ${p.file.slice(-40).padEnd(40)}`,
+      );
       if (p.done >= total) process.stderr.write('\n');
     } else {
       const d = Math.floor(pct / 10);

@@ -132,9 +132,14 @@ class EmbedderImpl implements Embedder {
           .run(() => preprocessImage(b, this.files.preprocess, this.limits))
           .catch((err: unknown) => {
             if (err instanceof AppError) {
-              throw new AppError(err.code, buffers.length > 1 ? `Image ${index}: ${err.message}` : err.message, { ...err.details, index }, {
-                cause: err.cause,
-              });
+              throw new AppError(
+                err.code,
+                buffers.length > 1 ? `Image ${index}: ${err.message}` : err.message,
+                { ...err.details, index },
+                {
+                  cause: err.cause,
+                },
+              );
             }
             throw new AppError(ErrorCode.INVALID_IMAGE, `Image ${index} could not be decoded`, { index }, { cause: err });
           }),
@@ -220,7 +225,10 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
   );
   const ready = await pool.start();
   if (ready.fallbackReason) {
-    logger.warn({ requested: opts.provider, provider: ready.provider, reason: ready.fallbackReason }, 'embedding: GPU not available, using CPU');
+    logger.warn(
+      { requested: opts.provider, provider: ready.provider, reason: ready.fallbackReason },
+      'embedding: GPU not available, using CPU',
+    );
   }
   const imageElems = 3 * files.preprocess.width * files.preprocess.height;
   const L = tokenizer.maxLength;

@@ -111,7 +111,12 @@ export class WorkerPool {
             break;
           }
           case 'memory':
-            slot.pendingMemory.get(msg.id)?.({ rss: msg.rss, heapUsed: msg.heapUsed, external: msg.external, arrayBuffers: msg.arrayBuffers });
+            slot.pendingMemory.get(msg.id)?.({
+              rss: msg.rss,
+              heapUsed: msg.heapUsed,
+              external: msg.external,
+              arrayBuffers: msg.arrayBuffers,
+            });
             slot.pendingMemory.delete(msg.id);
             break;
         }
@@ -126,9 +131,14 @@ export class WorkerPool {
         if (!started) {
           slot.state = 'dead';
           reject(
-            new AppError(ErrorCode.MODEL_UNAVAILABLE, `Embedding worker failed to start: ${crashError?.message ?? `exit code ${code}`}`, undefined, {
-              cause: crashError,
-            }),
+            new AppError(
+              ErrorCode.MODEL_UNAVAILABLE,
+              `Embedding worker failed to start: ${crashError?.message ?? `exit code ${code}`}`,
+              undefined,
+              {
+                cause: crashError,
+              },
+            ),
           );
           return;
         }
@@ -145,9 +155,13 @@ export class WorkerPool {
     slot.state = 'starting';
     this.log.error({ worker: slot.index, reason }, 'embedding worker crashed; restarting it');
     f?.reject(
-      new AppError(ErrorCode.EMBEDDING_FAILED, `Embedding worker crashed while processing this request (${reason}); the worker is being restarted`, {
-        worker: slot.index,
-      }),
+      new AppError(
+        ErrorCode.EMBEDDING_FAILED,
+        `Embedding worker crashed while processing this request (${reason}); the worker is being restarted`,
+        {
+          worker: slot.index,
+        },
+      ),
     );
     slot.pendingMemory.clear();
     slot.restarts++;

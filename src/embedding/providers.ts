@@ -36,7 +36,11 @@ export function cudaProviderInstalled(): boolean | undefined {
     const main = req.resolve('onnxruntime-node');
     const root = main.slice(0, main.lastIndexOf('onnxruntime-node') + 'onnxruntime-node'.length);
     const lib =
-      process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : process.platform === 'linux' ? 'libonnxruntime_providers_cuda.so' : null;
+      process.platform === 'win32'
+        ? 'onnxruntime_providers_cuda.dll'
+        : process.platform === 'linux'
+          ? 'libonnxruntime_providers_cuda.so'
+          : null;
     if (!lib) return false; // no CUDA builds for macOS
     return existsSync(join(root, 'bin', 'napi-v6', process.platform, process.arch, lib));
   } catch {
@@ -50,7 +54,10 @@ export async function createWithProvider<S>(
   cudaInstalled: () => boolean | undefined = cudaProviderInstalled,
 ): Promise<ProviderChoice<S>> {
   if (!PROVIDERS.includes(requested)) {
-    throw new AppError(ErrorCode.MODEL_UNAVAILABLE, `Unknown execution provider "${String(requested)}" (expected one of ${PROVIDERS.join(', ')})`);
+    throw new AppError(
+      ErrorCode.MODEL_UNAVAILABLE,
+      `Unknown execution provider "${String(requested)}" (expected one of ${PROVIDERS.join(', ')})`,
+    );
   }
   if (requested === 'cpu') return { session: await create('cpu'), provider: 'cpu' };
   if (requested === 'auto') {

@@ -29,7 +29,10 @@ const EMBED_OUTPUTS: Record<Kind, string[]> = {
 };
 
 class ModelError extends Error {
-  constructor(readonly code: string, message: string) {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -168,7 +171,11 @@ async function start() {
     });
   } catch (err) {
     const code = (err as { code?: string }).code ?? 'MODEL_UNAVAILABLE';
-    post({ type: 'init-error', code: typeof code === 'string' ? code : 'MODEL_UNAVAILABLE', message: err instanceof Error ? err.message : String(err) });
+    post({
+      type: 'init-error',
+      code: typeof code === 'string' ? code : 'MODEL_UNAVAILABLE',
+      message: err instanceof Error ? err.message : String(err),
+    });
   }
 }
 
@@ -195,7 +202,12 @@ port.on('message', async (msg: ToWorker) => {
     post({ type: 'result', id: msg.id, data }, [data.buffer as ArrayBuffer]);
   } catch (err) {
     const code = (err as { code?: string }).code;
-    post({ type: 'error', id: msg.id, code: typeof code === 'string' ? code : 'EMBEDDING_FAILED', message: err instanceof Error ? err.message : String(err) });
+    post({
+      type: 'error',
+      id: msg.id,
+      code: typeof code === 'string' ? code : 'EMBEDDING_FAILED',
+      message: err instanceof Error ? err.message : String(err),
+    });
   }
 });
 

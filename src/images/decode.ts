@@ -83,11 +83,7 @@ export async function inspectImage(bytes: Buffer | Uint8Array, limits: ImageLimi
  * width × height (no crop, aspect ratio not kept) with antialiased bilinear resampling
  * (sharp `kernel: 'linear'`, shrink-on-load disabled: measured closest to PIL's BILINEAR reduce).
  */
-export async function decodeImage(
-  bytes: Buffer | Uint8Array,
-  limits: ImageLimits,
-  resize?: ResizeSpec,
-): Promise<DecodedImage> {
+export async function decodeImage(bytes: Buffer | Uint8Array, limits: ImageLimits, resize?: ResizeSpec): Promise<DecodedImage> {
   const header = await inspectImage(bytes, limits);
   let pipeline = sharp(bytes, {
     limitInputPixels: limits.maxImagePixels,
@@ -122,7 +118,12 @@ export async function decodeImage(
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     if (/pixel limit/i.test(message)) {
-      throw new AppError(ErrorCode.IMAGE_TOO_LARGE, 'Image exceeds the pixel limit', { maxImagePixels: limits.maxImagePixels }, { cause: err });
+      throw new AppError(
+        ErrorCode.IMAGE_TOO_LARGE,
+        'Image exceeds the pixel limit',
+        { maxImagePixels: limits.maxImagePixels },
+        { cause: err },
+      );
     }
     throw new AppError(ErrorCode.INVALID_IMAGE, 'Image data is truncated or corrupt', { format: header.format }, { cause: err });
   }

@@ -215,7 +215,10 @@ async function vet(url: URL, hop: number, ctx: VetContext): Promise<void> {
     throw fetchFailed('dns', `The image host "${host}" has no addresses.`, { host, ...redirect });
   }
   for (const a of addresses) check(a.address, { where, host, isAllowed, literal: false, redirect });
-  ctx.pinned.set(host, addresses.map((a) => ({ address: a.address, family: a.family })));
+  ctx.pinned.set(
+    host,
+    addresses.map((a) => ({ address: a.address, family: a.family })),
+  );
 }
 
 function check(
@@ -341,10 +344,7 @@ function codes(err: unknown): string[] {
 
 const TLS_CODE = /^(CERT_|ERR_TLS_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|ERR_SSL_|HOSTNAME_MISMATCH)/;
 
-function toAppError(
-  err: unknown,
-  c: { signal: AbortSignal; timeout: AbortSignal; opts: FetchImageOptions; host: string },
-): AppError {
+function toAppError(err: unknown, c: { signal: AbortSignal; timeout: AbortSignal; opts: FetchImageOptions; host: string }): AppError {
   if (err instanceof AppError) return err;
   const host = c.host.replace(/^\[|\]$/g, '');
   if (c.timeout.aborted) {
@@ -354,7 +354,12 @@ function toAppError(
   const all = codes(err);
   const has = (...xs: string[]) => all.some((x) => xs.includes(x));
   if (has('UND_ERR_CONNECT_TIMEOUT', 'ETIMEDOUT')) {
-    return fetchFailed('connect_timeout', `Could not connect to the image host ${host} within ${c.opts.connectTimeoutMs} ms.`, { host }, err);
+    return fetchFailed(
+      'connect_timeout',
+      `Could not connect to the image host ${host} within ${c.opts.connectTimeoutMs} ms.`,
+      { host },
+      err,
+    );
   }
   if (has('UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT')) {
     return fetchFailed('timeout', `Fetching the image from ${host} took longer than ${c.opts.totalTimeoutMs} ms.`, { host }, err);

@@ -13,10 +13,7 @@
 import net from 'node:net';
 import ipaddr from 'ipaddr.js';
 
-export type AddressClass =
-  | { kind: 'public' }
-  | { kind: 'private'; range: string }
-  | { kind: 'forbidden'; range: string };
+export type AddressClass = { kind: 'public' } | { kind: 'private'; range: string } | { kind: 'forbidden'; range: string };
 
 /** Instance-metadata endpoints of the big clouds (AWS, GCP, Azure, OpenStack; AWS ECS; Alibaba; AWS IPv6). */
 const METADATA_ADDRESSES = new Set(['169.254.169.254', '169.254.170.2', '100.100.100.200', 'fd00:ec2::254']);
@@ -120,5 +117,10 @@ export function describeRange(range: string): string {
     reserved: 'a reserved address range',
     unparseable: 'an address that could not be parsed',
   };
-  return words[range] ?? (range.includes('embedding') ? `an IPv6 address embedding a non-public IPv4 address (${range})` : `a non-public address range (${range})`);
+  return (
+    words[range] ??
+    (range.includes('embedding')
+      ? `an IPv6 address embedding a non-public IPv4 address (${range})`
+      : `a non-public address range (${range})`)
+  );
 }

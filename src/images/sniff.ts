@@ -39,6 +39,9 @@ export function sniffImageType(buf: Uint8Array): SniffedType | null {
 /** True when the bytes look like SVG or other XML (for a clearer refusal message). */
 export function looksLikeSvgOrXml(buf: Uint8Array): boolean {
   let text = Buffer.from(buf.subarray(0, 512)).toString('utf8');
-  text = text.replace(/^\uFEFF/, '').trimStart().toLowerCase();
+  text = text
+    .replace(/^\uFEFF/, '')
+    .trimStart()
+    .toLowerCase();
   return text.startsWith('<?xml') || text.startsWith('<svg') || text.startsWith('<!doctype svg');
 }

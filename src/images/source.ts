@@ -10,7 +10,10 @@ export function decodeBase64Image(base64: string, maxBytes: number): Buffer {
   const clean = base64.replace(/\s+/g, '');
   const decodedSize = Math.floor((clean.replace(/=+$/, '').length * 3) / 4);
   if (decodedSize > maxBytes) {
-    throw new AppError(ErrorCode.IMAGE_TOO_LARGE, `Image is ${decodedSize} bytes; the limit is ${maxBytes}`, { bytes: decodedSize, maxImageBytes: maxBytes });
+    throw new AppError(ErrorCode.IMAGE_TOO_LARGE, `Image is ${decodedSize} bytes; the limit is ${maxBytes}`, {
+      bytes: decodedSize,
+      maxImageBytes: maxBytes,
+    });
   }
   const bytes = Buffer.from(clean, clean.includes('-') || clean.includes('_') ? 'base64url' : 'base64');
   if (bytes.length === 0) throw new AppError(ErrorCode.INVALID_IMAGE, 'Image is empty');

@@ -38,7 +38,12 @@ function uploadError(err: unknown, maxBytes: number): AppError {
   if (err instanceof AppError) return err;
   // graphql-upload fails the file with an HTTP 413 error once its own size limit is passed.
   if ((err as { status?: number }).status === 413) {
-    return new AppError(ErrorCode.IMAGE_TOO_LARGE, `Uploaded file is larger than ${maxBytes} bytes`, { maxImageBytes: maxBytes }, { cause: err });
+    return new AppError(
+      ErrorCode.IMAGE_TOO_LARGE,
+      `Uploaded file is larger than ${maxBytes} bytes`,
+      { maxImageBytes: maxBytes },
+      { cause: err },
+    );
   }
   return new AppError(ErrorCode.INVALID_IMAGE, 'The uploaded file could not be read completely', undefined, { cause: err });
 }

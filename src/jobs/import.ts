@@ -130,7 +130,8 @@ export async function toProductInput(row: Record<string, unknown>, baseDir: stri
   } as ProductInputLike;
 }
 
-const message = (err: unknown) => (err instanceof AppError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err));
+const message = (err: unknown) =>
+  err instanceof AppError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err);
 
 export async function importCatalog(ctx: IngestContext, opts: ImportOptions): Promise<ImportResult> {
   const file = path.resolve(opts.file);
@@ -153,7 +154,13 @@ export async function importCatalog(ctx: IngestContext, opts: ImportOptions): Pr
   }
   if (!checkpoint) await fs.writeFile(reportFile, '');
 
-  const progress: ImportProgress = { rows: rows.length, done: 0, imported: checkpoint?.imported ?? 0, failed: checkpoint?.failed ?? 0, skipped: 0 };
+  const progress: ImportProgress = {
+    rows: rows.length,
+    done: 0,
+    imported: checkpoint?.imported ?? 0,
+    failed: checkpoint?.failed ?? 0,
+    skipped: 0,
+  };
   const todo = checkpoint ? rows.filter((r) => r.line > checkpoint!.lastLine) : rows;
   progress.skipped = rows.length - todo.length;
   progress.done = progress.skipped;
@@ -190,7 +197,10 @@ export async function importCatalog(ctx: IngestContext, opts: ImportOptions): Pr
     }
     if (ready.length) {
       try {
-        await ingestProducts(ctx, ready.map((r) => r.input));
+        await ingestProducts(
+          ctx,
+          ready.map((r) => r.input),
+        );
         progress.imported += ready.length;
       } catch {
         // isolate the bad rows: one row at a time (each its own transaction, as upsertProducts would be)

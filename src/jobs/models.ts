@@ -5,7 +5,15 @@ import type { Kysely } from 'kysely';
 import { AppError, ErrorCode } from '../errors.js';
 import type { ModelRuntime } from '../catalog/model-runtime.js';
 import { dropModelIndex, getModel, listModels, setModelStatus, type EmbeddingModel } from '../db/models.js';
-import { buildModelIndex, countMissing, countModelVectors, deleteModelEmbeddings, modelIndexState, openJobForModel, switchActiveModel } from '../db/reindex.js';
+import {
+  buildModelIndex,
+  countMissing,
+  countModelVectors,
+  deleteModelEmbeddings,
+  modelIndexState,
+  openJobForModel,
+  switchActiveModel,
+} from '../db/reindex.js';
 import type { DB } from '../db/types.js';
 import { modelCachePath } from '../embedding/index.js';
 
@@ -39,16 +47,28 @@ export async function activateModelChecked(
   const model = await requireModel(db, id);
   if (model.isActive) return model;
   if (opts.requireLoaded && !runtime.embedder(id)) {
-    throw new AppError(ErrorCode.MODEL_UNAVAILABLE, `Model ${id} is not loaded in this process: search by image or text would fail. Load it (reindex(model: "${id}", onlyMissing: true) loads it from the model cache) first.`, { model: id });
+    throw new AppError(
+      ErrorCode.MODEL_UNAVAILABLE,
+      `Model ${id} is not loaded in this process: search by image or text would fail. Load it (reindex(model: "${id}", onlyMissing: true) loads it from the model cache) first.`,
+      { model: id },
+    );
   }
   const missing = await countMissing(db, id);
   if (missing > 0) {
-    throw new AppError(ErrorCode.CONFLICT, `Model ${id} has no vector for ${missing} product(s) (written since it was last built): run reindex(model: "${id}", onlyMissing: true); it switches when complete`, { model: id, missing });
+    throw new AppError(
+      ErrorCode.CONFLICT,
+      `Model ${id} has no vector for ${missing} product(s) (written since it was last built): run reindex(model: "${id}", onlyMissing: true); it switches when complete`,
+      { model: id, missing },
+    );
   }
   if ((await modelIndexState(db, id)) !== 'valid') await buildModelIndex(db, model, opts.concurrentIndex);
   const r = await db.transaction().execute((trx) => switchActiveModel(trx, id));
   if (r.missing > 0 || r.index !== 'valid') {
-    throw new AppError(ErrorCode.CONFLICT, `Model ${id} could not be activated: ${r.missing} product(s) missing a vector, index ${r.index}; retry`, { model: id });
+    throw new AppError(
+      ErrorCode.CONFLICT,
+      `Model ${id} could not be activated: ${r.missing} product(s) missing a vector, index ${r.index}; retry`,
+      { model: id },
+    );
   }
   return (await getModel(db, id))!;
 }
@@ -58,7 +78,11 @@ export async function dropModelEmbeddingsChecked(db: Kysely<DB>, id: string): Pr
   const model = await requireModel(db, id);
   if (model.isActive) throw new AppError(ErrorCode.CONFLICT, `Model ${id} is the active model: activate another one first`, { model: id });
   const open = await openJobForModel(db, id);
-  if (open) throw new AppError(ErrorCode.CONFLICT, `A reindex of ${id} is ${open.state} (job ${open.id}): cancel it first`, { model: id, job: open.id });
+  if (open)
+    throw new AppError(ErrorCode.CONFLICT, `A reindex of ${id} is ${open.state} (job ${open.id}): cancel it first`, {
+      model: id,
+      job: open.id,
+    });
   const deleted = await deleteModelEmbeddings(db, id);
   await dropModelIndex(db, id);
   await setModelStatus(db, id, 'retired');

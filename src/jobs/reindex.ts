@@ -168,7 +168,8 @@ export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder:
     const switched = await db.transaction().execute(async (trx) => {
       const r = await switchActiveModel(trx, model.id);
       if (r.missing > 0 || r.index !== 'valid') return r;
-      if (!(await finishJob(trx, job.id, workerId, { state: 'succeeded', activated: true }))) throw new LostJobError(`job ${job.id} was cancelled`);
+      if (!(await finishJob(trx, job.id, workerId, { state: 'succeeded', activated: true })))
+        throw new LostJobError(`job ${job.id} was cancelled`);
       return r;
     });
     if (switched.missing === 0 && switched.index === 'valid') {

@@ -116,7 +116,13 @@ export class JobRunner {
   private async ensureQueue(modelId: string): Promise<string> {
     const name = queueName(modelId);
     if (!this.queues.has(name)) {
-      await this.requireBoss().createQueue(name, { name, retryLimit: RETRY_LIMIT, retryDelay: 5, retryBackoff: true, expireInSeconds: 23 * 3600 } as never);
+      await this.requireBoss().createQueue(name, {
+        name,
+        retryLimit: RETRY_LIMIT,
+        retryDelay: 5,
+        retryBackoff: true,
+        expireInSeconds: 23 * 3600,
+      } as never);
       this.queues.add(name);
     }
     return name;
@@ -154,7 +160,11 @@ export class JobRunner {
     let embedder = this.models.embedder(id);
     if (!embedder && this.opts.loadModel) {
       const loaded = await this.opts.loadModel(id).catch((err: unknown) => {
-        throw new AppError(ErrorCode.MODEL_UNAVAILABLE, `Model ${id} could not be loaded: ${err instanceof Error ? err.message : String(err)}`, { model: id });
+        throw new AppError(
+          ErrorCode.MODEL_UNAVAILABLE,
+          `Model ${id} could not be loaded: ${err instanceof Error ? err.message : String(err)}`,
+          { model: id },
+        );
       });
       if (loaded) {
         const loadedId = loaded.embedder.info().modelId;
@@ -174,13 +184,24 @@ export class JobRunner {
     const model = await getModel(this.db, id);
     if (!embedder) {
       throw model
-        ? new AppError(ErrorCode.MODEL_UNAVAILABLE, `Model ${id} is registered but its files are not loaded in this process (fetch it: vps model fetch ${id})`, { model: id })
-        : new AppError(ErrorCode.NOT_FOUND, `Unknown model ${id}: not loaded, not registered, not in the model cache`, { field: 'model', model: id });
+        ? new AppError(
+            ErrorCode.MODEL_UNAVAILABLE,
+            `Model ${id} is registered but its files are not loaded in this process (fetch it: vps model fetch ${id})`,
+            { model: id },
+          )
+        : new AppError(ErrorCode.NOT_FOUND, `Unknown model ${id}: not loaded, not registered, not in the model cache`, {
+            field: 'model',
+            model: id,
+          });
     }
     if (!model) throw new AppError(ErrorCode.NOT_FOUND, `Unknown model ${id}`, { field: 'model', model: id });
     const dimension = embedder.info().dimension;
     if (dimension !== model.dimension) {
-      throw new AppError(ErrorCode.CONFLICT, `Model ${id} is registered with dimension ${model.dimension}, but its loaded files produce ${dimension}`, { model: id });
+      throw new AppError(
+        ErrorCode.CONFLICT,
+        `Model ${id} is registered with dimension ${model.dimension}, but its loaded files produce ${dimension}`,
+        { model: id },
+      );
     }
     return { model, embedder };
   }
@@ -192,7 +213,11 @@ export class JobRunner {
     const name = await this.ensureQueue(model.id);
     const boss = this.requireBoss();
     const job = await this.db.transaction().execute(async (trx) => {
-      const row = await insertReindexJob(trx, { modelId: model.id, onlyMissing: args.onlyMissing ?? false, activate: args.activate ?? true });
+      const row = await insertReindexJob(trx, {
+        modelId: model.id,
+        onlyMissing: args.onlyMissing ?? false,
+        activate: args.activate ?? true,
+      });
       if (!model.isActive) await setModelStatus(trx, model.id, 'building');
       const queueId = await boss.send(name, { jobId: row.id } satisfies ReindexPayload, { db: bossTrx(trx) } as never);
       if (!queueId) throw new Error('the queue refused the job');
@@ -222,7 +247,10 @@ export class JobRunner {
     return this.db.transaction().execute(async (trx) => {
       if (!(await requeueJob(trx, job.id, fromWorker, error))) return false;
       if (job.queueJobId) await boss.cancel(name, job.queueJobId, { db: bossTrx(trx) } as never).catch(() => {});
-      const queueId = await boss.send(name, { jobId: job.id } satisfies ReindexPayload, { db: bossTrx(trx), startAfter: startAfterSeconds } as never);
+      const queueId = await boss.send(name, { jobId: job.id } satisfies ReindexPayload, {
+        db: bossTrx(trx),
+        startAfter: startAfterSeconds,
+      } as never);
       if (queueId) await setQueueJobId(trx, job.id, queueId);
       return true;
     });
@@ -257,7 +285,10 @@ export class JobRunner {
       if (!exclusive && job.workerId !== null && job.heartbeatAt && Date.now() - job.heartbeatAt.getTime() < lease * 1000) continue;
       if (await this.requeue(job, job.workerId, null)) {
         n++;
-        this.log.warn({ job: job.id, model: job.modelId, deadWorker: job.workerId, cursor: job.cursor }, 'reindex: resuming a job whose worker stopped');
+        this.log.warn(
+          { job: job.id, model: job.modelId, deadWorker: job.workerId, cursor: job.cursor },
+          'reindex: resuming a job whose worker stopped',
+        );
       }
     }
     return n;
@@ -268,18 +299,24 @@ export class JobRunner {
     if (!claimed) return; // finished, cancelled, or held by a live worker
     const log = this.log.child({ job: jobId, model: claimed.modelId });
     let lost = false;
-    const beat = setInterval(() => {
-      heartbeat(this.db, jobId, this.workerId).then(
-        (ok) => {
-          if (!ok) lost = true;
-        },
-        (err) => log.warn({ err }, 'reindex heartbeat failed'),
-      );
-    }, Math.max(250, (this.opts.leaseSeconds * 1000) / 3));
+    const beat = setInterval(
+      () => {
+        heartbeat(this.db, jobId, this.workerId).then(
+          (ok) => {
+            if (!ok) lost = true;
+          },
+          (err) => log.warn({ err }, 'reindex heartbeat failed'),
+        );
+      },
+      Math.max(250, (this.opts.leaseSeconds * 1000) / 3),
+    );
     try {
       const embedder = this.models.embedder(claimed.modelId);
       if (!embedder) throw new Error(`model ${claimed.modelId} is not loaded in this worker`);
-      log.info({ cursor: claimed.cursor, processed: claimed.processed, attempt: claimed.attempts }, claimed.attempts > 1 ? 'reindex resumed' : 'reindex started');
+      log.info(
+        { cursor: claimed.cursor, processed: claimed.processed, attempt: claimed.attempts },
+        claimed.attempts > 1 ? 'reindex resumed' : 'reindex started',
+      );
       const { activated } = await runReindex(
         {
           db: this.db,

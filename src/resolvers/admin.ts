@@ -68,15 +68,26 @@ export const adminResolvers: Resolvers = {
     reindexJobs: async (_, { state, model, first }, ctx) => {
       requireAdmin(ctx);
       const limit = first ?? 20;
-      if (!Number.isInteger(limit) || limit < 1 || limit > 200) throw new AppError(ErrorCode.BAD_USER_INPUT, 'first must be between 1 and 200', { field: 'first' });
-      const jobs = await listReindexJobs(ctx.services.database.db, { state: state ? (state.toLowerCase() as ReindexState) : null, model: model ?? null, limit });
+      if (!Number.isInteger(limit) || limit < 1 || limit > 200)
+        throw new AppError(ErrorCode.BAD_USER_INPUT, 'first must be between 1 and 200', { field: 'first' });
+      const jobs = await listReindexJobs(ctx.services.database.db, {
+        state: state ? (state.toLowerCase() as ReindexState) : null,
+        model: model ?? null,
+        limit,
+      });
       return jobs.map((j) => reindexJobDto(j));
     },
   },
   Mutation: {
     reindex: async (_, args, ctx) => {
       requireAdmin(ctx);
-      return reindexJobDto(await ctx.services.jobs.enqueueReindex({ model: args.model ?? null, onlyMissing: args.onlyMissing ?? false, activate: args.activate ?? true }));
+      return reindexJobDto(
+        await ctx.services.jobs.enqueueReindex({
+          model: args.model ?? null,
+          onlyMissing: args.onlyMissing ?? false,
+          activate: args.activate ?? true,
+        }),
+      );
     },
     cancelReindex: async (_, { id }, ctx) => {
       requireAdmin(ctx);

@@ -5,4 +5,9 @@ import { catalogResolvers } from './catalog.js';
 import { searchResolvers } from './search.js';
 import { DateTimeScalar, JSONScalar } from './scalars.js';
 
-export const resolvers: Resolvers[] = [{ JSON: JSONScalar, DateTime: DateTimeScalar, Upload: GraphQLUpload }, catalogResolvers, searchResolvers, adminResolvers];
+export const resolvers: Resolvers[] = [
+  { JSON: JSONScalar, DateTime: DateTimeScalar, Upload: GraphQLUpload },
+  catalogResolvers,
+  searchResolvers,
+  adminResolvers,
+];

@@ -34,7 +34,6 @@ export interface NeighbourResult {
   fellBack: boolean;
 }
 
-
 function modelParts(model: { id: string; dimension: number }) {
   // The model id is a literal (not a parameter) so the planner can match the model's partial index.
   if (!MODEL_ID.test(model.id) || !Number.isInteger(model.dimension) || model.dimension < 1) throw new Error('invalid model');
@@ -58,9 +57,7 @@ async function estimateMatching(trx: Transaction<DB>, q: NeighbourQuery): Promis
 }
 
 function order(q: NeighbourQuery) {
-  return q.preferProductId
-    ? sql`distance, (product_id = ${q.preferProductId}) DESC, product_id`
-    : sql`distance, product_id`;
+  return q.preferProductId ? sql`distance, (product_id = ${q.preferProductId}) DESC, product_id` : sql`distance, product_id`;
 }
 
 type Row = { product_id: string; distance: number };

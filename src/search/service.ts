@@ -65,7 +65,8 @@ export class SearchService {
 
   private async activeModel(): Promise<EmbeddingModel> {
     const model = await getActiveModel(this.db);
-    if (!model) throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'No embedding model is active yet: load one (README, "Models") and ingest products.');
+    if (!model)
+      throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'No embedding model is active yet: load one (README, "Models") and ingest products.');
     return model;
   }
 
@@ -80,7 +81,9 @@ export class SearchService {
         const exists = await getProduct(this.db, source.productId);
         throw new AppError(
           ErrorCode.NOT_FOUND,
-          exists ? `Product ${source.productId} has no image vector for the active model ${model.id}` : `No product with id ${source.productId}`,
+          exists
+            ? `Product ${source.productId} has no image vector for the active model ${model.id}`
+            : `No product with id ${source.productId}`,
           { field: 'image.productId' },
         );
       }
@@ -137,7 +140,10 @@ export class SearchService {
     });
     const { neighbours, ...plan } = result;
     const kept = opts.minScore === null ? neighbours : neighbours.filter((n) => 1 - n.distance >= opts.minScore!);
-    const products = await getProductsByIds(this.db, kept.map((n) => n.productId));
+    const products = await getProductsByIds(
+      this.db,
+      kept.map((n) => n.productId),
+    );
     const matches = kept.flatMap((n) => {
       const product = products.get(n.productId);
       if (!product) return []; // deleted in the meantime

@@ -93,9 +93,14 @@ describe('npm run demo', () => {
       const res = await fetch(`${first.url}/graphql`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ query: '{ embeddingModel { id } products(first: 1) { totalCount } similarProducts(image: { productId: "1" }, k: 3) { product { id } } }' }),
+        body: JSON.stringify({
+          query:
+            '{ embeddingModel { id } products(first: 1) { totalCount } similarProducts(image: { productId: "1" }, k: 3) { product { id } } }',
+        }),
       });
-      const body = (await res.json()) as { data: { embeddingModel: { id: string }; products: { totalCount: number }; similarProducts: Array<{ product: { id: string } }> } };
+      const body = (await res.json()) as {
+        data: { embeddingModel: { id: string }; products: { totalCount: number }; similarProducts: Array<{ product: { id: string } }> };
+      };
       expect(body.data.embeddingModel.id).toBe('vps/tiny-siglip-demo');
       expect(body.data.products.totalCount).toBe(24);
       expect(body.data.similarProducts[0]!.product.id).toBe('1');

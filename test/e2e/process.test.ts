@@ -18,7 +18,16 @@ afterAll(() => children.forEach((c) => c.kill('SIGKILL')));
 async function startProcess(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; exited: Promise<number | null> }> {
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vps-proc-'));
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'serve'], {
-    env: { ...process.env, PORT: '0', PGLITE_PSQL_PORT: '0', DATA_DIR: dataDir, MODEL_AUTO_FETCH: 'false', LOG_LEVEL: 'warn', ADMIN_TOKEN: TOKEN, ...env },
+    env: {
+      ...process.env,
+      PORT: '0',
+      PGLITE_PSQL_PORT: '0',
+      DATA_DIR: dataDir,
+      MODEL_AUTO_FETCH: 'false',
+      LOG_LEVEL: 'warn',
+      ADMIN_TOKEN: TOKEN,
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.push(child);

@@ -15,7 +15,7 @@ import { demoProducts, seedOverHttp, type DemoProduct } from '../../src/demo/see
 import { perturb, renderProductImage } from '../../src/demo/synthetic-catalog.js';
 import { ADMIN_TOKEN, startTestService, tinyModelDir, type TestService } from '../support/service.js';
 
-const INSTALL_HINT = 'install Debian\'s chromium (`apt-get install -y chromium`) or set CHROMIUM_PATH to a Chromium/Chrome executable';
+const INSTALL_HINT = "install Debian's chromium (`apt-get install -y chromium`) or set CHROMIUM_PATH to a Chromium/Chrome executable";
 const SHOTS = path.resolve('test-results');
 const MAX_IMAGE_PIXELS = 150_000;
 
@@ -103,14 +103,15 @@ suite('storefront page in headless Chromium', () => {
     expect(await page.locator('#photo-preview').isVisible()).toBe(true);
 
     await page.selectOption('#category', target.category);
-    await page.waitForFunction(
-      (category) => {
-        const doc = (globalThis as any).document; // runs in the page (the project's TS lib has no DOM)
-        const cards: any[] = [...doc.querySelectorAll('#results .card')];
-        return doc.getElementById('results').getAttribute('aria-busy') === 'false' && cards.length > 0 && cards.every((c) => c.dataset.category === category);
-      },
-      target.category,
-    );
+    await page.waitForFunction((category) => {
+      const doc = (globalThis as any).document; // runs in the page (the project's TS lib has no DOM)
+      const cards: any[] = [...doc.querySelectorAll('#results .card')];
+      return (
+        doc.getElementById('results').getAttribute('aria-busy') === 'false' &&
+        cards.length > 0 &&
+        cards.every((c) => c.dataset.category === category)
+      );
+    }, target.category);
     const cards = page.locator('#results .card');
     const skus = await cards.evaluateAll((els) => els.map((e) => e.getAttribute('data-sku')));
     const categories = await cards.evaluateAll((els) => els.map((e) => e.getAttribute('data-category')));
@@ -164,7 +165,9 @@ suite('storefront page in headless Chromium', () => {
 
     const huge = await renderProductImage(target.shape, target.colour, { size: 640 }); // 409,600 pixels
     await page.setInputFiles('#photo', { name: 'huge.png', mimeType: 'image/png', buffer: huge });
-    await expect.poll(() => page.locator('#error').textContent()).toContain('That photo has too many pixels (the limit is 0.15 megapixels)');
+    await expect
+      .poll(() => page.locator('#error').textContent())
+      .toContain('That photo has too many pixels (the limit is 0.15 megapixels)');
 
     await page.setInputFiles('#photo', { name: 'my-photo.png', mimeType: 'image/png', buffer: photo });
     await waitForResults(page, 'Products like your photo');
@@ -208,7 +211,9 @@ suite('storefront page in headless Chromium', () => {
     expect(await p.locator('#results .card').first().getAttribute('data-sku')).toBe(target.sku);
     // no horizontal scrolling, two cards per row
     expect(await p.evaluate(() => (globalThis as any).document.documentElement.scrollWidth <= (globalThis as any).innerWidth)).toBe(true);
-    const tops = await p.locator('#results .card').evaluateAll((els) => els.slice(0, 3).map((e) => Math.round(e.getBoundingClientRect().top)));
+    const tops = await p
+      .locator('#results .card')
+      .evaluateAll((els) => els.slice(0, 3).map((e) => Math.round(e.getBoundingClientRect().top)));
     expect(tops[0]).toBe(tops[1]);
     expect(tops[2]).toBeGreaterThan(tops[0]!);
     await p.screenshot({ path: path.join(SHOTS, 'storefront-phone-photo.png') });
@@ -219,18 +224,16 @@ suite('storefront page in headless Chromium', () => {
 /** The page talks to the loopback service only; anything else is refused (no stray traffic from tests). */
 async function blockNonLoopback(context: BrowserContext): Promise<void> {
   await context.route(
-    (url) => !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname) && !url.protocol.startsWith('data') && !url.protocol.startsWith('blob'),
+    (url) =>
+      !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname) && !url.protocol.startsWith('data') && !url.protocol.startsWith('blob'),
     (route) => route.abort('blockedbyclient'),
   );
 }
 
 /** Waits until the grid has finished loading under the given heading. */
 async function waitForResults(page: Page, heading: string): Promise<void> {
-  await page.waitForFunction(
-    (h) => {
-      const doc = (globalThis as any).document;
-      return doc.getElementById('results-title')?.textContent === h && doc.getElementById('results').getAttribute('aria-busy') === 'false';
-    },
-    heading,
-  );
+  await page.waitForFunction((h) => {
+    const doc = (globalThis as any).document;
+    return doc.getElementById('results-title')?.textContent === h && doc.getElementById('results').getAttribute('aria-busy') === 'false';
+  }, heading);
 }

@@ -33,7 +33,14 @@ describe('catalog over GraphQL', () => {
     expect(res.errors).toBeUndefined();
     expect(res.data.upsertProducts).toHaveLength(30);
     const first = res.data.upsertProducts[0];
-    expect(first).toMatchObject({ sku: 'SKU-000', category: 'bags', price: 10, currency: 'EUR', inStock: false, attributes: { colour: 'blue' } });
+    expect(first).toMatchObject({
+      sku: 'SKU-000',
+      category: 'bags',
+      price: 10,
+      currency: 'EUR',
+      inStock: false,
+      attributes: { colour: 'blue' },
+    });
 
     const one = await t.gql(`query($id: ID!) { product(id: $id) { sku title } }`, { id: first.id });
     expect(one.data.product).toEqual({ sku: 'SKU-000', title: 'Product 0' });
@@ -81,7 +88,9 @@ describe('catalog over GraphQL', () => {
     expect(await skus({ minPrice: 20, maxPrice: 22 })).toEqual(['SKU-010', 'SKU-011', 'SKU-012']);
     const inStock = await skus({ inStock: false });
     expect(inStock).toEqual(['SKU-000', 'SKU-004', 'SKU-008', 'SKU-012', 'SKU-016', 'SKU-020', 'SKU-024', 'SKU-028']);
-    const count = await t.gql(`query($f: ProductFilter) { products(filter: $f) { totalCount } }`, { f: { category: 'hats', inStock: true } });
+    const count = await t.gql(`query($f: ProductFilter) { products(filter: $f) { totalCount } }`, {
+      f: { category: 'hats', inStock: true },
+    });
     expect(count.data.products.totalCount).toBe(8);
   });
 
@@ -100,7 +109,10 @@ describe('catalog over GraphQL', () => {
     const first = await t.gql(UPSERT_WITH_IMAGE, { p: [product(200, { image: { base64: png.toString('base64') } })] }, { admin: true });
     expect(first.errors).toBeUndefined();
     const sha = createHash('sha256').update(png).digest('hex');
-    expect(first.data.upsertProducts[0]).toMatchObject({ imageSha256: sha, thumbnailUrl: expect.stringMatching(/^\/images\/\d+\/thumbnail\.webp/) });
+    expect(first.data.upsertProducts[0]).toMatchObject({
+      imageSha256: sha,
+      thumbnailUrl: expect.stringMatching(/^\/images\/\d+\/thumbnail\.webp/),
+    });
     const res = await t.gql(UPSERT_WITH_IMAGE, { p: [product(200, { title: 'No image given' })] }, { admin: true });
     expect(res.data.upsertProducts[0]).toMatchObject({ title: 'No image given', imageSha256: sha });
 

@@ -49,7 +49,12 @@ beforeAll(async () => {
       RETURNING id`.execute(db);
     await upsertEmbeddings(
       db,
-      inserted.rows.map((r, j) => ({ productId: String(r.id), modelId: model.id, embedding: space.vector(rows[j]!), imageSha256: 'a'.repeat(64) })),
+      inserted.rows.map((r, j) => ({
+        productId: String(r.id),
+        modelId: model.id,
+        embedding: space.vector(rows[j]!),
+        imageSha256: 'a'.repeat(64),
+      })),
     );
   }
   await ensureModelIndex(db, model); // built after the bulk load, as a reindex does
@@ -81,9 +86,11 @@ describe.each(filters)('selectivity $label', ({ filter, expectedCount }) => {
       expect(walk.neighbours).toHaveLength(k);
       expect(auto.neighbours).toHaveLength(k);
       // The planner's estimate decides; away from the threshold it cannot land on the other side.
-      if (available >= 2 * exactThreshold(10) || available <= exactThreshold(10) / 2) expect(auto.strategy).toBe(chooseStrategy(available, 10));
+      if (available >= 2 * exactThreshold(10) || available <= exactThreshold(10) / 2)
+        expect(auto.strategy).toBe(chooseStrategy(available, 10));
       // exact is sorted by distance, then id
-      for (let i = 1; i < exact.neighbours.length; i++) expect(exact.neighbours[i]!.distance).toBeGreaterThanOrEqual(exact.neighbours[i - 1]!.distance);
+      for (let i = 1; i < exact.neighbours.length; i++)
+        expect(exact.neighbours[i]!.distance).toBeGreaterThanOrEqual(exact.neighbours[i - 1]!.distance);
       const truth = new Set(exact.neighbours.map((n) => n.productId));
       found += walk.neighbours.filter((n) => truth.has(n.productId)).length;
       wanted += truth.size;

@@ -27,7 +27,8 @@ beforeAll(async () => {
   ctx = { db: s.database.db, models: s.models, fetchOptions: s.fetchOptions, imageLimits: s.imageLimits };
   dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vps-import-'));
   await fs.mkdir(path.join(dir, 'img'));
-  for (const [i, p] of cat.entries()) await fs.writeFile(path.join(dir, 'img', `${i}.png`), await renderProductImage(p.shape, p.colour, { size: 64 }));
+  for (const [i, p] of cat.entries())
+    await fs.writeFile(path.join(dir, 'img', `${i}.png`), await renderProductImage(p.shape, p.colour, { size: 64 }));
 }, 120_000);
 afterAll(async () => {
   await t?.stop();
@@ -43,13 +44,30 @@ async function countWithVectors(prefix: string) {
     WHERE p.sku LIKE ${prefix + '%'}`.execute(db());
   return { products: Number(r.rows[0]!.products), vectors: Number(r.rows[0]!.vectors) };
 }
-const readReport = async (f: string) => (await fs.readFile(f, 'utf8')).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const readReport = async (f: string) =>
+  (await fs.readFile(f, 'utf8'))
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
 
 describe('import', () => {
   it('imports JSON Lines, reporting bad rows without aborting', async () => {
-    const lines = cat.slice(0, 20).map((p, i) =>
-      JSON.stringify({ sku: `J-${i}`, title: p.title, category: p.category, brand: p.brand, price: p.price, currency: 'EUR', inStock: i % 2 === 0, attributes: { i }, image: `${i}.png` }),
-    );
+    const lines = cat
+      .slice(0, 20)
+      .map((p, i) =>
+        JSON.stringify({
+          sku: `J-${i}`,
+          title: p.title,
+          category: p.category,
+          brand: p.brand,
+          price: p.price,
+          currency: 'EUR',
+          inStock: i % 2 === 0,
+          attributes: { i },
+          image: `${i}.png`,
+        }),
+      );
     lines[3] = '{not json';
     lines[7] = JSON.stringify({ sku: 'J-7', title: 'x', category: 'bags', price: -1, image: '7.png' }); // negative price
     lines[11] = JSON.stringify({ sku: 'J-11', title: 'x', category: 'bags', image: 'nope.png' }); // no such file
@@ -66,7 +84,9 @@ describe('import', () => {
 
   it('resumes after an interruption from the last committed batch', async () => {
     const rows = ['sku,title,category,brand,price,currency,in_stock,attributes,image'];
-    cat.forEach((p, i) => rows.push(`C-${i},"${p.title}, ""quoted""",${p.category},${p.brand},${p.price},EUR,${i % 3 ? 'yes' : 'no'},"{""n"": ${i}}",${i}.png`));
+    cat.forEach((p, i) =>
+      rows.push(`C-${i},"${p.title}, ""quoted""",${p.category},${p.brand},${p.price},EUR,${i % 3 ? 'yes' : 'no'},"{""n"": ${i}}",${i}.png`),
+    );
     const file = path.join(dir, 'catalog.csv');
     await fs.writeFile(file, rows.join('\r\n') + '\r\n');
     let batches = 0;
@@ -84,7 +104,11 @@ describe('import', () => {
     const res = await importCatalog(ctx, { file, imagesDir: path.join(dir, 'img'), batchSize: 8 });
     expect(res).toMatchObject({ rows: 30, imported: 30, failed: 0, skipped: 16, resumedAfterLine: 17 });
     expect(await countWithVectors('C-')).toEqual({ products: 30, vectors: 30 });
-    const one = await sql<{ title: string; in_stock: boolean; attributes: unknown }>`SELECT title, in_stock, attributes FROM products WHERE sku = 'C-3'`.execute(db());
+    const one = await sql<{
+      title: string;
+      in_stock: boolean;
+      attributes: unknown;
+    }>`SELECT title, in_stock, attributes FROM products WHERE sku = 'C-3'`.execute(db());
     expect(one.rows[0]).toEqual({ title: `${cat[3]!.title}, "quoted"`, in_stock: false, attributes: { n: 3 } });
     // finished: the checkpoint is gone, a re-run starts over and changes nothing
     const again = await importCatalog(ctx, { file, imagesDir: path.join(dir, 'img'), batchSize: 50 });
@@ -94,11 +118,26 @@ describe('import', () => {
 
   it('runs as `vps import` with a progress bar and a summary', async () => {
     const file = path.join(dir, 'cli.jsonl');
-    await fs.writeFile(file, cat.slice(0, 5).map((p, i) => JSON.stringify({ sku: `CLI-${i}`, title: p.title, category: p.category, image: `img/${i}.png` })).join('\n'));
+    await fs.writeFile(
+      file,
+      cat
+        .slice(0, 5)
+        .map((p, i) => JSON.stringify({ sku: `CLI-${i}`, title: p.title, category: p.category, image: `img/${i}.png` }))
+        .join('\n'),
+    );
     const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vps-import-cli-'));
-    const env: Record<string, string> = { ...(process.env as Record<string, string>), LOG_LEVEL: 'warn', EMBEDDING_MODEL_DIR: A.dir, DATA_DIR: dataDir, PGLITE_PSQL_PORT: '0' };
+    const env: Record<string, string> = {
+      ...(process.env as Record<string, string>),
+      LOG_LEVEL: 'warn',
+      EMBEDDING_MODEL_DIR: A.dir,
+      DATA_DIR: dataDir,
+      PGLITE_PSQL_PORT: '0',
+    };
     delete env.DATABASE_URL;
-    const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'import', file, '--batch', '2'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'import', file, '--batch', '2'], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     proc.stdout.on('data', (d) => (stdout += d));

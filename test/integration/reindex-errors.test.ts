@@ -54,7 +54,8 @@ it('records products the engine rejects, does not switch, and completes once the
   expect(models.find((m: any) => m.active).id).toBe(A.id);
   expect(models.find((m: any) => m.id === B.id)).toMatchObject({ vectors: 8, status: 'READY' });
 
-  for (const id of bad) expect((await t.gql(`mutation($id: ID!) { deleteProduct(id: $id) }`, { id }, { admin: true })).data.deleteProduct).toBe(true);
+  for (const id of bad)
+    expect((await t.gql(`mutation($id: ID!) { deleteProduct(id: $id) }`, { id }, { admin: true })).data.deleteProduct).toBe(true);
   const fill = await t.gql(REINDEX, { model: B.id, onlyMissing: true }, { admin: true });
   const done = await waitFor(fill.data.reindex.id);
   expect(done).toMatchObject({ state: 'SUCCEEDED', activated: true, processed: 0, failed: 0 });

@@ -63,7 +63,8 @@ async function vectorsByModel(): Promise<Map<string, Map<string, number[]>>> {
   }
   return out;
 }
-const cosine = (a: number[], b: number[]) => a.reduce((s, x, i) => s + x * b[i]!, 0) / Math.sqrt(a.reduce((s, x) => s + x * x, 0) * b.reduce((s, x) => s + x * x, 0));
+const cosine = (a: number[], b: number[]) =>
+  a.reduce((s, x, i) => s + x * b[i]!, 0) / Math.sqrt(a.reduce((s, x) => s + x * x, 0) * b.reduce((s, x) => s + x * x, 0));
 
 async function countExact(modelId: string) {
   const r = await sql<{ products: string; vectors: string; current: string }>`
@@ -91,7 +92,9 @@ describe('reindex: bad arguments', () => {
     expect(mismatch.errors![0]!.message).toMatch(/dimension 16/);
     expect(codes(await t.gql(`mutation { cancelReindex(id: "999999") { id } }`, {}, { admin: true }))).toEqual(['NOT_FOUND']);
     expect((await t.gql(JOB, { id: '999999' }, { admin: true })).data.reindexJob).toBeNull();
-    expect(codes(await t.gql(`mutation($m: String!) { dropModelEmbeddings(model: $m) }`, { m: A.id }, { admin: true }))).toEqual(['CONFLICT']);
+    expect(codes(await t.gql(`mutation($m: String!) { dropModelEmbeddings(model: $m) }`, { m: A.id }, { admin: true }))).toEqual([
+      'CONFLICT',
+    ]);
     expect(codes(await t.gql(`mutation { activateModel(model: "vps/none") { id } }`, {}, { admin: true }))).toEqual(['NOT_FOUND']);
     expect(codes(await t.gql(`{ reindexJobs(first: 0) { id } }`, {}, { admin: true }))).toEqual(['BAD_USER_INPUT']);
   });
@@ -178,7 +181,10 @@ describe('reindex: zero-downtime switch', () => {
     const r = await t.gql(SIMILAR, { image: { productId: ids[0] }, k: 3 });
     expect(r.data.similarProducts).toHaveLength(3);
     // forward again to B, then write a product: only B (active) embeds it, so A cannot take over until rebuilt
-    expect((await t.gql(`mutation($m: String!) { activateModel(model: $m) { active } }`, { m: B.id }, { admin: true })).data.activateModel.active).toBe(true);
+    expect(
+      (await t.gql(`mutation($m: String!) { activateModel(model: $m) { active } }`, { m: B.id }, { admin: true })).data.activateModel
+        .active,
+    ).toBe(true);
     const one = (await catalogInputs(1, 77, 'LATE'))[0]!;
     expect((await t.gql(UPSERT, { p: [one] }, { admin: true })).errors).toBeUndefined();
     const refused = await t.gql(`mutation($m: String!) { activateModel(model: $m) { id } }`, { m: A.id }, { admin: true });

@@ -27,7 +27,9 @@ it('has a comment on every table, view and column outside the migration bookkeep
   // Views document themselves as a whole; their columns are the tables' columns.
   const tablesWithoutComment = await sql<{ relname: string }>`
     SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
-    WHERE c.relkind IN ('r', 'v') AND c.relname NOT LIKE 'schema_migrations%' AND obj_description(c.oid, 'pg_class') IS NULL`.execute(database.db);
+    WHERE c.relkind IN ('r', 'v') AND c.relname NOT LIKE 'schema_migrations%' AND obj_description(c.oid, 'pg_class') IS NULL`.execute(
+    database.db,
+  );
   expect(missing.rows.map((r) => r.what)).toEqual([]);
   expect(tablesWithoutComment.rows).toEqual([]);
 });
@@ -43,9 +45,18 @@ it('migrates down one step and up again without losing the way back', async () =
 
 it('registers a model variant id (name@variant) with its own HNSW index', async () => {
   const { registerModel, ensureModelIndex, modelIndexName } = await import('../../src/db/models.js');
-  const model = await registerModel(database.db, { id: 'org/siglip2-test@fp16', source: 'org/siglip2-test', variant: 'fp16', dimension: 8 });
+  const model = await registerModel(database.db, {
+    id: 'org/siglip2-test@fp16',
+    source: 'org/siglip2-test',
+    variant: 'fp16',
+    dimension: 8,
+  });
   await ensureModelIndex(database.db, model);
-  const idx = await sql<{ n: string }>`SELECT count(*)::text AS n FROM pg_indexes WHERE indexname = ${modelIndexName(model.id)}`.execute(database.db);
+  const idx = await sql<{ n: string }>`SELECT count(*)::text AS n FROM pg_indexes WHERE indexname = ${modelIndexName(model.id)}`.execute(
+    database.db,
+  );
   expect(idx.rows[0]!.n).toBe('1');
-  await expect(registerModel(database.db, { id: 'bad id!', source: 'x', variant: null, dimension: 8 })).rejects.toThrow(/not a valid model id/);
+  await expect(registerModel(database.db, { id: 'bad id!', source: 'x', variant: null, dimension: 8 })).rejects.toThrow(
+    /not a valid model id/,
+  );
 });

@@ -5,7 +5,13 @@
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { perturb, renderProductImage, syntheticCatalog, type Perturbation, type SyntheticProduct } from '../../src/demo/synthetic-catalog.js';
+import {
+  perturb,
+  renderProductImage,
+  syntheticCatalog,
+  type Perturbation,
+  type SyntheticProduct,
+} from '../../src/demo/synthetic-catalog.js';
 import { codes, startTestService, tinyModelDir, type TestService } from '../support/service.js';
 
 const N = 80; // 8 shapes × 10 colours: 80 distinct looks
@@ -22,8 +28,15 @@ const TEXT = `query($text: String!, $filter: ProductFilter, $k: Int) {
 
 const b64 = (b: Buffer) => b.toString('base64');
 const input = (p: SyntheticProduct) => ({
-  sku: p.sku, title: p.title, description: p.description, category: p.category, brand: p.brand,
-  price: p.price, currency: p.currency, inStock: p.inStock, attributes: p.attributes,
+  sku: p.sku,
+  title: p.title,
+  description: p.description,
+  category: p.category,
+  brand: p.brand,
+  price: p.price,
+  currency: p.currency,
+  inStock: p.inStock,
+  attributes: p.attributes,
   image: { base64: b64(images.get(p.sku)!) },
 });
 
@@ -43,7 +56,12 @@ afterAll(() => t?.stop());
 async function similar(variables: Record<string, unknown>) {
   const res = await t.gql(SIMILAR, variables);
   expect(res.errors).toBeUndefined();
-  return res.data.similarProducts as Array<{ score: number; distance: number; matchProbability: number | null; product: { id: string; sku: string; category: string; brand: string; price: number; inStock: boolean } }>;
+  return res.data.similarProducts as Array<{
+    score: number;
+    distance: number;
+    matchProbability: number | null;
+    product: { id: string; sku: string; category: string; brand: string; price: number; inStock: boolean };
+  }>;
 }
 
 describe('similarProducts by photo', () => {
@@ -95,7 +113,10 @@ describe('similarProducts by photo', () => {
     expect(all).toHaveLength(N); // fewer than k exist: all of them
     const brandAndCategories = await similar({ image: query, filter: { brand: 'Acme', categories: ['hats', 'lamps'] }, k: 1000 });
     expect(brandAndCategories.map((m) => m.product.sku).sort()).toEqual(
-      catalog.filter((p) => p.brand === 'Acme' && ['hats', 'lamps'].includes(p.category)).map((p) => p.sku).sort(),
+      catalog
+        .filter((p) => p.brand === 'Acme' && ['hats', 'lamps'].includes(p.category))
+        .map((p) => p.sku)
+        .sort(),
     );
   });
 
@@ -154,14 +175,26 @@ describe('ingest', () => {
     const db = t.service.services.database.db;
     const p = catalog[0]!;
     const id = ids.get(p.sku)!;
-    const before = await db.selectFrom('product_embeddings').select(['created_at', 'image_sha256']).where('product_id', '=', id).executeTakeFirstOrThrow();
+    const before = await db
+      .selectFrom('product_embeddings')
+      .select(['created_at', 'image_sha256'])
+      .where('product_id', '=', id)
+      .executeTakeFirstOrThrow();
     await t.gql(UPSERT, { p: [{ ...input(p), title: 'Retitled' }] }, { admin: true });
-    const same = await db.selectFrom('product_embeddings').select(['created_at', 'image_sha256']).where('product_id', '=', id).executeTakeFirstOrThrow();
+    const same = await db
+      .selectFrom('product_embeddings')
+      .select(['created_at', 'image_sha256'])
+      .where('product_id', '=', id)
+      .executeTakeFirstOrThrow();
     expect(same.created_at).toEqual(before.created_at);
 
     const newPhoto = await renderProductImage('star', 'green', { size: 160 });
     const res = await t.gql(UPSERT, { p: [{ ...input(p), image: { base64: b64(newPhoto) } }] }, { admin: true });
-    const changed = await db.selectFrom('product_embeddings').select(['created_at', 'image_sha256']).where('product_id', '=', id).executeTakeFirstOrThrow();
+    const changed = await db
+      .selectFrom('product_embeddings')
+      .select(['created_at', 'image_sha256'])
+      .where('product_id', '=', id)
+      .executeTakeFirstOrThrow();
     expect(changed.image_sha256).toBe(res.data.upsertProducts[0].imageSha256);
     expect(changed.image_sha256).not.toBe(before.image_sha256);
     // The product is now found by its new look.
@@ -204,7 +237,16 @@ describe('bad input keeps the server serving and writes nothing', () => {
       expect(codes(res), JSON.stringify(image).slice(0, 60)).toEqual([code]);
     }
     const before = await count();
-    const res = await t.gql(UPSERT, { p: [{ ...input(catalog[1]!), sku: 'NEW-1' }, { ...input(catalog[2]!), sku: 'NEW-2', image: { base64: b64(truncated) } }] }, { admin: true });
+    const res = await t.gql(
+      UPSERT,
+      {
+        p: [
+          { ...input(catalog[1]!), sku: 'NEW-1' },
+          { ...input(catalog[2]!), sku: 'NEW-2', image: { base64: b64(truncated) } },
+        ],
+      },
+      { admin: true },
+    );
     expect(codes(res)).toEqual(['INVALID_IMAGE']);
     expect(res.errors![0]!.message).toMatch(/products\[1\]\.image/);
     expect(await count()).toBe(before);
@@ -220,7 +262,9 @@ describe('bad input keeps the server serving and writes nothing', () => {
 async function sharpBlank(width: number, height: number): Promise<Buffer> {
   // A PNG whose header declares 20000×20000 but whose pixel data compresses to almost nothing.
   const { default: sharp } = await import('sharp');
-  return sharp({ create: { width, height, channels: 3, background: '#ffffff' }, limitInputPixels: false }).png({ compressionLevel: 9 }).toBuffer();
+  return sharp({ create: { width, height, channels: 3, background: '#ffffff' }, limitInputPixels: false })
+    .png({ compressionLevel: 9 })
+    .toBuffer();
 }
 
 describe('analysts in SQL', () => {

@@ -40,17 +40,27 @@ describe('storefront static files', () => {
     expect(again.status).toBe(304);
   });
 
-  it.each(['/index.html/../package.json', '/..%2fpackage.json', '/%2e%2e/package.json', '/web/app.js', '/package.json', '/.env', '/app.js/', '/src/main.ts'])(
-    'does not serve %s',
-    async (path) => {
-      const res = await get(path);
-      expect(res.status).toBe(404);
-    },
-  );
+  it.each([
+    '/index.html/../package.json',
+    '/..%2fpackage.json',
+    '/%2e%2e/package.json',
+    '/web/app.js',
+    '/package.json',
+    '/.env',
+    '/app.js/',
+    '/src/main.ts',
+  ])('does not serve %s', async (path) => {
+    const res = await get(path);
+    expect(res.status).toBe(404);
+  });
 
   it('leaves the API routes alone', async () => {
     expect((await get('/healthz')).status).toBe(200);
-    const res = await fetch(`${t.url}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: '{ embeddingModel { id } }' }) });
+    const res = await fetch(`${t.url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: '{ embeddingModel { id } }' }),
+    });
     expect(res.status).toBe(200);
   });
 });

@@ -11,7 +11,17 @@ import { upsertProductRows, type ProductWrite } from '../../src/db/products.js';
 import { codes, startTestService, type TestService } from '../support/service.js';
 
 const write = (sku: string, category = 'concurrency'): ProductWrite => ({
-  sku, title: sku, description: null, category, brand: null, price: 1, currency: null, inStock: true, attributes: {}, imageUrl: null, imageSha256: null,
+  sku,
+  title: sku,
+  description: null,
+  category,
+  brand: null,
+  price: 1,
+  currency: null,
+  inStock: true,
+  attributes: {},
+  imageUrl: null,
+  imageSha256: null,
 });
 
 let t: TestService;
@@ -67,7 +77,9 @@ describe('concurrent transactions', () => {
       if (i % 4 === 3) products.push({ sku: `gql-${i}-0`, title: 't', category: 'gql' }); // duplicate: whole call refused
       return t.gql(UPSERT, { p: products }, { admin: true });
     });
-    const reads = Array.from({ length: 20 }, () => t.gql(`{ products(filter: { category: "gql" }, first: 500) { totalCount edges { node { sku } } } }`));
+    const reads = Array.from({ length: 20 }, () =>
+      t.gql(`{ products(filter: { category: "gql" }, first: 500) { totalCount edges { node { sku } } } }`),
+    );
     const results = await Promise.all([...calls, ...reads]);
     for (const [i, r] of results.slice(0, 20).entries()) {
       if (i % 4 === 3) expect(codes(r)).toEqual(['BAD_USER_INPUT']);

@@ -24,7 +24,12 @@ declare module 'vitest' {
 /** Whether a container runtime could be there at all; testcontainers' own probe leaves file handles open. */
 function mayHaveContainerRuntime(): boolean {
   if (process.env.DOCKER_HOST || process.env.TESTCONTAINERS_HOST_OVERRIDE) return true;
-  const sockets = ['/var/run/docker.sock', `${os.homedir()}/.docker/run/docker.sock`, `/run/user/${process.getuid?.() ?? 0}/docker.sock`, `/run/user/${process.getuid?.() ?? 0}/podman/podman.sock`];
+  const sockets = [
+    '/var/run/docker.sock',
+    `${os.homedir()}/.docker/run/docker.sock`,
+    `/run/user/${process.getuid?.() ?? 0}/docker.sock`,
+    `/run/user/${process.getuid?.() ?? 0}/podman/podman.sock`,
+  ];
   return sockets.some((s) => fs.existsSync(s));
 }
 
@@ -32,10 +37,7 @@ async function containerUrl(): Promise<{ url: string; stop: () => Promise<void> 
   if (!mayHaveContainerRuntime()) return null;
   try {
     const { getContainerRuntimeClient } = await import('testcontainers');
-    await Promise.race([
-      getContainerRuntimeClient(),
-      new Promise((_, reject) => setTimeout(() => reject(new Error('timeout')), 15_000)),
-    ]);
+    await Promise.race([getContainerRuntimeClient(), new Promise((_, reject) => setTimeout(() => reject(new Error('timeout')), 15_000))]);
   } catch {
     return null; // no container runtime here (e.g. no Docker engine)
   }

@@ -13,7 +13,11 @@ export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 export interface TestService {
   service: RunningService;
   url: string;
-  gql<T = any>(query: string, variables?: Record<string, unknown>, opts?: { admin?: boolean; headers?: Record<string, string> }): Promise<GqlResponse<T>>;
+  gql<T = any>(
+    query: string,
+    variables?: Record<string, unknown>,
+    opts?: { admin?: boolean; headers?: Record<string, string> },
+  ): Promise<GqlResponse<T>>;
   stop(): Promise<void>;
 }
 

@@ -67,7 +67,10 @@ describe('images/decode', () => {
     const bomb = pngWithDeclaredSize(100_000, 100_000);
     expect(bomb.length).toBeLessThan(2000);
     const t0 = performance.now();
-    await expect(inspectImage(bomb, limits)).rejects.toMatchObject({ code: 'IMAGE_TOO_LARGE', details: { width: 100_000, height: 100_000 } });
+    await expect(inspectImage(bomb, limits)).rejects.toMatchObject({
+      code: 'IMAGE_TOO_LARGE',
+      details: { width: 100_000, height: 100_000 },
+    });
     await expect(decodeImage(bomb, limits)).rejects.toMatchObject({ code: 'IMAGE_TOO_LARGE' });
     expect(performance.now() - t0).toBeLessThan(2000); // never decoded 10¹⁰ pixels
   });
@@ -90,7 +93,9 @@ describe('images/decode', () => {
 
   it('flattens alpha onto white', async () => {
     const rgba = Buffer.alloc(4 * 4 * 4); // fully transparent black
-    const png = await sharp(rgba, { raw: { width: 4, height: 4, channels: 4 } }).png().toBuffer();
+    const png = await sharp(rgba, { raw: { width: 4, height: 4, channels: 4 } })
+      .png()
+      .toBuffer();
     const img = await decodeImage(png, limits);
     expect([...img.data.subarray(0, 3)]).toEqual([255, 255, 255]);
     expect(img.data.length).toBe(4 * 4 * 3);
@@ -99,7 +104,9 @@ describe('images/decode', () => {
   it('reads only the first frame of an animation', async () => {
     const red = await solid(8, 8, [255, 0, 0]);
     const blue = await solid(8, 8, [0, 0, 255]);
-    const gif = await sharp([red, blue], { join: { animated: true } }).gif().toBuffer();
+    const gif = await sharp([red, blue], { join: { animated: true } })
+      .gif()
+      .toBuffer();
     expect((await sharp(gif).metadata()).pages).toBe(2);
     const img = await decodeImage(gif, limits);
     expect([img.width, img.height]).toEqual([8, 8]);
@@ -108,7 +115,9 @@ describe('images/decode', () => {
   });
 
   it('converts greyscale to three channels', async () => {
-    const grey = await sharp(Buffer.alloc(16, 128), { raw: { width: 4, height: 4, channels: 1 } }).png().toBuffer();
+    const grey = await sharp(Buffer.alloc(16, 128), { raw: { width: 4, height: 4, channels: 1 } })
+      .png()
+      .toBuffer();
     const img = await decodeImage(grey, limits);
     expect(img.data.length).toBe(48);
     expect(img.data[0]).toBe(img.data[1]);

@@ -99,7 +99,10 @@ describe('embedding engine: model validation at load', () => {
     const { rm } = await import('node:fs/promises');
     const dir = await tinyModel();
     await rm(join(dir, 'onnx', 'text_model.onnx'));
-    await expect(createEmbedder(opts(dir))).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE', message: expect.stringContaining('onnx/text_model.onnx') });
+    await expect(createEmbedder(opts(dir))).rejects.toMatchObject({
+      code: 'MODEL_UNAVAILABLE',
+      message: expect.stringContaining('onnx/text_model.onnx'),
+    });
     await expect(createEmbedder(opts(join(dir, 'nope')))).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE' });
   });
 
@@ -187,7 +190,10 @@ describe('embedding engine: long inference and crashes', () => {
       const pool = internals(e).pool;
       pool.crashForTest(0, true); // the worker dies on receiving this batch
       const inflight = e.embedImages(imgs);
-      await expect(inflight).rejects.toMatchObject({ code: 'EMBEDDING_FAILED', message: expect.stringMatching(/worker crashed.*simulated worker crash/) });
+      await expect(inflight).rejects.toMatchObject({
+        code: 'EMBEDDING_FAILED',
+        message: expect.stringMatching(/worker crashed.*simulated worker crash/),
+      });
       // the next call is served by the replacement worker
       const [v] = await e.embedImages([imgs[0]!]);
       expect(norm(v!)).toBeCloseTo(1, 4);

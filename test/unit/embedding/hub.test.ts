@@ -174,15 +174,26 @@ describe('model fetch from a hub-compatible server', () => {
   });
 
   it('names a missing variant and the available ones', async () => {
-    await expect(fetchModel({ repo: REPO, cacheDir: await tempDir(), hubUrl: hub.url, variant: 'fp16', quiet: true })).rejects.toMatchObject({
+    await expect(
+      fetchModel({ repo: REPO, cacheDir: await tempDir(), hubUrl: hub.url, variant: 'fp16', quiet: true }),
+    ).rejects.toMatchObject({
       code: 'MODEL_UNAVAILABLE',
       message: expect.stringMatching(/onnx\/vision_model_fp16\.onnx.*available variants: fp32/),
     });
   });
 
   it('selects the variant graphs and their external-data files only', () => {
-    const listing = ['config.json', 'preprocessor_config.json', 'tokenizer.json', 'tokenizer_config.json', 'onnx/vision_model.onnx',
-      'onnx/text_model.onnx', 'onnx/vision_model_fp16.onnx', 'onnx/text_model_fp16.onnx', 'onnx/text_model_fp16.onnx_data', 'README.md',
+    const listing = [
+      'config.json',
+      'preprocessor_config.json',
+      'tokenizer.json',
+      'tokenizer_config.json',
+      'onnx/vision_model.onnx',
+      'onnx/text_model.onnx',
+      'onnx/vision_model_fp16.onnx',
+      'onnx/text_model_fp16.onnx',
+      'onnx/text_model_fp16.onnx_data',
+      'README.md',
     ].map((path) => ({ path, size: 1 }));
     const picked = selectFiles(listing, 'fp16').map((f) => f.path);
     expect(picked).toContain('onnx/text_model_fp16.onnx_data');
@@ -203,4 +214,3 @@ describe('model fetch from a hub-compatible server', () => {
     });
   });
 });
-

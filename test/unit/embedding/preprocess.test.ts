@@ -38,7 +38,8 @@ describe('preprocessing (SigLIP 2, driven by preprocessor_config.json)', () => {
 
   it('squashes a non-square image to S×S without cropping', async () => {
     // 90×30: three vertical bands red | green | blue. A centre crop would see green only.
-    const w = 90, h = 30;
+    const w = 90,
+      h = 30;
     const raw = new Uint8Array(w * h * 3);
     for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) raw[(y * w + x) * 3 + Math.floor(x / 30)] = 255;
     const S = 6;
@@ -57,14 +58,15 @@ describe('preprocessing (SigLIP 2, driven by preprocessor_config.json)', () => {
   });
 
   it('tracks an independent PIL-style resize on a detailed, downscaled photo-like image', async () => {
-    const w = 400, h = 300;
+    const w = 400,
+      h = 300;
     const raw = new Uint8Array(w * h * 3);
     for (let y = 0; y < h; y++)
       for (let x = 0; x < w; x++) {
         const i = (y * w + x) * 3;
         raw[i] = (x * 255) / w;
         raw[i + 1] = 128 + 100 * Math.sin(x / 9) * Math.cos(y / 13);
-        raw[i + 2] = ((x ^ y) & 32) ? 220 : 30;
+        raw[i + 2] = (x ^ y) & 32 ? 220 : 30;
       }
     const ours = await decodeImage(await fromRaw(raw, w, h, 'png'), limits, { width: 32, height: 32 });
     const ref = pilBilinearResize(raw, w, h, 32, 32);
@@ -72,7 +74,11 @@ describe('preprocessing (SigLIP 2, driven by preprocessor_config.json)', () => {
   });
 
   it('rgbToTensor honours rescale/normalise settings from the config', () => {
-    const spec = { ...siglip(1), mean: [0.48, 0.46, 0.41] as [number, number, number], std: [0.27, 0.26, 0.28] as [number, number, number] };
+    const spec = {
+      ...siglip(1),
+      mean: [0.48, 0.46, 0.41] as [number, number, number],
+      std: [0.27, 0.26, 0.28] as [number, number, number],
+    };
     const t = rgbToTensor(Uint8Array.from([255, 0, 128]), 1, 1, spec);
     expect(t[0]).toBeCloseTo((1 - 0.48) / 0.27, 5);
     expect(t[1]).toBeCloseTo((0 - 0.46) / 0.26, 5);

@@ -15,7 +15,11 @@ describe('execution provider selection (CUDA absent)', () => {
 
   it('auto does not even try CUDA when its provider library is not installed', async () => {
     const tried: string[] = [];
-    const r = await createWithProvider('auto', async (p) => (tried.push(p), p), () => false);
+    const r = await createWithProvider(
+      'auto',
+      async (p) => (tried.push(p), p),
+      () => false,
+    );
     expect(tried).toEqual(['cpu']);
     expect(r.fallbackReason).toMatch(/ONNXRUNTIME_NODE_INSTALL=cuda12/);
   });

@@ -53,7 +53,8 @@ describe('tiny model is discriminative and stable', () => {
         if (best !== i) misses++;
         const others = sims.filter((_, j) => j !== i);
         worstMargin = Math.min(worstMargin, sims[i]! - Math.max(...others));
-        if (process.env.TINY_DEBUG && sims[i]! - Math.max(...others) < 0.05) console.log(name, i, (sims[i]! - Math.max(...others)).toFixed(3));
+        if (process.env.TINY_DEBUG && sims[i]! - Math.max(...others) < 0.05)
+          console.log(name, i, (sims[i]! - Math.max(...others)).toFixed(3));
       });
     }
     console.log(`tiny-model: misses=${misses} worstMargin=${worstMargin.toFixed(3)}`);
@@ -68,7 +69,7 @@ describe('tiny model is discriminative and stable', () => {
     for (let i = 0; i < vecs.length; i++)
       for (let j = i + 1; j < vecs.length; j++) {
         const d = dot(vecs[i]!, vecs[j]!);
-        if (process.env.TINY_DEBUG && d > 0.9) console.log("pair", i, j, d.toFixed(3));
+        if (process.env.TINY_DEBUG && d > 0.9) console.log('pair', i, j, d.toFixed(3));
         maxOff = Math.max(maxOff, d);
       }
     console.log(`tiny-model: max off-diagonal cosine=${maxOff.toFixed(3)}`);

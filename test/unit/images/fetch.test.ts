@@ -68,13 +68,17 @@ async function appError(p: Promise<unknown>): Promise<AppError> {
 function route(path: string, h: Handler) {
   routes.set(path, h);
 }
-const redirect = (to: string, status = 302): Handler => (_req, res) => {
-  res.writeHead(status, { location: to });
-  res.end();
-};
+const redirect =
+  (to: string, status = 302): Handler =>
+  (_req, res) => {
+    res.writeHead(status, { location: to });
+    res.end();
+  };
 
 beforeAll(async () => {
-  png = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#c33' } }).png().toBuffer();
+  png = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#c33' } })
+    .png()
+    .toBuffer();
   server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]!;
     hits.push(path);

@@ -35,8 +35,11 @@ export function installLoopbackTripwire(): Tripwire {
   // net.Socket#connect(options, cb) | (port, host, cb) | (path, cb)
   net.Socket.prototype.connect = function patched(this: net.Socket, ...args: unknown[]) {
     const first = args[0];
-    const opts: Record<string, unknown> | null =
-      Array.isArray(first) ? ((first[0] as Record<string, unknown>) ?? null) : typeof first === 'object' && first ? (first as Record<string, unknown>) : null;
+    const opts: Record<string, unknown> | null = Array.isArray(first)
+      ? ((first[0] as Record<string, unknown>) ?? null)
+      : typeof first === 'object' && first
+        ? (first as Record<string, unknown>)
+        : null;
     if (opts && typeof opts.path !== 'string') {
       const host = typeof opts.host === 'string' ? opts.host.replace(/^\[|\]$/g, '') : 'localhost';
       if (net.isIP(host)) {
