@@ -1,7 +1,6 @@
 /** Builds the running service from a configuration, and takes it down again in the right order. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { ModelRuntime } from './catalog/model-runtime.js';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/connect.js';
 import { checkVectorExtension } from './db/extension.js';
@@ -9,8 +8,8 @@ import { migrateToLatest, pendingMigrations } from './db/migrate.js';
 import { ensureModel } from './embedding/hub.js';
 import { createEmbedder, DEFAULT_MODEL_REPO, modelCachePath, type Embedder } from './embedding/index.js';
 import type { Logger } from './log.js';
-import { cachedModelDir } from './jobs/models.js';
 import { JobRunner } from './jobs/runner.js';
+import { ModelService } from './models/service.js';
 import { SearchService } from './search/service.js';
 import { startHttpServer, type HttpServer } from './server.js';
 import type { Services } from './services.js';
@@ -96,7 +95,10 @@ export interface StartOptions {
 
 export async function startService(config: Config, log: Logger, opts: StartOptions = {}): Promise<RunningService> {
   const database = opts.database ?? (await openConfiguredDatabase(config, log));
-  const models = new ModelRuntime(database.db, log);
+  const models = new ModelService(database, log, {
+    load: (dir) => loadEmbedder(config, dir, log),
+    variant: config.embedding.variant ?? null,
+  });
   try {
     if (database.kind === 'pglite') {
       // The embedded database belongs to this process: keep it migrated without a separate step.
@@ -128,10 +130,6 @@ export async function startService(config: Config, log: Logger, opts: StartOptio
     const jobs = new JobRunner(database, models, log, {
       ...config.jobs,
       work: config.jobs.enabled,
-      loadModel: async (ref) => {
-        const dir = cachedModelDir(ref);
-        return dir ? { embedder: await loadEmbedder(config, dir, log), source: ref, variant: config.embedding.variant ?? null } : null;
-      },
     });
     await jobs.start();
     const services: Services = {

@@ -51,6 +51,7 @@ const schema = z.object({
   REINDEX_BATCH_SIZE: int(1, 10_000).default(256),
   REINDEX_THROTTLE_MS: int(0, 60_000).default(0),
   REINDEX_LEASE_SECONDS: int(1, 3600).default(60),
+  REINDEX_MAX_ATTEMPTS: int(1, 100).default(3),
   JOBS_POLL_INTERVAL_MS: int(500, 60_000).default(1000),
 });
 
@@ -83,7 +84,15 @@ export interface Config {
     fetch: { totalTimeoutMs: number; connectTimeoutMs: number; maxRedirects: number; allowedPrivateHosts: string[] };
   };
   /** Reindex/import jobs on the pg-boss queue (docs/reindex.md). */
-  jobs: { enabled: boolean; batchSize: number; throttleMs: number; leaseSeconds: number; pollIntervalMs: number };
+  jobs: {
+    enabled: boolean;
+    batchSize: number;
+    throttleMs: number;
+    leaseSeconds: number;
+    pollIntervalMs: number;
+    /** Runs a reindex job may start before it ends FAILED (a worker that keeps dying is not resumed forever). */
+    maxAttempts: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -144,6 +153,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       batchSize: env.REINDEX_BATCH_SIZE,
       throttleMs: env.REINDEX_THROTTLE_MS,
       leaseSeconds: env.REINDEX_LEASE_SECONDS,
+      maxAttempts: env.REINDEX_MAX_ATTEMPTS,
       pollIntervalMs: env.JOBS_POLL_INTERVAL_MS,
     },
   };

@@ -14,16 +14,18 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { sql } from 'kysely';
-import { ModelRuntime } from '../../src/catalog/model-runtime.js';
 import type { Database } from '../../src/db/connect.js';
 import { upsertEmbeddings } from '../../src/db/embeddings.js';
-import { activateModel, ensureModelIndex, registerModel } from '../../src/db/models.js';
-import { getReindexJob } from '../../src/db/reindex.js';
+import { activateModel } from '../../src/db/models.js';
+import { getReindexJob } from '../../src/db/reindex-jobs.js';
 import { createEmbedder, type Embedder } from '../../src/embedding/index.js';
 import { writeTinyModel } from '../../src/embedding/testing.js';
 import { renderProductImage, SHAPES, COLOURS, type Colour } from '../../src/demo/synthetic-catalog.js';
 import { JobRunner } from '../../src/jobs/runner.js';
 import { createLogger } from '../../src/log.js';
+import { buildModelIndex, ensureModelIndex, modelIndexName } from '../../src/models/hnsw.js';
+import { registerModel } from '../../src/models/lifecycle.js';
+import { ModelService } from '../../src/models/service.js';
 import { ensureB16 } from '../embedding/common.js';
 import { arg, table } from '../lib/report.js';
 import { benchDatabase } from '../search/database.js';
@@ -93,7 +95,7 @@ async function run(r: Run, imgs: Array<{ bytes: Buffer; sha: string }>): Promise
   const { database, stop } = await benchDatabase(r.backend);
   try {
     await seed(database, r.rows, imgs);
-    const runtime = new ModelRuntime(database.db, log);
+    const runtime = new ModelService(database, log);
     const embedder = await embedderFor(r.modelDir);
     const model = await runtime.add(embedder, r.model, null);
     const runner = new JobRunner(database, runtime, log, {
@@ -120,8 +122,8 @@ async function run(r: Run, imgs: Array<{ bytes: Buffer; sha: string }>): Promise
     if (j.state !== 'succeeded' || active.rows[0]?.id !== model.id) throw new Error(`reindex ended ${j.state}: ${j.error}`);
     // the index build alone, measured again after the run (drop + build)
     const t1 = Date.now();
-    await sql`DROP INDEX IF EXISTS ${sql.id((await import('../../src/db/models.js')).modelIndexName(model.id))}`.execute(database.db);
-    await (await import('../../src/db/reindex.js')).buildModelIndex(database.db, model, false);
+    await sql`DROP INDEX IF EXISTS ${sql.id(modelIndexName(model.id))}`.execute(database.db);
+    await buildModelIndex(database.db, model, database.kind);
     const indexSecs = (Date.now() - t1) / 1000;
     return {
       backend: r.backend,
@@ -165,7 +167,7 @@ async function indexStrategy(backend: 'postgres' | 'pglite', n: number): Promise
         await upsertEmbeddings(db, rows);
       }
       const loaded = (Date.now() - t0) / 1000;
-      if (after) await (await import('../../src/db/reindex.js')).buildModelIndex(db, model, backend === 'postgres');
+      if (after) await buildModelIndex(db, model, backend);
       const total = (Date.now() - t0) / 1000;
       out.push({
         backend,

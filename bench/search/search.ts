@@ -10,7 +10,9 @@
  */
 import { sql } from 'kysely';
 import { upsertEmbeddings, vectorLiteral } from '../../src/db/embeddings.js';
-import { activateModel, ensureModelIndex, modelIndexName, registerModel } from '../../src/db/models.js';
+import { activateModel } from '../../src/db/models.js';
+import { ensureModelIndex, modelIndexName } from '../../src/models/hnsw.js';
+import { registerModel } from '../../src/models/lifecycle.js';
 import { explainNeighbours, nearestNeighbours, type NeighbourQuery } from '../../src/search/query.js';
 import { embeddingLikeSpace } from '../../test/support/vectors.js';
 import { arg, median, ms, percentile, table } from '../lib/report.js';

@@ -16,12 +16,12 @@ import type { FetchImageOptions } from '../images/fetch.js';
 import { loadImageBytes } from '../images/source.js';
 import { makeThumbnail } from '../images/thumbnail.js';
 import type { ImageLimits } from '../images/decode.js';
-import type { ModelRuntime } from './model-runtime.js';
+import type { ModelService } from '../models/service.js';
 import { validateProductInputs, type ProductInputLike } from './validate.js';
 
 export interface IngestContext {
   db: Kysely<DB>;
-  models: ModelRuntime;
+  models: ModelService;
   fetchOptions: FetchImageOptions;
   imageLimits: ImageLimits;
   /** Images fetched and thumbnailed at once per call. */

@@ -4,13 +4,10 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadEmbedder } from '../app.js';
 import type { Config } from '../config.js';
-import { getActiveModel } from '../db/models.js';
-import { getReindexJob } from '../db/reindex.js';
+import { getReindexJob } from '../db/reindex-jobs.js';
 import { runModelCommand } from '../embedding/cli.js';
 import { importCatalog } from '../jobs/import.js';
-import { activateModelChecked, cachedModelDir, dropModelEmbeddingsChecked, modelRecords } from '../jobs/models.js';
 import { JobRunner } from '../jobs/runner.js';
 import type { Logger } from '../log.js';
 import { CliError, openCliContext } from './context.js';
@@ -39,7 +36,7 @@ export async function importCommand(args: string[], config: Config, log: Logger)
   if (!Number.isInteger(batch) || batch < 1 || batch > 500) throw new CliError('--batch must be between 1 and 500');
   const ctx = await openCliContext(config, log, { loadConfiguredModel: true });
   try {
-    const active = await getActiveModel(ctx.database.db);
+    const active = await ctx.models.activeModel();
     if (active && !ctx.models.embedder(active.id)) {
       throw new CliError(
         `The active model ${active.id} is not loaded (set EMBEDDING_MODEL_DIR or fetch it): imported products would have no vector for search`,
@@ -92,17 +89,11 @@ export async function reindexCommand(args: string[], config: Config, log: Logger
   try {
     let model = values.model ?? null;
     if (values['model-dir']) {
-      const dir = path.resolve(values['model-dir']);
-      const embedder = await loadEmbedder(config, dir, log);
-      model = (await ctx.models.add(embedder, path.basename(dir), config.embedding.variant ?? null)).id;
+      model = (await ctx.models.addDir(path.resolve(values['model-dir']))).id;
     }
     runner = new JobRunner(ctx.database, ctx.models, log, {
       ...config.jobs,
       work: !values.detach,
-      loadModel: async (ref) => {
-        const dir = cachedModelDir(ref);
-        return dir ? { embedder: await loadEmbedder(config, dir, log), source: ref, variant: config.embedding.variant ?? null } : null;
-      },
     });
     await runner.start();
     const job = await runner.enqueueReindex({ model, onlyMissing: values['only-missing'] ?? false, activate: !values['no-activate'] });
@@ -160,9 +151,8 @@ export async function modelCommand(args: string[], config: Config, log: Logger):
   if (sub !== 'list' && !id) throw new CliError(`model ${sub} needs a model id`);
   const ctx = await openCliContext(config, log, { loadConfiguredModel: false });
   try {
-    const db = ctx.database.db;
     if (sub === 'list') {
-      const rows = await modelRecords(db, ctx.models);
+      const rows = await ctx.models.list();
       if (!rows.length) out('no models registered');
       out(`${'model'.padEnd(48)} ${'dim'.padStart(5)} ${'status'.padEnd(9)} ${'active'.padEnd(6)} ${'vectors'.padStart(9)}`);
       for (const m of rows)
@@ -170,13 +160,10 @@ export async function modelCommand(args: string[], config: Config, log: Logger):
           `${m.id.padEnd(48)} ${String(m.dimension).padStart(5)} ${m.status.padEnd(9)} ${(m.isActive ? 'yes' : '').padEnd(6)} ${String(m.vectors).padStart(9)}`,
         );
     } else if (sub === 'activate') {
-      const m = await activateModelChecked(db, ctx.models, id!, {
-        concurrentIndex: ctx.database.kind === 'postgres',
-        requireLoaded: false,
-      });
+      const m = await ctx.models.activate(id!, { requireLoaded: false });
       out(`${m.id} is the active model`);
     } else {
-      const n = await dropModelEmbeddingsChecked(db, id!);
+      const n = await ctx.models.dropEmbeddings(id!);
       out(`dropped ${n} vectors of ${id}`);
     }
   } finally {

@@ -1,12 +1,12 @@
 /** What the admin commands share: the configured database (migrated), the models, and the ingest settings. */
 import net from 'node:net';
-import { ModelRuntime } from '../catalog/model-runtime.js';
 import type { IngestContext } from '../catalog/ingest.js';
 import { configuredModelDir, loadEmbedder, openConfiguredDatabase } from '../app.js';
 import type { Config } from '../config.js';
 import type { Database } from '../db/connect.js';
 import { migrateToLatest, pendingMigrations } from '../db/migrate.js';
 import type { Logger } from '../log.js';
+import { ModelService } from '../models/service.js';
 
 export class CliError extends Error {}
 
@@ -26,7 +26,7 @@ function portAnswers(port: number): Promise<boolean> {
 
 export interface CliContext {
   database: Database;
-  models: ModelRuntime;
+  models: ModelService;
   ingest: IngestContext;
   close(): Promise<void>;
 }
@@ -42,7 +42,10 @@ export async function openCliContext(config: Config, log: Logger, opts: { loadCo
     { ...config, database: config.database.kind === 'pglite' ? { ...config.database, psqlPort: undefined as never } : config.database },
     log,
   );
-  const models = new ModelRuntime(database.db, log);
+  const models = new ModelService(database, log, {
+    load: (dir) => loadEmbedder(config, dir, log),
+    variant: config.embedding.variant ?? null,
+  });
   const close = async () => {
     await models.close();
     await database.close();

@@ -1,5 +1,5 @@
 /** Kysely's view of the schema in migrations/. Keep in step with the migrations. */
-import type { ColumnType, Generated } from 'kysely';
+import type { ColumnType, Generated, Kysely, Transaction } from 'kysely';
 
 export interface ProductsTable {
   id: ColumnType<string, never, never>; // bigint identity; node-postgres returns int8 as string
@@ -80,3 +80,6 @@ export interface DB {
   product_images: ProductImagesTable;
   reindex_jobs: ReindexJobsTable;
 }
+
+/** What a repository function runs on: the database, or a transaction its caller opened. */
+export type Db = Kysely<DB> | Transaction<DB>;

@@ -9,8 +9,9 @@
  * was expected.
  */
 import { readFile, stat } from 'node:fs/promises';
-import { basename, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { AppError, ErrorCode } from '../errors.js';
+import { deriveModelId } from '../models/ids.js';
 
 export interface PreprocessSpec {
   /** Target width/height (SigLIP 2 FixRes squashes to S×S). */
@@ -157,15 +158,20 @@ export async function loadModelDir(dirArg: string, variant?: string): Promise<Mo
   }
   const visionModelPath = await requireFile(dir, onnxFileName('vision_model', variant), 'the image tower');
   const textModelPath = await requireFile(dir, onnxFileName('text_model', variant), 'the text tower');
-  let modelId = typeof config['_name_or_path'] === 'string' && config['_name_or_path'] ? (config['_name_or_path'] as string) : '';
+  let fetchedFrom: string | null = null;
   try {
     const source = JSON.parse(await readFile(join(dir, '.source.json'), 'utf8')) as { repo?: string };
-    if (source.repo) modelId = source.repo;
+    fetchedFrom = source.repo ?? null;
   } catch {
     /* not fetched by us */
   }
-  if (!modelId || modelId.startsWith('/') || modelId.startsWith('.')) modelId = basename(dir);
-  if (variant && variant !== 'fp32') modelId = `${modelId}@${variant}`;
+  // One derivation of model ids for the whole service (src/models/ids.ts), so lookups by reference agree.
+  const modelId = deriveModelId({
+    dir,
+    fetchedFrom,
+    nameInConfig: typeof config['_name_or_path'] === 'string' ? config['_name_or_path'] : null,
+    variant: variant ?? null,
+  });
   const textMaxLength =
     num(text['max_position_embeddings']) ??
     (num(tokenizerConfig['model_max_length']) !== undefined && (tokenizerConfig['model_max_length'] as number) <= 4096

@@ -8,28 +8,24 @@
  * resumed job continues exactly after the last committed batch. Every commit is fenced on the worker id
  * and the running state: a cancelled or taken-over job stops at its next commit.
  */
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { AppError } from '../errors.js';
-import type { Embedder } from '../embedding/index.js';
-import { dropModelIndex, getModel, setModelStatus, type EmbeddingModel } from '../db/models.js';
+import type { Database } from '../db/connect.js';
 import {
-  buildModelIndex,
-  commitBatch,
   countLeft,
   countMissing,
   countModelVectors,
-  finishJob,
-  LostJobError,
+  insertComputedVectors,
   nextCatalogBatch,
-  setTotal,
-  startSweep,
-  switchActiveModel,
   type CatalogImage,
-  type ReindexError,
-  type ReindexJob,
-} from '../db/reindex.js';
+} from '../db/embeddings.js';
+import { getModel } from '../db/models.js';
+import { advanceJob, finishJob, LostJobError, setTotal, startSweep, type ReindexError, type ReindexJob } from '../db/reindex-jobs.js';
 import type { DB } from '../db/types.js';
+import type { Embedder } from '../embedding/index.js';
 import type { Logger } from '../log.js';
+import { buildModelIndex, dropModelIndex } from '../models/hnsw.js';
+import { markBuildEnded, markBuilding, switchActiveModel } from '../models/lifecycle.js';
 
 /** Passes over the catalog: the walk, then at most this many sweeps for products still missing. */
 const MAX_PASSES = 3;
@@ -42,8 +38,8 @@ export interface ReindexContext {
   workerId: string;
   batchSize: number;
   throttleMs: number;
-  /** PostgreSQL: build the index CONCURRENTLY (writers go on); PGlite: plainly. */
-  concurrentIndex: boolean;
+  /** The backend: decides how the index is built (models/hnsw.ts, buildsIndexConcurrently). */
+  kind: Database['kind'];
   /** Drop a fresh model's index for the bulk load and build it once at the end (default true; benchmarks compare). */
   deferIndex?: boolean;
   /** True once the job should stop at the next batch boundary (service stopping). */
@@ -80,11 +76,24 @@ export async function embedIsolatingFailures(
   return { vectors: [], errors };
 }
 
+/**
+ * One batch, in the caller's transaction: the job row (fenced on this worker: LostJobError otherwise) and
+ * the batch's vectors, so a resumed job continues exactly after the last batch whose vectors are stored.
+ */
+export async function commitBatch(
+  trx: Transaction<DB>,
+  b: Parameters<typeof advanceJob>[1] & { modelId: string; vectors: Array<{ productId: string; sha256: string; embedding: Float32Array }> },
+): Promise<void> {
+  const { modelId, vectors, ...progress } = b;
+  await advanceJob(trx, progress);
+  await insertComputedVectors(trx, modelId, vectors);
+}
+
 export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder: Embedder): Promise<{ activated: boolean }> {
   const { db, log, workerId } = ctx;
   const model = await getModel(db, job.modelId);
   if (!model) throw new Error(`model ${job.modelId} is no longer registered`);
-  if (!model.isActive && model.status !== 'building') await setModelStatus(db, model.id, 'building');
+  await markBuilding(db, model);
 
   // Bulk load without the model's HNSW index when the model has no vectors yet: building it once after
   // the load is much faster than maintaining it row by row (BENCHMARKS.md, "Reindex").
@@ -150,17 +159,17 @@ export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder:
     if (missing > 0) {
       const error = `${missing} product(s) have no vector for ${model.id} (see errors): not activated. Fix or delete them, then run reindex(model: "${model.id}", onlyMissing: true).`;
       if (!(await finishJob(db, job.id, workerId, { state: 'failed', error }))) throw new LostJobError(`job ${job.id} was cancelled`);
-      if (!model.isActive) await setModelStatus(db, model.id, 'ready');
+      await markBuildEnded(db, model.id);
       return { activated: false };
     }
     const t0 = Date.now();
-    await buildModelIndex(db, model, ctx.concurrentIndex);
+    await buildModelIndex(db, model, ctx.kind);
     log.info({ job: job.id, model: model.id, ms: Date.now() - t0 }, 'reindex: index ready');
     if (ctx.lost()) throw new LostJobError(`job ${job.id} was cancelled or taken over`);
 
     if (!job.activate || model.isActive) {
       if (!(await finishJob(db, job.id, workerId, { state: 'succeeded' }))) throw new LostJobError(`job ${job.id} was cancelled`);
-      if (!model.isActive) await setModelStatus(db, model.id, 'ready');
+      await markBuildEnded(db, model.id);
       return { activated: false };
     }
 
@@ -183,5 +192,3 @@ export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder:
     cursor = '0';
   }
 }
-
-export type { EmbeddingModel };

@@ -1,7 +1,7 @@
 import { AppError, ErrorCode } from '../errors.js';
-import type { ReindexJob as Job, ReindexState } from '../db/reindex.js';
-import { getReindexJob, listReindexJobs } from '../db/reindex.js';
-import { activateModelChecked, dropModelEmbeddingsChecked, modelRecords, type ModelRecord } from '../jobs/models.js';
+import type { ReindexJob as Job, ReindexState } from '../db/reindex-jobs.js';
+import { getReindexJob, listReindexJobs } from '../db/reindex-jobs.js';
+import type { ModelRecord } from '../models/service.js';
 import type { ModelStatus, RegisteredModel, ReindexJob, ReindexJobState, Resolvers } from '../schema/generated.js';
 import { requireAdmin } from './auth.js';
 
@@ -58,7 +58,7 @@ export const adminResolvers: Resolvers = {
   Query: {
     models: async (_, __, ctx) => {
       requireAdmin(ctx);
-      return (await modelRecords(ctx.services.database.db, ctx.services.models)).map(modelDto);
+      return (await ctx.services.models.list()).map(modelDto);
     },
     reindexJob: async (_, { id }, ctx) => {
       requireAdmin(ctx);
@@ -95,13 +95,13 @@ export const adminResolvers: Resolvers = {
     },
     activateModel: async (_, { model }, ctx) => {
       requireAdmin(ctx);
-      const { database, models } = ctx.services;
-      await activateModelChecked(database.db, models, model, { concurrentIndex: database.kind === 'postgres', requireLoaded: true });
-      return modelDto((await modelRecords(database.db, models)).find((m) => m.id === model)!);
+      const { models } = ctx.services;
+      await models.activate(model, { requireLoaded: true });
+      return modelDto((await models.record(model))!);
     },
     dropModelEmbeddings: async (_, { model }, ctx) => {
       requireAdmin(ctx);
-      return dropModelEmbeddingsChecked(ctx.services.database.db, model);
+      return ctx.services.models.dropEmbeddings(model);
     },
   },
 };

@@ -4,7 +4,7 @@
  */
 import { expressionBuilder, sql, type Kysely, type Transaction } from 'kysely';
 import { productFilterCondition, type ProductFilter } from '../db/products.js';
-import { MODEL_ID } from '../db/models.js';
+import { MODEL_ID } from '../models/ids.js';
 import type { DB } from '../db/types.js';
 import { chooseStrategy, hnswSettings, type Strategy } from './strategy.js';
 

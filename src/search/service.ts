@@ -6,12 +6,12 @@ import type { Kysely } from 'kysely';
 import { LRUCache } from 'lru-cache';
 import { AppError, ErrorCode, badInput } from '../errors.js';
 import { storedVector, vectorLiteral } from '../db/embeddings.js';
-import { getActiveModel, type EmbeddingModel } from '../db/models.js';
+import type { EmbeddingModel } from '../db/models.js';
 import { getProduct, getProductsByIds, type Product, type ProductFilter } from '../db/products.js';
 import type { DB } from '../db/types.js';
 import type { FetchImageOptions } from '../images/fetch.js';
 import { loadImageBytes } from '../images/source.js';
-import type { ModelRuntime } from '../catalog/model-runtime.js';
+import type { ModelService } from '../models/service.js';
 import { validateFilter, validateImageSpec, type ImageSpec } from '../catalog/validate.js';
 import { nearestNeighbours, type NeighbourResult } from './query.js';
 import { MAX_K, type Strategy } from './strategy.js';
@@ -59,12 +59,12 @@ export class SearchService {
 
   constructor(
     private readonly db: Kysely<DB>,
-    private readonly models: ModelRuntime,
+    private readonly models: ModelService,
     private readonly fetchOptions: FetchImageOptions,
   ) {}
 
   private async activeModel(): Promise<EmbeddingModel> {
-    const model = await getActiveModel(this.db);
+    const model = await this.models.activeModel();
     if (!model)
       throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'No embedding model is active yet: load one (README, "Models") and ingest products.');
     return model;

@@ -7,7 +7,7 @@
 import fs from 'node:fs/promises';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { registerModel } from '../../src/db/models.js';
+import { registerModel } from '../../src/models/lifecycle.js';
 import { codes, startTestService, type TestService } from '../support/service.js';
 import { catalogInputs, JOB, MODELS, REINDEX, SIMILAR, sleep, UPSERT, writeCachedModel, writeModelA } from './reindex-support.js';
 

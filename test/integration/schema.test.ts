@@ -44,7 +44,8 @@ it('migrates down one step and up again without losing the way back', async () =
 });
 
 it('registers a model variant id (name@variant) with its own HNSW index', async () => {
-  const { registerModel, ensureModelIndex, modelIndexName } = await import('../../src/db/models.js');
+  const { registerModel } = await import('../../src/models/lifecycle.js');
+  const { ensureModelIndex, modelIndexName } = await import('../../src/models/hnsw.js');
   const model = await registerModel(database.db, {
     id: 'org/siglip2-test@fp16',
     source: 'org/siglip2-test',

@@ -1,14 +1,10 @@
 /**
- * The reindex repository: reindex_jobs rows, the keyset walk over the catalog, fenced batch commits,
- * the completeness check and the atomic switch of the active model. The only SQL of src/jobs lives here.
+ * reindex_jobs: a job's row, its lease (worker id + heartbeat) and its progress. Every write by a worker
+ * is fenced on worker_id and state = 'running', so a cancelled or taken-over job stops at its next write.
  */
-import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
+import { sql, type Selectable } from 'kysely';
 import { AppError, ErrorCode } from '../errors.js';
-import { vectorLiteral } from './embeddings.js';
-import { modelIndexName } from './models.js';
-import type { DB, ReindexJobsTable } from './types.js';
-
-type Db = Kysely<DB> | Transaction<DB>;
+import type { Db, ReindexJobsTable } from './types.js';
 
 export type ReindexState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 export const OPEN_STATES: ReindexState[] = ['queued', 'running'];
@@ -243,39 +239,6 @@ export async function failOpenJob(db: Db, id: string, error: string): Promise<vo
     .execute();
 }
 
-export interface CatalogImage {
-  productId: string;
-  sku: string;
-  sha256: string;
-  original: Buffer;
-}
-
-/** Products whose current image is not embedded by the model (NOT EXISTS over the (product, model) key). */
-const missingVector = (modelId: string) =>
-  sql<boolean>`NOT EXISTS (SELECT 1 FROM product_embeddings e WHERE e.product_id = pi.product_id AND e.model_id = ${modelId} AND e.image_sha256 = pi.sha256)`;
-
-/** The next keyset batch of product images after `afterId`, in id order. */
-export async function nextCatalogBatch(
-  db: Db,
-  o: { modelId: string; afterId: string; limit: number; onlyMissing: boolean },
-): Promise<CatalogImage[]> {
-  const rows = await sql<{ product_id: string; sku: string; sha256: string; original: Buffer }>`
-    SELECT pi.product_id, p.sku, pi.sha256, pi.original
-    FROM product_images pi JOIN products p ON p.id = pi.product_id
-    WHERE pi.product_id > ${o.afterId}::bigint ${o.onlyMissing ? sql`AND ${missingVector(o.modelId)}` : sql``}
-    ORDER BY pi.product_id
-    LIMIT ${o.limit}`.execute(db);
-  return rows.rows.map((r) => ({ productId: String(r.product_id), sku: r.sku, sha256: r.sha256, original: Buffer.from(r.original) }));
-}
-
-/** Products left after the cursor: with an image, and (onlyMissing) without a current vector of the model. */
-export async function countLeft(db: Db, o: { modelId: string; afterId: string; onlyMissing: boolean }): Promise<number> {
-  const r = await sql<{ n: string }>`
-    SELECT count(*) AS n FROM product_images pi
-    WHERE pi.product_id > ${o.afterId}::bigint ${o.onlyMissing ? sql`AND ${missingVector(o.modelId)}` : sql``}`.execute(db);
-  return Number(r.rows[0]!.n);
-}
-
 /** Back to queued (after an error the queue retries, or a graceful stop): held by nobody. */
 export async function requeueJob(db: Db, id: string, workerId: string | null, error: string | null): Promise<boolean> {
   const r = await db
@@ -288,49 +251,27 @@ export async function requeueJob(db: Db, id: string, workerId: string | null, er
   return Number(r.numUpdatedRows) === 1;
 }
 
-/** Products with an image but no vector of that image for the model. */
-export async function countMissing(db: Db, modelId: string): Promise<number> {
-  const r = await sql<{ n: string }>`SELECT count(*) AS n FROM product_images pi WHERE ${missingVector(modelId)}`.execute(db);
-  return Number(r.rows[0]!.n);
-}
-
-export async function countProductsWithImages(db: Db): Promise<number> {
-  const r = await sql<{ n: string }>`SELECT count(*) AS n FROM product_images`.execute(db);
-  return Number(r.rows[0]!.n);
-}
-
 export class LostJobError extends Error {
   override name = 'LostJobError';
 }
 
 /**
- * One batch, atomically: the job row (fenced on worker and state) and the vectors. A vector is written
- * only if the product still has the image it was computed from (a concurrent upsert that changed the
- * image wrote its own vector already, or the final sweep picks the product up). Multi-row insert via unnest.
+ * A batch's progress on the job row, fenced on worker and state (LostJobError otherwise). The caller
+ * commits it in the same transaction as the batch's vectors, so the cursor never runs ahead of them.
  */
-export async function commitBatch(
-  trx: Transaction<DB>,
-  b: {
-    jobId: string;
-    workerId: string;
-    modelId: string;
-    cursor: string;
-    processed: number;
-    failed: number;
-    errors: ReindexError[];
-    total?: number;
-    vectors: Array<{ productId: string; sha256: string; embedding: Float32Array }>;
-  },
+export async function advanceJob(
+  db: Db,
+  b: { jobId: string; workerId: string; cursor: string; processed: number; failed: number; errors: ReindexError[]; total?: number },
 ): Promise<void> {
-  const updated = await trx
+  const updated = await db
     .updateTable('reindex_jobs')
     .set({
       cursor: b.cursor,
       processed: sql<number>`processed + ${b.processed}`,
       failed: sql<number>`failed + ${b.failed}`,
       errors: b.errors.length
-        ? sql<never>`(SELECT coalesce(jsonb_agg(x.e ORDER BY x.n), '[]'::jsonb) FROM (SELECT e, n FROM jsonb_array_elements(errors || ${JSON.stringify(b.errors)}::jsonb) WITH ORDINALITY AS t(e, n) ORDER BY n LIMIT ${MAX_RECORDED_ERRORS}) x)`
-        : sql<never>`errors`,
+        ? sql<string>`(SELECT coalesce(jsonb_agg(x.e ORDER BY x.n), '[]'::jsonb) FROM (SELECT e, n FROM jsonb_array_elements(errors || ${JSON.stringify(b.errors)}::jsonb) WITH ORDINALITY AS t(e, n) ORDER BY n LIMIT ${MAX_RECORDED_ERRORS}) x)`
+        : sql<string>`errors`,
       heartbeat_at: sql<Date>`now()`,
       ...(b.total !== undefined
         ? { total: sql<number>`greatest(${b.total}, processed + ${b.processed})` }
@@ -341,15 +282,6 @@ export async function commitBatch(
     .where('state', '=', 'running')
     .executeTakeFirst();
   if (Number(updated.numUpdatedRows) !== 1) throw new LostJobError(`job ${b.jobId} is no longer running under this worker`);
-  if (b.vectors.length === 0) return;
-  await sql`
-    INSERT INTO product_embeddings (product_id, model_id, embedding, image_sha256)
-    SELECT v.product_id, ${b.modelId}, v.embedding::halfvec, v.sha256
-    FROM unnest(${b.vectors.map((v) => v.productId)}::bigint[], ${b.vectors.map((v) => v.sha256)}::text[], ${b.vectors.map((v) => vectorLiteral(v.embedding))}::text[])
-      AS v(product_id, sha256, embedding)
-    JOIN product_images pi ON pi.product_id = v.product_id AND pi.sha256 = v.sha256
-    ON CONFLICT (product_id, model_id) DO UPDATE
-      SET embedding = excluded.embedding, image_sha256 = excluded.image_sha256, created_at = now()`.execute(trx);
 }
 
 export async function setTotal(db: Db, id: string, total: number): Promise<void> {
@@ -370,81 +302,4 @@ export async function startSweep(db: Db, jobId: string, workerId: string): Promi
     .where('state', '=', 'running')
     .executeTakeFirst();
   if (Number(r.numUpdatedRows) !== 1) throw new LostJobError(`job ${jobId} is no longer running under this worker`);
-}
-
-/** 'valid', 'invalid' (a failed concurrent build left it) or 'missing'. */
-export async function modelIndexState(db: Db, modelId: string): Promise<'valid' | 'invalid' | 'missing'> {
-  const r = await sql<{ valid: boolean }>`
-    SELECT i.indisvalid AS valid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
-    WHERE c.relname = ${modelIndexName(modelId)} AND c.relkind = 'i'`.execute(db);
-  if (r.rows.length === 0) return 'missing';
-  return r.rows[0]!.valid ? 'valid' : 'invalid';
-}
-
-/**
- * Builds the model's HNSW index after the bulk load, the same definition as ensureModelIndex.
- * On PostgreSQL CONCURRENTLY, so upserts keep writing vectors meanwhile; PGlite is one session anyway.
- */
-export async function buildModelIndex(db: Kysely<DB>, model: { id: string; dimension: number }, concurrently: boolean): Promise<void> {
-  const name = sql.id(modelIndexName(model.id));
-  const state = await modelIndexState(db, model.id);
-  if (state === 'valid') return;
-  const conc = concurrently ? sql`CONCURRENTLY` : sql``;
-  if (state === 'invalid') await sql`DROP INDEX ${conc} IF EXISTS ${name}`.execute(db);
-  await db.connection().execute(async (c) => {
-    if (concurrently) await sql`SET maintenance_work_mem = '512MB'`.execute(c);
-    try {
-      await sql`
-        CREATE INDEX ${conc} IF NOT EXISTS ${name} ON product_embeddings
-        USING hnsw ((embedding::halfvec(${sql.raw(String(model.dimension))})) halfvec_cosine_ops)
-        WITH (m = 16, ef_construction = 64)
-        WHERE model_id = ${sql.lit(model.id)}`.execute(c);
-    } finally {
-      if (concurrently) await sql`RESET maintenance_work_mem`.execute(c);
-    }
-  });
-}
-
-export async function countModelVectors(db: Db): Promise<Map<string, number>> {
-  const rows = await db
-    .selectFrom('product_embeddings')
-    .select(['model_id', (eb) => eb.fn.countAll<string>().as('n')])
-    .groupBy('model_id')
-    .execute();
-  return new Map(rows.map((r) => [r.model_id, Number(r.n)]));
-}
-
-/**
- * Makes the model the active one in one transaction, only if every product with an image has a vector of
- * that image for it and its index is valid. Writers of vectors are held off (SHARE lock) between the
- * check and the switch, so no product can slip in unembedded. The previous active model is retired
- * (its vectors stay until dropModelEmbeddings). Returns the number of products missing a vector (0: switched).
- */
-export async function switchActiveModel(
-  trx: Transaction<DB>,
-  modelId: string,
-): Promise<{ missing: number; index: 'valid' | 'invalid' | 'missing' }> {
-  await sql`LOCK TABLE product_embeddings IN SHARE MODE`.execute(trx);
-  const index = await modelIndexState(trx, modelId);
-  const missing = await countMissing(trx, modelId);
-  if (missing > 0 || index !== 'valid') return { missing, index };
-  await trx
-    .updateTable('embedding_models')
-    .set({ is_active: false, status: 'retired' })
-    .where('is_active', '=', true)
-    .where('id', '!=', modelId)
-    .execute();
-  await trx
-    .updateTable('embedding_models')
-    .set({ is_active: true, status: 'ready', activated_at: sql<Date>`now()` })
-    .where('id', '=', modelId)
-    .where('is_active', '=', false)
-    .execute();
-  return { missing: 0, index };
-}
-
-/** Deletes every vector of a model (and, separately, its index: dropModelIndex). Returns how many. */
-export async function deleteModelEmbeddings(db: Db, modelId: string): Promise<number> {
-  const r = await db.deleteFrom('product_embeddings').where('model_id', '=', modelId).executeTakeFirst();
-  return Number(r.numDeletedRows);
 }

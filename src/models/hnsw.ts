@@ -1,0 +1,77 @@
+/**
+ * Each model's HNSW index: its name, its one definition, and whether it may be built CONCURRENTLY.
+ * A partial expression index over embedding::halfvec(dimension) for the model's rows; search uses the
+ * same expression and the model id as a literal so the planner matches it (docs/ARCHITECTURE.md).
+ */
+import { createHash } from 'node:crypto';
+import { sql, type Kysely } from 'kysely';
+import type { Database } from '../db/connect.js';
+import type { DB, Db } from '../db/types.js';
+import { MODEL_ID } from './ids.js';
+
+export type IndexState = 'valid' | 'invalid' | 'missing';
+
+/**
+ * The concurrent-build policy: on PostgreSQL the index is built CONCURRENTLY so upserts keep writing
+ * vectors meanwhile; PGlite is one session, where CONCURRENTLY gains nothing and cannot run.
+ */
+export function buildsIndexConcurrently(kind: Database['kind']): boolean {
+  return kind === 'postgres';
+}
+
+/** Stable, valid index name for a model id (ids may contain '/' and '.'). */
+export function modelIndexName(id: string): string {
+  const slug = id
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '_')
+    .slice(0, 32);
+  const hash = createHash('sha256').update(id).digest('hex').slice(0, 8);
+  return `product_embeddings_hnsw_${slug}_${hash}`;
+}
+
+function createIndexSql(model: { id: string; dimension: number }, concurrently: boolean) {
+  if (!MODEL_ID.test(model.id) || !Number.isInteger(model.dimension)) throw new Error('invalid model for index');
+  return sql`
+    CREATE INDEX ${concurrently ? sql`CONCURRENTLY` : sql``} IF NOT EXISTS ${sql.id(modelIndexName(model.id))} ON product_embeddings
+    USING hnsw ((embedding::halfvec(${sql.raw(String(model.dimension))})) halfvec_cosine_ops)
+    WITH (m = 16, ef_construction = 64)
+    WHERE model_id = ${sql.lit(model.id)}`;
+}
+
+/** Creates the index if missing, plainly (registration: ingest then maintains it row by row). */
+export async function ensureModelIndex(db: Db, model: { id: string; dimension: number }): Promise<void> {
+  await createIndexSql(model, false).execute(db);
+}
+
+export async function dropModelIndex(db: Db, id: string): Promise<void> {
+  await sql`DROP INDEX IF EXISTS ${sql.id(modelIndexName(id))}`.execute(db);
+}
+
+/** 'valid', 'invalid' (a failed concurrent build left it) or 'missing'. */
+export async function modelIndexState(db: Db, modelId: string): Promise<IndexState> {
+  const r = await sql<{ valid: boolean }>`
+    SELECT i.indisvalid AS valid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
+    WHERE c.relname = ${modelIndexName(modelId)} AND c.relkind = 'i'`.execute(db);
+  if (r.rows.length === 0) return 'missing';
+  return r.rows[0]!.valid ? 'valid' : 'invalid';
+}
+
+/**
+ * Builds the index after a bulk load (or for an activation that finds it missing), replacing an
+ * invalid one a failed concurrent build left behind.
+ */
+export async function buildModelIndex(db: Kysely<DB>, model: { id: string; dimension: number }, kind: Database['kind']): Promise<void> {
+  const concurrently = buildsIndexConcurrently(kind);
+  const state = await modelIndexState(db, model.id);
+  if (state === 'valid') return;
+  if (state === 'invalid')
+    await sql`DROP INDEX ${concurrently ? sql`CONCURRENTLY` : sql``} IF EXISTS ${sql.id(modelIndexName(model.id))}`.execute(db);
+  await db.connection().execute(async (c) => {
+    if (concurrently) await sql`SET maintenance_work_mem = '512MB'`.execute(c);
+    try {
+      await createIndexSql(model, concurrently).execute(c);
+    } finally {
+      if (concurrently) await sql`RESET maintenance_work_mem`.execute(c);
+    }
+  });
+}

@@ -1,0 +1,218 @@
+/**
+ * The models service: which embedders this process has loaded, and every registry operation the rest of
+ * the service needs (resolvers, CLI, jobs, search, ingest call it; nothing else writes embedding_models).
+ * Queries embed with the active model's embedder; writes embed with every loaded model whose vectors are
+ * wanted (the active one and any model being built by a reindex).
+ */
+import path from 'node:path';
+import { AppError, ErrorCode } from '../errors.js';
+import type { Database } from '../db/connect.js';
+import { getActiveModel, getModel, listModels, type EmbeddingModel } from '../db/models.js';
+import type { Embedder } from '../embedding/index.js';
+import type { Logger } from '../log.js';
+import { cachedModelDir, type ModelLoader } from './files.js';
+import { ensureModelIndex } from './hnsw.js';
+import {
+  activateChecked,
+  activateIfNoneActive,
+  dropEmbeddingsChecked,
+  modelRecords,
+  registerModel,
+  type ModelRecord,
+} from './lifecycle.js';
+
+export type { EmbeddingModel, ModelRecord };
+
+export interface LoadedModel {
+  id: string;
+  embedder: Embedder;
+}
+
+export interface ModelServiceOptions {
+  /** Opens model directories (cache entries loaded on demand, --model-dir); without it nothing is loaded on demand. */
+  load?: ModelLoader;
+  /** The ONNX variant loaded files are registered with (EMBEDDING_VARIANT). */
+  variant?: string | null;
+}
+
+export class ModelService {
+  private readonly loaded = new Map<string, Embedder>();
+
+  constructor(
+    private readonly database: Database,
+    private readonly log: Logger,
+    private readonly opts: ModelServiceOptions = {},
+  ) {}
+
+  /**
+   * Registers a loaded embedder's model (id: src/models/ids.ts, derived when its files were read);
+   * with no active model yet (a fresh catalog), it becomes the active one.
+   */
+  async add(embedder: Embedder, source: string, variant: string | null = this.opts.variant ?? null): Promise<EmbeddingModel> {
+    const info = embedder.info();
+    const model = await registerModel(this.database.db, { id: info.modelId, source, variant, dimension: info.dimension });
+    // Its HNSW index up front, so ingest maintains it (a reindex drops it for the bulk load and rebuilds).
+    await ensureModelIndex(this.database.db, model);
+    this.loaded.set(model.id, embedder);
+    if (await activateIfNoneActive(this.database.db, model.id)) {
+      this.log.info({ model: model.id }, 'activated the loaded model (the catalog had none)');
+    } else if (!model.isActive) {
+      const active = await getActiveModel(this.database.db);
+      if (active && active.id !== model.id)
+        this.log.warn(
+          { loaded: model.id, active: active.id },
+          'the loaded model is not the active one: search by image or text needs the active model (reindex, then activateModel)',
+        );
+    }
+    return (await getModel(this.database.db, model.id))!;
+  }
+
+  /** Loads a model directory (e.g. --model-dir) and registers it. */
+  async addDir(dir: string): Promise<EmbeddingModel> {
+    if (!this.opts.load) throw new Error('this ModelService cannot load model files');
+    const embedder = await this.opts.load(dir);
+    try {
+      return await this.add(embedder, path.basename(dir));
+    } catch (err) {
+      await embedder.close();
+      throw err;
+    }
+  }
+
+  async activeModel(): Promise<EmbeddingModel | null> {
+    return getActiveModel(this.database.db);
+  }
+
+  async activeModelId(): Promise<string | null> {
+    return (await this.activeModel())?.id ?? null;
+  }
+
+  embedder(modelId: string): Embedder | null {
+    return this.loaded.get(modelId) ?? null;
+  }
+
+  loadedModels(): LoadedModel[] {
+    return [...this.loaded].map(([id, embedder]) => ({ id, embedder }));
+  }
+
+  /** The embedder for a model, or a clear MODEL_UNAVAILABLE. */
+  require(modelId: string | null): Embedder {
+    if (!modelId) {
+      throw new AppError(
+        ErrorCode.MODEL_UNAVAILABLE,
+        'No embedding model is active: start the service with a model (see README, "Models").',
+      );
+    }
+    const e = this.loaded.get(modelId);
+    if (!e) {
+      const loaded = [...this.loaded.keys()];
+      throw new AppError(
+        ErrorCode.MODEL_UNAVAILABLE,
+        loaded.length
+          ? `The active model ${modelId} is not loaded in this process (loaded: ${loaded.join(', ')}).`
+          : `No embedding model is loaded in this process; the active model is ${modelId}. Set EMBEDDING_MODEL_DIR or fetch the model (npm run model -- fetch).`,
+        { model: modelId },
+      );
+    }
+    return e;
+  }
+
+  /** Loaded models whose vectors new or changed product images must get: active or being built. */
+  async writeTargets(): Promise<Array<LoadedModel & { dimension: number }>> {
+    const models = await listModels(this.database.db);
+    return models
+      .filter((m) => (m.isActive || m.status === 'building') && this.loaded.has(m.id))
+      .map((m) => ({ id: m.id, dimension: m.dimension, embedder: this.loaded.get(m.id)! }));
+  }
+
+  /** The registry, with what this process has loaded and how many vectors each model has. */
+  async list(): Promise<ModelRecord[]> {
+    return modelRecords(this.database.db, (id) => this.loaded.has(id));
+  }
+
+  async record(id: string): Promise<ModelRecord | null> {
+    return (await this.list()).find((m) => m.id === id) ?? null;
+  }
+
+  /**
+   * Makes a model the active one (roll back, or activate one built with activate: false). requireLoaded:
+   * refuse a model this process could not embed queries with (the API; the CLI serves no queries).
+   */
+  async activate(id: string, opts: { requireLoaded: boolean }): Promise<EmbeddingModel> {
+    const model = await activateChecked(this.database, id, { requireLoaded: opts.requireLoaded, isLoaded: (m) => this.loaded.has(m) });
+    this.log.info({ model: id }, 'model activated');
+    return model;
+  }
+
+  /** Deletes an inactive model's vectors and index; returns how many vectors. */
+  async dropEmbeddings(id: string): Promise<number> {
+    return dropEmbeddingsChecked(this.database.db, id);
+  }
+
+  /**
+   * Resolves a model reference (a registered id, or a hub repository in the model cache, loaded on demand;
+   * none: the active model) to a registered model this process has loaded.
+   */
+  async resolve(ref: string | null | undefined): Promise<{ model: EmbeddingModel; embedder: Embedder }> {
+    const db = this.database.db;
+    let id = ref?.trim() || null;
+    if (!id) {
+      const active = await getActiveModel(db);
+      if (!active) throw new AppError(ErrorCode.BAD_USER_INPUT, 'No model given and no model is active', { field: 'model' });
+      id = active.id;
+    }
+    let embedder = this.loaded.get(id) ?? null;
+    const dir = embedder ? null : cachedModelDir(id);
+    if (dir && this.opts.load) {
+      const loaded = await this.opts.load(dir).catch((err: unknown) => {
+        throw new AppError(
+          ErrorCode.MODEL_UNAVAILABLE,
+          `Model ${id} could not be loaded: ${err instanceof Error ? err.message : String(err)}`,
+          { model: id },
+        );
+      });
+      // The id comes from the same derivation (ids.ts) that names a cache entry, so this holds unless the
+      // entry's .source.json names another repository (files copied over another model's).
+      const loadedId = loaded.info().modelId;
+      if (loadedId !== id) {
+        await loaded.close();
+        throw new AppError(ErrorCode.CONFLICT, `The files found for ${id} are model ${loadedId}`, { model: id });
+      }
+      try {
+        await this.add(loaded, id);
+      } catch (err) {
+        await loaded.close();
+        throw err; // e.g. CONFLICT: registered with another dimension
+      }
+      embedder = loaded;
+    }
+    const model = await getModel(db, id);
+    if (!embedder) {
+      throw model
+        ? new AppError(
+            ErrorCode.MODEL_UNAVAILABLE,
+            `Model ${id} is registered but its files are not loaded in this process (fetch it: vps model fetch ${id})`,
+            { model: id },
+          )
+        : new AppError(ErrorCode.NOT_FOUND, `Unknown model ${id}: not loaded, not registered, not in the model cache`, {
+            field: 'model',
+            model: id,
+          });
+    }
+    if (!model) throw new AppError(ErrorCode.NOT_FOUND, `Unknown model ${id}`, { field: 'model', model: id });
+    const dimension = embedder.info().dimension;
+    if (dimension !== model.dimension) {
+      throw new AppError(
+        ErrorCode.CONFLICT,
+        `Model ${id} is registered with dimension ${model.dimension}, but its loaded files produce ${dimension}`,
+        { model: id },
+      );
+    }
+    return { model, embedder };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.loaded.values()].map((e) => e.close()));
+    this.loaded.clear();
+  }
+}
