@@ -49,7 +49,12 @@ export class ReindexQueue {
     return this.boss;
   }
 
-  private async ensure(modelId: string): Promise<string> {
+  /**
+   * Creates the model's queue if this process has not yet. Call it before opening a transaction that
+   * sends or cancels: creating a queue runs on the database itself, which on PGlite (one session) would
+   * wait for that transaction forever.
+   */
+  async ensure(modelId: string): Promise<string> {
     const name = queueName(modelId);
     if (!this.queues.has(name)) {
       await this.requireBoss().createQueue(name, {
@@ -76,10 +81,9 @@ export class ReindexQueue {
     );
   }
 
-  /** Enqueues inside the caller's transaction, so the job row and its queue entry commit together. */
+  /** Enqueues inside the caller's transaction (after ensure), so the job row and its queue entry commit together. */
   async send(trx: Transaction<DB>, modelId: string, jobId: string, startAfterSeconds = 0): Promise<string> {
-    const name = await this.ensure(modelId);
-    const queueId = await this.requireBoss().send(name, { jobId } satisfies ReindexPayload, {
+    const queueId = await this.requireBoss().send(queueName(modelId), { jobId } satisfies ReindexPayload, {
       db: bossTrx(trx),
       startAfter: startAfterSeconds,
     });
@@ -90,7 +94,6 @@ export class ReindexQueue {
   /** Withdraws a queue entry (best effort: it may have completed or been archived). */
   async cancel(modelId: string, queueJobId: string, trx?: Transaction<DB>): Promise<void> {
     if (!this.boss) return;
-    const name = await this.ensure(modelId);
-    await this.boss.cancel(name, queueJobId, trx ? { db: bossTrx(trx) } : {}).catch(() => {});
+    await this.boss.cancel(queueName(modelId), queueJobId, trx ? { db: bossTrx(trx) } : {}).catch(() => {});
   }
 }

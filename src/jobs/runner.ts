@@ -115,6 +115,7 @@ export class JobRunner {
   async enqueueReindex(args: { model?: string | null; onlyMissing?: boolean | null; activate?: boolean | null }): Promise<ReindexJob> {
     const { model } = await this.models.resolve(args.model);
     await this.watch(model.id);
+    await this.queue.ensure(model.id);
     const job = await this.db.transaction().execute(async (trx) => {
       const row = await insertReindexJob(trx, {
         modelId: model.id,
@@ -143,6 +144,7 @@ export class JobRunner {
 
   /** Sends a fresh queue entry for an open job (orphan recovery, graceful stop), atomically with its row. */
   private async requeue(job: ReindexJob, fromWorker: string | null, error: string | null, startAfterSeconds = 0): Promise<boolean> {
+    await this.queue.ensure(job.modelId);
     return this.db.transaction().execute(async (trx) => {
       if (!(await requeueJob(trx, job.id, fromWorker, error))) return false;
       if (job.queueJobId) await this.queue.cancel(job.modelId, job.queueJobId, trx);
