@@ -71,7 +71,8 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
     pool.on('connect', (client) => {
       client.on('error', (err) => log?.warn({ err: dbErrorFields(err) }, 'PostgreSQL connection in use failed'));
     });
-    // (The pool passes the failed Client as a second argument: never log it, it holds all its internals.)
+    // Only the error's message and codes: pg-pool sets err.client to the failed Client, and logging the
+    // error whole dumps the client with all its internals (connection string included).
     pool.on('error', (err) => log?.warn({ err: dbErrorFields(err) }, 'idle PostgreSQL connection failed'));
     const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
     const script = async (text: string) => {

@@ -393,6 +393,8 @@ export async function buildModelIndex(db: Kysely<DB>, model: { id: string; dimen
   if (state === 'invalid') await sql`DROP INDEX ${conc} IF EXISTS ${name}`.execute(db);
   await db.connection().execute(async (c) => {
     if (concurrently) await sql`SET maintenance_work_mem = '512MB'`.execute(c);
+    // An index build is a job, not a request: it may outlast the request-path statement_timeout.
+    if (concurrently) await sql`SET statement_timeout = 0`.execute(c);
     try {
       await sql`
         CREATE INDEX ${conc} IF NOT EXISTS ${name} ON product_embeddings
@@ -401,6 +403,7 @@ export async function buildModelIndex(db: Kysely<DB>, model: { id: string; dimen
         WHERE model_id = ${sql.lit(model.id)}`.execute(c);
     } finally {
       if (concurrently) await sql`RESET maintenance_work_mem`.execute(c);
+      if (concurrently) await sql`RESET statement_timeout`.execute(c);
     }
   });
 }
