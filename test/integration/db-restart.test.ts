@@ -14,7 +14,9 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startService, type RunningService } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
+import { sql } from 'kysely';
 import { openDatabase } from '../../src/db/connect.js';
+import { databaseFaultError } from '../../src/db/faults.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 import { upsertProductRows, type ProductWrite } from '../../src/db/products.js';
 import { createLogger } from '../../src/log.js';
@@ -205,5 +207,21 @@ describe.skipIf(skipReason !== null)('PostgreSQL restarting under load', () => {
     await upsertProductRows(service.services.database.db, [write('after-restarts')]);
     const rows = await service.services.database.db.selectFrom('products').select('sku').where('category', '=', 'restart').execute();
     expect(rows.length).toBe(21);
+  });
+
+  it('cancels a statement past DATABASE_STATEMENT_TIMEOUT_MS with TIMEOUT (a startup parameter, no SET)', async () => {
+    const dbUrl = (await pgctl('start')).stdout.trim(); // already running: prints its URL again
+    const database = await openDatabase({ kind: 'postgres', url: dbUrl, poolSize: 1, statementTimeoutMs: 200 });
+    try {
+      const shown = await sql<{ statement_timeout: string }>`SHOW statement_timeout`.execute(database.db);
+      expect(shown.rows[0]!.statement_timeout).toBe('200ms');
+      const err: unknown = await sql`SELECT pg_sleep(2)`.execute(database.db).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(databaseFaultError(err)?.code).toBe('TIMEOUT');
+    } finally {
+      await database.close();
+    }
   });
 });
