@@ -12,14 +12,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startService, type RunningService } from '../../src/app.js';
+import { loadEmbedder, startService, type RunningService } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { sql } from 'kysely';
 import { openDatabase } from '../../src/db/connect.js';
 import { databaseFaultError } from '../../src/db/faults.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 import { upsertProductRows, type ProductWrite } from '../../src/db/products.js';
+import { getReindexJob } from '../../src/db/reindex.js';
 import { createLogger } from '../../src/log.js';
+import { tinyModelDir } from '../support/service.js';
 
 const run = promisify(execFile);
 const SCRIPT = path.resolve('scripts/pg-throwaway.sh');
@@ -92,8 +94,11 @@ describe.skipIf(skipReason !== null)('PostgreSQL restarting under load', () => {
       HOST: '127.0.0.1',
       LOG_LEVEL: 'silent',
       JOBS_POLL_INTERVAL_MS: '500',
+      REINDEX_LEASE_SECONDS: '3',
     });
-    service = await startService(config, createLogger(config.logLevel), { database, embedder: null });
+    const log = createLogger(config.logLevel);
+    const embedder = { embedder: await loadEmbedder(config, await tinyModelDir(), log), source: 'test' };
+    service = await startService(config, log, { database, embedder });
     url = service.http.url;
   });
 
@@ -223,5 +228,27 @@ describe.skipIf(skipReason !== null)('PostgreSQL restarting under load', () => {
     } finally {
       await database.close();
     }
+  });
+
+  it('finishes a reindex job queued across a restart (pg-boss polling recovers)', async () => {
+    const job = await service.services.jobs.enqueueReindex({});
+    await pgctl('restart');
+    const deadline = Date.now() + 45_000;
+    let state = (await getReindexJob(service.services.database.db, job.id).catch(() => null))?.state;
+    while (state !== 'succeeded' && state !== 'failed' && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 250));
+      state = (await getReindexJob(service.services.database.db, job.id).catch(() => null))?.state;
+    }
+    expect(state).toBe('succeeded');
+    expect(crashes).toEqual([]);
+    // After the restart the queue still takes and finishes new work.
+    const next = await service.services.jobs.enqueueReindex({});
+    const until = Date.now() + 20_000;
+    let after = (await getReindexJob(service.services.database.db, next.id))?.state;
+    while (after !== 'succeeded' && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 250));
+      after = (await getReindexJob(service.services.database.db, next.id))?.state;
+    }
+    expect(after).toBe('succeeded');
   });
 });
