@@ -153,7 +153,18 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   // Thumbnails made at ingest, straight from the database (no re-download per view).
   app.get<{ Params: { id: string } }>('/images/:id/thumbnail.webp', async (req, reply) => {
     const id = req.params.id;
-    const found = isProductId(id) ? await getThumbnail(services.database.db, id) : null;
+    let found: Awaited<ReturnType<typeof getThumbnail>>;
+    try {
+      found = isProductId(id) ? await getThumbnail(services.database.db, id) : null;
+    } catch (err) {
+      // Like GraphQL: a database outage is a 503 with its stable code, not a 500.
+      const fault = databaseFaultError(err);
+      if (!fault) throw err;
+      return reply
+        .code(fault.code === ErrorCode.DATABASE_UNAVAILABLE ? 503 : 504)
+        .header('retry-after', '1')
+        .send({ error: fault.message, code: fault.code });
+    }
     if (!found) return reply.code(404).send({ error: 'no image for this product' });
     return reply
       .header('content-type', 'image/webp')
