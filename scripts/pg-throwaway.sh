@@ -5,6 +5,9 @@
 #   scripts/pg-throwaway.sh url              # prints the URL of the running cluster again
 #   scripts/pg-throwaway.sh status           # exit 0 when running
 #   scripts/pg-throwaway.sh stop             # stops it and deletes its data
+#   scripts/pg-throwaway.sh restart          # pg_ctl restart -m fast (same port, same data): fault tests
+#   scripts/pg-throwaway.sh down             # stops the server (-m fast) but keeps its data and port
+#   scripts/pg-throwaway.sh up               # starts a server stopped by `down` again
 #
 # The cluster: a fresh initdb in a temporary directory, listening on 127.0.0.1 only, on a free port, with
 # fsync off (its data is disposable), max_parallel_maintenance_workers = 0 (pgvector builds before 0.8.2
@@ -194,13 +197,36 @@ cmd_status() {
   return 1
 }
 
+# The server of the recorded cluster, stopped or started in place (data and port kept): for tests of
+# how clients survive a database restart or outage.
+cmd_restart() {
+  read_state || die "no throwaway cluster is recorded (start one with: scripts/pg-throwaway.sh start)"
+  log "restarting the cluster on port $PORT (-m fast)"
+  as_pg "$BIN/pg_ctl" restart -D "$BASE/data" -l "$BASE/log" -m fast -w -t 30 -o "-p $PORT" >/dev/null
+}
+
+cmd_down() {
+  read_state || die "no throwaway cluster is recorded"
+  log "stopping the server on port $PORT (-m fast), keeping its data"
+  as_pg "$BIN/pg_ctl" stop -D "$BASE/data" -m fast -w -t 30 >/dev/null
+}
+
+cmd_up() {
+  read_state || die "no throwaway cluster is recorded"
+  log "starting the server on port $PORT again"
+  as_pg "$BIN/pg_ctl" start -D "$BASE/data" -l "$BASE/log" -w -t 30 -o "-p $PORT" >/dev/null
+}
+
 case "${1:-}" in
   start) cmd_start ;;
+  restart) cmd_restart ;;
+  down) cmd_down ;;
+  up) cmd_up ;;
   stop) cmd_stop ;;
   url) cmd_url ;;
   status) cmd_status ;;
   *)
-    echo "usage: $0 start|stop|url|status" >&2
+    echo "usage: $0 start|stop|url|status|restart|down|up" >&2
     exit 2
     ;;
 esac

@@ -21,11 +21,24 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
-export async function openConfiguredDatabase(config: Config, log: Logger): Promise<Database> {
+/** `purpose`: the service's pool gets the request statement_timeout, admin commands the longer one. */
+export async function openConfiguredDatabase(config: Config, log: Logger, purpose: 'service' | 'admin' = 'admin'): Promise<Database> {
+  const c = config.database;
   const database = await openDatabase(
-    config.database.kind === 'postgres'
-      ? { kind: 'postgres', url: config.database.url, poolSize: config.database.poolSize }
-      : { kind: 'pglite', dataDir: config.database.dataDir, psqlPort: config.database.psqlPort },
+    c.kind === 'postgres'
+      ? {
+          kind: 'postgres',
+          url: c.url,
+          poolSize: c.poolSize,
+          statementTimeoutMs: purpose === 'service' ? c.statementTimeoutMs : c.adminStatementTimeoutMs,
+          connectTimeoutMs: c.connectTimeoutMs,
+        }
+      : {
+          kind: 'pglite',
+          dataDir: c.dataDir,
+          ...(c.psql?.off ? {} : { psqlPort: c.psqlPort }),
+          ...(c.psql ? { psql: { password: c.psql.password, trust: c.psql.trust, maxHoldMs: c.psql.maxHoldMs } } : {}),
+        },
     log,
   );
   try {
@@ -94,7 +107,7 @@ export interface StartOptions {
 }
 
 export async function startService(config: Config, log: Logger, opts: StartOptions = {}): Promise<RunningService> {
-  const database = opts.database ?? (await openConfiguredDatabase(config, log));
+  const database = opts.database ?? (await openConfiguredDatabase(config, log, 'service'));
   const models = new ModelService(database, log, {
     load: (dir) => loadEmbedder(config, dir, log),
     variant: config.embedding.variant ?? null,

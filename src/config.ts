@@ -53,14 +53,41 @@ const schema = z.object({
   REINDEX_LEASE_SECONDS: int(1, 3600).default(60),
   REINDEX_MAX_ATTEMPTS: int(1, 100).default(3),
   JOBS_POLL_INTERVAL_MS: int(500, 60_000).default(1000),
+  // --- database faults and the embedded psql port (README: Configuration) ---
+  DATABASE_STATEMENT_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
+  DATABASE_ADMIN_STATEMENT_TIMEOUT_MS: int(0, 86_400_000).default(3_600_000),
+  DATABASE_CONNECT_TIMEOUT_MS: int(100, 60_000).default(2_000),
+  PGLITE_PSQL_PASSWORD: z.string().min(12, 'must be at least 12 characters').optional(),
+  PGLITE_PSQL_TRUST: bool.default(false),
+  PGLITE_PSQL_MAX_HOLD_MS: int(100, 86_400_000).default(60_000),
 });
 
 export type Env = z.infer<typeof schema>;
 
+export interface PostgresSettings {
+  kind: 'postgres';
+  url: string;
+  poolSize: number;
+  /** statement_timeout of the service's connections (request path, and the jobs sharing its pool); 0: none. */
+  statementTimeoutMs?: number;
+  /** statement_timeout of admin commands (migrate, import, reindex from the CLI); 0: none. */
+  adminStatementTimeoutMs?: number;
+  /** How long a request waits for a connection (new or from the pool) before DATABASE_UNAVAILABLE. */
+  connectTimeoutMs?: number;
+}
+
+export interface PgliteSettings {
+  kind: 'pglite';
+  dataDir: string;
+  psqlPort: number;
+  /** The psql port: off, its password (unset: generated at start), trust (no password), hold bound. */
+  psql?: { off: boolean; password: string | undefined; trust: boolean; maxHoldMs: number };
+}
+
 export interface Config {
   env: Env;
   production: boolean;
-  database: { kind: 'postgres'; url: string; poolSize: number } | { kind: 'pglite'; dataDir: string; psqlPort: number };
+  database: PostgresSettings | PgliteSettings;
   http: { host: string; port: number; bodyLimit: number };
   adminToken: string | undefined;
   logLevel: Env['LOG_LEVEL'];
@@ -101,8 +128,12 @@ export class ConfigError extends Error {
 
 /** Parses the environment; throws ConfigError listing each bad setting by name. */
 export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
+  // PGLITE_PSQL_PORT set but empty, or `off`: no psql port (an unset one means the default port).
+  const psqlOff = source.PGLITE_PSQL_PORT !== undefined && ['', 'off'].includes(source.PGLITE_PSQL_PORT.trim().toLowerCase());
   const raw = Object.fromEntries(
-    Object.keys(schema.shape).flatMap((k) => (source[k] === undefined || source[k] === '' ? [] : [[k, source[k]]])),
+    Object.keys(schema.shape).flatMap((k) =>
+      source[k] === undefined || source[k] === '' || (k === 'PGLITE_PSQL_PORT' && psqlOff) ? [] : [[k, source[k]]],
+    ),
   );
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
@@ -111,13 +142,28 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   }
   const env = parsed.data;
   const production = env.NODE_ENV === 'production';
+  if (env.PGLITE_PSQL_TRUST && production) {
+    throw new ConfigError('Invalid configuration:\n  PGLITE_PSQL_TRUST: is for local development only, not with NODE_ENV=production');
+  }
   const dataDir = path.resolve(env.DATA_DIR);
   return {
     env,
     production,
     database: env.DATABASE_URL
-      ? { kind: 'postgres', url: env.DATABASE_URL, poolSize: env.DATABASE_POOL_SIZE }
-      : { kind: 'pglite', dataDir: path.join(dataDir, 'pglite'), psqlPort: env.PGLITE_PSQL_PORT },
+      ? {
+          kind: 'postgres',
+          url: env.DATABASE_URL,
+          poolSize: env.DATABASE_POOL_SIZE,
+          statementTimeoutMs: env.DATABASE_STATEMENT_TIMEOUT_MS,
+          adminStatementTimeoutMs: env.DATABASE_ADMIN_STATEMENT_TIMEOUT_MS,
+          connectTimeoutMs: env.DATABASE_CONNECT_TIMEOUT_MS,
+        }
+      : {
+          kind: 'pglite',
+          dataDir: path.join(dataDir, 'pglite'),
+          psqlPort: env.PGLITE_PSQL_PORT,
+          psql: { off: psqlOff, password: env.PGLITE_PSQL_PASSWORD, trust: env.PGLITE_PSQL_TRUST, maxHoldMs: env.PGLITE_PSQL_MAX_HOLD_MS },
+        },
     http: { host: env.HOST, port: env.PORT, bodyLimit: env.HTTP_BODY_LIMIT_BYTES },
     adminToken: env.ADMIN_TOKEN,
     logLevel: env.LOG_LEVEL,

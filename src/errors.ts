@@ -16,6 +16,10 @@ export const ErrorCode = {
   EMBEDDING_FAILED: 'EMBEDDING_FAILED',
   ADMIN_DISABLED: 'ADMIN_DISABLED',
   CONFLICT: 'CONFLICT',
+  /** The database cannot be reached (down, restarting, failing over); retrying later can succeed. */
+  DATABASE_UNAVAILABLE: 'DATABASE_UNAVAILABLE',
+  /** A statement ran past its statement_timeout. */
+  TIMEOUT: 'TIMEOUT',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

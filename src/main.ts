@@ -22,7 +22,8 @@ const commands: Record<string, Command> = {
     async run(_args, config, log) {
       const service = await startService(config, log);
       const psql = service.services.database.psqlUrl;
-      log.info({ url: `${service.http.url}/graphql`, psql }, 'service ready');
+      // The psql URL carries the port's password: on stdout for the operator, masked in the log.
+      log.info({ url: `${service.http.url}/graphql`, psql: psql?.replace(/:[^:@/]+@/, ':***@') ?? null }, 'service ready');
       process.stdout.write(`\nGraphQL:  ${service.http.url}/graphql\n`);
       if (psql) process.stdout.write(`psql:     psql "${psql}"\n`);
       process.stdout.write('\n');

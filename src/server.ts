@@ -11,10 +11,11 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { GraphQLFormattedError } from 'graphql';
 import { sql } from 'kysely';
 import { isProductId } from './catalog/validate.js';
+import { databaseFaultError, dbErrorFields } from './db/faults.js';
 import { getThumbnail } from './db/images.js';
 import { pendingMigrations } from './db/migrate.js';
 import { registerMultipart } from './http/multipart.js';
-import { isAppError } from './errors.js';
+import { ErrorCode, isAppError } from './errors.js';
 import { registerStorefront } from './http/storefront.js';
 import type { RequestContext } from './resolvers/context.js';
 import { resolvers } from './resolvers/index.js';
@@ -33,7 +34,11 @@ export function loadTypeDefs(): string[] {
 /** AppErrors keep their code and message; GraphQL's own errors pass; anything else is masked. */
 export function formatError(services: Services) {
   return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
-    const original = unwrapResolverError(error);
+    const unwrapped = unwrapResolverError(error);
+    // A database that is down or too slow is no bug: the client gets a stable code to retry on.
+    const fault = databaseFaultError(unwrapped);
+    if (fault) services.log.warn({ err: dbErrorFields(unwrapped), code: fault.code, path: formatted.path }, 'database fault in request');
+    const original = fault ?? unwrapped;
     if (isAppError(original)) {
       return { ...formatted, message: original.message, extensions: { ...original.details, code: original.code } };
     }
@@ -105,6 +110,17 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
       {
         async requestDidStart() {
           return {
+            // A request that failed only because the database is unavailable answers 503 (with a
+            // Retry-After), so load balancers and clients treat it as a transient outage.
+            willSendResponse(ctx: GraphQLRequestContext<RequestContext>) {
+              const body = ctx.response.body;
+              const errors = body?.kind === 'single' ? body.singleResult.errors : undefined;
+              if (errors?.length && errors.every((e) => e.extensions?.code === ErrorCode.DATABASE_UNAVAILABLE)) {
+                ctx.response.http.status = 503;
+                ctx.response.http.headers.set('retry-after', '1');
+              }
+              return Promise.resolve();
+            },
             async didEncounterErrors(ctx: GraphQLRequestContext<RequestContext>) {
               for (const err of ctx.errors ?? []) {
                 const original = unwrapResolverError(err);
@@ -137,7 +153,18 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   // Thumbnails made at ingest, straight from the database (no re-download per view).
   app.get<{ Params: { id: string } }>('/images/:id/thumbnail.webp', async (req, reply) => {
     const id = req.params.id;
-    const found = isProductId(id) ? await getThumbnail(services.database.db, id) : null;
+    let found: Awaited<ReturnType<typeof getThumbnail>>;
+    try {
+      found = isProductId(id) ? await getThumbnail(services.database.db, id) : null;
+    } catch (err) {
+      // Like GraphQL: a database outage is a 503 with its stable code, not a 500.
+      const fault = databaseFaultError(err);
+      if (!fault) throw err;
+      return reply
+        .code(fault.code === ErrorCode.DATABASE_UNAVAILABLE ? 503 : 504)
+        .header('retry-after', '1')
+        .send({ error: fault.message, code: fault.code });
+    }
     if (!found) return reply.code(404).send({ error: 'no image for this product' });
     return reply
       .header('content-type', 'image/webp')
@@ -156,8 +183,8 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
       checks.migrations = pending.length ? `pending: ${pending.join(', ')}` : 'ok';
       if (pending.length) ready = false;
     } catch (err) {
-      services.log.warn({ err }, 'readiness check failed');
-      checks.database = 'unreachable';
+      services.log.warn({ err: dbErrorFields(err) }, 'readiness check failed');
+      checks.database = databaseFaultError(err)?.code === ErrorCode.DATABASE_UNAVAILABLE ? 'down' : 'unreachable';
       ready = false;
     }
     const loaded = services.models.loadedModels().map((m) => m.id);

@@ -7,9 +7,28 @@ import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Logger } from '../log.js';
 import type { DB } from './types.js';
-import { openPglite, PgliteDialect, startPsqlPort } from './pglite.js';
+import { dbErrorFields } from './faults.js';
+import { openPglite, PgliteDialect } from './pglite.js';
+import { startPsqlPort, type PsqlPortOptions } from './psql-port.js';
 
-export type DatabaseTarget = { kind: 'postgres'; url: string; poolSize?: number } | { kind: 'pglite'; dataDir?: string; psqlPort?: number };
+export type DatabaseTarget =
+  | {
+      kind: 'postgres';
+      url: string;
+      poolSize?: number;
+      /** statement_timeout sent as a startup parameter of every connection; 0 or unset: the server's own. */
+      statementTimeoutMs?: number;
+      /** How long acquiring a connection may take (connect, or wait for a pool slot); default 2 s. */
+      connectTimeoutMs?: number;
+    }
+  | {
+      kind: 'pglite';
+      dataDir?: string;
+      /** The loopback port for psql (0: any free port); unset: none. */
+      psqlPort?: number;
+      /** Password, trust and hold bound of the psql port (defaults: a generated password, 60 s). */
+      psql?: Omit<PsqlPortOptions, 'port'>;
+    };
 
 export interface Database {
   db: Kysely<DB>;
@@ -29,8 +48,32 @@ export interface Database {
 
 export async function openDatabase(target: DatabaseTarget, log?: Logger): Promise<Database> {
   if (target.kind === 'postgres') {
-    const pool = new pg.Pool({ connectionString: target.url, max: target.poolSize ?? 10 });
-    pool.on('error', (err) => log?.error({ err }, 'idle PostgreSQL connection failed'));
+    const pool = new pg.Pool({
+      connectionString: target.url,
+      max: target.poolSize ?? 10,
+      // A restart or failover must fail requests fast (DATABASE_UNAVAILABLE), not queue them: a connect
+      // attempt, or a wait for a pool slot, gives up after this. Once the server accepts connections again
+      // the next acquire opens a fresh one, so recovery takes one round trip, not a retry interval.
+      connectionTimeoutMillis: target.connectTimeoutMs ?? 2_000,
+      // Idle connections are closed after a while, so few stale ones survive a failover unnoticed...
+      idleTimeoutMillis: 10_000,
+      // ...and TCP keepalive finds those whose peer vanished without a FIN (a failover, a dead host).
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+      // A startup parameter, not a SET: it holds for every statement of the connection, costs no round
+      // trip, and survives PgBouncer in transaction mode when PgBouncer is told to pass it on (README).
+      ...(target.statementTimeoutMs ? { statement_timeout: target.statementTimeoutMs } : {}),
+    });
+    // Without a listener, an 'error' on a client kills the process. The pool listens on idle clients
+    // only; a client checked out between two statements (a transaction waiting on an embedding, a
+    // pg-boss fetch) also gets 'error' when the server goes away (57P01 admin_shutdown, a reset socket).
+    // Its next query then fails (DATABASE_UNAVAILABLE) and the pool drops it on release.
+    pool.on('connect', (client) => {
+      client.on('error', (err) => log?.warn({ err: dbErrorFields(err) }, 'PostgreSQL connection in use failed'));
+    });
+    // Only the error's message and codes: pg-pool sets err.client to the failed Client, and logging the
+    // error whole dumps the client with all its internals (connection string included).
+    pool.on('error', (err) => log?.warn({ err: dbErrorFields(err) }, 'idle PostgreSQL connection failed'));
     const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
     const script = async (text: string) => {
       const client = await pool.connect();
@@ -51,7 +94,7 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
   let psql: { url: string; stop(): Promise<void> } | null = null;
   if (target.psqlPort !== undefined) {
     try {
-      psql = await startPsqlPort(pglite, lock, target.psqlPort);
+      psql = await startPsqlPort(pglite, lock, { ...target.psql, port: target.psqlPort }, log);
     } catch (err) {
       // The service still works without the analyst port (e.g. the port is taken).
       log?.warn({ err, port: target.psqlPort }, 'could not open the psql port for the embedded database');

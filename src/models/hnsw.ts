@@ -68,10 +68,13 @@ export async function buildModelIndex(db: Kysely<DB>, model: { id: string; dimen
     await sql`DROP INDEX ${concurrently ? sql`CONCURRENTLY` : sql``} IF EXISTS ${sql.id(modelIndexName(model.id))}`.execute(db);
   await db.connection().execute(async (c) => {
     if (concurrently) await sql`SET maintenance_work_mem = '512MB'`.execute(c);
+    // An index build is a job, not a request: it may outlast the request-path statement_timeout.
+    if (concurrently) await sql`SET statement_timeout = 0`.execute(c);
     try {
       await createIndexSql(model, concurrently).execute(c);
     } finally {
       if (concurrently) await sql`RESET maintenance_work_mem`.execute(c);
+      if (concurrently) await sql`RESET statement_timeout`.execute(c);
     }
   });
 }

@@ -99,7 +99,7 @@ describe('embedded database psql port', () => {
     const database = await openDatabase({ kind: 'pglite', psqlPort: 0 });
     try {
       await migrateToLatest(database.db);
-      expect(database.psqlUrl).toMatch(/^postgresql:\/\/postgres@127\.0\.0\.1:[1-9]\d*\/postgres/);
+      expect(database.psqlUrl).toMatch(/^postgresql:\/\/postgres:[^@]+@127\.0\.0\.1:[1-9]\d*\/postgres/);
       const analyst = new pg.Client({ connectionString: database.psqlUrl! });
       await analyst.connect();
       try {
