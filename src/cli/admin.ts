@@ -4,15 +4,15 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadEmbedder } from '../app.js';
 import type { Config } from '../config.js';
 import { getActiveModel } from '../db/models.js';
 import { getReindexJob } from '../db/reindex.js';
 import { runModelCommand } from '../embedding/cli.js';
 import { importCatalog } from '../jobs/import.js';
-import { activateModelChecked, cachedModelDir, dropModelEmbeddingsChecked, modelRecords } from '../jobs/models.js';
+import { activateModelChecked, dropModelEmbeddingsChecked, modelRecords } from '../jobs/models.js';
 import { JobRunner } from '../jobs/runner.js';
 import type { Logger } from '../log.js';
+import { cachedModelLoader, loadEmbedder } from '../services.js';
 import { CliError, openCliContext } from './context.js';
 import { ProgressBar } from './progress.js';
 
@@ -99,10 +99,7 @@ export async function reindexCommand(args: string[], config: Config, log: Logger
     runner = new JobRunner(ctx.database, ctx.models, log, {
       ...config.jobs,
       work: !values.detach,
-      loadModel: async (ref) => {
-        const dir = cachedModelDir(ref);
-        return dir ? { embedder: await loadEmbedder(config, dir, log), source: ref, variant: config.embedding.variant ?? null } : null;
-      },
+      loadModel: cachedModelLoader(config, log),
     });
     await runner.start();
     const job = await runner.enqueueReindex({ model, onlyMissing: values['only-missing'] ?? false, activate: !values['no-activate'] });

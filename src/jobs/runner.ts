@@ -9,6 +9,7 @@
  * handed back to the queue once its heartbeat is older than the lease, or at once when the process owns
  * the database exclusively (the embedded PGlite: nobody else can hold the job).
  */
+import type { ImageLimits } from '../images/decode.js';
 import { createHash, randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import { AppError, ErrorCode } from '../errors.js';
@@ -44,6 +45,8 @@ export interface JobRunnerOptions {
   work: boolean;
   /** See ReindexContext.deferIndex. */
   deferIndex?: boolean;
+  /** Decode limits for reindexing stored originals (the configured image limits). */
+  imageLimits?: ImageLimits;
   /** Loads a model this process does not have yet (from the model cache); null when it cannot. */
   loadModel?: (ref: string) => Promise<{ embedder: Embedder; source: string; variant: string | null } | null>;
 }
@@ -326,6 +329,7 @@ export class JobRunner {
           throttleMs: this.opts.throttleMs,
           concurrentIndex: this.database.kind === 'postgres',
           ...(this.opts.deferIndex !== undefined ? { deferIndex: this.opts.deferIndex } : {}),
+          ...(this.opts.imageLimits ? { imageLimits: this.opts.imageLimits } : {}),
           stopping: () => this.stopping,
           lost: () => lost,
         },

@@ -9,6 +9,8 @@ import { storedVector, vectorLiteral } from '../db/embeddings.js';
 import { getActiveModel, type EmbeddingModel } from '../db/models.js';
 import { getProduct, getProductsByIds, type Product, type ProductFilter } from '../db/products.js';
 import type { DB } from '../db/types.js';
+import type { ImageLimits } from '../images/decode.js';
+import { embedImageBytes } from '../images/embed.js';
 import type { FetchImageOptions } from '../images/fetch.js';
 import { loadImageBytes } from '../images/source.js';
 import type { ModelRuntime } from '../catalog/model-runtime.js';
@@ -61,6 +63,7 @@ export class SearchService {
     private readonly db: Kysely<DB>,
     private readonly models: ModelRuntime,
     private readonly fetchOptions: FetchImageOptions,
+    private readonly imageLimits: ImageLimits,
   ) {}
 
   private async activeModel(): Promise<EmbeddingModel> {
@@ -91,7 +94,7 @@ export class SearchService {
     }
     const embedder = this.models.require(model.id);
     const bytes = await loadImageBytes(source, this.fetchOptions);
-    const [vector] = await embedder.embedImages([bytes]);
+    const [vector] = await embedImageBytes(embedder, [bytes], this.imageLimits);
     return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy });
   }
 
@@ -110,12 +113,8 @@ export class SearchService {
       vector = vectorLiteral(v!);
       this.textVectors.set(key, vector);
     }
-    const info = embedder.info();
-    const calibrate =
-      info.logitScale !== undefined && info.logitBias !== undefined
-        ? (score: number) => 1 / (1 + Math.exp(-(score * Math.exp(info.logitScale!) + info.logitBias!)))
-        : null;
-    return this.run(model, vector, opts, { strategy: args.strategy }, calibrate);
+    // The calibration belongs to the model (its logit scale and bias): the embedder computes it.
+    return this.run(model, vector, opts, { strategy: args.strategy }, (score) => embedder.matchProbability(score));
   }
 
   /** Text-query vectors cached so far (tests, diagnostics). */
@@ -128,7 +127,7 @@ export class SearchService {
     vector: string,
     opts: { filter: ProductFilter | null; k: number; minScore: number | null },
     extra: { preferProductId?: string; strategy?: Strategy | undefined },
-    calibrate: ((score: number) => number) | null = null,
+    calibrate: (score: number) => number | null = () => null,
   ): Promise<SearchOutcome> {
     const result = await nearestNeighbours(this.db, {
       model,
@@ -148,7 +147,7 @@ export class SearchService {
       const product = products.get(n.productId);
       if (!product) return []; // deleted in the meantime
       const score = 1 - n.distance;
-      return [{ product, score, distance: n.distance, matchProbability: calibrate ? calibrate(score) : null }];
+      return [{ product, score, distance: n.distance, matchProbability: calibrate(score) }];
     });
     return { matches, plan };
   }
