@@ -14,7 +14,7 @@ import { embedImageBytes } from '../images/embed.js';
 import type { FetchImageOptions } from '../images/fetch.js';
 import { loadImageBytes } from '../images/source.js';
 import type { ModelRuntime } from '../catalog/model-runtime.js';
-import { validateFilter, validateImageSpec, type ImageSpec } from '../catalog/validate.js';
+import { validateFilter, type QueryImage } from '../catalog/validate.js';
 import { nearestNeighbours, type NeighbourResult } from './query.js';
 import { MAX_K, type Strategy } from './strategy.js';
 
@@ -73,27 +73,25 @@ export class SearchService {
     return model;
   }
 
-  async similarToImage(image: ImageSpec, args: SearchArgs): Promise<SearchOutcome> {
+  /** `image` comes validated from the surface (resolvers/inputs.ts): bytes, an http(s) URL, a product id. */
+  async similarToImage(image: QueryImage, args: SearchArgs): Promise<SearchOutcome> {
     const opts = validateSearch(args);
-    const source = validateImageSpec('image', image);
     const model = await this.activeModel();
-    if (source.kind === 'productId') {
-      const vector = await storedVector(this.db, model.id, source.productId);
+    if (image.kind === 'product') {
+      const vector = await storedVector(this.db, model.id, image.id);
       if (!vector) {
         // Only on the error path: tell a missing product from one without a vector.
-        const exists = await getProduct(this.db, source.productId);
+        const exists = await getProduct(this.db, image.id);
         throw new AppError(
           ErrorCode.NOT_FOUND,
-          exists
-            ? `Product ${source.productId} has no image vector for the active model ${model.id}`
-            : `No product with id ${source.productId}`,
+          exists ? `Product ${image.id} has no image vector for the active model ${model.id}` : `No product with id ${image.id}`,
           { field: 'image.productId' },
         );
       }
-      return this.run(model, vector, opts, { preferProductId: source.productId, strategy: args.strategy });
+      return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy });
     }
     const embedder = this.models.require(model.id);
-    const bytes = await loadImageBytes(source, this.fetchOptions);
+    const bytes = await loadImageBytes(image, this.fetchOptions);
     const [vector] = await embedImageBytes(embedder, [bytes], this.imageLimits);
     return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy });
   }
