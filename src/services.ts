@@ -222,8 +222,8 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
     }
 
     if (jobsMode !== 'off') {
+      jobsStarted = true; // stopped on failure too: start() may fail with the queue half up
       await jobs.start();
-      jobsStarted = true;
     }
   } catch (err) {
     await given?.embedder.close();
