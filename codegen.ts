@@ -13,7 +13,11 @@ const config: CodegenConfig = {
       config: {
         useTypeImports: true,
         contextType: '../resolvers/context.js#RequestContext',
-        mappers: { Product: '../db/products.js#Product' },
+        mappers: {
+          Product: '../db/products.js#Product',
+          ProductConnection: '../resolvers/parents.js#ProductConnectionParent',
+          ProductMatch: '../search/service.js#ProductMatch',
+        },
         scalars: { JSON: 'Record<string, unknown>', DateTime: 'Date', ID: 'string', Upload: 'Promise<unknown>' },
         mapperTypeSuffix: 'Model',
         enumsAsTypes: true,

@@ -60,7 +60,55 @@ const schema = z.object({
   PGLITE_PSQL_PASSWORD: z.string().min(12, 'must be at least 12 characters').optional(),
   PGLITE_PSQL_TRUST: bool.default(false),
   PGLITE_PSQL_MAX_HOLD_MS: int(100, 86_400_000).default(60_000),
+  ...hubShape(),
 });
+
+/** The model hub's settings, shared by the service's schema and hubSettings(). */
+function hubShape() {
+  return {
+    HF_ENDPOINT: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
+    HF_TOKEN: z.string().min(1).optional(),
+    HUGGING_FACE_HUB_TOKEN: z.string().min(1).optional(),
+  };
+}
+
+const DEFAULT_HUB = 'https://huggingface.co';
+
+export interface HubSettings {
+  /** Base URL of a Hugging Face Hub compatible server, without a trailing slash. */
+  hubUrl: string;
+  /** Sent as a bearer token (private or gated repositories). */
+  token: string | undefined;
+}
+
+function hubOf(env: {
+  HF_ENDPOINT?: string | undefined;
+  HF_TOKEN?: string | undefined;
+  HUGGING_FACE_HUB_TOKEN?: string | undefined;
+}): HubSettings {
+  return { hubUrl: (env.HF_ENDPOINT ?? DEFAULT_HUB).replace(/\/+$/, ''), token: env.HF_TOKEN ?? env.HUGGING_FACE_HUB_TOKEN };
+}
+
+/**
+ * Only the hub settings, for `vps model fetch` and fetchModel's defaults, which run without the rest of
+ * the service's configuration. Throws ConfigError naming a bad setting.
+ */
+export function hubSettings(source: NodeJS.ProcessEnv = process.env): HubSettings {
+  const shape = z.object(hubShape());
+  const parsed = shape.safeParse(present(source, Object.keys(shape.shape)));
+  if (!parsed.success) throw configError(parsed.error);
+  return hubOf(parsed.data);
+}
+
+/** The settings that are set: unset and empty variables both mean "use the default". */
+function present(source: NodeJS.ProcessEnv, keys: string[]): Record<string, string> {
+  return Object.fromEntries(keys.flatMap((k) => (source[k] === undefined || source[k] === '' ? [] : [[k, source[k]]])));
+}
+
+function configError(error: z.ZodError): ConfigError {
+  const lines = error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+  return new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+}
 
 export type Env = z.infer<typeof schema>;
 
@@ -110,6 +158,8 @@ export interface Config {
     maxPixels: number;
     fetch: { totalTimeoutMs: number; connectTimeoutMs: number; maxRedirects: number; allowedPrivateHosts: string[] };
   };
+  /** Where models are fetched from (HF_ENDPOINT, HF_TOKEN or HUGGING_FACE_HUB_TOKEN). */
+  hub: HubSettings;
   /** Reindex/import jobs on the pg-boss queue (docs/reindex.md). */
   jobs: {
     enabled: boolean;
@@ -130,16 +180,9 @@ export class ConfigError extends Error {
 export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   // PGLITE_PSQL_PORT set but empty, or `off`: no psql port (an unset one means the default port).
   const psqlOff = source.PGLITE_PSQL_PORT !== undefined && ['', 'off'].includes(source.PGLITE_PSQL_PORT.trim().toLowerCase());
-  const raw = Object.fromEntries(
-    Object.keys(schema.shape).flatMap((k) =>
-      source[k] === undefined || source[k] === '' || (k === 'PGLITE_PSQL_PORT' && psqlOff) ? [] : [[k, source[k]]],
-    ),
-  );
-  const parsed = schema.safeParse(raw);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
-    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
-  }
+  const keys = Object.keys(schema.shape).filter((k) => !(k === 'PGLITE_PSQL_PORT' && psqlOff));
+  const parsed = schema.safeParse(present(source, keys));
+  if (!parsed.success) throw configError(parsed.error);
   const env = parsed.data;
   const production = env.NODE_ENV === 'production';
   if (env.PGLITE_PSQL_TRUST && production) {
@@ -194,6 +237,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
         allowedPrivateHosts: env.IMAGE_FETCH_ALLOWED_PRIVATE_HOSTS,
       },
     },
+    hub: hubOf(env),
     jobs: {
       enabled: env.JOBS_ENABLED,
       batchSize: env.REINDEX_BATCH_SIZE,

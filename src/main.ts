@@ -3,11 +3,12 @@
  * Run as `npm start`, `npm run migrate -- status`, or `npm run cli -- <command> --help`.
  */
 import { parseArgs } from 'node:util';
-import { openConfiguredDatabase, startService, stopOnSignals } from './app.js';
+import { startService, stopOnSignals } from './app.js';
 import { loadConfigOrReport, type Config } from './config.js';
 import { migrateDown, migrateToLatest, migrationStatus } from './db/migrate.js';
 import { IMPORT_USAGE, importCommand, MODEL_USAGE, modelCommand, REINDEX_USAGE, reindexCommand } from './cli/admin.js';
 import { createLogger, type Logger } from './log.js';
+import { openConfiguredDatabase } from './services.js';
 
 interface Command {
   summary: string;
@@ -51,7 +52,8 @@ const commands: Record<string, Command> = {
     async run(args, config, log) {
       const action = args[0] ?? 'up';
       if (!['up', 'status', 'down'].includes(action)) throw new UsageError(`unknown migrate action "${action}"`);
-      const database = await openConfiguredDatabase({ ...config, database: withoutPsqlPort(config) }, log);
+      // No psql port: a one-shot command must not take a running service's port.
+      const database = await openConfiguredDatabase(config, log, { psqlPort: false });
       try {
         if (action === 'status') {
           for (const m of await migrationStatus(database.db)) {
@@ -70,10 +72,6 @@ const commands: Record<string, Command> = {
     },
   },
 };
-
-function withoutPsqlPort(config: Config): Config['database'] {
-  return config.database.kind === 'pglite' ? { ...config.database, psqlPort: undefined as never } : config.database;
-}
 
 class UsageError extends Error {}
 

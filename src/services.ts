@@ -1,12 +1,25 @@
-/** The long-lived parts of a running service, built once at start-up and handed to resolvers. */
+/**
+ * The composition root: the long-lived parts of a process (database, models, search, ingest settings,
+ * job queue), built once from the configuration. `serve` (app.ts), every CLI command (cli/context.ts)
+ * and the demo build them here, so the migrate-or-refuse rule, the fetch options, the image limits and
+ * the way a model is loaded exist once.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { IngestContext } from './catalog/ingest.js';
 import type { Config } from './config.js';
-import type { Database } from './db/connect.js';
+import { openDatabase, type Database } from './db/connect.js';
+import { checkVectorExtension } from './db/extension.js';
+import { migrateToLatest, pendingMigrations } from './db/migrate.js';
+import { ensureModel } from './embedding/hub.js';
+import { createEmbedder, DEFAULT_MODEL_REPO, modelCachePath, type Embedder } from './embedding/index.js';
+import { AppError, ErrorCode } from './errors.js';
 import type { ImageLimits } from './images/decode.js';
 import type { FetchImageOptions } from './images/fetch.js';
-import type { JobRunner } from './jobs/runner.js';
+import { JobRunner } from './jobs/runner.js';
 import type { Logger } from './log.js';
-import type { ModelService } from './models/service.js';
-import type { SearchService } from './search/service.js';
+import { ModelService } from './models/service.js';
+import { SearchService } from './search/service.js';
 
 export interface Services {
   config: Config;
@@ -16,6 +29,228 @@ export interface Services {
   search: SearchService;
   fetchOptions: FetchImageOptions;
   imageLimits: ImageLimits;
-  /** Reindex jobs on the pg-boss queue (docs/reindex.md). */
+  /** What catalog/ingest needs: the same database, models and limits. */
+  ingest: IngestContext;
+  /** Reindex jobs on the pg-boss queue (docs/reindex.md); started only when `jobs` asks for it. */
   jobs: JobRunner;
+  /** Loads a model from a directory with the configured engine settings (the caller owns the embedder). */
+  loadEmbedder(dir: string): Promise<Embedder>;
+  /** Stops the job queue, closes the embedders, then the database. */
+  close(): Promise<void>;
+}
+
+export interface ServiceOverrides {
+  /** A database the caller opened (tests); the services then own it. */
+  database?: Database;
+  /**
+   * An embedder the caller created (tests, demo) instead of the configured model; null: none.
+   * The services own it from here on (closed with them, also when building fails).
+   */
+  embedder?: { embedder: Embedder; source: string } | null;
+  /**
+   * Which model to load when no embedder is given: 'serve' the configured or cached one, else the
+   * default fetched from the hub (offline: none); 'configured' only a configured or cached one (CLI);
+   * 'none' no model.
+   */
+  model?: 'serve' | 'configured' | 'none';
+  /** Open the embedded database's psql port for analysts (default true; the CLI keeps it closed). */
+  psqlPort?: boolean;
+  /** Whose connections: the service's (request statement_timeout) or an admin command's (default). */
+  purpose?: 'service' | 'admin';
+  /** Start the job queue: 'work' runs jobs here, 'enqueue' only queues them, 'off' (default) neither. */
+  jobs?: 'work' | 'enqueue' | 'off';
+}
+
+/** The model directory to load: EMBEDDING_MODEL_DIR, else the default model if it is in the cache. */
+export function configuredModelDir(config: Config): { dir: string; source: string } | null {
+  if (config.embedding.modelDir) return { dir: config.embedding.modelDir, source: path.basename(config.embedding.modelDir) };
+  const cached = modelCachePath(DEFAULT_MODEL_REPO);
+  return fs.existsSync(path.join(cached, 'config.json')) ? { dir: cached, source: DEFAULT_MODEL_REPO } : null;
+}
+
+export async function loadEmbedder(config: Config, dir: string, log: Logger): Promise<Embedder> {
+  return createEmbedder(
+    {
+      modelDir: dir,
+      provider: config.embedding.provider,
+      workers: config.embedding.workers,
+      intraOpThreads: config.embedding.intraOpThreads,
+      maxBatch: config.embedding.maxBatch,
+      maxWaitMs: config.embedding.maxWaitMs,
+      ...(config.embedding.variant ? { variant: config.embedding.variant } : {}),
+    },
+    log,
+  );
+}
+
+export function fetchOptionsOf(config: Config): FetchImageOptions {
+  return {
+    maxBytes: config.images.maxBytes,
+    totalTimeoutMs: config.images.fetch.totalTimeoutMs,
+    connectTimeoutMs: config.images.fetch.connectTimeoutMs,
+    maxRedirects: config.images.fetch.maxRedirects,
+    allowedPrivateHosts: config.images.fetch.allowedPrivateHosts,
+  };
+}
+
+export function imageLimitsOf(config: Config): ImageLimits {
+  return { maxImageBytes: config.images.maxBytes, maxImagePixels: config.images.maxPixels };
+}
+
+/**
+ * Opens the configured database (no migrations); on PostgreSQL, checks that pgvector is there.
+ * `purpose`: the service's pool gets the request statement_timeout, admin commands the longer one.
+ */
+export async function openConfiguredDatabase(
+  config: Config,
+  log: Logger,
+  opts: { psqlPort?: boolean; purpose?: 'service' | 'admin' } = {},
+): Promise<Database> {
+  const c = config.database;
+  const database = await openDatabase(
+    c.kind === 'postgres'
+      ? {
+          kind: 'postgres',
+          url: c.url,
+          poolSize: c.poolSize,
+          statementTimeoutMs: opts.purpose === 'service' ? c.statementTimeoutMs : c.adminStatementTimeoutMs,
+          connectTimeoutMs: c.connectTimeoutMs,
+        }
+      : {
+          kind: 'pglite',
+          dataDir: c.dataDir,
+          // Without a port, no psql front is started (one-shot commands must not take the service's port).
+          ...(opts.psqlPort === false || c.psql?.off ? {} : { psqlPort: c.psqlPort }),
+          ...(c.psql ? { psql: { password: c.psql.password, trust: c.psql.trust, maxHoldMs: c.psql.maxHoldMs } } : {}),
+        },
+    log,
+  );
+  try {
+    if (database.kind === 'postgres') {
+      const version = await checkVectorExtension(database.db);
+      log.info({ pgvector: version }, 'connected to PostgreSQL');
+    }
+  } catch (err) {
+    await database.close();
+    throw err;
+  }
+  return database;
+}
+
+/**
+ * The embedded database belongs to this process and is kept migrated; a server's migrations are an
+ * operator's step, so pending ones are refused rather than applied behind their back.
+ */
+async function migrateOrRefuse(database: Database, log: Logger): Promise<void> {
+  if (database.kind === 'pglite') {
+    const applied = await migrateToLatest(database.db);
+    if (applied.length) log.info({ applied }, 'migrated the embedded database');
+    return;
+  }
+  const pending = await pendingMigrations(database.db);
+  if (pending.length) {
+    throw new AppError(
+      ErrorCode.CONFLICT,
+      `database migrations are pending (${pending.join(', ')}): apply them first (vps migrate, or npm run migrate)`,
+      { pending },
+    );
+  }
+}
+
+/**
+ * With no model configured or cached, fetch the default one (progress on stderr). Offline, the
+ * service still starts: the catalog API works and search by image or text answers MODEL_UNAVAILABLE.
+ */
+async function fetchDefaultModel(config: Config, log: Logger): Promise<{ dir: string; source: string } | null> {
+  if (!config.embedding.autoFetch) return null;
+  try {
+    const dir = await ensureModel(
+      {
+        repo: DEFAULT_MODEL_REPO,
+        hubUrl: config.hub.hubUrl,
+        ...(config.hub.token ? { token: config.hub.token } : {}),
+        ...(config.embedding.variant ? { variant: config.embedding.variant } : {}),
+      },
+      log,
+    );
+    return { dir, source: DEFAULT_MODEL_REPO };
+  } catch (err) {
+    log.warn(
+      `${err instanceof Error ? err.message : String(err)} ` +
+        'Serving without an embedding model: the catalog API works; search by image or text answers MODEL_UNAVAILABLE. ' +
+        'For a working search offline: `npm run demo`.',
+    );
+    return null;
+  }
+}
+
+export async function buildServices(config: Config, log: Logger, overrides: ServiceOverrides = {}): Promise<Services> {
+  let database: Database;
+  try {
+    database = overrides.database ?? (await openConfiguredDatabase(config, log, { psqlPort: overrides.psqlPort ?? true, purpose: overrides.purpose ?? 'admin' }));
+  } catch (err) {
+    await overrides.embedder?.embedder.close();
+    throw err;
+  }
+  const models = new ModelService(database, log, {
+    load: (dir) => loadEmbedder(config, dir, log),
+    variant: config.embedding.variant ?? null,
+  });
+  const fetchOptions = fetchOptionsOf(config);
+  const imageLimits = imageLimitsOf(config);
+  const jobsMode = overrides.jobs ?? 'off';
+  const jobs = new JobRunner(database, models, log, {
+    ...config.jobs,
+    work: jobsMode === 'work' && config.jobs.enabled,
+    imageLimits,
+  });
+  let jobsStarted = false;
+  const close = async () => {
+    if (jobsStarted) await jobs.stop();
+    await models.close();
+    await database.close();
+  };
+  let given = overrides.embedder;
+  try {
+    await migrateOrRefuse(database, log);
+
+    let loaded = given;
+    given = undefined; // from here on, models owns it (closed by close())
+    if (loaded === undefined && overrides.model !== 'none') {
+      const configured =
+        configuredModelDir(config) ?? ((overrides.model ?? 'serve') === 'serve' ? await fetchDefaultModel(config, log) : null);
+      if (configured) loaded = { embedder: await loadEmbedder(config, configured.dir, log), source: configured.source };
+    }
+    if (loaded) {
+      const embedder = loaded.embedder;
+      const model = await models.add(embedder, loaded.source, config.embedding.variant ?? null).catch(async (err: unknown) => {
+        await embedder.close();
+        throw err;
+      });
+      const info = embedder.info();
+      log.info({ model: model.id, dimension: info.dimension, provider: info.provider, active: model.isActive }, 'embedding model loaded');
+    }
+
+    if (jobsMode !== 'off') {
+      jobsStarted = true; // stopped on failure too: start() may fail with the queue half up
+      await jobs.start();
+    }
+  } catch (err) {
+    await given?.embedder.close();
+    await close();
+    throw err;
+  }
+  return {
+    config,
+    log,
+    database,
+    models,
+    search: new SearchService(database.db, models, fetchOptions, imageLimits),
+    fetchOptions,
+    imageLimits,
+    ingest: { db: database.db, models, fetchOptions, imageLimits },
+    jobs,
+    loadEmbedder: (dir) => loadEmbedder(config, dir, log),
+    close,
+  };
 }

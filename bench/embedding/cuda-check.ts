@@ -14,6 +14,7 @@ import { createEmbedder, defaultEmbedderOptions, type Embedder } from '../../src
 import type { WorkerPool } from '../../src/embedding/pool.js';
 import { cudaProviderInstalled } from '../../src/embedding/providers.js';
 import { ensureB16, loadLine, median, photoJpegs, table } from './common.js';
+import { embedImageBytes } from '../../src/images/embed.js';
 
 const dir = process.argv[2] ?? (await ensureB16());
 console.log(`CUDA provider library installed: ${cudaProviderInstalled()}`);
@@ -27,7 +28,7 @@ try {
 const cpu = await createEmbedder({ ...defaultEmbedderOptions(), modelDir: dir, provider: 'cpu', intraOpThreads: availableParallelism() });
 const info = gpu.info();
 const jpegs = await photoJpegs(8, 640, 480, 5);
-const [a, b] = [await gpu.embedImages(jpegs), await cpu.embedImages(jpegs)];
+const [a, b] = [await embedImageBytes(gpu, jpegs), await embedImageBytes(cpu, jpegs)];
 const cos = a.map((v, i) => v.reduce((s, x, k) => s + x * b[i]![k]!, 0));
 console.log(`provider=${info.provider}; CUDA vs CPU cosine min ${Math.min(...cos).toFixed(5)}`);
 if (Math.min(...cos) < 0.999) console.error('WARNING: CUDA and CPU embeddings disagree');
@@ -52,7 +53,7 @@ for (const [name, e, batches] of [
 }
 const many = Array.from({ length: 128 }, (_, i) => jpegs[i % jpegs.length]!);
 const t0 = performance.now();
-await Promise.all(many.map((j) => gpu.embedImages([j])));
+await Promise.all(many.map((j) => embedImageBytes(gpu, [j])));
 const e2e = (many.length * 1000) / (performance.now() - t0);
 table(`CUDA check (${info.modelId}, ${S}×${S})`, rows);
 console.log(`\nmicro-batched end-to-end on CUDA, concurrency 128 single-image calls from 640×480 JPEGs: ${e2e.toFixed(1)} images/s`);

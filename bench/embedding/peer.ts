@@ -10,6 +10,7 @@ import { basename, dirname } from 'node:path';
 import { AutoProcessor, RawImage, SiglipVisionModel, env } from '@huggingface/transformers';
 import { createEmbedder, defaultEmbedderOptions } from '../../src/embedding/index.js';
 import { ensureB16, loadLine, median, photoJpegs, table } from './common.js';
+import { embedImageBytes } from '../../src/images/embed.js';
 
 const threads = availableParallelism();
 const dir = await ensureB16();
@@ -46,17 +47,17 @@ const modes: [string, number, () => Promise<unknown>, () => Promise<unknown>][] 
     'one image per call, sequential (3 images)',
     3,
     async () => {
-      for (const j of jpegs.slice(0, 3)) await ours.embedImages([j]);
+      for (const j of jpegs.slice(0, 3)) await embedImageBytes(ours, [j]);
     },
     async () => {
       for (const j of jpegs.slice(0, 3)) await peerEmbed([j]);
     },
   ],
-  [`one call with ${B} images`, B, () => ours.embedImages(jpegs), () => peerEmbed(jpegs)],
+  [`one call with ${B} images`, B, () => embedImageBytes(ours, jpegs), () => peerEmbed(jpegs)],
   [
     `${B} concurrent single-image calls`,
     B,
-    () => Promise.all(jpegs.map((j) => ours.embedImages([j]))),
+    () => Promise.all(jpegs.map((j) => embedImageBytes(ours, [j]))),
     () => Promise.all(jpegs.map((j) => peerEmbed([j]))),
   ],
 ];

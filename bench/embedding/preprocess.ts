@@ -12,7 +12,7 @@ import sharp from 'sharp';
 import { AutoProcessor, RawImage, env } from '@huggingface/transformers';
 import { decodeImage } from '../../src/images/decode.js';
 import { loadModelDir } from '../../src/embedding/model-dir.js';
-import { preprocessImage } from '../../src/embedding/preprocess.js';
+import { preprocessImage } from '../../src/images/embed.js';
 import { ensureB16, median, photoJpegs, table, loadLine } from './common.js';
 import { meanAbsDiff, pilBilinearResize } from './pil-bilinear.js';
 

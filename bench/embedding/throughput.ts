@@ -12,6 +12,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { createEmbedder, defaultEmbedderOptions, type Embedder } from '../../src/embedding/index.js';
 import type { WorkerPool } from '../../src/embedding/pool.js';
 import { ensureB16, median, mib, photoJpegs, table, loadLine } from './common.js';
+import { embedImageBytes } from '../../src/images/embed.js';
 
 const quick = process.env.BENCH_QUICK === '1';
 const cores = availableParallelism();
@@ -120,7 +121,7 @@ for (const c of quick ? [1, 8] : [1, 8, 32]) {
       while (next < total) {
         const i = next++;
         const s = performance.now();
-        await e.embedImages([jpegs[i % jpegs.length]!]);
+        await embedImageBytes(e, [jpegs[i % jpegs.length]!]);
         lat.push(performance.now() - s);
       }
     }),

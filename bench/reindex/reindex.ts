@@ -76,8 +76,6 @@ async function embedderFor(dir: string): Promise<Embedder> {
       intraOpThreads: os.availableParallelism(),
       maxBatch: 32,
       maxWaitMs: 2,
-      maxImageBytes: 20 << 20,
-      maxImagePixels: 40_000_000,
     },
     log,
   );

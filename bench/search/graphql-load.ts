@@ -82,7 +82,7 @@ for (const [label, q, category] of [
   const times: number[] = [];
   for (let j = 0; j < 200; j++) {
     const t = process.hrtime.bigint();
-    await service.services.search.similarToImage({ productId: ids[(j * 7919) % ids.length]! }, { k: 10, category });
+    await service.services.search.similarToImage({ kind: 'product', id: ids[(j * 7919) % ids.length]! }, { k: 10, category });
     times.push(ms(t));
   }
   rowsOut.push({

@@ -12,6 +12,7 @@ import { embeddedImageHashes, upsertEmbeddings, type EmbeddingWrite } from '../d
 import { upsertProductImages, type StoredImageWrite } from '../db/images.js';
 import { getProductsBySkus, upsertProductRows, type Product } from '../db/products.js';
 import type { DB } from '../db/types.js';
+import { embedImageBytes } from '../images/embed.js';
 import type { FetchImageOptions } from '../images/fetch.js';
 import { loadImageBytes } from '../images/source.js';
 import { makeThumbnail } from '../images/thumbnail.js';
@@ -87,7 +88,11 @@ export async function ingestProducts(ctx: IngestContext, inputs: ProductInputLik
       return stored && hashes.get(stored.id) === img.sha256 ? [] : [i];
     });
     if (todo.length === 0) continue;
-    const embedded = await target.embedder.embedImages(todo.map((i) => images[i]!.bytes)).catch((err: unknown) => {
+    const embedded = await embedImageBytes(
+      target.embedder,
+      todo.map((i) => images[i]!.bytes),
+      ctx.imageLimits,
+    ).catch((err: unknown) => {
       const index = err instanceof AppError && typeof err.details?.index === 'number' ? todo[err.details.index] : undefined;
       if (index !== undefined) atProduct(index, err);
       throw err;

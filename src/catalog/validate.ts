@@ -19,18 +19,25 @@ export const LIMITS = {
   filterCategories: 100,
 } as const;
 
+/**
+ * An image as plain values, out of any transport (the GraphQL surface reads uploads and base64 into
+ * `bytes`; the importer gives url or base64). At most one field is set.
+ */
 export interface ImageSpec {
   base64?: string | null;
   url?: string | null;
   productId?: string | null;
-  /** A multipart upload (the Upload scalar's promise of the file). */
-  file?: unknown;
+  /** The image file's bytes (a multipart upload read by the resolver). */
+  bytes?: Uint8Array | null;
 }
+
+/** What a similarity query is asked about: an image's bytes, an image at a URL, or a stored product. */
+export type QueryImage = { kind: 'bytes'; bytes: Uint8Array } | { kind: 'url'; url: string } | { kind: 'product'; id: string };
 
 export type ImageSource =
   | { kind: 'base64'; base64: string }
   | { kind: 'url'; url: string }
-  | { kind: 'file'; file: unknown }
+  | { kind: 'bytes'; bytes: Uint8Array }
   | { kind: 'productId'; productId: string };
 
 export interface ProductInputLike {
@@ -67,32 +74,41 @@ export function validatePrice(field: string, price: number | null | undefined): 
   return price;
 }
 
-/** Exactly one of base64, url, productId, file. */
+/**
+ * Exactly one of base64, url, productId, bytes. GraphQL already enforces it (ImageInput is @oneOf); the
+ * importer's JSON Lines objects are checked here.
+ */
 export function validateImageSpec(field: string, image: ImageSpec): ImageSource {
-  const given = (['base64', 'url', 'productId', 'file'] as const).filter((k) => image[k] != null);
+  const given = (['base64', 'url', 'productId', 'bytes'] as const).filter((k) => image[k] != null);
   if (given.length !== 1) {
     throw badInput(`${field} needs exactly one of base64, url, productId or file (got ${given.length ? given.join(' and ') : 'none'})`, {
       field,
     });
   }
-  if (image.file != null) return { kind: 'file', file: image.file };
-  if (image.base64 != null) {
-    const b64 = image.base64.replace(/\s+/g, '');
-    if (b64.length === 0 || !/^[A-Za-z0-9+/_-]*={0,2}$/.test(b64)) throw badInput(`${field}.base64 is not valid base64`, { field });
-    return { kind: 'base64', base64: b64 };
-  }
-  if (image.url != null) {
-    let url: URL;
-    try {
-      url = new URL(image.url);
-    } catch {
-      throw badInput(`${field}.url is not a valid URL`, { field });
-    }
-    if (image.url.length > LIMITS.urlLength) throw badInput(`${field}.url is longer than ${LIMITS.urlLength} characters`, { field });
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw badInput(`${field}.url must be http or https`, { field });
-    return { kind: 'url', url: url.toString() };
-  }
+  if (image.bytes != null) return { kind: 'bytes', bytes: image.bytes };
+  if (image.base64 != null) return { kind: 'base64', base64: validateBase64(field, image.base64) };
+  if (image.url != null) return { kind: 'url', url: validateImageUrl(field, image.url) };
   return { kind: 'productId', productId: validateId(`${field}.productId`, image.productId!) };
+}
+
+/** `field`.base64: standard or URL-safe alphabet, whitespace removed; decoded by images/ (its size cap). */
+export function validateBase64(field: string, base64: string): string {
+  const b64 = base64.replace(/\s+/g, '');
+  if (b64.length === 0 || !/^[A-Za-z0-9+/_-]*={0,2}$/.test(b64)) throw badInput(`${field}.base64 is not valid base64`, { field });
+  return b64;
+}
+
+/** `field`.url: an http(s) URL of bounded length (where it may point is checked when it is fetched). */
+export function validateImageUrl(field: string, value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw badInput(`${field}.url is not a valid URL`, { field });
+  }
+  if (value.length > LIMITS.urlLength) throw badInput(`${field}.url is longer than ${LIMITS.urlLength} characters`, { field });
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw badInput(`${field}.url must be http or https`, { field });
+  return url.toString();
 }
 
 /** Whether a string could be a product id (a positive bigint); anything else can never match a row. */
@@ -184,18 +200,4 @@ export function validatePageSize(first: number | null | undefined): number {
     throw badInput(`first must be between 1 and ${LIMITS.pageSize.max}`, { field: 'first', max: LIMITS.pageSize.max });
   }
   return first;
-}
-
-const CURSOR_PREFIX = 'product:';
-
-/** Opaque keyset cursors: base64url of the last product id seen. */
-export function encodeCursor(id: string): string {
-  return Buffer.from(CURSOR_PREFIX + id).toString('base64url');
-}
-
-export function decodeCursor(cursor: string): string {
-  const raw = /^[A-Za-z0-9_-]{1,64}$/.test(cursor) ? Buffer.from(cursor, 'base64url').toString() : '';
-  const id = raw.startsWith(CURSOR_PREFIX) ? raw.slice(CURSOR_PREFIX.length) : '';
-  if (!isProductId(id)) throw badInput('after is not a cursor returned by this API', { field: 'after' });
-  return id;
 }

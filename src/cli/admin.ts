@@ -10,6 +10,7 @@ import { runModelCommand } from '../embedding/cli.js';
 import { importCatalog } from '../jobs/import.js';
 import { JobRunner } from '../jobs/runner.js';
 import type { Logger } from '../log.js';
+import { imageLimitsOf } from '../services.js';
 import { CliError, openCliContext } from './context.js';
 import { ProgressBar } from './progress.js';
 
@@ -94,6 +95,7 @@ export async function reindexCommand(args: string[], config: Config, log: Logger
     runner = new JobRunner(ctx.database, ctx.models, log, {
       ...config.jobs,
       work: !values.detach,
+      imageLimits: imageLimitsOf(config),
     });
     await runner.start();
     const job = await runner.enqueueReindex({ model, onlyMissing: values['only-missing'] ?? false, activate: !values['no-activate'] });

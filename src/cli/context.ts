@@ -1,12 +1,11 @@
-/** What the admin commands share: the configured database (migrated), the models, and the ingest settings. */
+/** What the admin commands share: the services of the composition root, as a one-shot command needs them. */
 import net from 'node:net';
 import type { IngestContext } from '../catalog/ingest.js';
-import { configuredModelDir, loadEmbedder, openConfiguredDatabase } from '../app.js';
+import type { ModelService } from '../models/service.js';
 import type { Config } from '../config.js';
 import type { Database } from '../db/connect.js';
-import { migrateToLatest, pendingMigrations } from '../db/migrate.js';
 import type { Logger } from '../log.js';
-import { ModelService } from '../models/service.js';
+import { buildServices, type Services } from '../services.js';
 
 export class CliError extends Error {}
 
@@ -25,12 +24,18 @@ function portAnswers(port: number): Promise<boolean> {
 }
 
 export interface CliContext {
+  services: Services;
   database: Database;
   models: ModelService;
   ingest: IngestContext;
   close(): Promise<void>;
 }
 
+/**
+ * The services for one command: the embedded database's psql port stays closed (the command must not
+ * take the service's port), no model is fetched (only a configured or cached one is loaded), and the job
+ * queue is not started (reindex starts its own runner).
+ */
 export async function openCliContext(config: Config, log: Logger, opts: { loadConfiguredModel: boolean }): Promise<CliContext> {
   if (config.database.kind === 'pglite' && config.database.psqlPort > 0 && (await portAnswers(config.database.psqlPort))) {
     throw new CliError(
@@ -38,48 +43,10 @@ export async function openCliContext(config: Config, log: Logger, opts: { loadCo
         'Stop the service first, or use its GraphQL API (upsertProducts, reindex), or run with DATABASE_URL.',
     );
   }
-  const database = await openConfiguredDatabase(
-    { ...config, database: config.database.kind === 'pglite' ? { ...config.database, psqlPort: undefined as never } : config.database },
-    log,
-  );
-  const models = new ModelService(database, log, {
-    load: (dir) => loadEmbedder(config, dir, log),
-    variant: config.embedding.variant ?? null,
+  const services = await buildServices(config, log, {
+    psqlPort: false,
+    model: opts.loadConfiguredModel ? 'configured' : 'none',
+    jobs: 'off',
   });
-  const close = async () => {
-    await models.close();
-    await database.close();
-  };
-  try {
-    if (database.kind === 'pglite') await migrateToLatest(database.db);
-    else {
-      const pending = await pendingMigrations(database.db);
-      if (pending.length) throw new CliError(`database migrations are pending (${pending.join(', ')}): run \`vps migrate\` first`);
-    }
-    if (opts.loadConfiguredModel) {
-      const configured = configuredModelDir(config);
-      if (configured)
-        await models.add(await loadEmbedder(config, configured.dir, log), configured.source, config.embedding.variant ?? null);
-    }
-  } catch (err) {
-    await close();
-    throw err;
-  }
-  return {
-    database,
-    models,
-    ingest: {
-      db: database.db,
-      models,
-      fetchOptions: {
-        maxBytes: config.images.maxBytes,
-        totalTimeoutMs: config.images.fetch.totalTimeoutMs,
-        connectTimeoutMs: config.images.fetch.connectTimeoutMs,
-        maxRedirects: config.images.fetch.maxRedirects,
-        allowedPrivateHosts: config.images.fetch.allowedPrivateHosts,
-      },
-      imageLimits: { maxImageBytes: config.images.maxBytes, maxImagePixels: config.images.maxPixels },
-    },
-    close,
-  };
+  return { services, database: services.database, models: services.models, ingest: services.ingest, close: () => services.close() };
 }

@@ -1,5 +1,5 @@
 /** The products repository: the only place that reads or writes the products table. */
-import { sql, type ExpressionBuilder, type Kysely, type Selectable, type Transaction } from 'kysely';
+import { sql, type Kysely, type RawBuilder, type Selectable, type Transaction } from 'kysely';
 import type { DB, ProductsTable } from './types.js';
 
 export interface Product {
@@ -53,23 +53,26 @@ export function toProduct(row: Selectable<ProductsTable>): Product {
   };
 }
 
-/** The WHERE conditions of a ProductFilter over the products table (aliased or not). */
-export function productFilterCondition(filter: ProductFilter | null | undefined, table: 'products' | 'p' = 'products') {
-  return (eb: ExpressionBuilder<any, any>) => {
-    const col = (c: string) => eb.ref(`${table}.${c}`);
-    const conds = [];
-    if (!filter) return eb.and([]);
-    if (filter.category != null) conds.push(eb(col('category'), '=', filter.category));
-    if (filter.categories != null) {
-      // An empty list matches nothing, as the caller asked for no category at all.
-      conds.push(filter.categories.length ? eb(col('category'), 'in', filter.categories) : sql<boolean>`false`);
-    }
-    if (filter.brand != null) conds.push(eb(col('brand'), '=', filter.brand));
-    if (filter.minPrice != null) conds.push(eb(col('price'), '>=', filter.minPrice));
-    if (filter.maxPrice != null) conds.push(eb(col('price'), '<=', filter.maxPrice));
-    if (filter.inStock != null) conds.push(eb(col('in_stock'), '=', filter.inStock));
-    return eb.and(conds);
-  };
+/**
+ * The WHERE conditions of a ProductFilter over the products table (by its name, or the alias `p` that
+ * search/query.ts joins it as), as one SQL expression: usable in `.where()` and inside sql templates.
+ */
+export function productFilterCondition(
+  filter: ProductFilter | null | undefined,
+  table: 'products' | 'p' = 'products',
+): RawBuilder<boolean> {
+  const col = (c: 'category' | 'brand' | 'price' | 'in_stock') => sql.ref(`${table}.${c}`);
+  const conds: RawBuilder<boolean>[] = [];
+  if (filter?.category != null) conds.push(sql<boolean>`${col('category')} = ${filter.category}`);
+  if (filter?.categories != null) {
+    // An empty list matches nothing, as the caller asked for no category at all.
+    conds.push(filter.categories.length ? sql<boolean>`${col('category')} IN (${sql.join(filter.categories)})` : sql<boolean>`false`);
+  }
+  if (filter?.brand != null) conds.push(sql<boolean>`${col('brand')} = ${filter.brand}`);
+  if (filter?.minPrice != null) conds.push(sql<boolean>`${col('price')} >= ${filter.minPrice}`);
+  if (filter?.maxPrice != null) conds.push(sql<boolean>`${col('price')} <= ${filter.maxPrice}`);
+  if (filter?.inStock != null) conds.push(sql<boolean>`${col('in_stock')} = ${filter.inStock}`);
+  return conds.length ? sql<boolean>`(${sql.join(conds, sql` AND `)})` : sql<boolean>`true`;
 }
 
 export async function getProduct(db: Db, id: string): Promise<Product | null> {

@@ -16,9 +16,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { configuredModelDir, loadEmbedder, startService, stopOnSignals, type RunningService } from '../app.js';
+import { startService, stopOnSignals, type RunningService } from '../app.js';
 import { loadConfigOrReport, type Config } from '../config.js';
 import { createLogger, type Logger } from '../log.js';
+import { configuredModelDir, loadEmbedder } from '../services.js';
 import { catalogSize, demoProducts, seedOverHttp } from './seed.js';
 
 const TINY_DIR = path.resolve('.cache', 'models', 'tiny-demo');
@@ -98,7 +99,8 @@ async function main(): Promise<number> {
 
   // The demo database is disposable: one the migrations do not recognise (made by another version of
   // the code) is rebuilt; a taken port gives way to a free one unless PORT was set. A failed start
-  // closes the embedder it was given, so each try loads the model again.
+  // closes the embedder it was given (buildServices owns it from the call on), so each try loads the
+  // model again.
   let service: RunningService | undefined;
   let current = demoConfig;
   let loaded = embedder;

@@ -15,24 +15,25 @@ import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { listFiles } from '@huggingface/hub';
+import { ProgressBar } from '../cli/progress.js';
+import { hubSettings } from '../config.js';
 import { AppError, ErrorCode } from '../errors.js';
 import { DEFAULT_MODEL_REPO, defaultModelCacheDir, modelCachePath } from './hub-paths.js';
 import { loadModelDir, onnxFileName } from './model-dir.js';
 
 export const REQUIRED_JSON = ['config.json', 'preprocessor_config.json', 'tokenizer.json', 'tokenizer_config.json'];
-const DEFAULT_HUB = 'https://huggingface.co';
 
 export interface FetchOptions {
   repo?: string;
   variant?: string;
   revision?: string;
   cacheDir?: string;
-  /** Hub base URL; default HF_ENDPOINT, else the public hub. */
+  /** Hub base URL; default HF_ENDPOINT (config.ts), else the public hub. */
   hubUrl?: string;
-  /** Default HF_TOKEN / HUGGING_FACE_HUB_TOKEN. */
+  /** Default HF_TOKEN / HUGGING_FACE_HUB_TOKEN (config.ts). */
   token?: string;
   fetch?: typeof fetch;
-  /** Progress sink; default: a bar on stderr when it is a TTY, else a line every 10%. */
+  /** Progress sink; default: the CLI's progress bar on stderr (redrawn on a TTY, else a line every few seconds). */
   onProgress?: (p: { file: string; done: number; total: number; fileDone: number; fileTotal: number }) => void;
   quiet?: boolean;
 }
@@ -53,13 +54,6 @@ interface Manifest {
 
 const fail = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
   new AppError(ErrorCode.MODEL_UNAVAILABLE, message, details, cause === undefined ? undefined : { cause });
-
-export function hubEnv(): { hubUrl: string; token?: string } {
-  return {
-    hubUrl: (process.env.HF_ENDPOINT || DEFAULT_HUB).replace(/\/+$/, ''),
-    token: process.env.HF_TOKEN || process.env.HUGGING_FACE_HUB_TOKEN || undefined,
-  };
-}
 
 /** Which files of a repo listing make up the model directory for a variant. */
 export function selectFiles(listing: RemoteFile[], variant?: string): RemoteFile[] {
@@ -101,36 +95,21 @@ const etagHash = (etag: string | null): string | undefined => {
   return v && /^([0-9a-f]{40}|[0-9a-f]{64})$/.test(v) ? v : undefined;
 };
 
+/** The default progress sink: the CLI's progress bar, in MiB, on stderr. */
 function progressPrinter(total: number, quiet?: boolean) {
-  const tty = process.stderr.isTTY;
-  let lastDecile = -1;
-  const t0 = Date.now();
+  if (quiet) return () => {};
+  const bar = new ProgressBar('model fetch', { unit: 'MiB', scale: 1048576 });
   return (p: { file: string; done: number }) => {
-    if (quiet) return;
-    const pct = total ? (100 * p.done) / total : 100;
-    const mb = (n: number) => (n / 1048576).toFixed(1);
-    const rate = p.done / 1048576 / Math.max(0.001, (Date.now() - t0) / 1000);
-    if (tty) {
-      const w = 30;
-      const fill = Math.round((pct / 100) * w);
-      process.stderr.write(
-        `\r[${'#'.repeat(fill)}${'.'.repeat(w - fill)}] ${pct.toFixed(0).padStart(3)}% ${mb(p.done)}/${mb(total)} MiB ${rate.toFixed(1)} MiB/s ${p.file.slice(-40).padEnd(40)}`,
-      );
-      if (p.done >= total) process.stderr.write('\n');
-    } else {
-      const d = Math.floor(pct / 10);
-      if (d !== lastDecile) {
-        lastDecile = d;
-        process.stderr.write(`model fetch: ${pct.toFixed(0)}% (${mb(p.done)}/${mb(total)} MiB) ${p.file}\n`);
-      }
-    }
+    const finished = p.done >= total;
+    bar.update(p.done, total, p.file.slice(-40), finished);
+    if (finished) bar.done();
   };
 }
 
 /** Download (or complete) the model directory for `repo`; returns its path. */
 export async function fetchModel(opts: FetchOptions = {}): Promise<string> {
   const repo = opts.repo ?? DEFAULT_MODEL_REPO;
-  const env = hubEnv();
+  const env = hubSettings(); // HF_ENDPOINT / HF_TOKEN, read where every setting is read
   const hubUrl = (opts.hubUrl ?? env.hubUrl).replace(/\/+$/, '');
   const token = opts.token ?? env.token;
   const revision = opts.revision ?? 'main';

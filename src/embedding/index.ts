@@ -1,22 +1,21 @@
 /**
  * In-process SigLIP 2 embedding engine.
  *
- *   bytes ─► images/decode (limits, EXIF, first frame, alpha) ─► resize S×S + normalise (preprocess.ts)
+ *   pixels (8-bit RGB at inputSize(), decoded and bounded by images/) ─► normalise (preprocess.ts)
  *   text  ─► lowercase + tokenizer.json + EOS + pad to 64 (tokenizer.ts)
  *         ─► micro-batcher (batcher.ts) ─► worker pool (pool.ts; one ORT session per tower per worker)
  *         ─► pooler_output, L2-normalised
  *
- * Knows nothing of GraphQL or SQL. Errors are AppErrors (INVALID_IMAGE, IMAGE_TOO_LARGE,
- * MODEL_UNAVAILABLE, EMBEDDING_FAILED, BAD_USER_INPUT).
+ * Knows nothing of GraphQL, SQL or encoded images (images/ decodes them with its limits). Errors are
+ * AppErrors (MODEL_UNAVAILABLE, EMBEDDING_FAILED, BAD_USER_INPUT).
  */
 import { availableParallelism } from 'node:os';
 import { AppError, ErrorCode } from '../errors.js';
-import type { ImageLimits } from '../images/decode.js';
 import { MicroBatcher } from './batcher.js';
 import { DEFAULT_MODEL_REPO, modelCachePath } from './hub-paths.js';
 import { loadModelDir, type ModelFiles } from './model-dir.js';
-import { WorkerPool, type Logger, type WorkerMemory } from './pool.js';
-import { preprocessImage } from './preprocess.js';
+import { WorkerPool, type Logger } from './pool.js';
+import { rgbToTensor } from './preprocess.js';
 import type { Kind } from './protocol.js';
 import { PROVIDERS, type ProviderName } from './providers.js';
 import { createTokenizer, type TextTokenizer } from './tokenizer.js';
@@ -36,8 +35,13 @@ export interface EmbedderOptions {
   maxWaitMs: number;
   /** ONNX file variant: undefined/'fp32' → onnx/vision_model.onnx; 'fp16' → onnx/vision_model_fp16.onnx; … */
   variant?: string;
-  maxImageBytes: number;
-  maxImagePixels: number;
+}
+
+/** Decoded pixels: interleaved 8-bit RGB, row-major, `data.length === width * height * 3`. */
+export interface RgbPixels {
+  data: Uint8Array;
+  width: number;
+  height: number;
 }
 
 export interface EmbedderInfo {
@@ -54,8 +58,18 @@ export interface EmbedderInfo {
 }
 
 export interface Embedder {
-  /** L2-normalised image embeddings, in input order. Rejects with INVALID_IMAGE / IMAGE_TOO_LARGE (details.index) on a bad input. */
-  embedImages(buffers: Buffer[]): Promise<Float32Array[]>;
+  /**
+   * L2-normalised image embeddings, in input order, of pixels already at inputSize() (images/embed.ts
+   * decodes and resizes encoded bytes). Rejects with BAD_USER_INPUT (details.index) on another size.
+   */
+  embedImages(images: RgbPixels[]): Promise<Float32Array[]>;
+  /** The pixel size the vision tower takes (SigLIP 2 squashes to S×S). */
+  inputSize(): { width: number; height: number };
+  /**
+   * SigLIP's calibrated probability that a text matches an image with this cosine similarity,
+   * sigmoid(exp(logit_scale)·score + logit_bias); null when the model's config.json lacks them.
+   */
+  matchProbability(score: number): number | null;
   /** L2-normalised text embeddings, in input order. */
   embedTexts(texts: string[]): Promise<Float32Array[]>;
   info(): EmbedderInfo;
@@ -75,8 +89,6 @@ export function defaultEmbedderOptions(): EmbedderOptions {
     maxBatch: 16,
     maxWaitMs: 5,
     variant: undefined,
-    maxImageBytes: 20 * 1024 * 1024,
-    maxImagePixels: 40_000_000,
   };
 }
 
@@ -84,33 +96,15 @@ function validateOptions(o: EmbedderOptions): void {
   const bad = (m: string) => new AppError(ErrorCode.BAD_USER_INPUT, `Invalid embedder option: ${m}`);
   if (!o.modelDir) throw bad('modelDir is required');
   if (!PROVIDERS.includes(o.provider)) throw bad(`provider must be one of ${PROVIDERS.join(', ')}`);
-  for (const k of ['workers', 'intraOpThreads', 'maxBatch', 'maxImageBytes', 'maxImagePixels'] as const) {
+  for (const k of ['workers', 'intraOpThreads', 'maxBatch'] as const) {
     if (!Number.isInteger(o[k]) || o[k] < 1) throw bad(`${k} must be a positive integer`);
   }
   if (!(Number.isFinite(o.maxWaitMs) && o.maxWaitMs >= 0)) throw bad('maxWaitMs must be ≥ 0');
 }
 
-/** Small async semaphore bounding concurrent image decodes (sharp work on the libuv pool). */
-class Limiter {
-  private active = 0;
-  private waiting: (() => void)[] = [];
-  constructor(private readonly max: number) {}
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.max) await new Promise<void>((r) => this.waiting.push(r));
-    this.active++;
-    try {
-      return await fn();
-    } finally {
-      this.active--;
-      this.waiting.shift()?.();
-    }
-  }
-}
-
 type Payload = Float32Array | { ids: BigInt64Array; mask: BigInt64Array };
 
 class EmbedderImpl implements Embedder {
-  private decodeLimiter = new Limiter(Math.max(2, availableParallelism()));
   constructor(
     private readonly opts: EmbedderOptions,
     private readonly files: ModelFiles,
@@ -120,31 +114,29 @@ class EmbedderImpl implements Embedder {
     private readonly provider: string,
   ) {}
 
-  private get limits(): ImageLimits {
-    return { maxImageBytes: this.opts.maxImageBytes, maxImagePixels: this.opts.maxImagePixels };
+  inputSize(): { width: number; height: number } {
+    return { width: this.files.preprocess.width, height: this.files.preprocess.height };
   }
 
-  async embedImages(buffers: Buffer[]): Promise<Float32Array[]> {
-    if (!Array.isArray(buffers)) throw new AppError(ErrorCode.BAD_USER_INPUT, 'embedImages expects an array of buffers');
-    const tensors = await Promise.all(
-      buffers.map((b, index) =>
-        this.decodeLimiter
-          .run(() => preprocessImage(b, this.files.preprocess, this.limits))
-          .catch((err: unknown) => {
-            if (err instanceof AppError) {
-              throw new AppError(
-                err.code,
-                buffers.length > 1 ? `Image ${index}: ${err.message}` : err.message,
-                { ...err.details, index },
-                {
-                  cause: err.cause,
-                },
-              );
-            }
-            throw new AppError(ErrorCode.INVALID_IMAGE, `Image ${index} could not be decoded`, { index }, { cause: err });
-          }),
-      ),
-    );
+  matchProbability(score: number): number | null {
+    const { logitScale, logitBias } = this.files;
+    if (logitScale === undefined || logitBias === undefined) return null;
+    return 1 / (1 + Math.exp(-(score * Math.exp(logitScale) + logitBias)));
+  }
+
+  async embedImages(images: RgbPixels[]): Promise<Float32Array[]> {
+    if (!Array.isArray(images)) throw new AppError(ErrorCode.BAD_USER_INPUT, 'embedImages expects an array of images');
+    const { width, height } = this.inputSize();
+    const tensors = images.map((img, index) => {
+      if (img.width !== width || img.height !== height || img.data.length !== width * height * 3) {
+        throw new AppError(
+          ErrorCode.BAD_USER_INPUT,
+          `Image ${index} is ${img.width}×${img.height} RGB (${img.data.length} bytes); the model takes ${width}×${height}`,
+          { index },
+        );
+      }
+      return rgbToTensor(img.data, width, height, this.files.preprocess);
+    });
     return Promise.all(tensors.map((t) => this.batcher.submit('image', t)));
   }
 
@@ -174,11 +166,6 @@ class EmbedderImpl implements Embedder {
     if (this.files.logitScale !== undefined) out.logitScale = this.files.logitScale;
     if (this.files.logitBias !== undefined) out.logitBias = this.files.logitBias;
     return out;
-  }
-
-  /** Per-worker memory figures (bench/diagnostics). */
-  workerMemory(): Promise<WorkerMemory[]> {
-    return this.pool.memory();
   }
 
   async close(): Promise<void> {

@@ -1,9 +1,8 @@
 /**
  * Image preprocessing driven by preprocessor_config.json (SigLIP 2 FixRes): squash to S×S with antialiased
  * bilinear resampling (no crop), rescale by 1/255, normalise with mean/std (0.5), channels-first RGB.
- * Decoding and validation of the untrusted bytes happens in images/decode.ts.
+ * Decoding, validation and the resize of the untrusted bytes happen in images/ (decode.ts, embed.ts).
  */
-import { decodeImage, type ImageLimits } from '../images/decode.js';
 import type { PreprocessSpec } from './model-dir.js';
 
 /** Interleaved 8-bit RGB (H×W×3) → float32 CHW normalised tensor, written into `out` at `offset`. */
@@ -28,15 +27,4 @@ export function rgbToTensor(
     for (let i = 0, j = c; i < plane; i++, j += 3) out[base + i] = lut[rgb[j]!]!;
   }
   return out;
-}
-
-/** Decode + validate (images/) then resize and normalise to a [3,S,S] float32 tensor. */
-export async function preprocessImage(bytes: Buffer | Uint8Array, spec: PreprocessSpec, limits: ImageLimits): Promise<Float32Array> {
-  const img = await decodeImage(bytes, limits, spec.doResize ? { width: spec.width, height: spec.height } : undefined);
-  if (img.width !== spec.width || img.height !== spec.height) {
-    // do_resize=false with a non-matching input cannot feed a fixed-size graph
-    const resized = await decodeImage(bytes, limits, { width: spec.width, height: spec.height });
-    return rgbToTensor(resized.data, resized.width, resized.height, spec);
-  }
-  return rgbToTensor(img.data, img.width, img.height, spec);
 }

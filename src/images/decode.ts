@@ -20,6 +20,9 @@ export interface ImageLimits {
   maxImagePixels: number;
 }
 
+/** The defaults of IMAGE_MAX_BYTES and IMAGE_MAX_PIXELS (config.ts), for callers without a configuration. */
+export const DEFAULT_IMAGE_LIMITS: ImageLimits = { maxImageBytes: 20 * 1024 * 1024, maxImagePixels: 40_000_000 };
+
 export interface ResizeSpec {
   width: number;
   height: number;

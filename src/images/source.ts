@@ -1,9 +1,8 @@
-/** Turns an image given by a client (base64, URL or uploaded file) into bounded bytes. */
+/** Turns an image given by a client (base64, URL, or bytes already read from an upload) into bounded bytes. */
 import { AppError, ErrorCode } from '../errors.js';
 import { fetchImage, type FetchImageOptions } from './fetch.js';
-import { readUpload } from './upload.js';
 
-export type ImageBytesSource = { kind: 'base64'; base64: string } | { kind: 'url'; url: string } | { kind: 'file'; file: unknown };
+export type ImageBytesSource = { kind: 'base64'; base64: string } | { kind: 'url'; url: string } | { kind: 'bytes'; bytes: Uint8Array };
 
 /** Decodes base64 (standard or URL-safe) after checking that the decoded size fits the cap. */
 export function decodeBase64Image(base64: string, maxBytes: number): Buffer {
@@ -26,7 +25,19 @@ export async function loadImageBytes(source: ImageBytesSource, fetchOptions: Fet
       return decodeBase64Image(source.base64, fetchOptions.maxBytes);
     case 'url':
       return fetchImage(source.url, fetchOptions);
-    case 'file':
-      return readUpload(source.file, fetchOptions.maxBytes);
+    case 'bytes':
+      return boundedBytes(source.bytes, fetchOptions.maxBytes);
   }
+}
+
+/** Bytes the caller already holds (an upload read with its own cap), held to the same cap and non-empty. */
+export function boundedBytes(bytes: Uint8Array, maxBytes: number): Buffer {
+  if (bytes.length > maxBytes) {
+    throw new AppError(ErrorCode.IMAGE_TOO_LARGE, `Image is ${bytes.length} bytes; the limit is ${maxBytes}`, {
+      bytes: bytes.length,
+      maxImageBytes: maxBytes,
+    });
+  }
+  if (bytes.length === 0) throw new AppError(ErrorCode.INVALID_IMAGE, 'Image is empty');
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 }

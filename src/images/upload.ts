@@ -2,11 +2,14 @@
 import type { FileUpload } from 'graphql-upload/Upload.mjs';
 import { AppError, ErrorCode } from '../errors.js';
 
-/** `upload` is what the Upload scalar yields: a promise of the file. */
-export async function readUpload(upload: unknown, maxBytes: number): Promise<Buffer> {
+/**
+ * `upload` is what the Upload scalar yields: a promise of the file (typed unknown by the scalar, checked
+ * below). Called by the GraphQL surface, which hands the domain the bytes.
+ */
+export async function readUpload(upload: Promise<unknown>, maxBytes: number): Promise<Buffer> {
   let file: FileUpload;
   try {
-    file = await (upload as Promise<FileUpload>);
+    file = (await upload) as FileUpload;
   } catch (err) {
     throw uploadError(err, maxBytes);
   }

@@ -8,12 +8,13 @@
  * attributes (object, or JSON text in CSV), image: an http(s) URL or a file path (relative to
  * --images-dir, else to the catalog file's folder). Also accepted: image_url / imageUrl / image_path / imagePath.
  */
+import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ingestProducts, type IngestContext } from '../catalog/ingest.js';
 import type { ImageSpec, ProductInputLike } from '../catalog/validate.js';
 import { AppError } from '../errors.js';
-import { parseCsv } from '../cli/csv.js';
+import { readCsv } from '../cli/csv.js';
 
 export interface ImportOptions {
   file: string;
@@ -53,8 +54,8 @@ interface Checkpoint {
 type RawRow = { line: number; row: Record<string, unknown> } | { line: number; error: string };
 
 export async function readCatalog(file: string): Promise<RawRow[]> {
-  const text = await fs.readFile(file, 'utf8');
   if (/\.jsonl?$/i.test(file) || /\.ndjson$/i.test(file)) {
+    const text = await fs.readFile(file, 'utf8');
     return text.split('\n').flatMap((l, i): RawRow[] => {
       if (!l.trim()) return [];
       try {
@@ -67,15 +68,25 @@ export async function readCatalog(file: string): Promise<RawRow[]> {
     });
   }
   if (/\.csv$/i.test(file)) {
-    const records = [...parseCsv(text)];
-    const header = records.shift();
-    if (!header) return [];
-    const names = header.fields.map((h) => h.trim());
-    return records.map(({ fields, line }) =>
-      fields.length !== names.length
-        ? { line, error: `${fields.length} fields, the header has ${names.length}` }
-        : { line, row: Object.fromEntries(names.map((n, i) => [n, fields[i]])) },
-    );
+    // A malformed record is one row of the error report; the header must be well-formed.
+    const rows: RawRow[] = [];
+    let names: string[] | null = null;
+    for await (const r of readCsv(createReadStream(file, { encoding: 'utf8' }))) {
+      if (!names) {
+        if ('error' in r) throw new AppError('BAD_USER_INPUT', `${file}: the header (line ${r.line}) is not valid CSV: ${r.error}`);
+        names = r.fields.map((h) => h.trim());
+        continue;
+      }
+      const header = names;
+      if ('error' in r) rows.push(r);
+      else
+        rows.push(
+          r.fields.length !== header.length
+            ? { line: r.line, error: `${r.fields.length} fields, the header has ${header.length}` }
+            : { line: r.line, row: Object.fromEntries(header.map((n, i) => [n, r.fields[i]])) },
+        );
+    }
+    return rows;
   }
   throw new AppError('BAD_USER_INPUT', `${file}: expected a .jsonl or .csv file`);
 }

@@ -11,6 +11,8 @@
 import type { Kysely, Transaction } from 'kysely';
 import { AppError } from '../errors.js';
 import type { Database } from '../db/connect.js';
+import { DEFAULT_IMAGE_LIMITS, type ImageLimits } from '../images/decode.js';
+import { embedImageBytes } from '../images/embed.js';
 import {
   countLeft,
   countMissing,
@@ -42,6 +44,8 @@ export interface ReindexContext {
   kind: Database['kind'];
   /** Drop a fresh model's index for the bulk load and build it once at the end (default true; benchmarks compare). */
   deferIndex?: boolean;
+  /** Decode limits for the stored originals (default: the service's defaults). */
+  imageLimits?: ImageLimits;
   /** True once the job should stop at the next batch boundary (service stopping). */
   stopping(): boolean;
   /** True once the heartbeat found the job cancelled or taken over. */
@@ -58,12 +62,17 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function embedIsolatingFailures(
   embedder: Embedder,
   batch: CatalogImage[],
+  limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
 ): Promise<{ vectors: Array<{ productId: string; sha256: string; embedding: Float32Array }>; errors: ReindexError[] }> {
   let todo = batch;
   const errors: ReindexError[] = [];
   while (todo.length) {
     try {
-      const out = await embedder.embedImages(todo.map((b) => b.original));
+      const out = await embedImageBytes(
+        embedder,
+        todo.map((b) => b.original),
+        limits,
+      );
       return { vectors: todo.map((b, i) => ({ productId: b.productId, sha256: b.sha256, embedding: out[i]! })), errors };
     } catch (err) {
       const index = err instanceof AppError && typeof err.details?.index === 'number' ? err.details.index : -1;
@@ -129,7 +138,7 @@ export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder:
         }
         break;
       }
-      const { vectors, errors } = await embedIsolatingFailures(embedder, batch);
+      const { vectors, errors } = await embedIsolatingFailures(embedder, batch, ctx.imageLimits);
       const next = batch.at(-1)!.productId;
       let total: number | undefined;
       if (!sweep && Date.now() - lastCount > RECOUNT_MS) {

@@ -5,6 +5,7 @@
  * retried a bounded number of times (retry-policy.ts).
  */
 import { randomUUID } from 'node:crypto';
+import type { ImageLimits } from '../images/decode.js';
 import type { Kysely } from 'kysely';
 import { AppError, ErrorCode } from '../errors.js';
 import type { Database } from '../db/connect.js';
@@ -42,6 +43,8 @@ export interface JobRunnerOptions {
   work: boolean;
   /** See ReindexContext.deferIndex. */
   deferIndex?: boolean;
+  /** Decode limits for reindexing stored originals (the configured image limits). */
+  imageLimits?: ImageLimits;
 }
 
 export class JobRunner {
@@ -211,6 +214,7 @@ export class JobRunner {
           batchSize: this.opts.batchSize,
           throttleMs: this.opts.throttleMs,
           ...(this.opts.deferIndex !== undefined ? { deferIndex: this.opts.deferIndex } : {}),
+          ...(this.opts.imageLimits ? { imageLimits: this.opts.imageLimits } : {}),
           stopping: () => this.stopping,
           lost: () => beat.lost(),
         },

@@ -1,8 +1,12 @@
 import type { Resolvers } from '../schema/generated.js';
+import { toQueryImage } from './inputs.js';
 
 export const searchResolvers: Resolvers = {
   Query: {
-    similarProducts: async (_, { image, ...args }, ctx) => (await ctx.services.search.similarToImage(image, args)).matches,
+    similarProducts: async (_, { image, ...args }, ctx) => {
+      const query = await toQueryImage(image, ctx.services.imageLimits.maxImageBytes);
+      return (await ctx.services.search.similarToImage(query, args)).matches;
+    },
     searchProducts: async (_, { text, ...args }, ctx) => (await ctx.services.search.similarToText(text, args)).matches,
     embeddingModel: async (_, __, ctx) => {
       const loaded = ctx.services.models.loadedModels();

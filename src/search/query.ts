@@ -2,7 +2,7 @@
  * The similarity query: vector distance and relational filters in one SQL statement, executed with
  * the strategy chosen for it (strategy.ts), inside one transaction so SET LOCAL stays local.
  */
-import { expressionBuilder, sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import { productFilterCondition, type ProductFilter } from '../db/products.js';
 import { MODEL_ID } from '../models/ids.js';
 import type { DB } from '../db/types.js';
@@ -50,7 +50,7 @@ async function estimateMatching(trx: Transaction<DB>, q: NeighbourQuery): Promis
   const plan = await sql<{ 'QUERY PLAN': Array<{ Plan: { 'Plan Rows': number } }> }>`
     EXPLAIN (FORMAT JSON)
     SELECT 1 FROM product_embeddings e JOIN products p ON p.id = e.product_id
-    WHERE e.model_id = ${id} AND ${productFilterCondition(q.filter, 'p')(expressionBuilder<any, any>())}`.execute(trx);
+    WHERE e.model_id = ${id} AND ${productFilterCondition(q.filter, 'p')}`.execute(trx);
   const raw = plan.rows[0]!['QUERY PLAN'];
   const parsed = (typeof raw === 'string' ? JSON.parse(raw) : raw) as Array<{ Plan: { 'Plan Rows': number } }>;
   return Math.round(parsed[0]!.Plan['Plan Rows']);
@@ -68,7 +68,7 @@ function exactStatement(q: NeighbourQuery) {
   return sql<Row>`
     SELECT e.product_id, (e.embedding <=> ${q.vector}::halfvec)::float8 AS distance
     FROM product_embeddings e JOIN products p ON p.id = e.product_id
-    WHERE e.model_id = ${id} AND ${productFilterCondition(q.filter, 'p')(expressionBuilder<any, any>())}
+    WHERE e.model_id = ${id} AND ${productFilterCondition(q.filter, 'p')}
     ORDER BY ${order(q)}
     LIMIT ${q.k}`;
 }
@@ -87,7 +87,7 @@ function hnswStatement(q: NeighbourQuery) {
     WITH walk AS MATERIALIZED (
       SELECT e.product_id, (e.embedding::halfvec(${dim}) <=> ${q.vector}::halfvec(${dim}))::float8 AS distance
       FROM product_embeddings e JOIN products p ON p.id = e.product_id
-      WHERE e.model_id = ${id} AND ${productFilterCondition(q.filter, 'p')(expressionBuilder<any, any>())}
+      WHERE e.model_id = ${id} AND ${productFilterCondition(q.filter, 'p')}
       ORDER BY e.embedding::halfvec(${dim}) <=> ${q.vector}::halfvec(${dim})
       LIMIT ${q.k}
     )

@@ -9,10 +9,12 @@ import { storedVector, vectorLiteral } from '../db/embeddings.js';
 import type { EmbeddingModel } from '../db/models.js';
 import { getProduct, getProductsByIds, type Product, type ProductFilter } from '../db/products.js';
 import type { DB } from '../db/types.js';
+import type { ImageLimits } from '../images/decode.js';
+import { embedImageBytes } from '../images/embed.js';
 import type { FetchImageOptions } from '../images/fetch.js';
 import { loadImageBytes } from '../images/source.js';
 import type { ModelService } from '../models/service.js';
-import { validateFilter, validateImageSpec, type ImageSpec } from '../catalog/validate.js';
+import { validateFilter, type QueryImage } from '../catalog/validate.js';
 import { nearestNeighbours, type NeighbourResult } from './query.js';
 import { MAX_K, type Strategy } from './strategy.js';
 
@@ -61,6 +63,7 @@ export class SearchService {
     private readonly db: Kysely<DB>,
     private readonly models: ModelService,
     private readonly fetchOptions: FetchImageOptions,
+    private readonly imageLimits: ImageLimits,
   ) {}
 
   private async activeModel(): Promise<EmbeddingModel> {
@@ -70,28 +73,26 @@ export class SearchService {
     return model;
   }
 
-  async similarToImage(image: ImageSpec, args: SearchArgs): Promise<SearchOutcome> {
+  /** `image` comes validated from the surface (resolvers/inputs.ts): bytes, an http(s) URL, a product id. */
+  async similarToImage(image: QueryImage, args: SearchArgs): Promise<SearchOutcome> {
     const opts = validateSearch(args);
-    const source = validateImageSpec('image', image);
     const model = await this.activeModel();
-    if (source.kind === 'productId') {
-      const vector = await storedVector(this.db, model.id, source.productId);
+    if (image.kind === 'product') {
+      const vector = await storedVector(this.db, model.id, image.id);
       if (!vector) {
         // Only on the error path: tell a missing product from one without a vector.
-        const exists = await getProduct(this.db, source.productId);
+        const exists = await getProduct(this.db, image.id);
         throw new AppError(
           ErrorCode.NOT_FOUND,
-          exists
-            ? `Product ${source.productId} has no image vector for the active model ${model.id}`
-            : `No product with id ${source.productId}`,
+          exists ? `Product ${image.id} has no image vector for the active model ${model.id}` : `No product with id ${image.id}`,
           { field: 'image.productId' },
         );
       }
-      return this.run(model, vector, opts, { preferProductId: source.productId, strategy: args.strategy });
+      return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy });
     }
     const embedder = this.models.require(model.id);
-    const bytes = await loadImageBytes(source, this.fetchOptions);
-    const [vector] = await embedder.embedImages([bytes]);
+    const bytes = await loadImageBytes(image, this.fetchOptions);
+    const [vector] = await embedImageBytes(embedder, [bytes], this.imageLimits);
     return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy });
   }
 
@@ -110,12 +111,8 @@ export class SearchService {
       vector = vectorLiteral(v!);
       this.textVectors.set(key, vector);
     }
-    const info = embedder.info();
-    const calibrate =
-      info.logitScale !== undefined && info.logitBias !== undefined
-        ? (score: number) => 1 / (1 + Math.exp(-(score * Math.exp(info.logitScale!) + info.logitBias!)))
-        : null;
-    return this.run(model, vector, opts, { strategy: args.strategy }, calibrate);
+    // The calibration belongs to the model (its logit scale and bias): the embedder computes it.
+    return this.run(model, vector, opts, { strategy: args.strategy }, (score) => embedder.matchProbability(score));
   }
 
   /** Text-query vectors cached so far (tests, diagnostics). */
@@ -128,7 +125,7 @@ export class SearchService {
     vector: string,
     opts: { filter: ProductFilter | null; k: number; minScore: number | null },
     extra: { preferProductId?: string; strategy?: Strategy | undefined },
-    calibrate: ((score: number) => number) | null = null,
+    calibrate: (score: number) => number | null = () => null,
   ): Promise<SearchOutcome> {
     const result = await nearestNeighbours(this.db, {
       model,
@@ -148,7 +145,7 @@ export class SearchService {
       const product = products.get(n.productId);
       if (!product) return []; // deleted in the meantime
       const score = 1 - n.distance;
-      return [{ product, score, distance: n.distance, matchProbability: calibrate ? calibrate(score) : null }];
+      return [{ product, score, distance: n.distance, matchProbability: calibrate(score) }];
     });
     return { matches, plan };
   }

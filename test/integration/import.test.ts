@@ -116,6 +116,27 @@ describe('import', () => {
     expect(await countWithVectors('C-')).toEqual({ products: 30, vectors: 30 });
   });
 
+  it('reports malformed CSV records by line and imports the rest: a bad closing quote, a lone CR, an unterminated quote', async () => {
+    const row = (i: number) => `Q-${i},Title ${i},${cat[i]!.category},${i}.png`;
+    const text =
+      'sku,title,category,image\n' +
+      `${row(0)}\n` + // line 2
+      `"Q-1"x,Title 1,${cat[1]!.category},1.png\n` + // line 3: `"a"b,c` is one bad record, not two
+      `${row(2)}\r` + // line 4, ended by a lone CR
+      `${row(3)}\n` + // line 5
+      `${row(4)},"unterminated\n` + // line 6: the quote runs to the end of the file
+      `${row(5)}\n`;
+    const file = path.join(dir, 'malformed.csv');
+    await fs.writeFile(file, text);
+    const res = await importCatalog(ctx, { file, imagesDir: path.join(dir, 'img'), batchSize: 50 });
+    expect(res).toMatchObject({ rows: 5, imported: 3, failed: 2 });
+    const report = await readReport(res.reportFile);
+    expect(report.map((e: any) => e.line)).toEqual([3, 6]);
+    expect(report[0].error).toMatch(/closing quote/);
+    expect(report[1].error).toMatch(/unterminated/);
+    expect(await countWithVectors('Q-')).toEqual({ products: 3, vectors: 3 });
+  });
+
   it('runs as `vps import` with a progress bar and a summary', async () => {
     const file = path.join(dir, 'cli.jsonl');
     await fs.writeFile(

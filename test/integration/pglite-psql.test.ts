@@ -132,7 +132,7 @@ describe('psql port settings', () => {
     for (const value of ['off', '']) {
       const config = loadConfig({ DATA_DIR: dir, PGLITE_PSQL_PORT: value });
       expect(config.database.kind === 'pglite' && config.database.psql?.off).toBe(true);
-      const database = await openConfiguredDatabase(config, log, 'service');
+      const database = await openConfiguredDatabase(config, log, { purpose: 'service' });
       try {
         expect(database.psqlUrl).toBeNull();
       } finally {
@@ -142,7 +142,7 @@ describe('psql port settings', () => {
   });
 
   it('generates a password when none is configured, and trusts only when asked (not in production)', async () => {
-    const generated = await openConfiguredDatabase(loadConfig({ DATA_DIR: dir, PGLITE_PSQL_PORT: '0' }), log, 'service');
+    const generated = await openConfiguredDatabase(loadConfig({ DATA_DIR: dir, PGLITE_PSQL_PORT: '0' }), log, { purpose: 'service' });
     try {
       expect(new URL(generated.psqlUrl!).password.length).toBeGreaterThanOrEqual(16);
     } finally {

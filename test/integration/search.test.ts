@@ -254,6 +254,22 @@ describe('bad input keeps the server serving and writes nothing', () => {
     expect(await similar({ image: { productId: ids.get(catalog[0]!.sku) }, k: 3 })).toHaveLength(3);
   });
 
+  it('enforces ImageInput @oneOf for variables and literals alike', async () => {
+    const id = ids.get(catalog[0]!.sku)!;
+    // Variables: coercion of the @oneOf input fails, which Apollo reports as BAD_USER_INPUT.
+    for (const image of [{}, { productId: id, url: 'https://example.com/a.png' }, { productId: id, base64: null }]) {
+      expect([...new Set(codes(await t.gql(SIMILAR, { image })))], JSON.stringify(image)).toEqual(['BAD_USER_INPUT']);
+    }
+    // Literals: refused by validation, before any resolver runs.
+    for (const literal of ['{}', `{ productId: "${id}", url: "https://example.com/a.png" }`, `{ productId: "${id}", base64: null }`]) {
+      const res = await t.gql(`{ similarProducts(image: ${literal}) { score } }`);
+      expect([...new Set(codes(res))], literal).toEqual(['GRAPHQL_VALIDATION_FAILED']);
+      expect(res.errors![0]!.message).toMatch(/ImageInput/);
+    }
+    const ok = await t.gql(`{ similarProducts(image: { productId: "${id}" }, k: 2) { score } }`);
+    expect(ok.errors).toBeUndefined();
+  });
+
   it('refuses an empty text query', async () => {
     expect(codes(await t.gql(TEXT, { text: '   ' }))).toEqual(['BAD_USER_INPUT']);
   });

@@ -7,6 +7,7 @@ import type { MicroBatcher } from '../../../src/embedding/batcher.js';
 import type { WorkerPool } from '../../../src/embedding/pool.js';
 import { writeSiglipVisionModel } from '../../../src/embedding/testing.js';
 import { cleanupDirs, norm, quietLog, solid, tempDir, tinyModel } from './helpers.js';
+import { embedImageBytes } from '../../../src/images/embed.js';
 
 type Internals = { pool: WorkerPool; batcher: MicroBatcher<string, unknown, Float32Array> };
 const internals = (e: Embedder) => e as unknown as Internals;
@@ -54,12 +55,12 @@ describe('embedding engine (tiny model, real worker threads)', () => {
   it('embeds images: L2-normalised, deterministic, order-preserving, batch-independent', async () => {
     const red = await solid(64, 48, [220, 20, 20]);
     const blue = await solid(64, 48, [20, 20, 220]);
-    const [r1, b1, r2] = await e.embedImages([red, blue, red]);
+    const [r1, b1, r2] = await embedImageBytes(e, [red, blue, red]);
     expect(r1!.length).toBe(48);
     expect(norm(r1!)).toBeCloseTo(1, 5);
     expect([...r1!]).toEqual([...r2!]);
     expect([...r1!]).not.toEqual([...b1!]);
-    const [solo] = await e.embedImages([blue]);
+    const [solo] = await embedImageBytes(e, [blue]);
     solo!.forEach((v, i) => expect(v).toBeCloseTo(b1![i]!, 5));
   });
 
@@ -73,10 +74,14 @@ describe('embedding engine (tiny model, real worker threads)', () => {
 
   it('rejects bad images with typed errors naming the index', async () => {
     const ok = await solid(10, 10, [1, 2, 3]);
-    await expect(e.embedImages([ok, Buffer.from('nope')])).rejects.toMatchObject({ code: 'INVALID_IMAGE', details: { index: 1 } });
-    const small = await createEmbedder(opts(tinyDir, { maxImageBytes: 50 }), quietLog());
+    await expect(embedImageBytes(e, [ok, Buffer.from('nope')])).rejects.toMatchObject({ code: 'INVALID_IMAGE', details: { index: 1 } });
+    // The byte limit is the decoder's (images/), applied before the embedder sees pixels.
+    const small = await createEmbedder(opts(tinyDir), quietLog());
     try {
-      await expect(small.embedImages([ok])).rejects.toMatchObject({ code: 'IMAGE_TOO_LARGE', details: { index: 0 } });
+      await expect(embedImageBytes(small, [ok], { maxImageBytes: 50, maxImagePixels: 40_000_000 })).rejects.toMatchObject({
+        code: 'IMAGE_TOO_LARGE',
+        details: { index: 0 },
+      });
     } finally {
       await small.close();
     }
@@ -85,7 +90,7 @@ describe('embedding engine (tiny model, real worker threads)', () => {
   it('micro-batches concurrent single-image calls', async () => {
     const imgs = await Promise.all(Array.from({ length: 40 }, (_, i) => solid(40, 40, [i * 6, 255 - i * 6, 128])));
     const before = { ...internals(e).batcher.stats };
-    const out = await Promise.all(imgs.map((b) => e.embedImages([b])));
+    const out = await Promise.all(imgs.map((b) => embedImageBytes(e, [b])));
     const batches = internals(e).batcher.stats.batches - before.batches;
     expect(out).toHaveLength(40);
     expect(batches).toBeLessThan(40);
@@ -170,7 +175,7 @@ describe('embedding engine: long inference and crashes', () => {
         last = now;
       }, 10);
       const t0 = performance.now();
-      await e.embedImages(imgs);
+      await embedImageBytes(e, imgs);
       const took = performance.now() - t0;
       clearInterval(timer);
       expect(took).toBeGreaterThan(150); // it really was a long inference…
@@ -189,13 +194,13 @@ describe('embedding engine: long inference and crashes', () => {
       const imgs = await Promise.all(Array.from({ length: 8 }, (_, i) => solid(64, 64, [i * 30, 50, 50])));
       const pool = internals(e).pool;
       pool.crashForTest(0, true); // the worker dies on receiving this batch
-      const inflight = e.embedImages(imgs);
+      const inflight = embedImageBytes(e, imgs);
       await expect(inflight).rejects.toMatchObject({
         code: 'EMBEDDING_FAILED',
         message: expect.stringMatching(/worker crashed.*simulated worker crash/),
       });
       // the next call is served by the replacement worker
-      const [v] = await e.embedImages([imgs[0]!]);
+      const [v] = await embedImageBytes(e, [imgs[0]!]);
       expect(norm(v!)).toBeCloseTo(1, 4);
       expect(pool.restartCount()).toBe(1);
       expect(log.lines.some((l) => l.level === 'error')).toBe(true);
@@ -209,7 +214,7 @@ describe('embedding engine: shutdown during inference', () => {
   it('close() rejects in-flight calls and lets the worker finish its native run (the process survives)', async () => {
     const e = await createEmbedder(opts(slowDir, { maxBatch: 8, maxWaitMs: 0 }));
     const imgs = await Promise.all(Array.from({ length: 8 }, (_, i) => solid(64, 64, [i * 30, 90, 10])));
-    const inflight = e.embedImages(imgs);
+    const inflight = embedImageBytes(e, imgs);
     inflight.catch(() => {});
     while (internals(e).pool.free() > 0) await new Promise((r) => setTimeout(r, 1));
     await e.close();

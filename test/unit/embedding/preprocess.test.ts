@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { decodeImage } from '../../../src/images/decode.js';
 import { parsePreprocessorConfig } from '../../../src/embedding/model-dir.js';
-import { preprocessImage, rgbToTensor } from '../../../src/embedding/preprocess.js';
+import { rgbToTensor } from '../../../src/embedding/preprocess.js';
+import { preprocessImage } from '../../../src/images/embed.js';
 import { meanAbsDiff, pilBilinearResize } from '../../../bench/embedding/pil-bilinear.js';
 import { fromRaw, solid } from './helpers.js';
 

@@ -2,6 +2,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEmbedder, defaultEmbedderOptions, type Embedder } from '../../../src/embedding/index.js';
 import { cleanupDirs, dot, tinyModel } from './helpers.js';
+import { embedImageBytes } from '../../../src/images/embed.js';
 
 /** A few dozen distinct synthetic product images: coloured shapes on white at various positions. */
 async function syntheticCatalog(): Promise<Buffer[]> {
@@ -42,11 +43,11 @@ describe('tiny model is discriminative and stable', () => {
 
   it('keeps perturbed copies nearest to their original among 32 distinct images', async () => {
     const catalog = await syntheticCatalog();
-    const vecs = await e.embedImages(catalog);
+    const vecs = await embedImageBytes(e, catalog);
     let misses = 0;
     let worstMargin = Infinity;
     for (const [name, perturb] of perturbations) {
-      const queries = await e.embedImages(await Promise.all(catalog.map(perturb)));
+      const queries = await embedImageBytes(e, await Promise.all(catalog.map(perturb)));
       queries.forEach((q, i) => {
         const sims = vecs.map((v) => dot(q, v));
         const best = sims.indexOf(Math.max(...sims));
@@ -64,7 +65,7 @@ describe('tiny model is discriminative and stable', () => {
 
   it('separates distinct images clearly', async () => {
     const catalog = await syntheticCatalog();
-    const vecs = await e.embedImages(catalog);
+    const vecs = await embedImageBytes(e, catalog);
     let maxOff = -1;
     for (let i = 0; i < vecs.length; i++)
       for (let j = i + 1; j < vecs.length; j++) {

@@ -1,0 +1,61 @@
+/**
+ * GraphQL input → the domain's plain values: uploads are read into bytes, base64 decoded (under the byte
+ * cap), cursors decoded. Past this file, catalog/ and search/ see no Upload scalar and no cursor.
+ */
+import { AppError, badInput } from '../errors.js';
+import {
+  isProductId,
+  validateBase64,
+  validateId,
+  validateImageUrl,
+  type ImageSpec,
+  type ProductInputLike,
+  type QueryImage,
+} from '../catalog/validate.js';
+import { decodeBase64Image } from '../images/source.js';
+import { readUpload } from '../images/upload.js';
+import type { ImageInput, ProductInput } from '../schema/generated.js';
+
+/** The image of a similarity query. ImageInput is @oneOf, so GraphQL has already seen to exactly one field. */
+export async function toQueryImage(image: ImageInput, maxBytes: number): Promise<QueryImage> {
+  if (image.file != null) return { kind: 'bytes', bytes: await readUpload(image.file, maxBytes) };
+  if (image.base64 != null) return { kind: 'bytes', bytes: decodeBase64Image(validateBase64('image', image.base64), maxBytes) };
+  if (image.url != null) return { kind: 'url', url: validateImageUrl('image', image.url) };
+  if (image.productId != null) return { kind: 'product', id: validateId('image.productId', image.productId) };
+  throw badInput('image needs exactly one of base64, url, productId or file', { field: 'image' });
+}
+
+/** upsertProducts' input with each uploaded file read into bytes (other image fields pass as they are). */
+export async function toProductInputs(products: ProductInput[], maxBytes: number): Promise<ProductInputLike[]> {
+  return Promise.all(
+    products.map(async (p, index): Promise<ProductInputLike> => {
+      const { image, ...rest } = p;
+      if (image == null) return { ...rest, image: null };
+      if (image.file == null) {
+        const spec: ImageSpec = { base64: image.base64 ?? null, url: image.url ?? null, productId: image.productId ?? null };
+        return { ...rest, image: spec };
+      }
+      const bytes = await readUpload(image.file, maxBytes).catch((err: unknown) => {
+        if (!(err instanceof AppError)) throw err;
+        // Worded like the other per-product image errors of catalog/ingest.
+        const field = `products[${index}].image`;
+        throw new AppError(err.code, `${field}: ${err.message}`, { ...err.details, field, index }, { cause: err });
+      });
+      return { ...rest, image: { bytes } };
+    }),
+  );
+}
+
+const CURSOR_PREFIX = 'product:';
+
+/** Opaque keyset cursors of the products connection: base64url of the last product id seen. */
+export function encodeCursor(id: string): string {
+  return Buffer.from(CURSOR_PREFIX + id).toString('base64url');
+}
+
+export function decodeCursor(cursor: string): string {
+  const raw = /^[A-Za-z0-9_-]{1,64}$/.test(cursor) ? Buffer.from(cursor, 'base64url').toString() : '';
+  const id = raw.startsWith(CURSOR_PREFIX) ? raw.slice(CURSOR_PREFIX.length) : '';
+  if (!isProductId(id)) throw badInput('after is not a cursor returned by this API', { field: 'after' });
+  return id;
+}

@@ -1,0 +1,9 @@
+/** What resolvers hand to the field resolvers below them (codegen mappers type the parents with these). */
+import type { Product } from '../db/products.js';
+
+export interface ProductConnectionParent {
+  edges: Array<{ cursor: string; node: Product }>;
+  pageInfo: { hasNextPage: boolean; endCursor: string | null };
+  /** Counted only when a client asks for totalCount. */
+  totalCount: () => Promise<number>;
+}
