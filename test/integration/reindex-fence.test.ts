@@ -27,20 +27,18 @@ beforeAll(async () => {
 afterAll(() => database?.close());
 
 const commit = (jobId: string, workerId: string, cursor: string) =>
-  database.db
-    .transaction()
-    .execute((trx) =>
-      commitBatch(trx, {
-        jobId,
-        workerId,
-        modelId: 'test/fence',
-        cursor,
-        processed: 1,
-        failed: 0,
-        errors: [{ productId: cursor, sku: null, message: 'x' }],
-        vectors: [],
-      }),
-    );
+  database.db.transaction().execute((trx) =>
+    commitBatch(trx, {
+      jobId,
+      workerId,
+      modelId: 'test/fence',
+      cursor,
+      processed: 1,
+      failed: 0,
+      errors: [{ productId: cursor, sku: null, message: 'x' }],
+      vectors: [],
+    }),
+  );
 
 it('fences commits on the worker that holds the lease', async () => {
   const db = database.db;
@@ -76,20 +74,18 @@ it('caps the recorded errors at 100, keeping the first', async () => {
   await claimReindexJob(db, job.id, 'w', 60);
   for (let b = 0; b < 3; b++) {
     const errors = Array.from({ length: 40 }, (_, i) => ({ productId: String(b * 40 + i), sku: null, message: 'bad' }));
-    await db
-      .transaction()
-      .execute((trx) =>
-        commitBatch(trx, {
-          jobId: job.id,
-          workerId: 'w',
-          modelId: 'test/fence-2',
-          cursor: String((b + 1) * 40),
-          processed: 40,
-          failed: 40,
-          errors,
-          vectors: [],
-        }),
-      );
+    await db.transaction().execute((trx) =>
+      commitBatch(trx, {
+        jobId: job.id,
+        workerId: 'w',
+        modelId: 'test/fence-2',
+        cursor: String((b + 1) * 40),
+        processed: 40,
+        failed: 40,
+        errors,
+        vectors: [],
+      }),
+    );
   }
   const j = (await getReindexJob(db, job.id))!;
   expect(j.failed).toBe(120);
