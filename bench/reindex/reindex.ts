@@ -20,7 +20,7 @@ import { upsertEmbeddings } from '../../src/db/embeddings.js';
 import { activateModel, ensureModelIndex, registerModel } from '../../src/db/models.js';
 import { getReindexJob } from '../../src/db/reindex.js';
 import { createEmbedder, type Embedder } from '../../src/embedding/index.js';
-import { writeTinyModel } from '../../src/embedding/testing.js';
+import { writeTinyModel } from '../../scripts/models/tiny-model.js';
 import { renderProductImage, SHAPES, COLOURS, type Colour } from '../../src/demo/synthetic-catalog.js';
 import { JobRunner } from '../../src/jobs/runner.js';
 import { createLogger } from '../../src/log.js';

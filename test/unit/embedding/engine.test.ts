@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEmbedder, defaultEmbedderOptions, type Embedder, type EmbedderOptions } from '../../../src/embedding/index.js';
 import type { MicroBatcher } from '../../../src/embedding/batcher.js';
 import type { WorkerPool } from '../../../src/embedding/pool.js';
-import { writeSiglipVisionModel } from '../../../src/embedding/testing.js';
+import { writeSiglipVisionModel } from '../../../scripts/models/siglip-vision.js';
 import { cleanupDirs, norm, quietLog, solid, tempDir, tinyModel } from './helpers.js';
 
 type Internals = { pool: WorkerPool; batcher: MicroBatcher<string, unknown, Float32Array> };
