@@ -69,6 +69,8 @@ describe('the service process', () => {
       child.kill('SIGTERM');
       const res = await inFlight;
       expect(res.status).toBe(200);
+      // The drained response closes its keep-alive connection: otherwise shutdown waits Fastify's 72 s keepAliveTimeout.
+      expect(res.headers.get('connection')).toBe('close');
       const body = (await res.json()) as any;
       expect(body.errors).toBeUndefined();
       expect(body.data.upsertProducts[0].sku).toBe('SLOW-1');
