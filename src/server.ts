@@ -83,6 +83,18 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
     // Let in-flight requests finish on close; new connections are refused.
     forceCloseConnections: 'idle',
   });
+  // A request still running at close() holds a keep-alive connection that would otherwise stay open
+  // until Fastify's keepAliveTimeout (72 s) and hold up shutdown that long: once closing, answer with
+  // `Connection: close` so the socket ends with the response.
+  let closing = false;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
+  app.addHook('onSend', (_req, reply, payload, done) => {
+    if (closing) void reply.header('connection', 'close');
+    done(null, payload);
+  });
 
   const armor = new ApolloArmor({
     maxDepth: { n: config.graphql.maxDepth },

@@ -37,7 +37,8 @@ const model = await SiglipVisionModel.from_pretrained(basename(dir), {
 const processor = await AutoProcessor.from_pretrained(basename(dir));
 const peerEmbed = async (bufs: Buffer[]) => {
   const imgs = await Promise.all(bufs.map((b) => RawImage.fromBlob(new Blob([b]))));
-  const out = await model(await processor(imgs));
+  // transformers.js types model outputs as `any`: name the one field read here.
+  const out = (await model(await processor(imgs))) as { pooler_output: unknown };
   return out.pooler_output;
 };
 await peerEmbed([jpegs[0]!]); // warm-up, as ours warms up at start

@@ -51,7 +51,8 @@ const oursSeq = await timeIt(async () => {
   for (const j of jpegs) await preprocessImage(j, spec, limits);
 });
 const oursPar = await timeIt(() => pool(jpegs, conc, (j) => preprocessImage(j, spec, limits)));
-const peerOne = async (j: Buffer) => processor(await RawImage.fromBlob(new Blob([j])));
+// transformers.js types processor outputs as `any`; the fidelity check below reads pixel_values.
+const peerOne = async (j: Buffer): Promise<unknown> => (await processor(await RawImage.fromBlob(new Blob([j])))) as unknown;
 const peerSeq = await timeIt(async () => {
   for (const j of jpegs) await peerOne(j);
 });

@@ -19,7 +19,7 @@ import { upsertEmbeddings } from '../../src/db/embeddings.js';
 import { activateModel } from '../../src/db/models.js';
 import { getReindexJob } from '../../src/db/reindex-jobs.js';
 import { createEmbedder, type Embedder } from '../../src/embedding/index.js';
-import { writeTinyModel } from '../../src/embedding/testing.js';
+import { writeTinyModel } from '../../scripts/models/tiny-model.js';
 import { renderProductImage, SHAPES, COLOURS, type Colour } from '../../src/demo/synthetic-catalog.js';
 import { JobRunner } from '../../src/jobs/runner.js';
 import { createLogger } from '../../src/log.js';

@@ -6,7 +6,7 @@ import pg from 'pg';
 
 export async function benchDatabase(
   backend: 'postgres' | 'pglite',
-): Promise<{ database: Database; url: string | null; stop(): Promise<void> }> {
+): Promise<{ database: Database; url: string | null; stop: () => Promise<void> }> {
   if (backend === 'pglite') {
     const database = await openDatabase({ kind: 'pglite' });
     await migrateToLatest(database.db);

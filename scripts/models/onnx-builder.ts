@@ -90,7 +90,7 @@ export class GraphBuilder {
   weight(prefix: string, dims: number[], data: Float32Array): string {
     const name = this.fresh(prefix);
     const expected = dims.reduce((a, b) => a * b, 1);
-    if (data.length !== expected) throw new Error(`weight ${name}: ${data.length} values for dims ${dims}`);
+    if (data.length !== expected) throw new Error(`weight ${name}: ${data.length} values for dims ${dims.join(',')}`);
     this.initializers.push({
       name,
       dims,

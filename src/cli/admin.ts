@@ -1,5 +1,5 @@
 /**
- * Admin commands for src/main.ts: import, reindex, and model list|activate|drop (model fetch|path|generate
+ * Admin commands for src/main.ts: import, reindex, and model list|activate|drop (model fetch|path
  * are delegated to the embedding CLI). Each one parses its own options and has a --help text in main.ts.
  */
 import path from 'node:path';
@@ -134,14 +134,15 @@ export async function reindexCommand(args: string[], config: Config, log: Logger
   }
 }
 
-export const MODEL_USAGE = `model <list|activate ID|drop ID|fetch [repo]|path [repo]|generate tiny|b16 [dir]>
+export const MODEL_USAGE = `model <list|activate ID|drop ID|fetch [repo]|path [repo]>
 
   list               the model registry: status, active, vectors stored
   activate ID        make ID the active model (roll back a switch); refused while a product lacks its vector
   drop ID            delete a non-active model's vectors and index (keeps the registry row, status retired)
   fetch [repo]       download a model from the Hugging Face Hub into the model cache (--variant, --revision)
   path [repo]        print where a model lives in the cache
-  generate tiny|b16  write a generated stand-in model (tests, demo, benchmarks)`;
+
+Generated stand-in models (tests, demo, benchmarks): npm run model:generate -- tiny|b16 [dir]`;
 
 export async function modelCommand(args: string[], config: Config, log: Logger): Promise<void> {
   const [sub, id] = args;

@@ -47,7 +47,8 @@ async function chooseModel(config: Config, log: Logger): Promise<{ dir: string; 
   const configured = configuredModelDir(config);
   if (configured) return { ...configured, real: true };
   // Written on every run (milliseconds): a changed generator never leaves a stale copy behind.
-  const { writeTinyModel } = await import('../embedding/testing.js');
+  // The generator is development tooling (scripts/, onnx-proto is a dev dependency), as is the demo.
+  const { writeTinyModel } = await import('../../scripts/models/tiny-model.js');
   await writeTinyModel(TINY_DIR, { modelId: TINY_ID });
   log.info({ dir: path.relative(process.cwd(), TINY_DIR) }, 'no SigLIP 2 model in the cache: using the tiny stand-in model');
   return { dir: TINY_DIR, source: 'tiny stand-in (generated)', real: false };

@@ -3,7 +3,8 @@
  *
  *   fetch [repo] [--variant fp16] [--revision main] [--cache-dir DIR]   download into the model cache
  *   path  [repo] [--cache-dir DIR]                                      print where the model lives
- *   generate tiny|b16 [DIR] [--dimension N] [--image-size S] [--layers L]  write a generated model
+ *
+ * Generated test models are written by `npm run model:generate` (scripts/models/generate.ts), not here.
  *
  * Default repo: onnx-community/siglip2-base-patch16-224-ONNX. HF_ENDPOINT and HF_TOKEN are honoured.
  * Returns the process exit code.
@@ -21,14 +22,10 @@ export async function runModelCommand(argv: string[], out: (line: string) => voi
       variant: { type: 'string' },
       revision: { type: 'string' },
       'cache-dir': { type: 'string' },
-      dimension: { type: 'string' },
-      'image-size': { type: 'string' },
-      layers: { type: 'string' },
     },
   });
   const [cmd, arg] = positionals;
   const cacheDir = values['cache-dir'] ?? defaultModelCacheDir();
-  const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
   try {
     switch (cmd) {
       case 'fetch': {
@@ -39,29 +36,12 @@ export async function runModelCommand(argv: string[], out: (line: string) => voi
       case 'path':
         out(modelCachePath(arg ?? DEFAULT_MODEL_REPO, cacheDir));
         return 0;
-      case 'generate': {
-        const kind = arg;
-        const dir = positionals[2];
-        if (kind === 'tiny') {
-          const { writeTinyModel } = await import('../../scripts/models/tiny-model.js');
-          out(await writeTinyModel(dir ?? 'models/tiny', { dimension: num(values.dimension), imageSize: num(values['image-size']) }));
-          return 0;
-        }
-        if (kind === 'b16') {
-          const { writeSiglipVisionModel } = await import('../../scripts/models/siglip-vision.js');
-          out(
-            await writeSiglipVisionModel(dir ?? 'models/siglip2-b16-random', {
-              layers: num(values.layers),
-              imageSize: num(values['image-size']),
-            }),
-          );
-          return 0;
-        }
-        out('usage: model generate tiny|b16 [dir]');
+      case 'generate':
+        // The generators are development tooling (scripts/models, dev dependencies): not in the runtime graph.
+        out('model generate moved to a development script: npm run model:generate -- tiny|b16 [dir]');
         return 2;
-      }
       default:
-        out('usage: model fetch [repo] [--variant V] [--revision R] [--cache-dir D] | model path [repo] | model generate tiny|b16 [dir]');
+        out('usage: model fetch [repo] [--variant V] [--revision R] [--cache-dir D] | model path [repo]');
         return 2;
     }
   } catch (err) {

@@ -47,8 +47,8 @@ function startDemo(): Promise<DemoRun> {
   });
   children.add(child);
   let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
+  child.stdout.on('data', (d) => (out += d));
+  child.stderr.on('data', (d) => (out += d));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return new Promise((resolve, reject) => {
     const timer = setInterval(() => {
@@ -67,7 +67,7 @@ function startDemo(): Promise<DemoRun> {
         });
       }
     }, 100);
-    exited.then((code) => {
+    void exited.then((code) => {
       clearInterval(timer);
       reject(new Error(`the demo exited (${code}) before printing its address:\n${out}`));
     });

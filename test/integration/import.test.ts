@@ -53,21 +53,19 @@ const readReport = async (f: string) =>
 
 describe('import', () => {
   it('imports JSON Lines, reporting bad rows without aborting', async () => {
-    const lines = cat
-      .slice(0, 20)
-      .map((p, i) =>
-        JSON.stringify({
-          sku: `J-${i}`,
-          title: p.title,
-          category: p.category,
-          brand: p.brand,
-          price: p.price,
-          currency: 'EUR',
-          inStock: i % 2 === 0,
-          attributes: { i },
-          image: `${i}.png`,
-        }),
-      );
+    const lines = cat.slice(0, 20).map((p, i) =>
+      JSON.stringify({
+        sku: `J-${i}`,
+        title: p.title,
+        category: p.category,
+        brand: p.brand,
+        price: p.price,
+        currency: 'EUR',
+        inStock: i % 2 === 0,
+        attributes: { i },
+        image: `${i}.png`,
+      }),
+    );
     lines[3] = '{not json';
     lines[7] = JSON.stringify({ sku: 'J-7', title: 'x', category: 'bags', price: -1, image: '7.png' }); // negative price
     lines[11] = JSON.stringify({ sku: 'J-11', title: 'x', category: 'bags', image: 'nope.png' }); // no such file

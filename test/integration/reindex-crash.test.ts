@@ -77,8 +77,8 @@ async function startChild(): Promise<Child> {
         resolve(m[1]!);
       }
     };
-    proc.stdout!.on('data', onData);
-    proc.stderr!.on('data', onData);
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
     proc.on('exit', (code) => reject(new Error(`service exited with ${code}:\n${out}`)));
   });
   return {

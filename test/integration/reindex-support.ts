@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { writeTinyModel } from '../../src/embedding/testing.js';
+import { writeTinyModel } from '../../scripts/models/tiny-model.js';
 import { modelCachePath } from '../../src/embedding/index.js';
 import { renderProductImage, syntheticCatalog, type SyntheticProduct } from '../../src/demo/synthetic-catalog.js';
 

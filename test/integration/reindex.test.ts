@@ -20,7 +20,7 @@ let t: TestService;
 let A: { dir: string; id: string };
 let B: { dir: string; id: string };
 const cleanup: string[] = [];
-let ids: string[] = [];
+const ids: string[] = [];
 
 beforeAll(async () => {
   A = await writeModelA();

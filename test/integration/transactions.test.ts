@@ -2,7 +2,6 @@
  * Concurrent transactions must never interleave, in particular on PGlite's single session: a
  * rollback in one request must not undo another's writes, and no reader sees uncommitted rows.
  */
-import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../../src/db/connect.js';

@@ -79,7 +79,7 @@ export default async function setup(project: TestProject) {
 
   project.provide('testDb', { kind: 'postgres', adminUrl });
   return async () => {
-    const c = new pg.Client({ connectionString: adminUrl! });
+    const c = new pg.Client({ connectionString: adminUrl });
     await c.connect();
     const { rows } = await c.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE 'vps_test_%'`);
     for (const r of rows) await c.query(`DROP DATABASE IF EXISTS "${r.datname}" WITH (FORCE)`);

@@ -2,7 +2,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { writeTinyModel } from '../../src/embedding/testing.js';
+import { writeTinyModel } from '../../scripts/models/tiny-model.js';
 import { loadEmbedder, startService, type RunningService } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';

@@ -9,7 +9,7 @@ import type { Services } from '../../src/services.js';
 describe('error masking', () => {
   const logged: unknown[] = [];
   const log = createLogger('silent');
-  log.error = ((obj: unknown) => void logged.push(obj)) as never;
+  log.error = (obj: unknown) => void logged.push(obj);
   const format = formatError({ log } as unknown as Services);
 
   it('masks unexpected errors as INTERNAL_SERVER_ERROR and logs them in full', () => {

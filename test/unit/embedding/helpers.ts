@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { writeTinyModel, type TinyModelOptions } from '../../../src/embedding/testing.js';
+import { writeTinyModel, type TinyModelOptions } from '../../../scripts/models/tiny-model.js';
 
 const dirs: string[] = [];
 
