@@ -12,7 +12,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { claimReindexJob, getReindexJob, insertReindexJob } from '../../src/db/reindex-jobs.js';
 import { modelCachePath } from '../../src/embedding/index.js';
-import { writeTinyModel } from '../../src/embedding/testing.js';
+import { writeTinyModel } from '../../scripts/models/tiny-model.js';
 import { registerModel } from '../../src/models/lifecycle.js';
 import { startTestService, type TestService } from '../support/service.js';
 import { catalogInputs, JOB, MODELS, REINDEX, sleep, UPSERT, writeModelA } from './reindex-support.js';
