@@ -70,6 +70,9 @@ async function fetchDefaultModel(config: Config, log: Logger): Promise<{ dir: st
   }
 }
 
+/** The variant the embedder opened (EMBEDDING_VARIANT=auto resolves at load); null for fp32, as before. */
+const loadedVariant = (e: Embedder): string | null => (e.info().variant === 'fp32' ? null : e.info().variant);
+
 export async function loadEmbedder(config: Config, dir: string, log: Logger): Promise<Embedder> {
   return createEmbedder(
     {
@@ -113,7 +116,7 @@ export async function startService(config: Config, log: Logger, opts: StartOptio
       if (configured) loaded = { embedder: await loadEmbedder(config, configured.dir, log), source: configured.source };
     }
     if (loaded) {
-      const model = await models.add(loaded.embedder, loaded.source, config.embedding.variant ?? null);
+      const model = await models.add(loaded.embedder, loaded.source, loadedVariant(loaded.embedder));
       const info = loaded.embedder.info();
       log.info({ model: model.id, dimension: info.dimension, provider: info.provider, active: model.isActive }, 'embedding model loaded');
     }
@@ -130,7 +133,9 @@ export async function startService(config: Config, log: Logger, opts: StartOptio
       work: config.jobs.enabled,
       loadModel: async (ref) => {
         const dir = cachedModelDir(ref);
-        return dir ? { embedder: await loadEmbedder(config, dir, log), source: ref, variant: config.embedding.variant ?? null } : null;
+        if (!dir) return null;
+        const embedder = await loadEmbedder(config, dir, log);
+        return { embedder, source: ref, variant: loadedVariant(embedder) };
       },
     });
     await jobs.start();

@@ -14,7 +14,7 @@ import { AppError, ErrorCode } from '../errors.js';
 import type { ImageLimits } from '../images/decode.js';
 import { MicroBatcher } from './batcher.js';
 import { DEFAULT_MODEL_REPO, modelCachePath } from './hub-paths.js';
-import { loadModelDir, type ModelFiles } from './model-dir.js';
+import { loadModelDir, modelIdFor, type ModelFiles } from './model-dir.js';
 import { WorkerPool, type Logger, type WorkerMemory } from './pool.js';
 import { preprocessImage } from './preprocess.js';
 import type { Kind } from './protocol.js';
@@ -34,7 +34,10 @@ export interface EmbedderOptions {
   intraOpThreads: number;
   maxBatch: number;
   maxWaitMs: number;
-  /** ONNX file variant: undefined/'fp32' → onnx/vision_model.onnx; 'fp16' → onnx/vision_model_fp16.onnx; … */
+  /**
+   * ONNX file variant: undefined/'fp32' → onnx/vision_model.onnx; 'fp16' → onnx/vision_model_fp16.onnx; …
+   * 'auto' (the default): the fastest present for the execution provider (int8 on CPU, fp16 on CUDA).
+   */
   variant?: string;
   maxImageBytes: number;
   maxImagePixels: number;
@@ -45,6 +48,8 @@ export interface EmbedderInfo {
   dimension: number;
   imageSize: number;
   provider: string;
+  /** The ONNX variant loaded ('fp32', 'quantized', 'fp16', …), after resolving 'auto'. */
+  variant: string;
   workers: number;
   intraOpThreads: number;
   maxBatch: number;
@@ -74,7 +79,7 @@ export function defaultEmbedderOptions(): EmbedderOptions {
     intraOpThreads: Math.max(1, availableParallelism()),
     maxBatch: 16,
     maxWaitMs: 5,
-    variant: undefined,
+    variant: 'auto',
     maxImageBytes: 20 * 1024 * 1024,
     maxImagePixels: 40_000_000,
   };
@@ -166,6 +171,7 @@ class EmbedderImpl implements Embedder {
       dimension: this.files.dimension,
       imageSize: this.files.preprocess.width,
       provider: this.provider,
+      variant: this.files.variant ?? 'fp32',
       workers: this.opts.workers,
       intraOpThreads: this.opts.intraOpThreads,
       maxBatch: this.opts.maxBatch,
@@ -206,12 +212,13 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
       'embedding: workers × intraOpThreads exceeds the core count; threads will compete (set intraOpThreads ≈ cores / workers)',
     );
   }
-  const files = await loadModelDir(opts.modelDir, opts.variant);
+  let files = await loadModelDir(opts.modelDir, opts.variant, opts.provider);
   const tokenizer = createTokenizer(files.tokenizerJson, files.tokenizerConfig, files.textMaxLength);
   const pool = new WorkerPool(
     {
       visionModelPath: files.visionModelPath,
       textModelPath: files.textModelPath,
+      ...(files.autoVariants ? { autoVariants: files.autoVariants } : {}),
       provider: opts.provider,
       intraOpThreads: opts.intraOpThreads,
       dimension: files.dimension,
@@ -228,6 +235,15 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
     logger.warn(
       { requested: opts.provider, provider: ready.provider, reason: ready.fallbackReason },
       'embedding: GPU not available, using CPU',
+    );
+  }
+  if (files.autoVariants) {
+    // the variant follows the provider that initialised (CUDA may have fallen back to CPU)
+    const chosen = files.autoVariants[ready.provider];
+    files = { ...files, ...chosen, variant: ready.variant, modelId: modelIdFor(files.baseModelId, ready.variant) };
+    logger.info(
+      { variant: ready.variant ?? 'fp32', provider: ready.provider, file: chosen.visionModelPath.split(/[\\/]/).pop() },
+      'embedding: EMBEDDING_VARIANT=auto chose the fastest variant present for this execution provider',
     );
   }
   const imageElems = 3 * files.preprocess.width * files.preprocess.height;
@@ -262,7 +278,14 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
   );
   pool.onChange = () => batcher.pump();
   logger.info(
-    { modelId: files.modelId, dimension: dim, provider: ready.provider, workers: opts.workers, intraOpThreads: opts.intraOpThreads },
+    {
+      modelId: files.modelId,
+      variant: files.variant ?? 'fp32',
+      dimension: dim,
+      provider: ready.provider,
+      workers: opts.workers,
+      intraOpThreads: opts.intraOpThreads,
+    },
     'embedding engine ready',
   );
   return new EmbedderImpl(opts, files, tokenizer, pool, batcher, ready.provider);

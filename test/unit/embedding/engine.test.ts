@@ -42,6 +42,7 @@ describe('embedding engine (tiny model, real worker threads)', () => {
       dimension: 48,
       imageSize: 32,
       provider: 'cpu',
+      variant: 'fp32', // auto, and the tiny model has only fp32 files
       workers: 1,
       intraOpThreads: 1,
       maxBatch: 8,
