@@ -23,7 +23,7 @@ export interface PreprocessSpec {
   doNormalize: boolean;
   mean: [number, number, number];
   std: [number, number, number];
-  /** PIL resample code from the config (2 = bilinear); informational, sharp 'linear' is used. */
+  /** PIL resample code from the config (2 = bilinear); informational: Pillow-identical bilinear (resize.ts) is used. */
   resample: number;
 }
 

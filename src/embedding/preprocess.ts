@@ -1,10 +1,12 @@
 /**
- * Image preprocessing driven by preprocessor_config.json (SigLIP 2 FixRes): squash to S×S with antialiased
- * bilinear resampling (no crop), rescale by 1/255, normalise with mean/std (0.5), channels-first RGB.
+ * Image preprocessing driven by preprocessor_config.json (SigLIP 2 FixRes): squash to S×S exactly as
+ * Pillow's BILINEAR does (resize.ts; no crop), rescale by 1/255, normalise with mean/std (0.5),
+ * channels-first RGB.
  * Decoding and validation of the untrusted bytes happens in images/decode.ts.
  */
 import { decodeImage, type ImageLimits } from '../images/decode.js';
 import type { PreprocessSpec } from './model-dir.js';
+import { resizeBilinear } from './resize.js';
 
 /** Interleaved 8-bit RGB (H×W×3) → float32 CHW normalised tensor, written into `out` at `offset`. */
 export function rgbToTensor(
@@ -30,13 +32,31 @@ export function rgbToTensor(
   return out;
 }
 
-/** Decode + validate (images/) then resize and normalise to a [3,S,S] float32 tensor. */
+/** Decoded 8-bit RGB, interleaved (what images/decode hands over). */
+export interface RgbImage {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
+/**
+ * Full-resolution RGB → the model's S×S input pixels, Pillow-identical (resize.ts). The squash happens
+ * whenever the sizes differ: with do_resize=false a non-matching input could not feed a fixed-size graph.
+ */
+export function resizeForModel(img: RgbImage, spec: PreprocessSpec): Uint8Array {
+  if (img.width === spec.width && img.height === spec.height) return img.data;
+  return resizeBilinear(img.data, img.width, img.height, spec.width, spec.height);
+}
+
+/** Decoded RGB → resized and normalised [3,S,S] float32 tensor. Pure: no I/O, no sharp. */
+export function preprocessRgb(img: RgbImage, spec: PreprocessSpec): Float32Array {
+  return rgbToTensor(resizeForModel(img, spec), spec.width, spec.height, spec);
+}
+
+/**
+ * Decode + validate (images/; full resolution, no resize in sharp), then resize and normalise to a
+ * [3,S,S] float32 tensor.
+ */
 export async function preprocessImage(bytes: Buffer | Uint8Array, spec: PreprocessSpec, limits: ImageLimits): Promise<Float32Array> {
-  const img = await decodeImage(bytes, limits, spec.doResize ? { width: spec.width, height: spec.height } : undefined);
-  if (img.width !== spec.width || img.height !== spec.height) {
-    // do_resize=false with a non-matching input cannot feed a fixed-size graph
-    const resized = await decodeImage(bytes, limits, { width: spec.width, height: spec.height });
-    return rgbToTensor(resized.data, resized.width, resized.height, spec);
-  }
-  return rgbToTensor(img.data, img.width, img.height, spec);
+  return preprocessRgb(await decodeImage(bytes, limits), spec);
 }
