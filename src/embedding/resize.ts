@@ -93,9 +93,10 @@ function horizontal(src: Uint8Array, w: number, h: number, outW: number): Uint8A
       let p = row + start[xx]! * 3;
       for (let x = 0; x < n; x++, p += 3) {
         const k = weights[kb + x]!;
-        s0 += src[p]! * k;
-        s1 += src[p + 1]! * k;
-        s2 += src[p + 2]! * k;
+        // int32 throughout: each sum stays below 2^31 (255 · 2^22 + 2^21)
+        s0 = (s0 + src[p]! * k) | 0;
+        s1 = (s1 + src[p + 1]! * k) | 0;
+        s2 = (s2 + src[p + 2]! * k) | 0;
       }
       out[o++] = clip8(s0);
       out[o++] = clip8(s1);
@@ -109,8 +110,8 @@ function vertical(src: Uint8Array, w: number, h: number, outH: number): Uint8Arr
   const { start, taps, weights, ksize } = coefficients(h, outH);
   const rowLen = w * 3;
   const out = new Uint8Array(rowLen * outH);
-  // integer sums below 2^31 (255 · 2^22 + 2^21), exact in doubles
-  const acc = new Float64Array(rowLen);
+  // integer sums below 2^31 (255 · 2^22 + 2^21): int32 arithmetic is exact
+  const acc = new Int32Array(rowLen);
   for (let yy = 0; yy < outH; yy++) {
     acc.fill(HALF);
     const n = taps[yy]!;
@@ -118,7 +119,7 @@ function vertical(src: Uint8Array, w: number, h: number, outH: number): Uint8Arr
     for (let y = 0; y < n; y++) {
       const k = weights[kb + y]!;
       const row = (start[yy]! + y) * rowLen;
-      for (let i = 0; i < rowLen; i++) acc[i]! += src[row + i]! * k;
+      for (let i = 0; i < rowLen; i++) acc[i] = (acc[i]! + src[row + i]! * k) | 0;
     }
     const o = yy * rowLen;
     for (let i = 0; i < rowLen; i++) out[o + i] = clip8(acc[i]!);
