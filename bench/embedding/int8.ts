@@ -81,7 +81,8 @@ const model = await SiglipVisionModel.from_pretrained(basename(dir), {
 const processor = await AutoProcessor.from_pretrained(basename(dir));
 const peer = async (bufs: Buffer[]) => {
   const imgs = await Promise.all(bufs.map((b) => RawImage.fromBlob(new Blob([new Uint8Array(b)]))));
-  return (await model(await processor(imgs))).pooler_output;
+  const out = (await model(await processor(imgs))) as { pooler_output: unknown };
+  return out.pooler_output;
 };
 await peer([jpegs[0]!]); // warm-up, as ours warms up at start
 
