@@ -24,6 +24,7 @@ export async function runModelCommand(argv: string[], out: (line: string) => voi
       dimension: { type: 'string' },
       'image-size': { type: 'string' },
       layers: { type: 'string' },
+      'text-tower': { type: 'string' },
     },
   });
   const [cmd, arg] = positionals;
@@ -58,6 +59,7 @@ export async function runModelCommand(argv: string[], out: (line: string) => voi
             await writeSiglipVisionModel(dir ?? 'models/siglip2-b16-random', {
               layers: num(values.layers),
               imageSize: num(values['image-size']),
+              textTower: values['text-tower'] === 'base' ? 'base' : 'tiny',
             }),
           );
           return 0;
