@@ -24,6 +24,7 @@ import { availableParallelism } from 'node:os';
 import { basename, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AutoProcessor, RawImage, SiglipVisionModel, env } from '@huggingface/transformers';
+import * as ort from 'onnxruntime-node';
 import { createEmbedder, defaultEmbedderOptions, type Embedder } from '../../src/embedding/index.js';
 import type { WorkerPool } from '../../src/embedding/pool.js';
 import { writeSiglipVisionModel } from '../../scripts/models/siglip-vision.js';
@@ -145,6 +146,53 @@ for (const b of [1, B]) {
   rawRows.push({ batch: b, 'fp32 img/s': a!, 'int8 img/s': q!, 'int8 / fp32': `${(q! / a!).toFixed(2)}×` });
 }
 table('Raw tower throughput (tensors in, vectors out, through the worker pool)', rawRows);
+
+// session options, on the int8 file in this thread (no worker, no batcher): what ours uses against the
+// alternatives worth trying on a CPU (spinning intra-op threads, a lower optimisation level, no arena)
+const sessionSets: [string, ort.InferenceSession.SessionOptions][] = [
+  ['ours: all, sequential, no spinning', { graphOptimizationLevel: 'all', extra: { session: { intra_op: { allow_spinning: '0' } } } }],
+  ['spinning threads', { graphOptimizationLevel: 'all', extra: { session: { intra_op: { allow_spinning: '1' } } } }],
+  ['graph optimisation "extended"', { graphOptimizationLevel: 'extended', extra: { session: { intra_op: { allow_spinning: '0' } } } }],
+  [
+    'no CPU memory arena',
+    { graphOptimizationLevel: 'all', enableCpuMemArena: false, extra: { session: { intra_op: { allow_spinning: '0' } } } },
+  ],
+];
+const sessions = await Promise.all(
+  sessionSets.map(([, o]) =>
+    ort.InferenceSession.create(resolve(dir, 'onnx', 'vision_model_quantized.onnx'), {
+      ...o,
+      executionProviders: ['cpu'],
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+    }),
+  ),
+);
+const optRows: Record<string, string | number>[] = [];
+for (const b of [1, B]) {
+  const feeds = {
+    pixel_values: new ort.Tensor(
+      'float32',
+      new Float32Array(b * 3 * S * S).map(() => Math.random() * 2 - 1),
+      [b, 3, S, S],
+    ),
+  };
+  for (const s of sessions) await s.run(feeds);
+  const t = sessions.map(() => [] as number[]);
+  for (let r = 0; r < reps; r++) {
+    for (const [i, s] of sessions.entries()) {
+      const t0 = performance.now();
+      await s.run(feeds);
+      t[i]!.push(performance.now() - t0);
+    }
+  }
+  const row: Record<string, string | number> = { batch: b };
+  sessionSets.forEach(([name], i) => (row[`${name} img/s`] = (b * 1000) / median(t[i]!)));
+  optRows.push(row);
+}
+await Promise.all(sessions.map((s) => s.release()));
+table('ONNX Runtime session options on the int8 B/16 tower (alternating, raw, this thread)', optRows);
 
 // ---- 2. fidelity --------------------------------------------------------------------------------------
 const catalog = await photoJpegs(catalogSize, 640, 480, 101);
