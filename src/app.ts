@@ -71,7 +71,10 @@ async function fetchDefaultModel(config: Config, log: Logger): Promise<{ dir: st
 }
 
 /** The variant the embedder opened (EMBEDDING_VARIANT=auto resolves at load); null for fp32, as before. */
-const loadedVariant = (e: Embedder): string | null => (e.info().variant === 'fp32' ? null : e.info().variant);
+const loadedVariant = (e: Embedder): string | null => {
+  const v = e.info().variant;
+  return v === undefined || v === 'fp32' ? null : v;
+};
 
 export async function loadEmbedder(config: Config, dir: string, log: Logger): Promise<Embedder> {
   return createEmbedder(

@@ -48,8 +48,11 @@ export interface EmbedderInfo {
   dimension: number;
   imageSize: number;
   provider: string;
-  /** The ONNX variant loaded ('fp32', 'quantized', 'fp16', …), after resolving 'auto'. */
-  variant: string;
+  /**
+   * The ONNX variant loaded ('fp32', 'quantized', 'fp16', …), after resolving 'auto'. Optional only so
+   * that stand-in embedders (tests) need not report one; this engine always does.
+   */
+  variant?: string;
   workers: number;
   intraOpThreads: number;
   maxBatch: number;
