@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every benchmark in turn, each printing its own tables (peers in the same run).
  * Long: the compute-faithful SigLIP 2 model and the 100k-row search dominate. Run one with
- * `npx tsx bench/<area>/<name>.ts`.
+ * `npx tsx bench/<area>/<name>.ts`, or by name: `npm run bench -- embedding-int8`.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -10,6 +10,7 @@ const benches: Array<[string, string[]]> = [
   ['bench/embedding/preprocess.ts', []],
   ['bench/embedding/throughput.ts', []],
   ['bench/embedding/peer.ts', []],
+  ['bench/embedding/int8.ts', []],
   ['bench/search/search.ts', ['--rows', '100000', '--storage-compare']],
   ['bench/search/search.ts', ['--rows', '20000', '--backend', 'pglite', '--queries', '50']],
   ['bench/search/graphql-load.ts', ['--rows', '20000']],
@@ -17,9 +18,18 @@ const benches: Array<[string, string[]]> = [
   ['bench/reindex/reindex.ts', []],
 ];
 
+// `npm run bench -- embedding-int8 search-search`: only the named ones (<folder>-<file>)
+const only = process.argv.slice(2);
+const nameOf = (file: string) =>
+  file
+    .replace(/^bench\//, '')
+    .replace(/\.ts$/, '')
+    .replace(/\//g, '-');
+
 let failed = 0;
 for (const [file, args] of benches) {
   if (!existsSync(file)) continue;
+  if (only.length && !only.includes(nameOf(file))) continue;
   console.log(`\n## ${file} ${args.join(' ')}\n`);
   const r = spawnSync(process.execPath, ['--import', 'tsx', file, ...args], { stdio: 'inherit' });
   if (r.status !== 0) {

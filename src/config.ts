@@ -39,7 +39,7 @@ const schema = z.object({
   EMBEDDING_THREADS: int(1, 256).default(Math.max(1, os.availableParallelism())),
   EMBEDDING_MAX_BATCH: int(1, 256).default(16),
   EMBEDDING_MAX_WAIT_MS: int(0, 1000).default(5),
-  EMBEDDING_VARIANT: z.string().min(1).optional(),
+  EMBEDDING_VARIANT: z.string().min(1).default('auto'), // auto: int8 on CPU, fp16 on CUDA where present (docs/embedding.md)
   MODEL_AUTO_FETCH: bool.default(true),
   IMAGE_MAX_BYTES: int(1024, 512 * 1024 * 1024).default(20 * 1024 * 1024),
   IMAGE_MAX_PIXELS: int(1, 1_000_000_000).default(40_000_000),

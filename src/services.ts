@@ -194,7 +194,6 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
   }
   const models = new ModelService(database, log, {
     load: (dir) => loadEmbedder(config, dir, log),
-    variant: config.embedding.variant ?? null,
   });
   const fetchOptions = fetchOptionsOf(config);
   const imageLimits = imageLimitsOf(config);
@@ -223,7 +222,7 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
     }
     if (loaded) {
       const embedder = loaded.embedder;
-      const model = await models.add(embedder, loaded.source, config.embedding.variant ?? null).catch(async (err: unknown) => {
+      const model = await models.add(embedder, loaded.source).catch(async (err: unknown) => {
         await embedder.close();
         throw err;
       });

@@ -8,7 +8,8 @@ export const B16_DIR = resolve(process.env.BENCH_MODEL_DIR ?? 'models/siglip2-b1
 
 /** The compute-faithful SigLIP 2 B/16-224 tower (random weights); generated once (~6 s, ~370 MB). */
 export async function ensureB16(): Promise<string> {
-  if (!existsSync(resolve(B16_DIR, 'onnx', 'vision_model.onnx'))) {
+  // the int8 files came later: a directory generated before them is regenerated
+  if (!existsSync(resolve(B16_DIR, 'onnx', 'vision_model_quantized.onnx'))) {
     console.error(`generating ${B16_DIR} …`);
     await writeSiglipVisionModel(B16_DIR);
   }

@@ -95,7 +95,7 @@ async function run(r: Run, imgs: Array<{ bytes: Buffer; sha: string }>): Promise
     await seed(database, r.rows, imgs);
     const runtime = new ModelService(database, log);
     const embedder = await embedderFor(r.modelDir);
-    const model = await runtime.add(embedder, r.model, null);
+    const model = await runtime.add(embedder, r.model);
     const runner = new JobRunner(database, runtime, log, {
       batchSize,
       throttleMs: 0,

@@ -123,6 +123,10 @@ export function preprocessorConfigJson(imageSize: number) {
  * last_hidden_state [B,64,H] and pooler_output [B,D] (mean over positions, then a projection).
  */
 export function tinyTextModel(opts: { vocabSize: number; hidden: number; dimension: number; seed: number }): Uint8Array {
+  return tinyTextGraph(opts).encode();
+}
+
+export function tinyTextGraph(opts: { vocabSize: number; hidden: number; dimension: number; seed: number }): GraphBuilder {
   const rng = new Rng(opts.seed);
   const g = new GraphBuilder('text_model');
   const ids = g.input('input_ids', INT64, ['batch_size', TEXT_MAX_LENGTH]);
@@ -136,7 +140,7 @@ export function tinyTextModel(opts: { vocabSize: number; hidden: number; dimensi
   g.op('MatMul', [act, proj], {}, 'pooler_output');
   g.output('last_hidden_state', FLOAT, ['batch_size', TEXT_MAX_LENGTH, opts.hidden]);
   g.output('pooler_output', FLOAT, ['batch_size', opts.dimension]);
-  return g.encode();
+  return g;
 }
 
 /**

@@ -7,11 +7,27 @@ import onnxProto from 'onnx-proto';
 const { onnx } = onnxProto;
 
 export const FLOAT = 1;
+export const UINT8 = 2;
+export const INT8 = 3;
+export const INT32 = 6;
 export const INT64 = 7;
 
 export type Dim = number | string;
 
 type AttrValue = number | number[] | string | { floats: number[] } | { tensor: TensorSpec };
+
+export interface QuantizeOptions {
+  /** One scale per output column of each weight matrix (else one per matrix). */
+  perChannel: boolean;
+}
+
+interface NodeSpec {
+  opType: string;
+  input: string[];
+  output: string[];
+  name: string;
+  attribute: unknown[];
+}
 
 interface TensorSpec {
   name: string;
@@ -53,7 +69,7 @@ export class Rng {
 }
 
 export class GraphBuilder {
-  private nodes: unknown[] = [];
+  private nodes: NodeSpec[] = [];
   private initializers: TensorSpec[] = [];
   private inputs: unknown[] = [];
   private outputs: unknown[] = [];
@@ -138,14 +154,109 @@ export class GraphBuilder {
   }
 
   encode(opset = 17): Uint8Array {
+    return this.encodeGraph(this.nodes, this.initializers, opset);
+  }
+
+  /**
+   * The graph as ONNX Runtime's `quantize_dynamic` (MatMul and Gather, weights QInt8 symmetric,
+   * activations QUInt8) writes it, i.e. the form of the hub's `*_quantized.onnx` exports, built here from
+   * the fp32 weights because the Python quantizer is not available to this project:
+   *
+   *   MatMul(x, W)   → DynamicQuantizeLinear(x) → (x_q uint8, x_scale, x_zp)
+   *                    MatMulInteger(x_q, W_q int8, x_zp, W_zp = 0) → int32 → Cast(float)
+   *                    · Mul(x_scale, W_scale)                      (ORT fuses all of it into
+   *                                                                  DynamicQuantizeMatMul)
+   *   Gather(T, ids) → Gather(T_q int8, ids) → DequantizeLinear(·, T_scale, 0)
+   *
+   * Only MatMuls whose second input is a 2-D float initializer are quantized (the weight projections);
+   * attention's activation × activation MatMuls, convolutions, norms and the rest stay float, as they do
+   * in the exports. The builder itself is not changed: encode() still gives the fp32 graph.
+   */
+  encodeQuantized(opts: QuantizeOptions, opset = 17): Uint8Array {
+    const byName = new Map(this.initializers.map((t) => [t.name, t]));
+    const inits: TensorSpec[] = [];
+    const nodes: NodeSpec[] = [];
+    const quantized = new Set<string>();
+    let k = 0;
+    const fresh = (p: string) => `${p}_q${k++}`;
+    const floats = (t: TensorSpec) => new Float32Array(t.rawData.buffer, t.rawData.byteOffset, t.rawData.byteLength / 4);
+    const tensor = (name: string, dims: number[], dataType: number, data: ArrayBufferView): TensorSpec => ({
+      name,
+      dims,
+      dataType,
+      rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    });
+    const node = (opType: string, input: string[], output: string[], attribute: unknown[] = []) =>
+      nodes.push({ opType, input, output, name: fresh(`n_${opType}`), attribute });
+    for (const n of this.nodes) {
+      const w = n.opType === 'MatMul' ? byName.get(n.input[1]!) : n.opType === 'Gather' ? byName.get(n.input[0]!) : undefined;
+      if (!w || w.dataType !== FLOAT || w.dims.length !== 2) {
+        nodes.push(n);
+        continue;
+      }
+      const [K, N] = w.dims as [number, number];
+      const data = floats(w);
+      // symmetric int8: zero point 0, scale = max|w| / 127 (per output column, or per matrix)
+      const perChannel = opts.perChannel && n.opType === 'MatMul';
+      const groups = perChannel ? N : 1;
+      const absMax = new Float32Array(groups);
+      for (let i = 0; i < K; i++) {
+        for (let j = 0; j < N; j++) {
+          const g = perChannel ? j : 0;
+          const a = Math.abs(data[i * N + j]!);
+          if (a > absMax[g]!) absMax[g] = a;
+        }
+      }
+      const scale = absMax.map((a) => (a > 0 ? a / 127 : 1));
+      const q = new Int8Array(K * N);
+      for (let i = 0; i < K; i++) {
+        for (let j = 0; j < N; j++) {
+          const v = Math.round(data[i * N + j]! / scale[perChannel ? j : 0]!);
+          q[i * N + j] = v > 127 ? 127 : v < -127 ? -127 : v;
+        }
+      }
+      const qName = `${w.name}_quantized`;
+      const sName = `${w.name}_scale`;
+      const zName = `${w.name}_zero_point`;
+      if (!quantized.has(w.name)) {
+        quantized.add(w.name);
+        const sDims = perChannel ? [N] : [];
+        inits.push(tensor(qName, [K, N], INT8, q));
+        inits.push(tensor(sName, sDims, FLOAT, scale));
+        inits.push(tensor(zName, sDims, INT8, new Int8Array(groups)));
+      }
+      const out = n.output[0]!;
+      if (n.opType === 'Gather') {
+        const g = fresh(`${out}_int8`);
+        node('Gather', [qName, n.input[1]!], [g], n.attribute);
+        node('DequantizeLinear', [g, sName, zName], [out]);
+        continue;
+      }
+      const x = n.input[0]!;
+      const [xq, xs, xz] = [fresh(`${x}_quantized`), fresh(`${x}_scale`), fresh(`${x}_zero_point`)];
+      node('DynamicQuantizeLinear', [x], [xq, xs, xz]);
+      const yi = fresh(`${out}_int32`);
+      node('MatMulInteger', [xq, qName, xz, zName], [yi]);
+      const yf = fresh(`${out}_float`);
+      node('Cast', [yi], [yf], [{ name: 'to', type: 2, i: FLOAT }]);
+      const s = fresh(`${out}_scales`);
+      node('Mul', [xs, sName], [s]);
+      node('Mul', [yf, s], [out]);
+    }
+    const used = new Set(nodes.flatMap((n) => n.input));
+    for (const t of this.initializers) if (!quantized.has(t.name) && used.has(t.name)) inits.push(t);
+    return this.encodeGraph(nodes, inits, opset);
+  }
+
+  private encodeGraph(nodes: NodeSpec[], initializers: TensorSpec[], opset: number): Uint8Array {
     const model = onnx.ModelProto.create({
       irVersion: 8,
       producerName: 'visual-product-search/scripts/models',
       opsetImport: [{ domain: '', version: opset }],
       graph: {
         name: this.name,
-        node: this.nodes,
-        initializer: this.initializers,
+        node: nodes,
+        initializer: initializers,
         input: this.inputs,
         output: this.outputs,
       } as never,

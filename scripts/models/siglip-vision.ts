@@ -12,8 +12,10 @@
  * GELU-tanh is written out as the PyTorch exporter emits it (0.5·x·(1+tanh(√(2/π)(x+0.044715x³)))),
  * so ONNX Runtime's fusions see what they would see on a real export.
  */
-import { FLOAT, GraphBuilder, Rng } from './onnx-builder.js';
-import { siglipConfigJson, tinyTextModel, tinyTokenizerJson, writeLayout } from './common.js';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FLOAT, GraphBuilder, INT64, Rng } from './onnx-builder.js';
+import { siglipConfigJson, TEXT_MAX_LENGTH, tinyTextGraph, tinyTokenizerJson, writeLayout } from './common.js';
 
 export interface SiglipVisionOptions {
   imageSize?: number;
@@ -24,18 +26,20 @@ export interface SiglipVisionOptions {
   mlp?: number;
   seed?: number;
   modelId?: string;
+  /** 'tiny' (default): the small stand-in text tower; 'base': one of SigLIP 2 base's size (BASE_TEXT). */
+  textTower?: 'tiny' | 'base';
+  /**
+   * Also write the int8 variants onnx/{vision,text}_model_quantized.onnx (default true): dynamic int8
+   * weights with uint8 activations, per output channel (see GraphBuilder.encodeQuantized).
+   */
+  quantized?: boolean;
 }
 
 export const B16_MODEL_ID = 'vps/siglip2-base-patch16-224-random';
 
-function buildVision(o: Required<Omit<SiglipVisionOptions, 'modelId'>>): Uint8Array {
-  const { imageSize: S, patchSize: P, hidden: H, layers: L, heads: NH, mlp: M } = o;
-  if (S % P !== 0) throw new Error('imageSize must be a multiple of patchSize');
-  if (H % NH !== 0) throw new Error('hidden must be a multiple of heads');
-  const N = (S / P) ** 2;
+/** The pieces both towers are made of (pre-norm transformer encoder blocks, as in SigLIP). */
+function transformerBlocks(g: GraphBuilder, rng: Rng, H: number, NH: number, M: number) {
   const dh = H / NH;
-  const rng = new Rng(o.seed);
-  const g = new GraphBuilder('vision_model');
   const std = 0.02;
   const W = (name: string, dims: number[], s = std) =>
     g.weight(
@@ -51,8 +55,8 @@ function buildVision(o: Required<Omit<SiglipVisionOptions, 'modelId'>>): Uint8Ar
 
   const linear = (x: string, inDim: number, outDim: number, name: string) =>
     g.op('Add', [g.op('MatMul', [x, W(`${name}.weight`, [inDim, outDim])]), zeros(`${name}.bias`, outDim)]);
-  const layerNorm = (x: string, name: string) =>
-    g.op('LayerNormalization', [x, ones(`${name}.weight`, H), zeros(`${name}.bias`, H)], { axis: -1, epsilon: 1e-6 });
+  const layerNorm = (x: string, name: string, outName?: string) =>
+    g.op('LayerNormalization', [x, ones(`${name}.weight`, H), zeros(`${name}.bias`, H)], { axis: -1, epsilon: 1e-6 }, outName);
   const geluTanh = (x: string) => {
     const x3 = g.op('Mul', [g.op('Mul', [x, x]), x]);
     const inner = g.op('Add', [x, g.op('Mul', [x3, g.scalar('c', 0.044715)])]);
@@ -71,6 +75,27 @@ function buildVision(o: Required<Omit<SiglipVisionOptions, 'modelId'>>): Uint8Ar
     const merged = g.op('Reshape', [ctx, g.ints('shape', [0, 0, H])]);
     return linear(merged, H, H, `${name}.out_proj`);
   };
+  const encoder = (input: string, layers: number) => {
+    let x = input;
+    for (let l = 0; l < layers; l++) {
+      const p = `encoder.layers.${l}`;
+      const h = layerNorm(x, `${p}.layer_norm1`);
+      x = g.op('Add', [x, attention(h, h, `${p}.self_attn`)]);
+      x = g.op('Add', [x, mlpBlock(layerNorm(x, `${p}.layer_norm2`), `${p}.mlp`)]);
+    }
+    return x;
+  };
+  return { W, zeros, linear, layerNorm, mlpBlock, attention, encoder };
+}
+
+function buildVision(o: Required<Omit<SiglipVisionOptions, 'modelId' | 'textTower' | 'quantized'>>): GraphBuilder {
+  const { imageSize: S, patchSize: P, hidden: H, layers: L, heads: NH, mlp: M } = o;
+  if (S % P !== 0) throw new Error('imageSize must be a multiple of patchSize');
+  if (H % NH !== 0) throw new Error('hidden must be a multiple of heads');
+  const N = (S / P) ** 2;
+  const rng = new Rng(o.seed);
+  const g = new GraphBuilder('vision_model');
+  const { W, zeros, layerNorm, mlpBlock, attention, encoder } = transformerBlocks(g, rng, H, NH, M);
 
   const pixels = g.input('pixel_values', FLOAT, ['batch_size', 3, S, S]);
   const patches = g.op('Conv', [pixels, W('patch_embedding.weight', [H, 3, P, P]), zeros('patch_embedding.bias', H)], {
@@ -78,19 +103,8 @@ function buildVision(o: Required<Omit<SiglipVisionOptions, 'modelId'>>): Uint8Ar
     strides: [P, P],
   });
   const tokens = g.op('Transpose', [g.op('Reshape', [patches, g.ints('shape', [0, H, -1])])], { perm: [0, 2, 1] });
-  let x = g.op('Add', [tokens, W('position_embedding', [1, N, H])]);
-  for (let l = 0; l < L; l++) {
-    const p = `encoder.layers.${l}`;
-    const h = layerNorm(x, `${p}.layer_norm1`);
-    x = g.op('Add', [x, attention(h, h, `${p}.self_attn`)]);
-    x = g.op('Add', [x, mlpBlock(layerNorm(x, `${p}.layer_norm2`), `${p}.mlp`)]);
-  }
-  const last = g.op(
-    'LayerNormalization',
-    [x, ones('post_layernorm.weight', H), zeros('post_layernorm.bias', H)],
-    { axis: -1, epsilon: 1e-6 },
-    'last_hidden_state',
-  );
+  const x = encoder(g.op('Add', [tokens, W('position_embedding', [1, N, H])]), L);
+  const last = layerNorm(x, 'post_layernorm', 'last_hidden_state');
   // Multihead attention pooling head: a learned probe (batch-broadcast) attends over all tokens.
   const probe = W('head.probe', [1, 1, H]);
   const batchProbe = g.op('Expand', [
@@ -102,7 +116,31 @@ function buildVision(o: Required<Omit<SiglipVisionOptions, 'modelId'>>): Uint8Ar
   g.op('Reshape', [hsum, g.ints('shape', [-1, H])], {}, 'pooler_output');
   g.output('last_hidden_state', FLOAT, ['batch_size', N, H]);
   g.output('pooler_output', FLOAT, ['batch_size', H]);
-  return g.encode();
+  return g;
+}
+
+/** SigLIP 2 base's text tower: 256 000-token vocabulary, 12 layers, width 768 (~1.1 GB in fp32). */
+export const BASE_TEXT = { vocabSize: 256_000, hidden: 768, layers: 12, heads: 12, mlp: 3072 } as const;
+
+/**
+ * A text tower of the real SigLIP 2 base's size and shape (random weights), for memory measurements:
+ * token + position embeddings → encoder → final LayerNorm → last token → head projection.
+ * Only the first ids of its table are ever produced by the small stand-in tokenizer.
+ */
+function buildBaseText(seed: number, dimension: number): GraphBuilder {
+  const { vocabSize: V, hidden: H, layers: L, heads: NH, mlp: M } = BASE_TEXT;
+  const rng = new Rng(seed);
+  const g = new GraphBuilder('text_model');
+  const { W, linear, layerNorm, encoder } = transformerBlocks(g, rng, H, NH, M);
+  const ids = g.input('input_ids', INT64, ['batch_size', TEXT_MAX_LENGTH]);
+  const emb = g.op('Gather', [W('embed_tokens', [V, H]), ids], { axis: 0 });
+  const x = encoder(g.op('Add', [emb, W('position_embedding', [TEXT_MAX_LENGTH, H])]), L);
+  const last = layerNorm(x, 'final_layer_norm', 'last_hidden_state');
+  const pooled = g.op('Gather', [last, g.ints('last', [TEXT_MAX_LENGTH - 1])], { axis: 1 });
+  g.op('Reshape', [linear(pooled, H, dimension, 'head'), g.ints('shape', [-1, dimension])], {}, 'pooler_output');
+  g.output('last_hidden_state', FLOAT, ['batch_size', TEXT_MAX_LENGTH, H]);
+  g.output('pooler_output', FLOAT, ['batch_size', dimension]);
+  return g;
 }
 
 export async function writeSiglipVisionModel(dir: string, opts: SiglipVisionOptions = {}): Promise<string> {
@@ -132,12 +170,28 @@ export async function writeSiglipVisionModel(dir: string, opts: SiglipVisionOpti
       vision_use_head: true,
     },
   });
-  await writeLayout(dir, {
-    config,
-    imageSize: o.imageSize,
-    tokenizer,
-    vision: buildVision(o),
-    text: tinyTextModel({ vocabSize, hidden: 64, dimension: o.hidden, seed: o.seed + 1 }),
-  });
+  const baseText = opts.textTower === 'base';
+  if (baseText) {
+    config.text_config = {
+      ...config.text_config,
+      hidden_size: BASE_TEXT.hidden,
+      vocab_size: BASE_TEXT.vocabSize,
+      num_hidden_layers: BASE_TEXT.layers,
+      num_attention_heads: BASE_TEXT.heads,
+      intermediate_size: BASE_TEXT.mlp,
+    };
+  }
+  const vision = buildVision(o);
+  const text = baseText
+    ? buildBaseText(o.seed + 1, o.hidden)
+    : tinyTextGraph({ vocabSize, hidden: 64, dimension: o.hidden, seed: o.seed + 1 });
+  await writeLayout(dir, { config, imageSize: o.imageSize, tokenizer, vision: vision.encode(), text: text.encode() });
+  if (opts.quantized ?? true) {
+    // per output channel: a finer fit than one scale per matrix at no extra work (ONNX Runtime's fused
+    // DynamicQuantizeMatMul takes per-column scales natively); per-matrix is encodeQuantized({ perChannel:
+    // false }), not yet measured against it on a quiet machine
+    await writeFile(join(dir, 'onnx', 'vision_model_quantized.onnx'), vision.encodeQuantized({ perChannel: true }));
+    await writeFile(join(dir, 'onnx', 'text_model_quantized.onnx'), text.encodeQuantized({ perChannel: true }));
+  }
   return dir;
 }

@@ -1,7 +1,7 @@
 /**
  * `model` subcommands, for src/main.ts to delegate to (`npm run model -- <subcommand> …`):
  *
- *   fetch [repo] [--variant fp16] [--revision main] [--cache-dir DIR]   download into the model cache
+ *   fetch [repo] [--variant auto|fp32|fp16|quantized…] [--revision main] [--cache-dir DIR]   download into the model cache
  *   path  [repo] [--cache-dir DIR]                                      print where the model lives
  *
  * Generated test models are written by `npm run model:generate` (scripts/models/generate.ts), not here.
@@ -29,7 +29,12 @@ export async function runModelCommand(argv: string[], out: (line: string) => voi
   try {
     switch (cmd) {
       case 'fetch': {
-        const dir = await fetchModel({ repo: arg ?? DEFAULT_MODEL_REPO, variant: values.variant, revision: values.revision, cacheDir });
+        const dir = await fetchModel({
+          repo: arg ?? DEFAULT_MODEL_REPO,
+          variant: values.variant ?? process.env.EMBEDDING_VARIANT ?? 'auto',
+          revision: values.revision,
+          cacheDir,
+        });
         out(dir);
         return 0;
       }

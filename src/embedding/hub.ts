@@ -19,7 +19,8 @@ import { ProgressBar } from '../cli/progress.js';
 import { hubSettings } from '../config.js';
 import { AppError, ErrorCode } from '../errors.js';
 import { DEFAULT_MODEL_REPO, defaultModelCacheDir, modelCachePath } from './hub-paths.js';
-import { loadModelDir, onnxFileName } from './model-dir.js';
+import { expectedProvider, loadModelDir, onnxFileName, pickAutoVariant } from './model-dir.js';
+import type { ProviderName } from './providers.js';
 
 export const REQUIRED_JSON = ['config.json', 'preprocessor_config.json', 'tokenizer.json', 'tokenizer_config.json'];
 
@@ -56,8 +57,17 @@ const fail = (message: string, details?: Record<string, unknown>, cause?: unknow
   new AppError(ErrorCode.MODEL_UNAVAILABLE, message, details, cause === undefined ? undefined : { cause });
 
 /** Which files of a repo listing make up the model directory for a variant. */
-export function selectFiles(listing: RemoteFile[], variant?: string): RemoteFile[] {
+export function selectFiles(listing: RemoteFile[], variantArg?: string, provider: ProviderName = 'auto'): RemoteFile[] {
   const byPath = new Map(listing.map((f) => [f.path, f]));
+  // 'auto': only the files of the variant the engine will open for the expected provider (the real text
+  // tower alone is ~1.1 GB in fp32), i.e. the int8 files on CPU when the repository has them
+  const variant =
+    variantArg === 'auto'
+      ? pickAutoVariant(
+          expectedProvider(provider),
+          (v) => byPath.has(onnxFileName('vision_model', v)) && byPath.has(onnxFileName('text_model', v)),
+        )
+      : variantArg;
   const wanted = [...REQUIRED_JSON, onnxFileName('vision_model', variant), onnxFileName('text_model', variant)];
   const missing = wanted.filter((p) => !byPath.has(p));
   if (missing.length) {

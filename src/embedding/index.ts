@@ -13,9 +13,9 @@ import { availableParallelism } from 'node:os';
 import { AppError, ErrorCode } from '../errors.js';
 import { MicroBatcher } from './batcher.js';
 import { DEFAULT_MODEL_REPO, modelCachePath } from './hub-paths.js';
-import { loadModelDir, type ModelFiles } from './model-dir.js';
+import { loadModelDir, modelIdFor, type ModelFiles } from './model-dir.js';
 import { WorkerPool, type Logger } from './pool.js';
-import { rgbToTensor } from './preprocess.js';
+import { resizeForModel, rgbToTensor } from './preprocess.js';
 import type { Kind } from './protocol.js';
 import { PROVIDERS, type ProviderName } from './providers.js';
 import { createTokenizer, type TextTokenizer } from './tokenizer.js';
@@ -33,7 +33,10 @@ export interface EmbedderOptions {
   intraOpThreads: number;
   maxBatch: number;
   maxWaitMs: number;
-  /** ONNX file variant: undefined/'fp32' → onnx/vision_model.onnx; 'fp16' → onnx/vision_model_fp16.onnx; … */
+  /**
+   * ONNX file variant: undefined/'fp32' → onnx/vision_model.onnx; 'fp16' → onnx/vision_model_fp16.onnx; …
+   * 'auto' (the default): the fastest present for the execution provider (int8 on CPU, fp16 on CUDA).
+   */
   variant?: string;
 }
 
@@ -49,6 +52,11 @@ export interface EmbedderInfo {
   dimension: number;
   imageSize: number;
   provider: string;
+  /**
+   * The ONNX variant loaded ('fp32', 'quantized', 'fp16', …), after resolving 'auto'. Optional only so
+   * that stand-in embedders (tests) need not report one; this engine always does.
+   */
+  variant?: string;
   workers: number;
   intraOpThreads: number;
   maxBatch: number;
@@ -59,8 +67,9 @@ export interface EmbedderInfo {
 
 export interface Embedder {
   /**
-   * L2-normalised image embeddings, in input order, of pixels already at inputSize() (images/embed.ts
-   * decodes and resizes encoded bytes). Rejects with BAD_USER_INPUT (details.index) on another size.
+   * L2-normalised image embeddings, in input order, of decoded RGB pixels of any size (images/embed.ts
+   * decodes and bounds encoded bytes); each is squashed to inputSize() exactly as Pillow's BILINEAR
+   * does (preprocess.ts). Rejects with BAD_USER_INPUT (details.index) on a malformed buffer.
    */
   embedImages(images: RgbPixels[]): Promise<Float32Array[]>;
   /** The pixel size the vision tower takes (SigLIP 2 squashes to S×S). */
@@ -88,7 +97,7 @@ export function defaultEmbedderOptions(): EmbedderOptions {
     intraOpThreads: Math.max(1, availableParallelism()),
     maxBatch: 16,
     maxWaitMs: 5,
-    variant: undefined,
+    variant: 'auto',
   };
 }
 
@@ -126,16 +135,16 @@ class EmbedderImpl implements Embedder {
 
   async embedImages(images: RgbPixels[]): Promise<Float32Array[]> {
     if (!Array.isArray(images)) throw new AppError(ErrorCode.BAD_USER_INPUT, 'embedImages expects an array of images');
-    const { width, height } = this.inputSize();
+    const spec = this.files.preprocess;
     const tensors = images.map((img, index) => {
-      if (img.width !== width || img.height !== height || img.data.length !== width * height * 3) {
+      if (!(img.width >= 1 && img.height >= 1) || img.data.length !== img.width * img.height * 3) {
         throw new AppError(
           ErrorCode.BAD_USER_INPUT,
-          `Image ${index} is ${img.width}×${img.height} RGB (${img.data.length} bytes); the model takes ${width}×${height}`,
+          `Image ${index} is not ${img.width}×${img.height} RGB (${img.data.length} bytes)`,
           { index },
         );
       }
-      return rgbToTensor(img.data, width, height, this.files.preprocess);
+      return rgbToTensor(resizeForModel(img, spec), spec.width, spec.height, spec);
     });
     return Promise.all(tensors.map((t) => this.batcher.submit('image', t)));
   }
@@ -158,6 +167,7 @@ class EmbedderImpl implements Embedder {
       dimension: this.files.dimension,
       imageSize: this.files.preprocess.width,
       provider: this.provider,
+      variant: this.files.variant ?? 'fp32',
       workers: this.opts.workers,
       intraOpThreads: this.opts.intraOpThreads,
       maxBatch: this.opts.maxBatch,
@@ -193,12 +203,13 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
       'embedding: workers × intraOpThreads exceeds the core count; threads will compete (set intraOpThreads ≈ cores / workers)',
     );
   }
-  const files = await loadModelDir(opts.modelDir, opts.variant);
+  let files = await loadModelDir(opts.modelDir, opts.variant, opts.provider);
   const tokenizer = createTokenizer(files.tokenizerJson, files.tokenizerConfig, files.textMaxLength);
   const pool = new WorkerPool(
     {
       visionModelPath: files.visionModelPath,
       textModelPath: files.textModelPath,
+      ...(files.autoVariants ? { autoVariants: files.autoVariants } : {}),
       provider: opts.provider,
       intraOpThreads: opts.intraOpThreads,
       dimension: files.dimension,
@@ -215,6 +226,15 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
     logger.warn(
       { requested: opts.provider, provider: ready.provider, reason: ready.fallbackReason },
       'embedding: GPU not available, using CPU',
+    );
+  }
+  if (files.autoVariants) {
+    // the variant follows the provider that initialised (CUDA may have fallen back to CPU)
+    const chosen = files.autoVariants[ready.provider];
+    files = { ...files, ...chosen, variant: ready.variant, modelId: modelIdFor(files.baseModelId, ready.variant) };
+    logger.info(
+      { variant: ready.variant ?? 'fp32', provider: ready.provider, file: chosen.visionModelPath.split(/[\\/]/).pop() },
+      'embedding: EMBEDDING_VARIANT=auto chose the fastest variant present for this execution provider',
     );
   }
   const imageElems = 3 * files.preprocess.width * files.preprocess.height;
@@ -249,7 +269,14 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
   );
   pool.onChange = () => batcher.pump();
   logger.info(
-    { modelId: files.modelId, dimension: dim, provider: ready.provider, workers: opts.workers, intraOpThreads: opts.intraOpThreads },
+    {
+      modelId: files.modelId,
+      variant: files.variant ?? 'fp32',
+      dimension: dim,
+      provider: ready.provider,
+      workers: opts.workers,
+      intraOpThreads: opts.intraOpThreads,
+    },
     'embedding engine ready',
   );
   return new EmbedderImpl(opts, files, tokenizer, pool, batcher, ready.provider);

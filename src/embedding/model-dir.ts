@@ -11,7 +11,9 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { AppError, ErrorCode } from '../errors.js';
-import { deriveModelId } from '../models/ids.js';
+import { deriveModelId, modelIdFor } from '../models/ids.js';
+export { modelIdFor };
+import { cudaProviderInstalled, type ProviderName } from './providers.js';
 
 export interface PreprocessSpec {
   /** Target width/height (SigLIP 2 FixRes squashes to S×S). */
@@ -23,14 +25,32 @@ export interface PreprocessSpec {
   doNormalize: boolean;
   mean: [number, number, number];
   std: [number, number, number];
-  /** PIL resample code from the config (2 = bilinear); informational, sharp 'linear' is used. */
+  /** PIL resample code from the config (2 = bilinear); informational: Pillow-identical bilinear (resize.ts) is used. */
   resample: number;
 }
+
+/** The graph files of one variant. */
+export interface VariantFiles {
+  /** undefined: the fp32 files (onnx/vision_model.onnx, onnx/text_model.onnx). */
+  variant?: string;
+  visionModelPath: string;
+  textModelPath: string;
+}
+
+export type ExecutionProvider = 'cuda' | 'webgpu' | 'cpu';
 
 export interface ModelFiles {
   dir: string;
   modelId: string;
+  /** The model id without the variant suffix (modelIdFor() adds it). */
+  baseModelId: string;
   variant?: string;
+  /**
+   * With variant 'auto': the variant chosen for each execution provider (the worker knows the provider
+   * only once it has initialised one; `auto` may fall back from CUDA to CPU). visionModelPath,
+   * textModelPath, variant and modelId describe the choice for the provider expected to initialise.
+   */
+  autoVariants?: Record<ExecutionProvider, VariantFiles>;
   visionModelPath: string;
   textModelPath: string;
   dimension: number;
@@ -118,12 +138,53 @@ export function parsePreprocessorConfig(pp: Record<string, unknown>, fallbackSiz
 
 /** onnx/<name>.onnx, or onnx/<name>_<variant>.onnx (fp16, quantized, q8, int8, uint8, q4, bnb4, …). */
 export function onnxFileName(name: 'vision_model' | 'text_model', variant?: string): string {
+  if (variant === 'auto') throw unavailable('onnxFileName: resolve the variant "auto" first (loadModelDir does)');
   const v = variant && variant !== 'fp32' ? `_${variant}` : '';
   if (variant && !/^[a-z0-9_]+$/i.test(variant)) throw unavailable(`Invalid model variant: ${variant}`);
   return `onnx/${name}${v}.onnx`;
 }
 
-export async function loadModelDir(dirArg: string, variant?: string): Promise<ModelFiles> {
+/**
+ * `EMBEDDING_VARIANT=auto`: the fastest variant for each execution provider, first present wins. On CPU
+ * the int8 exports (dynamic int8 weights, uint8 activations: ONNX Runtime runs them on the CPU's integer
+ * dot-product units, several times the fp32 rate); on CUDA fp16 (tensor cores); fp32 otherwise. 'fp32'
+ * closes each list; a directory with none of them falls back to any variant present (see resolve below).
+ */
+export const AUTO_VARIANT_ORDER: Record<ExecutionProvider, readonly string[]> = {
+  cpu: ['quantized', 'int8', 'uint8', 'fp32'],
+  cuda: ['fp16', 'fp32'],
+  webgpu: ['fp32'],
+};
+
+/** The provider `auto` is expected to initialise: CUDA where its libraries are installed, else CPU. */
+export function expectedProvider(requested: ProviderName, cudaInstalled = cudaProviderInstalled): ExecutionProvider {
+  if (requested !== 'auto') return requested;
+  return cudaInstalled() === false ? 'cpu' : 'cuda';
+}
+
+/**
+ * Pick the variant for `provider` among those `present` (a predicate on a variant name, 'fp32' for the
+ * plain files): the first of AUTO_VARIANT_ORDER present, else the first of `fallbacks` present.
+ */
+export function pickAutoVariant(
+  provider: ExecutionProvider,
+  present: (variant: string) => boolean,
+  fallbacks: readonly string[] = ['fp32', 'quantized', 'int8', 'uint8', 'fp16'],
+): string | undefined {
+  return [...AUTO_VARIANT_ORDER[provider], ...fallbacks].find(present);
+}
+
+
+async function isFile(path: string): Promise<boolean> {
+  try {
+    const s = await stat(path);
+    return s.isFile() && s.size > 0;
+  } catch {
+    return false;
+  }
+}
+
+export async function loadModelDir(dirArg: string, variantArg?: string, provider: ProviderName = 'auto'): Promise<ModelFiles> {
   const dir = resolve(dirArg);
   try {
     const s = await stat(dir);
@@ -156,6 +217,27 @@ export async function loadModelDir(dirArg: string, variant?: string): Promise<Mo
       { file: 'preprocessor_config.json' },
     );
   }
+  let variant = variantArg;
+  let autoVariants: Record<ExecutionProvider, VariantFiles> | undefined;
+  if (variantArg === 'auto') {
+    const present = new Map<string, boolean>();
+    for (const v of new Set(Object.values(AUTO_VARIANT_ORDER).flat().concat(['fp16']))) {
+      present.set(
+        v,
+        (await isFile(join(dir, onnxFileName('vision_model', v)))) && (await isFile(join(dir, onnxFileName('text_model', v)))),
+      );
+    }
+    const pick = (p: ExecutionProvider): VariantFiles => {
+      const v = pickAutoVariant(p, (name) => present.get(name) === true) ?? 'fp32'; // none present: requireFile below names fp32
+      return {
+        variant: v === 'fp32' ? undefined : v,
+        visionModelPath: join(dir, onnxFileName('vision_model', v)),
+        textModelPath: join(dir, onnxFileName('text_model', v)),
+      };
+    };
+    autoVariants = { cpu: pick('cpu'), cuda: pick('cuda'), webgpu: pick('webgpu') };
+    variant = autoVariants[expectedProvider(provider)].variant;
+  }
   const visionModelPath = await requireFile(dir, onnxFileName('vision_model', variant), 'the image tower');
   const textModelPath = await requireFile(dir, onnxFileName('text_model', variant), 'the text tower');
   let fetchedFrom: string | null = null;
@@ -165,13 +247,14 @@ export async function loadModelDir(dirArg: string, variant?: string): Promise<Mo
   } catch {
     /* not fetched by us */
   }
-  // One derivation of model ids for the whole service (src/models/ids.ts), so lookups by reference agree.
-  const modelId = deriveModelId({
+  // One derivation of model ids for the whole service (src/models/ids.ts), so lookups by reference agree;
+  // the variant suffix is added by modelIdFor, also when `auto` settles on a variant at load.
+  const baseModelId = deriveModelId({
     dir,
     fetchedFrom,
     nameInConfig: typeof config['_name_or_path'] === 'string' ? config['_name_or_path'] : null,
-    variant: variant ?? null,
   });
+  const modelId = modelIdFor(baseModelId, variant);
   const textMaxLength =
     num(text['max_position_embeddings']) ??
     (num(tokenizerConfig['model_max_length']) !== undefined && (tokenizerConfig['model_max_length'] as number) <= 4096
@@ -180,7 +263,9 @@ export async function loadModelDir(dirArg: string, variant?: string): Promise<Mo
   return {
     dir,
     modelId,
+    baseModelId,
     variant,
+    ...(autoVariants ? { autoVariants } : {}),
     visionModelPath,
     textModelPath,
     dimension,

@@ -38,6 +38,7 @@ export interface WorkerMemory {
 export interface ReadyInfo {
   provider: 'cuda' | 'webgpu' | 'cpu';
   fallbackReason?: string;
+  variant?: string;
 }
 
 const isTs = import.meta.url.endsWith('.ts');
@@ -90,7 +91,7 @@ export class WorkerPool {
           case 'ready':
             started = true;
             slot.state = 'ready';
-            resolve({ provider: msg.provider, fallbackReason: msg.fallbackReason });
+            resolve({ provider: msg.provider, fallbackReason: msg.fallbackReason, variant: msg.variant });
             this.onChange();
             break;
           case 'init-error':

@@ -4,6 +4,11 @@ import type { ProviderName } from './providers.js';
 export interface WorkerInit {
   visionModelPath: string;
   textModelPath: string;
+  /**
+   * Variant 'auto': the graph files to open for each execution provider; the worker uses the entry of
+   * the provider that initialises (CUDA's fp16 files, or the CPU's int8 ones when auto falls back).
+   */
+  autoVariants?: Record<'cuda' | 'webgpu' | 'cpu', { variant?: string; visionModelPath: string; textModelPath: string }>;
   provider: ProviderName;
   intraOpThreads: number;
   dimension: number;
@@ -25,7 +30,14 @@ export type ToWorker =
   | { type: 'crash' };
 
 export type FromWorker =
-  | { type: 'ready'; provider: 'cuda' | 'webgpu' | 'cpu'; fallbackReason?: string; inputs: Record<Kind, string[]> }
+  | {
+      type: 'ready';
+      provider: 'cuda' | 'webgpu' | 'cpu';
+      fallbackReason?: string;
+      /** The variant of the files opened (undefined: fp32 or as configured). */
+      variant?: string;
+      inputs: Record<Kind, string[]>;
+    }
   | { type: 'init-error'; code: string; message: string }
   | { type: 'result'; id: number; data: Float32Array }
   | { type: 'error'; id: number; code: string; message: string }

@@ -154,10 +154,12 @@ let towers: Record<Kind, Tower>;
 
 async function start() {
   try {
-    const choice = await createWithProvider(init.provider, (p) => open(init.visionModelPath, p));
-    const vision = describeTower(choice.session, 'image', 'onnx/' + init.visionModelPath.split(/[\\/]/).pop());
-    const textSession = await open(init.textModelPath, choice.provider);
-    const text = describeTower(textSession, 'text', 'onnx/' + init.textModelPath.split(/[\\/]/).pop());
+    const filesFor = (p: 'cuda' | 'webgpu' | 'cpu') => init.autoVariants?.[p] ?? init;
+    const choice = await createWithProvider(init.provider, (p) => open(filesFor(p).visionModelPath, p));
+    const files = filesFor(choice.provider);
+    const vision = describeTower(choice.session, 'image', 'onnx/' + files.visionModelPath.split(/[\\/]/).pop());
+    const textSession = await open(files.textModelPath, choice.provider);
+    const text = describeTower(textSession, 'text', 'onnx/' + files.textModelPath.split(/[\\/]/).pop());
     towers = { image: vision, text };
     if (init.warmup) {
       await run(vision, 'image', 1, new Float32Array(3 * init.imageWidth * init.imageHeight));
@@ -167,6 +169,7 @@ async function start() {
       type: 'ready',
       provider: choice.provider,
       fallbackReason: choice.fallbackReason,
+      ...(init.autoVariants ? { variant: init.autoVariants[choice.provider].variant } : {}),
       inputs: { image: vision.session.inputNames.slice(), text: text.session.inputNames.slice() },
     });
   } catch (err) {

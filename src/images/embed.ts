@@ -1,11 +1,12 @@
 /**
  * Encoded image bytes → the pixels an embedding model takes. Decoding (with the byte and pixel limits)
- * happens here, so embedding/ only ever sees bounded RGB at its input size.
+ * happens here, so embedding/ only ever sees bounded RGB; it squashes them to its input size itself
+ * (Pillow-identical, which sharp's resize is not when upscaling).
  */
 import { availableParallelism } from 'node:os';
 import pLimit from 'p-limit';
 import type { Embedder, RgbPixels } from '../embedding/index.js';
-import { rgbToTensor } from '../embedding/preprocess.js';
+import { preprocessRgb } from '../embedding/preprocess.js';
 import type { PreprocessSpec } from '../embedding/model-dir.js';
 import { AppError, ErrorCode } from '../errors.js';
 import { DEFAULT_IMAGE_LIMITS, decodeImage, type ImageLimits } from './decode.js';
@@ -13,13 +14,9 @@ import { DEFAULT_IMAGE_LIMITS, decodeImage, type ImageLimits } from './decode.js
 // Bounds concurrent decodes (sharp works on the libuv pool) across all callers of this process.
 const decodeLimit = pLimit(Math.max(2, availableParallelism()));
 
-/** Validates and decodes untrusted bytes, squashed to exactly `size` (SigLIP 2: no crop). */
-export async function decodeForModel(
-  bytes: Buffer | Uint8Array,
-  size: { width: number; height: number },
-  limits: ImageLimits,
-): Promise<RgbPixels> {
-  const img = await decodeImage(bytes, limits, size);
+/** Validates and decodes untrusted bytes at full resolution (bounded by the pixel cap). */
+export async function decodeForModel(bytes: Buffer | Uint8Array, limits: ImageLimits): Promise<RgbPixels> {
+  const img = await decodeImage(bytes, limits);
   return { data: img.data, width: img.width, height: img.height };
 }
 
@@ -32,10 +29,9 @@ export async function embedImageBytes(
   buffers: Array<Buffer | Uint8Array>,
   limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
 ): Promise<Float32Array[]> {
-  const size = embedder.inputSize();
   const pixels = await Promise.all(
     buffers.map((b, index) =>
-      decodeLimit(() => decodeForModel(b, size, limits)).catch((err: unknown) => {
+      decodeLimit(() => decodeForModel(b, limits)).catch((err: unknown) => {
         if (err instanceof AppError) {
           throw new AppError(
             err.code,
@@ -53,6 +49,5 @@ export async function embedImageBytes(
 
 /** Decode + validate, then resize and normalise to a [3,S,S] float32 tensor (tests and benchmarks). */
 export async function preprocessImage(bytes: Buffer | Uint8Array, spec: PreprocessSpec, limits: ImageLimits): Promise<Float32Array> {
-  const img = await decodeForModel(bytes, { width: spec.width, height: spec.height }, limits);
-  return rgbToTensor(img.data, img.width, img.height, spec);
+  return preprocessRgb(await decodeForModel(bytes, limits), spec);
 }

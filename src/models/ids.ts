@@ -30,5 +30,10 @@ export function deriveModelId(f: {
 }): string {
   const named = f.nameInConfig && !f.nameInConfig.startsWith('/') && !f.nameInConfig.startsWith('.') ? f.nameInConfig : null;
   const base = f.fetchedFrom || cacheRepoOf(f.dir) || named || path.basename(path.resolve(f.dir));
-  return f.variant && f.variant !== 'fp32' ? `${base}@${f.variant}` : base;
+  return modelIdFor(base, f.variant ?? undefined);
+}
+
+/** The model id of a variant: the base id, with `@variant` for anything but fp32 (its vectors differ). */
+export function modelIdFor(baseModelId: string, variant?: string): string {
+  return variant && variant !== 'fp32' ? `${baseModelId}@${variant}` : baseModelId;
 }

@@ -31,8 +31,6 @@ export interface LoadedModel {
 export interface ModelServiceOptions {
   /** Opens model directories (cache entries loaded on demand, --model-dir); without it nothing is loaded on demand. */
   load?: ModelLoader;
-  /** The ONNX variant loaded files are registered with (EMBEDDING_VARIANT). */
-  variant?: string | null;
 }
 
 export class ModelService {
@@ -48,8 +46,10 @@ export class ModelService {
    * Registers a loaded embedder's model (id: src/models/ids.ts, derived when its files were read);
    * with no active model yet (a fresh catalog), it becomes the active one.
    */
-  async add(embedder: Embedder, source: string, variant: string | null = this.opts.variant ?? null): Promise<EmbeddingModel> {
+  async add(embedder: Embedder, source: string): Promise<EmbeddingModel> {
     const info = embedder.info();
+    // The variant the embedder opened (EMBEDDING_VARIANT=auto settles at load); null for fp32.
+    const variant = info.variant === undefined || info.variant === 'fp32' ? null : info.variant;
     const model = await registerModel(this.database.db, { id: info.modelId, source, variant, dimension: info.dimension });
     // Its HNSW index up front, so ingest maintains it (a reindex drops it for the bulk load and rebuilds).
     await ensureModelIndex(this.database.db, model);
