@@ -36,7 +36,7 @@ export function createMigrator(db: Kysely<DB>): Migrator {
 function unwrap(result: MigrationResultSet): string[] {
   if (result.error) {
     const failed = result.results?.find((r) => r.status === 'Error');
-    const err = result.error instanceof Error ? result.error : new Error(String(result.error));
+    const err = result.error instanceof Error ? result.error : new Error(JSON.stringify(result.error));
     throw new Error(`migration ${failed?.migrationName ?? '(unknown)'} failed: ${err.message}`, { cause: err });
   }
   return (result.results ?? []).map((r) => r.migrationName);

@@ -41,7 +41,7 @@ class PgliteConnection implements DatabaseConnection {
     };
   }
 
-  // eslint-disable-next-line require-yield
+  // eslint-disable-next-line require-yield, @typescript-eslint/require-await -- Kysely's Driver interface wants an async generator
   async *streamQuery<R>(): AsyncIterableIterator<QueryResult<R>> {
     throw new Error('streaming is not supported on the embedded database');
   }
@@ -66,10 +66,11 @@ class PgliteDriver implements Driver {
     return this.connection;
   }
 
-  async releaseConnection(connection: DatabaseConnection): Promise<void> {
+  releaseConnection(connection: DatabaseConnection): Promise<void> {
     const release = this.releasers.get(connection);
     this.releasers.delete(connection);
     release?.();
+    return Promise.resolve();
   }
 
   async beginTransaction(connection: DatabaseConnection): Promise<void> {

@@ -106,7 +106,7 @@ export class MicroBatcher<K extends string, P, R> {
         items.map((i) => i.payload),
       );
     } catch (err) {
-      p = Promise.reject(err);
+      p = Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     p.then(
       (results) => {

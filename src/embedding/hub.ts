@@ -226,7 +226,10 @@ export async function fetchModel(opts: FetchOptions = {}): Promise<string> {
  * For `npm start`: the model directory if it is there, else fetch it (with progress). Offline, one clear
  * MODEL_UNAVAILABLE that names the fetch command and the offline demo.
  */
-export async function ensureModel(opts: FetchOptions & { modelDir?: string }, log?: { info: Function; warn: Function }): Promise<string> {
+export async function ensureModel(
+  opts: FetchOptions & { modelDir?: string },
+  log?: { info: (...args: unknown[]) => void; warn: (...args: unknown[]) => void },
+): Promise<string> {
   const repo = opts.repo ?? DEFAULT_MODEL_REPO;
   const dir = opts.modelDir ?? modelCachePath(repo, opts.cacheDir ?? defaultModelCacheDir());
   try {

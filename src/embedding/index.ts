@@ -85,7 +85,8 @@ export interface Embedder {
   close(): Promise<void>;
 }
 
-type LogLike = { info: Function; warn: Function; error: Function };
+type LogFn = (...args: unknown[]) => void;
+type LogLike = { info: LogFn; warn: LogFn; error: LogFn };
 
 export const MAX_TEXT_CHARS = 2000;
 
@@ -138,11 +139,9 @@ class EmbedderImpl implements Embedder {
     const spec = this.files.preprocess;
     const tensors = images.map((img, index) => {
       if (!(img.width >= 1 && img.height >= 1) || img.data.length !== img.width * img.height * 3) {
-        throw new AppError(
-          ErrorCode.BAD_USER_INPUT,
-          `Image ${index} is not ${img.width}×${img.height} RGB (${img.data.length} bytes)`,
-          { index },
-        );
+        throw new AppError(ErrorCode.BAD_USER_INPUT, `Image ${index} is not ${img.width}×${img.height} RGB (${img.data.length} bytes)`, {
+          index,
+        });
       }
       return rgbToTensor(resizeForModel(img, spec), spec.width, spec.height, spec);
     });

@@ -7,6 +7,16 @@
 import { Tokenizer } from '@huggingface/tokenizers';
 import { AppError, ErrorCode } from '../errors.js';
 
+/**
+ * The part of @huggingface/tokenizers' Tokenizer used here. Its shipped .d.ts re-exports through
+ * extensionless relative paths, which NodeNext resolution cannot follow, so the class arrives untyped.
+ */
+interface HfTokenizer {
+  token_to_id(token: string): number | undefined;
+  encode(text: string, options: { add_special_tokens: boolean }): { ids: number[] };
+}
+const HfTokenizerClass = Tokenizer as unknown as new (json: object, config: object) => HfTokenizer;
+
 export interface TextTokenizer {
   readonly maxLength: number;
   readonly padId: number;
@@ -23,9 +33,9 @@ function tokenName(v: unknown): string | undefined {
 }
 
 export function createTokenizer(tokenizerJson: object, tokenizerConfig: Record<string, unknown>, maxLength = 64): TextTokenizer {
-  let tok: Tokenizer;
+  let tok: HfTokenizer;
   try {
-    tok = new Tokenizer(tokenizerJson, tokenizerConfig);
+    tok = new HfTokenizerClass(tokenizerJson, tokenizerConfig);
   } catch (err) {
     throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'tokenizer.json could not be loaded', { file: 'tokenizer.json' }, { cause: err });
   }

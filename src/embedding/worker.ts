@@ -183,7 +183,9 @@ async function start() {
 }
 
 // Messages are handled strictly one at a time (the engine never sends a second run before the first returns).
-port.on('message', async (msg: ToWorker) => {
+port.on('message', (msg: ToWorker) => void handle(msg));
+
+async function handle(msg: ToWorker): Promise<void> {
   if (msg.type === 'memory') {
     const m = process.memoryUsage();
     post({ type: 'memory', id: msg.id, rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers });
@@ -212,6 +214,6 @@ port.on('message', async (msg: ToWorker) => {
       message: err instanceof Error ? err.message : String(err),
     });
   }
-});
+}
 
 await start();

@@ -13,8 +13,9 @@ import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
 import type { Database } from '../db/connect.js';
 import type { DB } from '../db/types.js';
 
+/** pg-boss's `db` option: rows come back untyped, as pg-boss reads them by column name itself. */
 export interface BossDb {
-  executeSql(text: string, values?: unknown[]): Promise<{ rows: any[] }>;
+  executeSql(text: string, values?: unknown[]): Promise<{ rows: unknown[] }>;
 }
 
 const isScript = (text: string, values?: unknown[]) => (!values || values.length === 0) && /^\s*BEGIN\s*;/i.test(text);
@@ -27,7 +28,7 @@ export function bossDb(database: Database): BossDb {
         return { rows: [] };
       }
       const r = await database.db.executeQuery(CompiledQuery.raw(text, values ?? []));
-      return { rows: r.rows as any[] };
+      return { rows: r.rows };
     },
   };
 }
@@ -38,7 +39,7 @@ export function bossTrx(trx: Transaction<DB> | Kysely<DB>): BossDb {
     async executeSql(text, values) {
       if (isScript(text, values)) throw new Error('pg-boss scripts cannot run inside a transaction');
       const r = await trx.executeQuery(CompiledQuery.raw(text, values ?? []));
-      return { rows: r.rows as any[] };
+      return { rows: r.rows };
     },
   };
 }
@@ -53,7 +54,7 @@ export function createBoss(database: Database, opts: { pollIntervalMs: number })
     supervise: true,
     schedule: false,
     pollingIntervalSeconds: Math.max(0.5, opts.pollIntervalMs / 1000),
-  } as PgBoss.ConstructorOptions);
+  });
 }
 
 export { PgBoss };
