@@ -47,7 +47,6 @@ describe('embedding engine (tiny model, real worker threads)', () => {
       modelId: 'vps/tiny-siglip-test',
       dimension: 48,
       imageSize: 32,
-      provider: 'cpu',
       variant: 'fp32', // auto, and the tiny model has only fp32 files
       workers: 1,
       intraOpThreads: 1,
