@@ -1,8 +1,5 @@
 /** product_images: original bytes and thumbnail of each product's current image. */
-import type { Kysely, Transaction } from 'kysely';
-import type { DB } from './types.js';
-
-type Db = Kysely<DB> | Transaction<DB>;
+import type { Db } from './types.js';
 
 export interface StoredImageWrite {
   productId: string;
@@ -46,14 +43,4 @@ export async function upsertProductImages(db: Db, rows: StoredImageWrite[]): Pro
 export async function getThumbnail(db: Db, productId: string): Promise<{ thumbnail: Buffer; sha256: string } | null> {
   const row = await db.selectFrom('product_images').select(['thumbnail', 'sha256']).where('product_id', '=', productId).executeTakeFirst();
   return row ? { thumbnail: Buffer.from(row.thumbnail), sha256: row.sha256 } : null;
-}
-
-export async function getOriginals(db: Db, productIds: string[]): Promise<Map<string, { original: Buffer; sha256: string }>> {
-  if (productIds.length === 0) return new Map();
-  const rows = await db
-    .selectFrom('product_images')
-    .select(['product_id', 'original', 'sha256'])
-    .where('product_id', 'in', productIds)
-    .execute();
-  return new Map(rows.map((r) => [String(r.product_id), { original: Buffer.from(r.original), sha256: r.sha256 }]));
 }

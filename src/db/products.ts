@@ -1,6 +1,6 @@
 /** The products repository: the only place that reads or writes the products table. */
-import { sql, type Kysely, type RawBuilder, type Selectable, type Transaction } from 'kysely';
-import type { DB, ProductsTable } from './types.js';
+import { sql, type RawBuilder, type Selectable } from 'kysely';
+import type { Db, ProductsTable } from './types.js';
 
 export interface Product {
   id: string;
@@ -31,8 +31,6 @@ export interface ProductFilter {
   maxPrice?: number | null;
   inStock?: boolean | null;
 }
-
-type Db = Kysely<DB> | Transaction<DB>;
 
 export function toProduct(row: Selectable<ProductsTable>): Product {
   return {
