@@ -7,7 +7,7 @@ import { LRUCache } from 'lru-cache';
 import { AppError, ErrorCode, badInput } from '../errors.js';
 import { storedVector, vectorLiteral } from '../db/embeddings.js';
 import type { EmbeddingModel } from '../db/models.js';
-import { getProduct, getProductsByIds, type Product, type ProductFilter } from '../db/products.js';
+import { getProduct, type Product, type ProductFilter } from '../db/products.js';
 import type { DB } from '../db/types.js';
 import type { ImageLimits } from '../images/decode.js';
 import { embedImageBytes } from '../images/embed.js';
@@ -15,7 +15,8 @@ import type { FetchImageOptions } from '../images/fetch.js';
 import { loadImageBytes } from '../images/source.js';
 import type { ModelService } from '../models/service.js';
 import { validateFilter, type QueryImage } from '../catalog/validate.js';
-import { nearestNeighbours, type NeighbourResult } from './query.js';
+import { SelectivityEstimator } from './estimate.js';
+import { searchNeighbours, type NeighbourResult } from './query.js';
 import { MAX_K, type Strategy } from './strategy.js';
 
 export interface SearchArgs {
@@ -23,6 +24,8 @@ export interface SearchArgs {
   filter?: ProductFilter | null;
   k?: number | null;
   minScore?: number | null;
+  /** A model other than the active one (a registered id, issue 14's comparisons); none: the active model. */
+  model?: string | null;
   /** Benchmarks and tests only. */
   strategy?: Strategy;
 }
@@ -36,7 +39,9 @@ export interface ProductMatch {
 
 export interface SearchOutcome {
   matches: ProductMatch[];
-  plan: Omit<NeighbourResult, 'neighbours'>;
+  plan: Omit<NeighbourResult, 'neighbours'> & { roundTrips: number };
+  /** The model whose vectors answered. */
+  model: string;
 }
 
 export const MAX_QUERY_TEXT = 1000;
@@ -58,16 +63,22 @@ function validateSearch(args: SearchArgs): { filter: ProductFilter | null; k: nu
 
 export class SearchService {
   private readonly textVectors = new LRUCache<string, string>({ max: 2000 });
+  /** Planner statistics read once and refreshed (estimate.ts): the strategy costs no round trip. */
+  readonly estimator: SelectivityEstimator;
 
   constructor(
     private readonly db: Kysely<DB>,
     private readonly models: ModelService,
     private readonly fetchOptions: FetchImageOptions,
     private readonly imageLimits: ImageLimits,
-  ) {}
+  ) {
+    this.estimator = new SelectivityEstimator(db);
+  }
 
-  private async activeModel(): Promise<EmbeddingModel> {
-    const model = await this.models.activeModel();
+  /** The model a query runs for: the given one, else the active one from the models service's cache. */
+  private async queryModel(ref: string | null | undefined): Promise<EmbeddingModel> {
+    if (ref?.trim()) return (await this.models.resolve(ref)).model;
+    const model = await this.models.cachedActiveModel();
     if (!model)
       throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'No embedding model is active yet: load one (README, "Models") and ingest products.');
     return model;
@@ -76,24 +87,42 @@ export class SearchService {
   /** `image` comes validated from the surface (resolvers/inputs.ts): bytes, an http(s) URL, a product id. */
   async similarToImage(image: QueryImage, args: SearchArgs): Promise<SearchOutcome> {
     const opts = validateSearch(args);
-    const model = await this.activeModel();
-    if (image.kind === 'product') {
-      const vector = await storedVector(this.db, model.id, image.id);
-      if (!vector) {
-        // Only on the error path: tell a missing product from one without a vector.
-        const exists = await getProduct(this.db, image.id);
-        throw new AppError(
-          ErrorCode.NOT_FOUND,
-          exists ? `Product ${image.id} has no image vector for the active model ${model.id}` : `No product with id ${image.id}`,
-          { field: 'image.productId' },
-        );
+    return this.withModel(args.model, async (model) => {
+      if (image.kind === 'product') {
+        const vector = await storedVector(this.db, model.id, image.id);
+        if (!vector) {
+          // Only on the error path: tell a missing product from one without a vector.
+          const exists = await getProduct(this.db, image.id);
+          throw new AppError(
+            ErrorCode.NOT_FOUND,
+            exists ? `Product ${image.id} has no image vector for the active model ${model.id}` : `No product with id ${image.id}`,
+            { field: 'image.productId' },
+          );
+        }
+        return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy });
       }
-      return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy });
+      const embedder = this.models.require(model.id);
+      const bytes = await loadImageBytes(image, this.fetchOptions);
+      const [vector] = await embedImageBytes(embedder, [bytes], this.imageLimits);
+      return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy });
+    });
+  }
+
+  /**
+   * Runs a query for the model; when the statement finds the cached active model retired (a switch by
+   * another replica), forgets it and runs once more for the new one.
+   */
+  private async withModel(
+    ref: string | null | undefined,
+    run: (model: EmbeddingModel) => Promise<SearchOutcome | null>,
+  ): Promise<SearchOutcome> {
+    for (let attempt = 0; ; attempt++) {
+      const model = await this.queryModel(ref);
+      const outcome = await run(model);
+      if (outcome) return outcome;
+      this.models.invalidateActiveModel();
+      if (attempt >= 1) throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'The active model changed twice during this query; try again.');
     }
-    const embedder = this.models.require(model.id);
-    const bytes = await loadImageBytes(image, this.fetchOptions);
-    const [vector] = await embedImageBytes(embedder, [bytes], this.imageLimits);
-    return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy });
   }
 
   async similarToText(text: string, args: SearchArgs): Promise<SearchOutcome> {
@@ -101,7 +130,11 @@ export class SearchService {
     const query = text.trim();
     if (!query) throw badInput('text must not be empty', { field: 'text' });
     if (query.length > MAX_QUERY_TEXT) throw badInput(`text is longer than ${MAX_QUERY_TEXT} characters`, { field: 'text' });
-    const model = await this.activeModel();
+    return this.withModel(args.model, (model) => this.textQuery(model, query, opts, args.strategy));
+  }
+
+  /** The text query's vector for a model (cached per model and lowercased text). */
+  async textVector(model: EmbeddingModel, query: string): Promise<string> {
     const embedder = this.models.require(model.id);
     // SigLIP 2 was trained on lowercased text: queries differing only in case share one vector.
     const key = `${model.id}\n${query.toLowerCase()}`;
@@ -111,8 +144,19 @@ export class SearchService {
       vector = vectorLiteral(v!);
       this.textVectors.set(key, vector);
     }
+    return vector;
+  }
+
+  private async textQuery(
+    model: EmbeddingModel,
+    query: string,
+    opts: { filter: ProductFilter | null; k: number; minScore: number | null },
+    strategy: Strategy | undefined,
+  ): Promise<SearchOutcome | null> {
+    const embedder = this.models.require(model.id);
+    const vector = await this.textVector(model, query);
     // The calibration belongs to the model (its logit scale and bias): the embedder computes it.
-    return this.run(model, vector, opts, { strategy: args.strategy }, (score) => embedder.matchProbability(score));
+    return this.run(model, vector, opts, { strategy }, (score) => embedder.matchProbability(score));
   }
 
   /** Text-query vectors cached so far (tests, diagnostics). */
@@ -126,27 +170,27 @@ export class SearchService {
     opts: { filter: ProductFilter | null; k: number; minScore: number | null },
     extra: { preferProductId?: string; strategy?: Strategy | undefined },
     calibrate: (score: number) => number | null = () => null,
-  ): Promise<SearchOutcome> {
-    const result = await nearestNeighbours(this.db, {
-      model,
-      vector,
-      filter: opts.filter,
-      k: opts.k,
-      ...(extra.preferProductId ? { preferProductId: extra.preferProductId } : {}),
-      ...(extra.strategy ? { strategy: extra.strategy } : {}),
-    });
-    const { neighbours, ...plan } = result;
-    const kept = opts.minScore === null ? neighbours : neighbours.filter((n) => 1 - n.distance >= opts.minScore!);
-    const products = await getProductsByIds(
+  ): Promise<SearchOutcome | null> {
+    const result = await searchNeighbours(
       this.db,
-      kept.map((n) => n.productId),
+      {
+        model,
+        vector,
+        filter: opts.filter,
+        k: opts.k,
+        ...(extra.preferProductId ? { preferProductId: extra.preferProductId } : {}),
+        ...(extra.strategy ? { strategy: extra.strategy } : {}),
+      },
+      this.estimator,
     );
-    const matches = kept.flatMap((n) => {
-      const product = products.get(n.productId);
-      if (!product) return []; // deleted in the meantime
+    const { neighbours, modelActive, ...plan } = result;
+    // A model given by id may be inactive by design; only the cached active model must still be active.
+    if (!modelActive && model.isActive) return null;
+    const kept = opts.minScore === null ? neighbours : neighbours.filter((n) => 1 - n.distance >= opts.minScore!);
+    const matches = kept.map((n) => {
       const score = 1 - n.distance;
-      return [{ product, score, distance: n.distance, matchProbability: calibrate(score) }];
+      return { product: n.product, score, distance: n.distance, matchProbability: calibrate(score) };
     });
-    return { matches, plan };
+    return { matches, plan, model: model.id };
   }
 }
