@@ -5,7 +5,7 @@
  * SET LOCAL), kept for benchmarks and tests that compare strategies.
  */
 import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
-import { productFilterCondition, toProduct, type Product, type ProductFilter } from '../db/products.js';
+import { productColumns, productFilterCondition, toProduct, type Product, type ProductFilter } from '../db/products.js';
 import { MODEL_ID } from '../models/ids.js';
 import type { DB, ProductsTable } from '../db/types.js';
 import type { SelectivityEstimator } from './estimate.js';
@@ -177,7 +177,7 @@ function hydratedStatement(q: NeighbourQuery, strategy: Strategy) {
   return sql<HydratedRow>`
     WITH n AS MATERIALIZED (${found}),
     guard AS (SELECT coalesce((SELECT is_active FROM embedding_models WHERE id = ${id}), false) AS model_active)
-    SELECT p.*, n.distance, guard.model_active
+    SELECT ${productColumns('p')}, n.distance, guard.model_active
     FROM guard LEFT JOIN (n JOIN products p ON p.id = n.product_id) ON true
     ORDER BY ${hydratedOrder}`;
 }

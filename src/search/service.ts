@@ -2,6 +2,7 @@
  * Similarity search: turns a query (image, product, or text) into a vector of the active model,
  * then runs the one filtered nearest-neighbour statement and hydrates the products.
  */
+import { createHash } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import { LRUCache } from 'lru-cache';
 import { AppError, ErrorCode, badInput } from '../errors.js';
@@ -16,6 +17,7 @@ import { loadImageBytes } from '../images/source.js';
 import type { ModelService } from '../models/service.js';
 import { validateFilter, type QueryImage } from '../catalog/validate.js';
 import { SelectivityEstimator } from './estimate.js';
+import { DEFAULT_FUSION, fuse, keywordSearch, type FusionWeights } from './keyword.js';
 import { searchNeighbours, type NeighbourResult } from './query.js';
 import { MAX_K, type Strategy } from './strategy.js';
 
@@ -46,6 +48,70 @@ export interface SearchOutcome {
 
 export const MAX_QUERY_TEXT = 1000;
 
+export type SearchMode = 'VECTOR' | 'KEYWORD' | 'HYBRID';
+
+export interface TextSearchArgs extends SearchArgs {
+  mode?: SearchMode | null;
+  /** HYBRID only: the weights of reciprocal rank fusion (defaults: DEFAULT_FUSION). */
+  weights?: { vector?: number | null; keyword?: number | null; rrfK?: number | null } | null;
+}
+
+export interface PageArgs {
+  first?: number | null;
+  after?: string | null;
+}
+
+export interface MatchPage {
+  edges: Array<{ cursor: string; node: ProductMatch }>;
+  pageInfo: { hasNextPage: boolean; endCursor: string | null };
+}
+
+export const MAX_PAGE = 100;
+
+/** What a page cursor holds: where the previous page ended, and which query it belongs to. */
+interface Cursor {
+  /** Matches before this page. */
+  o: number;
+  /** Id and score of the last match of the previous page. */
+  id: string;
+  s: number;
+  /** Fingerprint of the query (text or image reference, filters, mode, model). */
+  q: string;
+}
+
+function fingerprint(parts: unknown): string {
+  return createHash('sha256').update(JSON.stringify(parts)).digest('base64url').slice(0, 16);
+}
+
+function encodeCursor(c: Cursor): string {
+  return Buffer.from(JSON.stringify(c)).toString('base64url');
+}
+
+function decodeCursor(after: string, q: string): Cursor {
+  let c: Partial<Cursor>;
+  try {
+    c = JSON.parse(Buffer.from(after, 'base64url').toString('utf8')) as Partial<Cursor>;
+  } catch {
+    throw badInput('after is not a cursor of these results', { field: 'after' });
+  }
+  if (typeof c.o !== 'number' || typeof c.id !== 'string' || typeof c.s !== 'number' || typeof c.q !== 'string' || c.o < 1)
+    throw badInput('after is not a cursor of these results', { field: 'after' });
+  if (c.q !== q) throw badInput('after belongs to another query (text, image, filters, mode or model differ)', { field: 'after' });
+  return c as Cursor;
+}
+
+function validateWeights(w: TextSearchArgs['weights']): FusionWeights {
+  const weights = {
+    vector: w?.vector ?? DEFAULT_FUSION.vector,
+    keyword: w?.keyword ?? DEFAULT_FUSION.keyword,
+    rrfK: w?.rrfK ?? DEFAULT_FUSION.rrfK,
+  };
+  if (!(weights.vector >= 0 && weights.keyword >= 0 && weights.vector + weights.keyword > 0))
+    throw badInput('weights must be ≥ 0 and not both 0', { field: 'weights' });
+  if (!(weights.rrfK >= 0 && weights.rrfK <= 10_000)) throw badInput('weights.rrfK must be between 0 and 10000', { field: 'weights.rrfK' });
+  return weights;
+}
+
 function validateSearch(args: SearchArgs): { filter: ProductFilter | null; k: number; minScore: number | null } {
   const k = args.k ?? 10;
   if (!Number.isInteger(k) || k < 1 || k > MAX_K) throw badInput(`k must be between 1 and ${MAX_K}`, { field: 'k', max: MAX_K });
@@ -59,6 +125,13 @@ function validateSearch(args: SearchArgs): { filter: ProductFilter | null; k: nu
     return { filter: { ...filter, category: args.category }, k, minScore };
   }
   return { filter, k, minScore };
+}
+
+function validateText(text: string): string {
+  const query = text.trim();
+  if (!query) throw badInput('text must not be empty', { field: 'text' });
+  if (query.length > MAX_QUERY_TEXT) throw badInput(`text is longer than ${MAX_QUERY_TEXT} characters`, { field: 'text' });
+  return query;
 }
 
 export class SearchService {
@@ -127,9 +200,7 @@ export class SearchService {
 
   async similarToText(text: string, args: SearchArgs): Promise<SearchOutcome> {
     const opts = validateSearch(args);
-    const query = text.trim();
-    if (!query) throw badInput('text must not be empty', { field: 'text' });
-    if (query.length > MAX_QUERY_TEXT) throw badInput(`text is longer than ${MAX_QUERY_TEXT} characters`, { field: 'text' });
+    const query = validateText(text);
     return this.withModel(args.model, (model) => this.textQuery(model, query, opts, args.strategy));
   }
 
@@ -157,6 +228,109 @@ export class SearchService {
     const vector = await this.textVector(model, query);
     // The calibration belongs to the model (its logit scale and bias): the embedder computes it.
     return this.run(model, vector, opts, { strategy }, (score) => embedder.matchProbability(score));
+  }
+
+  /**
+   * searchProducts with a mode: VECTOR (SigLIP text→image, as similarToText), KEYWORD (full-text search
+   * over SKU, brand, title, description; no model needed) or HYBRID (both, fused by reciprocal rank).
+   * score: cosine similarity (VECTOR), the normalised text rank (KEYWORD), the fused score (HYBRID).
+   */
+  async searchText(text: string, args: TextSearchArgs): Promise<SearchOutcome> {
+    const mode = args.mode ?? 'VECTOR';
+    if (mode === 'VECTOR') return this.similarToText(text, args);
+    const opts = validateSearch(args);
+    if (opts.minScore !== null) throw badInput('minScore applies to VECTOR searches only', { field: 'minScore' });
+    const weights = validateWeights(args.weights);
+    const query = validateText(text);
+    if (mode === 'KEYWORD') {
+      const found = await keywordSearch(this.db, { text: query, filter: opts.filter, k: opts.k });
+      return {
+        matches: found.map((m) => ({ product: m.product, score: m.rank, distance: 1 - m.rank, matchProbability: null })),
+        plan: { strategy: 'exact', estimatedMatches: -1, fellBack: false, roundTrips: 1 },
+        model: '',
+      };
+    }
+    // Each side ranks more than k, so that fusion can lift a product that only one side ranks high; the
+    // vector side alone returns k whenever k products match the filters ("exactly k when k exist").
+    const pool = Math.min(MAX_K, Math.max(2 * opts.k, 50));
+    return this.withModel(args.model, async (model) => {
+      const [vectorSide, keywordSide] = await Promise.all([
+        this.textQuery(model, query, { ...opts, k: pool }, args.strategy),
+        keywordSearch(this.db, { text: query, filter: opts.filter, k: pool }),
+      ]);
+      if (!vectorSide) return null;
+      const embedder = this.models.require(model.id);
+      const fused = fuse(vectorSide.matches, keywordSide, weights).slice(0, opts.k);
+      return {
+        matches: fused.map((f) => ({
+          product: f.product,
+          score: f.fused,
+          distance: 1 - f.fused,
+          matchProbability: f.distance === null ? null : embedder.matchProbability(1 - f.distance),
+        })),
+        plan: { ...vectorSide.plan, roundTrips: vectorSide.plan.roundTrips + 1 },
+        model: model.id,
+      };
+    });
+  }
+
+  /** similarProducts as cursor pages (first/after): see page(). */
+  async similarToImagePage(image: QueryImage, args: SearchArgs & PageArgs): Promise<MatchPage> {
+    const ref =
+      image.kind === 'product'
+        ? { product: image.id }
+        : image.kind === 'url'
+          ? { url: image.url }
+          : { bytes: createHash('sha256').update(image.bytes).digest('base64url') };
+    return this.page(args, ['image', ref, args.category, args.filter, args.minScore, args.model], (k) =>
+      this.similarToImage(image, { ...args, k }),
+    );
+  }
+
+  /** searchProducts as cursor pages (first/after): see page(). */
+  async searchTextPage(text: string, args: TextSearchArgs & PageArgs): Promise<MatchPage> {
+    return this.page(
+      args,
+      ['text', text.trim().toLowerCase(), args.category, args.filter, args.minScore, args.mode ?? 'VECTOR', args.weights, args.model],
+      (k) => this.searchText(text, { ...args, k }),
+    );
+  }
+
+  /**
+   * A page of a ranked result: the query is answered for the matches up to the end of this page (plus one,
+   * to know whether more follow), and the page starts after the previous page's last match. The order is
+   * total (score, then id), so while the catalog does not change pages neither repeat nor skip a match.
+   * When it changed, the page continues after the previous last match if that is still in the results;
+   * when that match is gone, continuing would skip or repeat unknown matches: CONFLICT, start again.
+   * Pages reach MAX_K matches deep.
+   */
+  private async page(args: PageArgs, query: unknown[], run: (k: number) => Promise<SearchOutcome>): Promise<MatchPage> {
+    const first = args.first ?? 10;
+    if (!Number.isInteger(first) || first < 1 || first > MAX_PAGE)
+      throw badInput(`first must be between 1 and ${MAX_PAGE}`, { field: 'first', max: MAX_PAGE });
+    const q = fingerprint(query);
+    const cursor = args.after ? decodeCursor(args.after, q) : null;
+    const offset = cursor?.o ?? 0;
+    if (offset >= MAX_K) return { edges: [], pageInfo: { hasNextPage: false, endCursor: null } };
+    const k = Math.min(MAX_K, offset + first + 1);
+    const { matches } = await run(k);
+    let start = 0;
+    if (cursor) {
+      const at = matches.findIndex((m) => m.product.id === cursor.id);
+      if (at < 0)
+        throw new AppError(
+          ErrorCode.CONFLICT,
+          'The results changed too much since this cursor was issued (its last match is gone); start again without after',
+          {
+            field: 'after',
+          },
+        );
+      start = at + 1;
+    }
+    const nodes = matches.slice(start, start + first);
+    const edges = nodes.map((node, i) => ({ node, cursor: encodeCursor({ o: offset + i + 1, id: node.product.id, s: node.score, q }) }));
+    const hasNextPage = matches.length > start + first && offset + nodes.length < MAX_K;
+    return { edges, pageInfo: { hasNextPage, endCursor: edges.at(-1)?.cursor ?? null } };
   }
 
   /** Text-query vectors cached so far (tests, diagnostics). */
