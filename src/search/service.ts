@@ -42,8 +42,8 @@ export interface ProductMatch {
 export interface SearchOutcome {
   matches: ProductMatch[];
   plan: Omit<NeighbourResult, 'neighbours'> & { roundTrips: number };
-  /** The model whose vectors answered. */
-  model: string;
+  /** The model whose vectors answered (null: KEYWORD, no model involved). */
+  model: string | null;
 }
 
 export const MAX_QUERY_TEXT = 1000;
@@ -191,7 +191,17 @@ export class SearchService {
   ): Promise<SearchOutcome> {
     for (let attempt = 0; ; attempt++) {
       const model = await this.queryModel(ref);
-      const outcome = await run(model);
+      let outcome: SearchOutcome | null;
+      try {
+        outcome = await run(model);
+      } catch (err) {
+        // A stale cached model can fail before the statement's guard is read (its vectors dropped, its
+        // files not loaded here): on an error, check once whether the active model is still this one.
+        if (attempt > 0 || ref?.trim() || !(err instanceof AppError)) throw err;
+        const current = await this.models.activeModel();
+        if (current?.id === model.id) throw err;
+        outcome = null;
+      }
       if (outcome) return outcome;
       this.models.invalidateActiveModel();
       if (attempt >= 1) throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'The active model changed twice during this query; try again.');
@@ -247,7 +257,7 @@ export class SearchService {
       return {
         matches: found.map((m) => ({ product: m.product, score: m.rank, distance: 1 - m.rank, matchProbability: null })),
         plan: { strategy: 'exact', estimatedMatches: -1, fellBack: false, roundTrips: 1 },
-        model: '',
+        model: null,
       };
     }
     // Each side ranks more than k, so that fusion can lift a product that only one side ranks high; the

@@ -7,7 +7,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/connect.js';
-import { upsertEmbeddings, vectorLiteral } from '../../src/db/embeddings.js';
+import { deleteModelEmbeddings, upsertEmbeddings, vectorLiteral } from '../../src/db/embeddings.js';
 import { activateModel } from '../../src/db/models.js';
 import type { FetchImageOptions } from '../../src/images/fetch.js';
 import type { ImageLimits } from '../../src/images/decode.js';
@@ -149,5 +149,18 @@ describe('the cached active model', () => {
     } finally {
       await activateModel(database.db, model.id);
     }
+  });
+
+  it('sees the switch even when the old model’s vectors are gone before the query (no NOT_FOUND from a stale cache)', async () => {
+    const models = new ModelService(database, createLogger('silent'));
+    const search = new SearchService(database.db, models, {} as FetchImageOptions, {} as ImageLimits);
+    const productId = String((await sql<{ id: string }>`SELECT id FROM products WHERE sku = 'hp-8'`.execute(database.db)).rows[0]!.id);
+    expect((await models.cachedActiveModel())!.id).toBe(model.id);
+    // Another process switches and drops the old vectors (the last test: the fixture is not restored).
+    await activateModel(database.db, other.id);
+    await deleteModelEmbeddings(database.db, model.id);
+    const after = await search.similarToImage({ kind: 'product', id: productId }, { k: 3 });
+    expect(after.model).toBe(other.id);
+    expect(after.matches[0]!.product.id).toBe(productId);
   });
 });
