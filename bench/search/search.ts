@@ -4,8 +4,8 @@
  *   npx tsx bench/search/search.ts [--rows 100000] [--backend postgres|pglite] [--queries 100] [--storage-compare]
  *
  * "ours" is the service's hot path (searchNeighbours: cached statistics, one statement, products
- * included); its statements per query are reported. Data: embedding-like vectors (clustered, low intrinsic dimension, L2-normalised, 768-d); categories
- * holding 10%, 1% and 0.1% of the rows. Peers: the exact scan of a typical tutorial (ORDER BY distance
+ * included); its statements per query are reported. Data: embedding-like vectors (clustered, low
+ * intrinsic dimension, L2-normalised, 768-d); categories holding 10%, 1% and 0.1% of the rows. Peers: the exact scan of a typical tutorial (ORDER BY distance
  * with the filter, no ANN index), pgvector HNSW with the filter applied after the scan (iterative scans
  * off, defaults), and hnswlib-node in memory (unfiltered only: it has no relational filters).
  */
