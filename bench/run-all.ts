@@ -13,6 +13,7 @@ const benches: Array<[string, string[]]> = [
   ['bench/embedding/int8.ts', []],
   ['bench/search/search.ts', ['--rows', '100000', '--storage-compare']],
   ['bench/search/search.ts', ['--rows', '20000', '--backend', 'pglite', '--queries', '50']],
+  ['bench/search/hybrid.ts', ['--rows', '20000']],
   ['bench/search/graphql-load.ts', ['--rows', '20000']],
   ['bench/search/graphql-load.ts', ['--rows', '20000', '--backend', 'pglite']],
   ['bench/reindex/reindex.ts', []],

@@ -187,7 +187,9 @@ async function fetchDefaultModel(config: Config, log: Logger): Promise<{ dir: st
 export async function buildServices(config: Config, log: Logger, overrides: ServiceOverrides = {}): Promise<Services> {
   let database: Database;
   try {
-    database = overrides.database ?? (await openConfiguredDatabase(config, log, { psqlPort: overrides.psqlPort ?? true, purpose: overrides.purpose ?? 'admin' }));
+    database =
+      overrides.database ??
+      (await openConfiguredDatabase(config, log, { psqlPort: overrides.psqlPort ?? true, purpose: overrides.purpose ?? 'admin' }));
   } catch (err) {
     await overrides.embedder?.embedder.close();
     throw err;

@@ -32,6 +32,30 @@ export interface ProductFilter {
   inStock?: boolean | null;
 }
 
+/**
+ * The products columns toProduct() reads, for statements that hydrate products themselves (search):
+ * listed, so the generated search_document (a tsvector, large) is not sent back with every match.
+ */
+export function productColumns(alias: string): RawBuilder<unknown> {
+  const cols = [
+    'id',
+    'sku',
+    'title',
+    'description',
+    'category',
+    'brand',
+    'price',
+    'currency',
+    'in_stock',
+    'attributes',
+    'image_url',
+    'image_sha256',
+    'created_at',
+    'updated_at',
+  ];
+  return sql.join(cols.map((c) => sql.ref(`${alias}.${c}`)));
+}
+
 export function toProduct(row: Selectable<ProductsTable>): Product {
   return {
     id: String(row.id),

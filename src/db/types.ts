@@ -16,6 +16,8 @@ export interface ProductsTable {
   image_sha256: string | null;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
+  /** Generated full-text document (migrations/0006_product_search.ts): read by keyword search, never written. */
+  search_document: ColumnType<string, never, never>;
 }
 
 export interface EmbeddingModelsTable {

@@ -35,6 +35,13 @@ export interface ModelServiceOptions {
 
 export class ModelService {
   private readonly loaded = new Map<string, Embedder>();
+  /**
+   * The active model as last read, for the search hot path (no registry read per query). Every replica
+   * learns of a switch without LISTEN (which PgBouncer in transaction mode cannot carry): the search
+   * statement itself checks that the model it ran for is still active (src/search/query.ts), and a
+   * search that finds it retired calls invalidateActiveModel() and runs again on a fresh read.
+   */
+  private cachedActive: Promise<EmbeddingModel | null> | null = null;
 
   constructor(
     private readonly database: Database,
@@ -55,6 +62,7 @@ export class ModelService {
     await ensureModelIndex(this.database.db, model);
     this.loaded.set(model.id, embedder);
     if (await activateIfNoneActive(this.database.db, model.id)) {
+      this.invalidateActiveModel();
       this.log.info({ model: model.id }, 'activated the loaded model (the catalog had none)');
     } else if (!model.isActive) {
       const active = await getActiveModel(this.database.db);
@@ -81,6 +89,25 @@ export class ModelService {
 
   async activeModel(): Promise<EmbeddingModel | null> {
     return getActiveModel(this.database.db);
+  }
+
+  /** The active model from the process cache (read once; refreshed after invalidateActiveModel()). */
+  async cachedActiveModel(): Promise<EmbeddingModel | null> {
+    const pending = (this.cachedActive ??= getActiveModel(this.database.db));
+    try {
+      const model = await pending;
+      // "None active" is not kept: the first activation must be seen at once, and that case is no hot path.
+      if (!model && this.cachedActive === pending) this.cachedActive = null;
+      return model;
+    } catch (err) {
+      if (this.cachedActive === pending) this.cachedActive = null;
+      throw err;
+    }
+  }
+
+  /** Forgets the cached active model (a switch here, or a search that found its model no longer active). */
+  invalidateActiveModel(): void {
+    this.cachedActive = null;
   }
 
   async activeModelId(): Promise<string | null> {
@@ -140,6 +167,7 @@ export class ModelService {
    */
   async activate(id: string, opts: { requireLoaded: boolean }): Promise<EmbeddingModel> {
     const model = await activateChecked(this.database, id, { requireLoaded: opts.requireLoaded, isLoaded: (m) => this.loaded.has(m) });
+    this.invalidateActiveModel();
     this.log.info({ model: id }, 'model activated');
     return model;
   }

@@ -7,7 +7,12 @@ export const searchResolvers: Resolvers = {
       const query = await toQueryImage(image, ctx.services.imageLimits.maxImageBytes);
       return (await ctx.services.search.similarToImage(query, args)).matches;
     },
-    searchProducts: async (_, { text, ...args }, ctx) => (await ctx.services.search.similarToText(text, args)).matches,
+    searchProducts: async (_, { text, ...args }, ctx) => (await ctx.services.search.searchText(text, args)).matches,
+    similarProductsPage: async (_, { image, ...args }, ctx) => {
+      const query = await toQueryImage(image, ctx.services.imageLimits.maxImageBytes);
+      return ctx.services.search.similarToImagePage(query, args);
+    },
+    searchProductsPage: async (_, { text, ...args }, ctx) => ctx.services.search.searchTextPage(text, args),
     embeddingModel: async (_, __, ctx) => {
       const loaded = ctx.services.models.loadedModels();
       const active = await ctx.services.models.activeModelId();

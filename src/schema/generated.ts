@@ -36,6 +36,16 @@ export type EmbeddingModelInfo = {
   provider: Scalars['String']['output'];
 };
 
+/**
+ * Reciprocal rank fusion for HYBRID: a product's fused score is vector / (rrfK + its vector rank) +
+ * keyword / (rrfK + its keyword rank).
+ */
+export type FusionWeights = {
+  keyword?: InputMaybe<Scalars['Float']['input']>;
+  rrfK?: InputMaybe<Scalars['Float']['input']>;
+  vector?: InputMaybe<Scalars['Float']['input']>;
+};
+
 /** An image given in exactly one of four ways (a OneOf input: exactly one field, and not null). */
 export type ImageInput =
   /** The image file's bytes, base64-encoded (standard or URL-safe alphabet). */
@@ -206,6 +216,23 @@ export type ProductMatch = {
   score: Scalars['Float']['output'];
 };
 
+export type ProductMatchEdge = {
+  __typename?: 'ProductMatchEdge';
+  cursor: Scalars['String']['output'];
+  node: ProductMatch;
+};
+
+/**
+ * A page of ranked matches. Pages neither repeat nor skip a match while the catalog does not change; a cursor
+ * whose last match has since left the results answers CONFLICT (start again without after). Pages reach 1000
+ * matches deep.
+ */
+export type ProductMatchPage = {
+  __typename?: 'ProductMatchPage';
+  edges: Array<ProductMatchEdge>;
+  pageInfo: PageInfo;
+};
+
 export type Query = {
   __typename?: 'Query';
   /** The loaded embedding model, or null when the service runs without one. */
@@ -219,14 +246,24 @@ export type Query = {
   reindexJob?: Maybe<ReindexJob>;
   /** Reindex jobs, newest first (1–200, default 20), optionally by state or model. Requires the admin token. */
   reindexJobs: Array<ReindexJob>;
-  /** Products whose images match the text (SigLIP 2 text→image), nearest first, with the same filters. */
+  /**
+   * Products for a search-box text, best first, with the same filters and the same "exactly k" promise. mode
+   * VECTOR (default): SigLIP 2 text→image, score = cosine similarity. KEYWORD: full-text search, score = the
+   * text rank (0–1), no model needed. HYBRID: both fused by reciprocal rank (weights), score = the fused score.
+   * In KEYWORD and HYBRID a text that is a product's SKU or brand (any case) ranks that product first.
+   * minScore: VECTOR only.
+   */
   searchProducts: Array<ProductMatch>;
+  /** searchProducts as cursor pages (first: 1–100, default 10). */
+  searchProductsPage: ProductMatchPage;
   /**
    * Products whose images look like the given image, nearest first, restricted by category and filter.
    * Returns exactly k products whenever at least k match the filters (fewer only under minScore).
    * k: 1–1000.
    */
   similarProducts: Array<ProductMatch>;
+  /** similarProducts as cursor pages (first: 1–100, default 10). */
+  similarProductsPage: ProductMatchPage;
 };
 
 
@@ -259,7 +296,21 @@ export type QuerySearchProductsArgs = {
   filter?: InputMaybe<ProductFilter>;
   k?: InputMaybe<Scalars['Int']['input']>;
   minScore?: InputMaybe<Scalars['Float']['input']>;
+  mode?: InputMaybe<SearchMode>;
   text: Scalars['String']['input'];
+  weights?: InputMaybe<FusionWeights>;
+};
+
+
+export type QuerySearchProductsPageArgs = {
+  after?: InputMaybe<Scalars['String']['input']>;
+  category?: InputMaybe<Scalars['String']['input']>;
+  filter?: InputMaybe<ProductFilter>;
+  first?: InputMaybe<Scalars['Int']['input']>;
+  minScore?: InputMaybe<Scalars['Float']['input']>;
+  mode?: InputMaybe<SearchMode>;
+  text: Scalars['String']['input'];
+  weights?: InputMaybe<FusionWeights>;
 };
 
 
@@ -268,6 +319,16 @@ export type QuerySimilarProductsArgs = {
   filter?: InputMaybe<ProductFilter>;
   image: ImageInput;
   k?: InputMaybe<Scalars['Int']['input']>;
+  minScore?: InputMaybe<Scalars['Float']['input']>;
+};
+
+
+export type QuerySimilarProductsPageArgs = {
+  after?: InputMaybe<Scalars['String']['input']>;
+  category?: InputMaybe<Scalars['String']['input']>;
+  filter?: InputMaybe<ProductFilter>;
+  first?: InputMaybe<Scalars['Int']['input']>;
+  image: ImageInput;
   minScore?: InputMaybe<Scalars['Float']['input']>;
 };
 
@@ -341,6 +402,15 @@ export type ReindexJobState =
   | 'QUEUED'
   | 'RUNNING'
   | 'SUCCEEDED';
+
+/**
+ * How searchProducts ranks: VECTOR (SigLIP 2 text→image similarity), KEYWORD (PostgreSQL full-text search
+ * over SKU, brand, title and description), HYBRID (both, fused by reciprocal rank).
+ */
+export type SearchMode =
+  | 'HYBRID'
+  | 'KEYWORD'
+  | 'VECTOR';
 
 
 
@@ -419,6 +489,7 @@ export type ResolversTypes = {
   DateTime: ResolverTypeWrapper<Scalars['DateTime']['output']>;
   EmbeddingModelInfo: ResolverTypeWrapper<EmbeddingModelInfo>;
   Float: ResolverTypeWrapper<Scalars['Float']['output']>;
+  FusionWeights: FusionWeights;
   ID: ResolverTypeWrapper<Scalars['ID']['output']>;
   ImageInput: ImageInput;
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
@@ -432,11 +503,14 @@ export type ResolversTypes = {
   ProductFilter: ProductFilter;
   ProductInput: ProductInput;
   ProductMatch: ResolverTypeWrapper<ProductMatchModel>;
+  ProductMatchEdge: ResolverTypeWrapper<Omit<ProductMatchEdge, 'node'> & { node: ResolversTypes['ProductMatch'] }>;
+  ProductMatchPage: ResolverTypeWrapper<Omit<ProductMatchPage, 'edges'> & { edges: Array<ResolversTypes['ProductMatchEdge']> }>;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
   RegisteredModel: ResolverTypeWrapper<RegisteredModel>;
   ReindexError: ResolverTypeWrapper<ReindexError>;
   ReindexJob: ResolverTypeWrapper<ReindexJob>;
   ReindexJobState: ReindexJobState;
+  SearchMode: SearchMode;
   String: ResolverTypeWrapper<Scalars['String']['output']>;
   Upload: ResolverTypeWrapper<Scalars['Upload']['output']>;
 };
@@ -447,6 +521,7 @@ export type ResolversParentTypes = {
   DateTime: Scalars['DateTime']['output'];
   EmbeddingModelInfo: EmbeddingModelInfo;
   Float: Scalars['Float']['output'];
+  FusionWeights: FusionWeights;
   ID: Scalars['ID']['output'];
   ImageInput: ImageInput;
   Int: Scalars['Int']['output'];
@@ -459,6 +534,8 @@ export type ResolversParentTypes = {
   ProductFilter: ProductFilter;
   ProductInput: ProductInput;
   ProductMatch: ProductMatchModel;
+  ProductMatchEdge: Omit<ProductMatchEdge, 'node'> & { node: ResolversParentTypes['ProductMatch'] };
+  ProductMatchPage: Omit<ProductMatchPage, 'edges'> & { edges: Array<ResolversParentTypes['ProductMatchEdge']> };
   Query: Record<PropertyKey, never>;
   RegisteredModel: RegisteredModel;
   ReindexError: ReindexError;
@@ -533,6 +610,16 @@ export type ProductMatchResolvers<ContextType = RequestContext, ParentType exten
   score?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
 };
 
+export type ProductMatchEdgeResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ProductMatchEdge'] = ResolversParentTypes['ProductMatchEdge']> = {
+  cursor?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  node?: Resolver<ResolversTypes['ProductMatch'], ParentType, ContextType>;
+};
+
+export type ProductMatchPageResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ProductMatchPage'] = ResolversParentTypes['ProductMatchPage']> = {
+  edges?: Resolver<Array<ResolversTypes['ProductMatchEdge']>, ParentType, ContextType>;
+  pageInfo?: Resolver<ResolversTypes['PageInfo'], ParentType, ContextType>;
+};
+
 export type QueryResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
   embeddingModel?: Resolver<Maybe<ResolversTypes['EmbeddingModelInfo']>, ParentType, ContextType>;
   models?: Resolver<Array<ResolversTypes['RegisteredModel']>, ParentType, ContextType>;
@@ -540,8 +627,10 @@ export type QueryResolvers<ContextType = RequestContext, ParentType extends Reso
   products?: Resolver<ResolversTypes['ProductConnection'], ParentType, ContextType, Partial<QueryProductsArgs>>;
   reindexJob?: Resolver<Maybe<ResolversTypes['ReindexJob']>, ParentType, ContextType, RequireFields<QueryReindexJobArgs, 'id'>>;
   reindexJobs?: Resolver<Array<ResolversTypes['ReindexJob']>, ParentType, ContextType, RequireFields<QueryReindexJobsArgs, 'first'>>;
-  searchProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySearchProductsArgs, 'k' | 'text'>>;
+  searchProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySearchProductsArgs, 'k' | 'mode' | 'text'>>;
+  searchProductsPage?: Resolver<ResolversTypes['ProductMatchPage'], ParentType, ContextType, RequireFields<QuerySearchProductsPageArgs, 'first' | 'mode' | 'text'>>;
   similarProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySimilarProductsArgs, 'image' | 'k'>>;
+  similarProductsPage?: Resolver<ResolversTypes['ProductMatchPage'], ParentType, ContextType, RequireFields<QuerySimilarProductsPageArgs, 'first' | 'image'>>;
 };
 
 export type RegisteredModelResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['RegisteredModel'] = ResolversParentTypes['RegisteredModel']> = {
@@ -597,6 +686,8 @@ export type Resolvers<ContextType = RequestContext> = {
   ProductConnection?: ProductConnectionResolvers<ContextType>;
   ProductEdge?: ProductEdgeResolvers<ContextType>;
   ProductMatch?: ProductMatchResolvers<ContextType>;
+  ProductMatchEdge?: ProductMatchEdgeResolvers<ContextType>;
+  ProductMatchPage?: ProductMatchPageResolvers<ContextType>;
   Query?: QueryResolvers<ContextType>;
   RegisteredModel?: RegisteredModelResolvers<ContextType>;
   ReindexError?: ReindexErrorResolvers<ContextType>;

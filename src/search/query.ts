@@ -1,11 +1,14 @@
 /**
  * The similarity query: vector distance and relational filters in one SQL statement, executed with
- * the strategy chosen for it (strategy.ts), inside one transaction so SET LOCAL stays local.
+ * the strategy chosen for it (strategy.ts). searchNeighbours() is the service's hot path (one statement,
+ * products included); nearestNeighbours() is the same query step by step (a transaction, EXPLAIN,
+ * SET LOCAL), kept for benchmarks and tests that compare strategies.
  */
-import { sql, type Kysely, type Transaction } from 'kysely';
-import { productFilterCondition, type ProductFilter } from '../db/products.js';
+import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
+import { productColumns, productFilterCondition, toProduct, type Product, type ProductFilter } from '../db/products.js';
 import { MODEL_ID } from '../models/ids.js';
-import type { DB } from '../db/types.js';
+import type { DB, ProductsTable } from '../db/types.js';
+import type { SelectivityEstimator } from './estimate.js';
 import { chooseStrategy, hnswSettings, type Strategy } from './strategy.js';
 
 export interface NeighbourQuery {
@@ -45,7 +48,7 @@ function modelParts(model: { id: string; dimension: number }) {
  * matches exactly took longer than the HNSW walk it was choosing). A misestimate costs speed, never
  * results: a selective-looking filter is answered exactly, and a short HNSW walk is repeated exactly.
  */
-async function estimateMatching(trx: Transaction<DB>, q: NeighbourQuery): Promise<number> {
+async function estimateMatching(trx: Kysely<DB> | Transaction<DB>, q: NeighbourQuery): Promise<number> {
   const { id } = modelParts(q.model);
   const plan = await sql<{ 'QUERY PLAN': Array<{ Plan: { 'Plan Rows': number } }> }>`
     EXPLAIN (FORMAT JSON)
@@ -125,4 +128,89 @@ export async function nearestNeighbours(db: Kysely<DB>, q: NeighbourQuery): Prom
     // Short: fewer than k exist, or the walk ran out of budget. The exact answer settles which.
     return { neighbours: await exact(trx, q), strategy, estimatedMatches, fellBack: true };
   });
+}
+
+/** A neighbour with its product, read in the same statement. */
+export interface HydratedNeighbour {
+  product: Product;
+  distance: number;
+}
+
+export interface HydratedResult extends Omit<NeighbourResult, 'neighbours'> {
+  neighbours: HydratedNeighbour[];
+  /** False when the model the query ran for is no longer the active one (a switch elsewhere): run again. */
+  modelActive: boolean;
+  /** Statements this query took (1 on the hot path), for benchmarks and tests. */
+  roundTrips: number;
+}
+
+type HydratedRow = Selectable<ProductsTable> & { distance: number | null; model_active: boolean | null };
+
+/**
+ * The whole query as one statement, so it costs one round trip and needs no transaction (PgBouncer in
+ * transaction mode is fine: the statement is its own transaction):
+ * - the HNSW settings are set inside it: an uncommitted set_config(…, true) in an InitPlan that gates the
+ *   walk, so it runs before the index scan starts, and lasts only as long as the statement's transaction;
+ * - a guard row says whether the model is still the active one, so a cached active model is checked on
+ *   every query at the cost of one primary-key lookup (a switch by any replica is seen at once);
+ * - the products are joined to the neighbours in the same statement.
+ */
+function hydratedStatement(q: NeighbourQuery, strategy: Strategy) {
+  const { id, dim } = modelParts(q.model);
+  const { efSearch, maxScanTuples } = hnswSettings(q.k);
+  const settings = sql`(SELECT set_config('hnsw.ef_search', ${String(efSearch)}, true) IS NOT NULL
+      AND set_config('hnsw.iterative_scan', 'relaxed_order', true) IS NOT NULL
+      AND set_config('hnsw.max_scan_tuples', ${String(maxScanTuples)}, true) IS NOT NULL)`;
+  const found =
+    strategy === 'hnsw'
+      ? sql`SELECT e.product_id, (e.embedding::halfvec(${dim}) <=> ${q.vector}::halfvec(${dim}))::float8 AS distance
+          FROM product_embeddings e JOIN products p ON p.id = e.product_id
+          WHERE e.model_id = ${id} AND ${productFilterCondition(q.filter, 'p')} AND ${settings}
+          ORDER BY e.embedding::halfvec(${dim}) <=> ${q.vector}::halfvec(${dim})
+          LIMIT ${q.k}`
+      : sql`SELECT e.product_id, (e.embedding <=> ${q.vector}::halfvec)::float8 AS distance
+          FROM product_embeddings e JOIN products p ON p.id = e.product_id
+          WHERE e.model_id = ${id} AND ${productFilterCondition(q.filter, 'p')}
+          ORDER BY ${order(q)}
+          LIMIT ${q.k}`;
+  const hydratedOrder = q.preferProductId ? sql`n.distance, (p.id = ${q.preferProductId}) DESC, p.id` : sql`n.distance, p.id`;
+  return sql<HydratedRow>`
+    WITH n AS MATERIALIZED (${found}),
+    guard AS (SELECT coalesce((SELECT is_active FROM embedding_models WHERE id = ${id}), false) AS model_active)
+    SELECT ${productColumns('p')}, n.distance, guard.model_active
+    FROM guard LEFT JOIN (n JOIN products p ON p.id = n.product_id) ON true
+    ORDER BY ${hydratedOrder}`;
+}
+
+async function runHydrated(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy) {
+  const rows = (await hydratedStatement(q, strategy).execute(db)).rows;
+  const modelActive = rows[0]?.model_active === true;
+  const neighbours = rows.filter((r) => r.id != null).map((r) => ({ product: toProduct(r), distance: Number(r.distance) }));
+  return { neighbours, modelActive };
+}
+
+/**
+ * The hot path: strategy from the cached statistics (estimate.ts), then one statement. Two more only in
+ * rare cases: no statistics yet (EXPLAIN), or a walk that came back short (answered exactly).
+ */
+export async function searchNeighbours(db: Kysely<DB>, q: NeighbourQuery, estimator: SelectivityEstimator | null): Promise<HydratedResult> {
+  let roundTrips = 0;
+  let estimatedMatches = -1;
+  if (!q.strategy) {
+    const cached = estimator ? await estimator.estimate(q.model.id, q.filter) : null;
+    if (cached !== null) estimatedMatches = cached;
+    else {
+      estimatedMatches = await estimateMatching(db, q);
+      roundTrips++;
+    }
+  }
+  const strategy = q.strategy ?? chooseStrategy(estimatedMatches, q.k);
+  const first = await runHydrated(db, q, strategy);
+  roundTrips++;
+  if (strategy === 'exact' || first.neighbours.length >= q.k || !first.modelActive) {
+    return { ...first, strategy, estimatedMatches, fellBack: false, roundTrips };
+  }
+  // Short: fewer than k exist, or the walk ran out of budget. The exact answer settles which.
+  const exactly = await runHydrated(db, q, 'exact');
+  return { ...exactly, strategy, estimatedMatches, fellBack: true, roundTrips: roundTrips + 1 };
 }

@@ -2,12 +2,13 @@
  * Similarity search: turns a query (image, product, or text) into a vector of the active model,
  * then runs the one filtered nearest-neighbour statement and hydrates the products.
  */
+import { createHash } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import { LRUCache } from 'lru-cache';
 import { AppError, ErrorCode, badInput } from '../errors.js';
 import { storedVector, vectorLiteral } from '../db/embeddings.js';
 import type { EmbeddingModel } from '../db/models.js';
-import { getProduct, getProductsByIds, type Product, type ProductFilter } from '../db/products.js';
+import { getProduct, type Product, type ProductFilter } from '../db/products.js';
 import type { DB } from '../db/types.js';
 import type { ImageLimits } from '../images/decode.js';
 import { embedImageBytes } from '../images/embed.js';
@@ -15,7 +16,9 @@ import type { FetchImageOptions } from '../images/fetch.js';
 import { loadImageBytes } from '../images/source.js';
 import type { ModelService } from '../models/service.js';
 import { validateFilter, type QueryImage } from '../catalog/validate.js';
-import { nearestNeighbours, type NeighbourResult } from './query.js';
+import { SelectivityEstimator } from './estimate.js';
+import { DEFAULT_FUSION, fuse, keywordSearch, type FusionWeights } from './keyword.js';
+import { searchNeighbours, type NeighbourResult } from './query.js';
 import { MAX_K, type Strategy } from './strategy.js';
 
 export interface SearchArgs {
@@ -23,6 +26,8 @@ export interface SearchArgs {
   filter?: ProductFilter | null;
   k?: number | null;
   minScore?: number | null;
+  /** A model other than the active one (a registered id, issue 14's comparisons); none: the active model. */
+  model?: string | null;
   /** Benchmarks and tests only. */
   strategy?: Strategy;
 }
@@ -36,10 +41,76 @@ export interface ProductMatch {
 
 export interface SearchOutcome {
   matches: ProductMatch[];
-  plan: Omit<NeighbourResult, 'neighbours'>;
+  plan: Omit<NeighbourResult, 'neighbours'> & { roundTrips: number };
+  /** The model whose vectors answered (null: KEYWORD, no model involved). */
+  model: string | null;
 }
 
 export const MAX_QUERY_TEXT = 1000;
+
+export type SearchMode = 'VECTOR' | 'KEYWORD' | 'HYBRID';
+
+export interface TextSearchArgs extends SearchArgs {
+  mode?: SearchMode | null;
+  /** HYBRID only: the weights of reciprocal rank fusion (defaults: DEFAULT_FUSION). */
+  weights?: { vector?: number | null; keyword?: number | null; rrfK?: number | null } | null;
+}
+
+export interface PageArgs {
+  first?: number | null;
+  after?: string | null;
+}
+
+export interface MatchPage {
+  edges: Array<{ cursor: string; node: ProductMatch }>;
+  pageInfo: { hasNextPage: boolean; endCursor: string | null };
+}
+
+export const MAX_PAGE = 100;
+
+/** What a page cursor holds: where the previous page ended, and which query it belongs to. */
+interface Cursor {
+  /** Matches before this page. */
+  o: number;
+  /** Id and score of the last match of the previous page. */
+  id: string;
+  s: number;
+  /** Fingerprint of the query (text or image reference, filters, mode, model). */
+  q: string;
+}
+
+function fingerprint(parts: unknown): string {
+  return createHash('sha256').update(JSON.stringify(parts)).digest('base64url').slice(0, 16);
+}
+
+function encodeCursor(c: Cursor): string {
+  return Buffer.from(JSON.stringify(c)).toString('base64url');
+}
+
+function decodeCursor(after: string, q: string): Cursor {
+  let c: Partial<Cursor>;
+  try {
+    c = JSON.parse(Buffer.from(after, 'base64url').toString('utf8')) as Partial<Cursor>;
+  } catch {
+    throw badInput('after is not a cursor of these results', { field: 'after' });
+  }
+  if (typeof c.o !== 'number' || typeof c.id !== 'string' || typeof c.s !== 'number' || typeof c.q !== 'string' || c.o < 1)
+    throw badInput('after is not a cursor of these results', { field: 'after' });
+  if (c.q !== q) throw badInput('after belongs to another query (text, image, filters, mode or model differ)', { field: 'after' });
+  return c as Cursor;
+}
+
+function validateWeights(w: TextSearchArgs['weights']): FusionWeights {
+  const weights = {
+    vector: w?.vector ?? DEFAULT_FUSION.vector,
+    keyword: w?.keyword ?? DEFAULT_FUSION.keyword,
+    rrfK: w?.rrfK ?? DEFAULT_FUSION.rrfK,
+  };
+  if (!(weights.vector >= 0 && weights.keyword >= 0 && weights.vector + weights.keyword > 0))
+    throw badInput('weights must be ≥ 0 and not both 0', { field: 'weights' });
+  if (!(weights.rrfK >= 0 && weights.rrfK <= 10_000)) throw badInput('weights.rrfK must be between 0 and 10000', { field: 'weights.rrfK' });
+  return weights;
+}
 
 function validateSearch(args: SearchArgs): { filter: ProductFilter | null; k: number; minScore: number | null } {
   const k = args.k ?? 10;
@@ -56,18 +127,31 @@ function validateSearch(args: SearchArgs): { filter: ProductFilter | null; k: nu
   return { filter, k, minScore };
 }
 
+function validateText(text: string): string {
+  const query = text.trim();
+  if (!query) throw badInput('text must not be empty', { field: 'text' });
+  if (query.length > MAX_QUERY_TEXT) throw badInput(`text is longer than ${MAX_QUERY_TEXT} characters`, { field: 'text' });
+  return query;
+}
+
 export class SearchService {
   private readonly textVectors = new LRUCache<string, string>({ max: 2000 });
+  /** Planner statistics read once and refreshed (estimate.ts): the strategy costs no round trip. */
+  readonly estimator: SelectivityEstimator;
 
   constructor(
     private readonly db: Kysely<DB>,
     private readonly models: ModelService,
     private readonly fetchOptions: FetchImageOptions,
     private readonly imageLimits: ImageLimits,
-  ) {}
+  ) {
+    this.estimator = new SelectivityEstimator(db);
+  }
 
-  private async activeModel(): Promise<EmbeddingModel> {
-    const model = await this.models.activeModel();
+  /** The model a query runs for: the given one, else the active one from the models service's cache. */
+  private async queryModel(ref: string | null | undefined): Promise<EmbeddingModel> {
+    if (ref?.trim()) return (await this.models.resolve(ref)).model;
+    const model = await this.models.cachedActiveModel();
     if (!model)
       throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'No embedding model is active yet: load one (README, "Models") and ingest products.');
     return model;
@@ -76,32 +160,62 @@ export class SearchService {
   /** `image` comes validated from the surface (resolvers/inputs.ts): bytes, an http(s) URL, a product id. */
   async similarToImage(image: QueryImage, args: SearchArgs): Promise<SearchOutcome> {
     const opts = validateSearch(args);
-    const model = await this.activeModel();
-    if (image.kind === 'product') {
-      const vector = await storedVector(this.db, model.id, image.id);
-      if (!vector) {
-        // Only on the error path: tell a missing product from one without a vector.
-        const exists = await getProduct(this.db, image.id);
-        throw new AppError(
-          ErrorCode.NOT_FOUND,
-          exists ? `Product ${image.id} has no image vector for the active model ${model.id}` : `No product with id ${image.id}`,
-          { field: 'image.productId' },
-        );
+    return this.withModel(args.model, async (model) => {
+      if (image.kind === 'product') {
+        const vector = await storedVector(this.db, model.id, image.id);
+        if (!vector) {
+          // Only on the error path: tell a missing product from one without a vector.
+          const exists = await getProduct(this.db, image.id);
+          throw new AppError(
+            ErrorCode.NOT_FOUND,
+            exists ? `Product ${image.id} has no image vector for the active model ${model.id}` : `No product with id ${image.id}`,
+            { field: 'image.productId' },
+          );
+        }
+        return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy });
       }
-      return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy });
+      const embedder = this.models.require(model.id);
+      const bytes = await loadImageBytes(image, this.fetchOptions);
+      const [vector] = await embedImageBytes(embedder, [bytes], this.imageLimits);
+      return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy });
+    });
+  }
+
+  /**
+   * Runs a query for the model; when the statement finds the cached active model retired (a switch by
+   * another replica), forgets it and runs once more for the new one.
+   */
+  private async withModel(
+    ref: string | null | undefined,
+    run: (model: EmbeddingModel) => Promise<SearchOutcome | null>,
+  ): Promise<SearchOutcome> {
+    for (let attempt = 0; ; attempt++) {
+      const model = await this.queryModel(ref);
+      let outcome: SearchOutcome | null;
+      try {
+        outcome = await run(model);
+      } catch (err) {
+        // A stale cached model can fail before the statement's guard is read (its vectors dropped, its
+        // files not loaded here): on an error, check once whether the active model is still this one.
+        if (attempt > 0 || ref?.trim() || !(err instanceof AppError)) throw err;
+        const current = await this.models.activeModel();
+        if (current?.id === model.id) throw err;
+        outcome = null;
+      }
+      if (outcome) return outcome;
+      this.models.invalidateActiveModel();
+      if (attempt >= 1) throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'The active model changed twice during this query; try again.');
     }
-    const embedder = this.models.require(model.id);
-    const bytes = await loadImageBytes(image, this.fetchOptions);
-    const [vector] = await embedImageBytes(embedder, [bytes], this.imageLimits);
-    return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy });
   }
 
   async similarToText(text: string, args: SearchArgs): Promise<SearchOutcome> {
     const opts = validateSearch(args);
-    const query = text.trim();
-    if (!query) throw badInput('text must not be empty', { field: 'text' });
-    if (query.length > MAX_QUERY_TEXT) throw badInput(`text is longer than ${MAX_QUERY_TEXT} characters`, { field: 'text' });
-    const model = await this.activeModel();
+    const query = validateText(text);
+    return this.withModel(args.model, (model) => this.textQuery(model, query, opts, args.strategy));
+  }
+
+  /** The text query's vector for a model (cached per model and lowercased text). */
+  async textVector(model: EmbeddingModel, query: string): Promise<string> {
     const embedder = this.models.require(model.id);
     // SigLIP 2 was trained on lowercased text: queries differing only in case share one vector.
     const key = `${model.id}\n${query.toLowerCase()}`;
@@ -111,8 +225,122 @@ export class SearchService {
       vector = vectorLiteral(v!);
       this.textVectors.set(key, vector);
     }
+    return vector;
+  }
+
+  private async textQuery(
+    model: EmbeddingModel,
+    query: string,
+    opts: { filter: ProductFilter | null; k: number; minScore: number | null },
+    strategy: Strategy | undefined,
+  ): Promise<SearchOutcome | null> {
+    const embedder = this.models.require(model.id);
+    const vector = await this.textVector(model, query);
     // The calibration belongs to the model (its logit scale and bias): the embedder computes it.
-    return this.run(model, vector, opts, { strategy: args.strategy }, (score) => embedder.matchProbability(score));
+    return this.run(model, vector, opts, { strategy }, (score) => embedder.matchProbability(score));
+  }
+
+  /**
+   * searchProducts with a mode: VECTOR (SigLIP text→image, as similarToText), KEYWORD (full-text search
+   * over SKU, brand, title, description; no model needed) or HYBRID (both, fused by reciprocal rank).
+   * score: cosine similarity (VECTOR), the normalised text rank (KEYWORD), the fused score (HYBRID).
+   */
+  async searchText(text: string, args: TextSearchArgs): Promise<SearchOutcome> {
+    const mode = args.mode ?? 'VECTOR';
+    if (mode === 'VECTOR') return this.similarToText(text, args);
+    const opts = validateSearch(args);
+    if (opts.minScore !== null) throw badInput('minScore applies to VECTOR searches only', { field: 'minScore' });
+    const weights = validateWeights(args.weights);
+    const query = validateText(text);
+    if (mode === 'KEYWORD') {
+      const found = await keywordSearch(this.db, { text: query, filter: opts.filter, k: opts.k });
+      return {
+        matches: found.map((m) => ({ product: m.product, score: m.rank, distance: 1 - m.rank, matchProbability: null })),
+        plan: { strategy: 'exact', estimatedMatches: -1, fellBack: false, roundTrips: 1 },
+        model: null,
+      };
+    }
+    // Each side ranks more than k, so that fusion can lift a product that only one side ranks high; the
+    // vector side alone returns k whenever k products match the filters ("exactly k when k exist").
+    const pool = Math.min(MAX_K, Math.max(2 * opts.k, 50));
+    return this.withModel(args.model, async (model) => {
+      const [vectorSide, keywordSide] = await Promise.all([
+        this.textQuery(model, query, { ...opts, k: pool }, args.strategy),
+        keywordSearch(this.db, { text: query, filter: opts.filter, k: pool }),
+      ]);
+      if (!vectorSide) return null;
+      const embedder = this.models.require(model.id);
+      const fused = fuse(vectorSide.matches, keywordSide, weights).slice(0, opts.k);
+      return {
+        matches: fused.map((f) => ({
+          product: f.product,
+          score: f.fused,
+          distance: 1 - f.fused,
+          matchProbability: f.distance === null ? null : embedder.matchProbability(1 - f.distance),
+        })),
+        plan: { ...vectorSide.plan, roundTrips: vectorSide.plan.roundTrips + 1 },
+        model: model.id,
+      };
+    });
+  }
+
+  /** similarProducts as cursor pages (first/after): see page(). */
+  async similarToImagePage(image: QueryImage, args: SearchArgs & PageArgs): Promise<MatchPage> {
+    const ref =
+      image.kind === 'product'
+        ? { product: image.id }
+        : image.kind === 'url'
+          ? { url: image.url }
+          : { bytes: createHash('sha256').update(image.bytes).digest('base64url') };
+    return this.page(args, ['image', ref, args.category, args.filter, args.minScore, args.model], (k) =>
+      this.similarToImage(image, { ...args, k }),
+    );
+  }
+
+  /** searchProducts as cursor pages (first/after): see page(). */
+  async searchTextPage(text: string, args: TextSearchArgs & PageArgs): Promise<MatchPage> {
+    return this.page(
+      args,
+      ['text', text.trim().toLowerCase(), args.category, args.filter, args.minScore, args.mode ?? 'VECTOR', args.weights, args.model],
+      (k) => this.searchText(text, { ...args, k }),
+    );
+  }
+
+  /**
+   * A page of a ranked result: the query is answered for the matches up to the end of this page (plus one,
+   * to know whether more follow), and the page starts after the previous page's last match. The order is
+   * total (score, then id), so while the catalog does not change pages neither repeat nor skip a match.
+   * When it changed, the page continues after the previous last match if that is still in the results;
+   * when that match is gone, continuing would skip or repeat unknown matches: CONFLICT, start again.
+   * Pages reach MAX_K matches deep.
+   */
+  private async page(args: PageArgs, query: unknown[], run: (k: number) => Promise<SearchOutcome>): Promise<MatchPage> {
+    const first = args.first ?? 10;
+    if (!Number.isInteger(first) || first < 1 || first > MAX_PAGE)
+      throw badInput(`first must be between 1 and ${MAX_PAGE}`, { field: 'first', max: MAX_PAGE });
+    const q = fingerprint(query);
+    const cursor = args.after ? decodeCursor(args.after, q) : null;
+    const offset = cursor?.o ?? 0;
+    if (offset >= MAX_K) return { edges: [], pageInfo: { hasNextPage: false, endCursor: null } };
+    const k = Math.min(MAX_K, offset + first + 1);
+    const { matches } = await run(k);
+    let start = 0;
+    if (cursor) {
+      const at = matches.findIndex((m) => m.product.id === cursor.id);
+      if (at < 0)
+        throw new AppError(
+          ErrorCode.CONFLICT,
+          'The results changed too much since this cursor was issued (its last match is gone); start again without after',
+          {
+            field: 'after',
+          },
+        );
+      start = at + 1;
+    }
+    const nodes = matches.slice(start, start + first);
+    const edges = nodes.map((node, i) => ({ node, cursor: encodeCursor({ o: offset + i + 1, id: node.product.id, s: node.score, q }) }));
+    const hasNextPage = matches.length > start + first && offset + nodes.length < MAX_K;
+    return { edges, pageInfo: { hasNextPage, endCursor: edges.at(-1)?.cursor ?? null } };
   }
 
   /** Text-query vectors cached so far (tests, diagnostics). */
@@ -126,27 +354,27 @@ export class SearchService {
     opts: { filter: ProductFilter | null; k: number; minScore: number | null },
     extra: { preferProductId?: string; strategy?: Strategy | undefined },
     calibrate: (score: number) => number | null = () => null,
-  ): Promise<SearchOutcome> {
-    const result = await nearestNeighbours(this.db, {
-      model,
-      vector,
-      filter: opts.filter,
-      k: opts.k,
-      ...(extra.preferProductId ? { preferProductId: extra.preferProductId } : {}),
-      ...(extra.strategy ? { strategy: extra.strategy } : {}),
-    });
-    const { neighbours, ...plan } = result;
-    const kept = opts.minScore === null ? neighbours : neighbours.filter((n) => 1 - n.distance >= opts.minScore!);
-    const products = await getProductsByIds(
+  ): Promise<SearchOutcome | null> {
+    const result = await searchNeighbours(
       this.db,
-      kept.map((n) => n.productId),
+      {
+        model,
+        vector,
+        filter: opts.filter,
+        k: opts.k,
+        ...(extra.preferProductId ? { preferProductId: extra.preferProductId } : {}),
+        ...(extra.strategy ? { strategy: extra.strategy } : {}),
+      },
+      this.estimator,
     );
-    const matches = kept.flatMap((n) => {
-      const product = products.get(n.productId);
-      if (!product) return []; // deleted in the meantime
+    const { neighbours, modelActive, ...plan } = result;
+    // A model given by id may be inactive by design; only the cached active model must still be active.
+    if (!modelActive && model.isActive) return null;
+    const kept = opts.minScore === null ? neighbours : neighbours.filter((n) => 1 - n.distance >= opts.minScore!);
+    const matches = kept.map((n) => {
       const score = 1 - n.distance;
-      return [{ product, score, distance: n.distance, matchProbability: calibrate(score) }];
+      return { product: n.product, score, distance: n.distance, matchProbability: calibrate(score) };
     });
-    return { matches, plan };
+    return { matches, plan, model: model.id };
   }
 }
