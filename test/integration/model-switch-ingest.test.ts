@@ -8,6 +8,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IngestContext } from '../../src/catalog/ingest.js';
 import { ingestProducts } from '../../src/catalog/ingest.js';
+import type { ProductInputLike } from '../../src/catalog/validate.js';
 import { setModelStatus } from '../../src/db/models.js';
 import { createLogger } from '../../src/log.js';
 import { ModelService } from '../../src/models/service.js';
@@ -68,7 +69,7 @@ describe('model switch vs ingest', () => {
       }
       return targets;
     };
-    const [input] = await catalogInputs(1, 9, 'RACE');
+    const [input] = (await catalogInputs(1, 9, 'RACE')) as unknown as ProductInputLike[];
     const ingest = ingestProducts(ctxWith(racing), [input!]);
     await isParked;
     await models.activate(B.id, { requireLoaded: true }); // no product is missing a B vector yet: allowed
@@ -88,7 +89,7 @@ describe('model switch vs ingest', () => {
   it('an upsert with an image fails with MODEL_UNAVAILABLE when the active model is not loaded, storing nothing', async () => {
     // a process that has not loaded the active model (e.g. started without EMBEDDING_MODEL_DIR)
     const bare = new ModelService(services().database, createLogger('silent'));
-    const [withImage] = await catalogInputs(1, 3, 'NOMODEL');
+    const [withImage] = (await catalogInputs(1, 3, 'NOMODEL')) as unknown as ProductInputLike[];
     await expect(ingestProducts(ctxWith(bare), [withImage!])).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE' });
     const found = await services().database.db.selectFrom('products').select('sku').where('sku', 'like', 'NOMODEL-%').execute();
     expect(found).toEqual([]);
