@@ -42,6 +42,8 @@ const UPSERT_BATCH = envInt('BENCH_UPSERT_BATCH', 40);
 const PHASE_MS = envInt('BENCH_PHASE_SECONDS', 120) * 1000;
 const SERVER_DIR = path.resolve(process.env.BENCH_SERVER_DIR ?? '.');
 const SERVER_CMD = (process.env.BENCH_SERVER_CMD ?? 'node --import tsx src/main.ts serve').split(/\s+/).filter(Boolean);
+/** The server's stderr, every start appended (its log level is warn). */
+const SERVER_LOG = path.join(os.tmpdir(), `vps-bench-reliability-${process.pid}.log`);
 const ADMIN_TOKEN = 'bench-reliability-admin-token';
 const REPO = path.resolve('.');
 const pgEnv = { ...process.env, PG_THROWAWAY_STATE: process.env.PG_THROWAWAY_STATE ?? '.cache/pg-bench-reliability' };
@@ -55,6 +57,7 @@ console.log(
     .map((l) => l.toFixed(2))
     .join(' ')} (${os.availableParallelism()} CPUs)`,
 );
+console.log(`server log: ${SERVER_LOG}`);
 console.log(`server: ${SERVER_CMD.join(' ')} in ${SERVER_DIR === REPO ? 'this repository' : SERVER_DIR}`);
 
 // ---- database -------------------------------------------------------------------------------------------
@@ -122,8 +125,15 @@ async function startServer(): Promise<void> {
   serverExit = null;
   const child = spawn(SERVER_CMD[0]!, SERVER_CMD.slice(1), { cwd: SERVER_DIR, env: serverEnv, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  child.stderr!.on('data', (b: Buffer) => (stderr = (stderr + b.toString()).slice(-4000)));
-  child.on('exit', (code, signal) => (serverExit = `exit ${code ?? signal}${stderr ? `: ${stderr.slice(-300)}` : ''}`));
+  child.stderr.on('data', (b: Buffer) => {
+    stderr = (stderr + b.toString()).slice(-20_000);
+    fs.appendFileSync(SERVER_LOG, b);
+  });
+  child.on('exit', (code, signal) => {
+    // the first line that names an error says why (a stack trace follows it)
+    const why = stderr.split('\n').find((l) => /^\s*(\w*Error\b|error:)/.test(l)) ?? stderr.slice(-200);
+    serverExit = `exit ${code ?? signal}${why ? `: ${why.trim().slice(0, 200)}` : ''}`;
+  });
   server = child;
   const deadline = now() + PHASE_MS;
   while (now() < deadline) {
@@ -161,7 +171,7 @@ interface Answer {
   code: string | null;
   ms: number;
 }
-async function gql(body: unknown, opts: { admin?: boolean; timeoutMs?: number } = {}): Promise<Answer & { data?: any }> {
+async function gql(body: unknown, opts: { admin?: boolean; timeoutMs?: number } = {}): Promise<Answer & { data?: unknown }> {
   const t0 = now();
   try {
     const res = await fetch(`${BASE}/graphql`, {
@@ -170,7 +180,7 @@ async function gql(body: unknown, opts: { admin?: boolean; timeoutMs?: number } 
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(opts.timeoutMs ?? 30_000),
     });
-    const json = (await res.json().catch(() => ({}))) as { data?: any; errors?: Array<{ extensions?: { code?: string } }> };
+    const json = (await res.json().catch(() => ({}))) as { data?: unknown; errors?: Array<{ extensions?: { code?: string } }> };
     const code = json.errors?.[0]?.extensions?.code ?? (res.ok ? null : `HTTP_${res.status}`);
     return { ok: res.ok && !json.errors?.length, status: res.status, code, ms: now() - t0, data: json.data };
   } catch (err) {
@@ -179,64 +189,6 @@ async function gql(body: unknown, opts: { admin?: boolean; timeoutMs?: number } 
   }
 }
 
-// ---- catalog: products with stored images, vectors for the active (tiny) model, all by SQL -----------------
-await startServer().catch(async (err: unknown) => {
-  // a fresh database needs its migrations (a server never migrates PostgreSQL by itself)
-  console.log(`first start: ${err instanceof Error ? err.message.slice(0, 120) : String(err)}; migrating`);
-  execFileSync(SERVER_CMD[0]!, [...SERVER_CMD.slice(1, -1), 'migrate', 'up'], { cwd: SERVER_DIR, env: serverEnv, stdio: 'ignore' });
-  await startServer();
-});
-const [active] = await query<{ id: string; dimension: number }>('SELECT id, dimension FROM embedding_models WHERE is_active');
-if (!active) throw new Error('the server registered no active model');
-const imgs: Array<{ bytes: Buffer; sha: string }> = [];
-for (const shape of SHAPES)
-  for (const colour of Object.keys(COLOURS) as Colour[]) {
-    const bytes = await renderProductImage(shape, colour, { size: 64, format: 'jpeg' });
-    imgs.push({ bytes, sha: createHash('sha256').update(bytes).digest('hex') });
-  }
-const tSeed = now();
-await query(
-  `INSERT INTO products (sku, title, description, category, attributes)
-   SELECT 'RB-' || i, 'bench product ' || i, repeat('a long product description ', 20), 'c' || (i % 6),
-          jsonb_build_object('colour', 'c' || (i % 9), 'size', i % 40, 'material', repeat('m', 40))
-   FROM generate_series(1, $1::int) i`,
-  [PRODUCTS],
-);
-for (const [k, im] of imgs.entries()) {
-  await query(
-    `WITH p AS (UPDATE products SET image_sha256 = $1 WHERE sku LIKE 'RB-%' AND id % $3 = $4 RETURNING id)
-     INSERT INTO product_images (product_id, sha256, format, width, height, original, thumbnail)
-     SELECT id, $1, 'jpeg', 64, 64, $2, $2 FROM p`,
-    [im.sha, im.bytes, imgs.length, k],
-  );
-}
-await query(
-  `INSERT INTO product_embeddings (product_id, model_id, embedding, image_sha256)
-   SELECT p.id, $1, (SELECT array_agg(random() - 0.5 + 0 * p.id)::real[] FROM generate_series(1, $2::int))::vector, p.image_sha256
-   FROM products p WHERE p.sku LIKE 'RB-%'`,
-  [active.id, active.dimension],
-);
-await query('ANALYZE');
-const ids = (await query<{ id: string }>(`SELECT id::text FROM products WHERE sku LIKE 'RB-%' ORDER BY id`)).map((r) => r.id);
-console.log(`seeded ${ids.length} products for ${active.id} in ${((now() - tSeed) / 1000).toFixed(1)} s`);
-
-const STOREFRONT = 'query($id: ID!) { similarProducts(image: { productId: $id }, k: 10) { score product { id title price } } }';
-const HEAVY = `query($id: ID!) { ${Array.from(
-  { length: 30 },
-  (_, i) => `a${i}: similarProducts(image: { productId: $id }, k: 1000) { score product { id title description attributes } }`,
-).join(' ')} }`;
-
-/** The storefront client: `n` sequential requests (bounded by PHASE_MS). */
-async function storefront(n: number, onAnswer?: (a: Answer) => void): Promise<Answer[]> {
-  const out: Answer[] = [];
-  const deadline = now() + PHASE_MS;
-  for (let i = 0; i < n && now() < deadline; i++) {
-    const a = await gql({ query: STOREFRONT, variables: { id: ids[(i * 7919) % ids.length] } }, { timeoutMs: 10_000 });
-    out.push(a);
-    onAnswer?.(a);
-  }
-  return out;
-}
 const stats = (xs: Answer[]) => {
   const t = xs.filter((a) => a.ok).map((a) => a.ms);
   return { p50: t.length ? median(t) : NaN, p99: t.length ? percentile(t, 99) : NaN, errors: xs.length - t.length, n: xs.length };
@@ -249,6 +201,64 @@ const row = (measure: string, value: string) => {
 };
 
 try {
+  // ---- catalog: products with stored images, vectors for the active (tiny) model, all by SQL -----------------
+  await startServer().catch(async (err: unknown) => {
+    // a fresh database needs its migrations (a server never migrates PostgreSQL by itself)
+    console.log(`first start: ${err instanceof Error ? err.message.slice(0, 120) : String(err)}; migrating`);
+    execFileSync(SERVER_CMD[0]!, [...SERVER_CMD.slice(1, -1), 'migrate', 'up'], { cwd: SERVER_DIR, env: serverEnv, stdio: 'ignore' });
+    await startServer();
+  });
+  const [active] = await query<{ id: string; dimension: number }>('SELECT id, dimension FROM embedding_models WHERE is_active');
+  if (!active) throw new Error('the server registered no active model');
+  const imgs: Array<{ bytes: Buffer; sha: string }> = [];
+  for (const shape of SHAPES)
+    for (const colour of Object.keys(COLOURS) as Colour[]) {
+      const bytes = await renderProductImage(shape, colour, { size: 64, format: 'jpeg' });
+      imgs.push({ bytes, sha: createHash('sha256').update(bytes).digest('hex') });
+    }
+  const tSeed = now();
+  await query(
+    `INSERT INTO products (sku, title, description, category, attributes)
+   SELECT 'RB-' || i, 'bench product ' || i, repeat('a long product description ', 20), 'c' || (i % 6),
+          jsonb_build_object('colour', 'c' || (i % 9), 'size', i % 40, 'material', repeat('m', 40))
+   FROM generate_series(1, $1::int) i`,
+    [PRODUCTS],
+  );
+  for (const [k, im] of imgs.entries()) {
+    await query(
+      `WITH p AS (UPDATE products SET image_sha256 = $1 WHERE sku LIKE 'RB-%' AND id % $3 = $4 RETURNING id)
+     INSERT INTO product_images (product_id, sha256, format, width, height, original, thumbnail)
+     SELECT id, $1, 'jpeg', 64, 64, $2, $2 FROM p`,
+      [im.sha, im.bytes, imgs.length, k],
+    );
+  }
+  await query(
+    `INSERT INTO product_embeddings (product_id, model_id, embedding, image_sha256)
+   SELECT p.id, $1, (SELECT array_agg(random() - 0.5)::real[] FROM generate_series(1, $2::int) WHERE p.id IS NOT NULL)::vector, p.image_sha256
+   FROM products p WHERE p.sku LIKE 'RB-%'`,
+    [active.id, active.dimension],
+  );
+  await query('ANALYZE');
+  const ids = (await query<{ id: string }>(`SELECT id::text FROM products WHERE sku LIKE 'RB-%' ORDER BY id`)).map((r) => r.id);
+  console.log(`seeded ${ids.length} products for ${active.id} in ${((now() - tSeed) / 1000).toFixed(1)} s`);
+
+  const STOREFRONT = 'query($id: ID!) { similarProducts(image: { productId: $id }, k: 10) { score product { id title price } } }';
+  const HEAVY = `query($id: ID!) { ${Array.from(
+    { length: 30 },
+    (_, i) => `a${i}: similarProducts(image: { productId: $id }, k: 1000) { score product { id title description attributes } }`,
+  ).join(' ')} }`;
+
+  /** The storefront client: `n` sequential requests (bounded by PHASE_MS). */
+  async function storefront(n: number, onAnswer?: (a: Answer) => void): Promise<Answer[]> {
+    const out: Answer[] = [];
+    const deadline = now() + PHASE_MS;
+    for (let i = 0; i < n && now() < deadline; i++) {
+      const a = await gql({ query: STOREFRONT, variables: { id: ids[(i * 7919) % ids.length] } }, { timeoutMs: 10_000 });
+      out.push(a);
+      onAnswer?.(a);
+    }
+    return out;
+  }
   // ---- 1. alone, then under abuse --------------------------------------------------------------------------
   await storefront(Math.min(50, REQUESTS)); // warm-up
   row('storefront alone', fmt(stats(await storefront(REQUESTS))));
@@ -344,6 +354,7 @@ try {
   // ---- 3. SIGKILL in the middle of an upsert batch ------------------------------------------------------------
   const UPSERT = 'mutation($p: [ProductInput!]!) { upsertProducts(products: $p) { id } }';
   const outcomes: string[] = [];
+  const moments: string[] = [];
   let allOrNothing = 0;
   for (let run = 0; run < KILL_RUNS; run++) {
     const prefix = `KILL${run}-`;
@@ -354,8 +365,28 @@ try {
       image: { base64: im.bytes.toString('base64') }, // new skus: every image is thumbnailed and embedded
     }));
     const sent = gql({ query: UPSERT, variables: { p: products } }, { admin: true, timeoutMs: 60_000 });
-    await sleep(100 + run * 150);
+    // SIGKILL while the batch's transaction is open (its INSERTs seen in pg_stat_activity), else when the
+    // request ends: the outcome says which
+    const watch = new pg.Client({ connectionString: DATABASE_URL });
+    await watch.connect();
+    let answered = false;
+    void sent.then(() => (answered = true));
+    let inTransaction = false;
+    const killBy = now() + 30_000;
+    while (!answered && now() < killBy) {
+      const r = await watch.query<{ n: string }>(
+        `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+         AND xact_start IS NOT NULL AND (query ILIKE 'insert into%product%' OR query ILIKE 'insert into "product%')`,
+      );
+      if (Number(r.rows[0]!.n) > 0) {
+        inTransaction = true;
+        break;
+      }
+      await sleep(2);
+    }
+    await watch.end();
     await stopServer('SIGKILL');
+    moments.push(inTransaction ? 'in the transaction' : answered ? 'after the answer' : 'before the transaction');
     await sent;
     await startServer();
     const [r] = await query<{ products: string; with_vector: string }>(
@@ -368,7 +399,7 @@ try {
     const v = Number(r!.with_vector);
     const ok = (n === 0 || n === products.length) && v === n;
     if (ok) allOrNothing++;
-    outcomes.push(`${n}/${products.length} stored, ${v} with vector`);
+    outcomes.push(`${moments.at(-1)}: ${n}/${products.length} stored, ${v} with vector`);
   }
   row('SIGKILL mid-upsert: all or nothing', `${allOrNothing}/${KILL_RUNS} runs (${outcomes.join('; ')})`);
 } finally {
