@@ -17,9 +17,10 @@ const benches: Array<[string, string[]]> = [
   ['bench/search/graphql-load.ts', ['--rows', '20000']],
   ['bench/search/graphql-load.ts', ['--rows', '20000', '--backend', 'pglite']],
   ['bench/reindex/reindex.ts', []],
+  ['bench/reliability/reliability.ts', []],
 ];
 
-// `npm run bench -- embedding-int8 search-search`: only the named ones (<folder>-<file>)
+// `npm run bench -- embedding-int8 search-search`: only the named ones (<folder>-<file>, or a whole <folder>)
 const only = process.argv.slice(2);
 const nameOf = (file: string) =>
   file
@@ -30,7 +31,7 @@ const nameOf = (file: string) =>
 let failed = 0;
 for (const [file, args] of benches) {
   if (!existsSync(file)) continue;
-  if (only.length && !only.includes(nameOf(file))) continue;
+  if (only.length && !only.includes(nameOf(file)) && !only.includes(nameOf(file).split('-')[0]!)) continue;
   console.log(`\n## ${file} ${args.join(' ')}\n`);
   const r = spawnSync(process.execPath, ['--import', 'tsx', file, ...args], { stdio: 'inherit' });
   if (r.status !== 0) {

@@ -14,6 +14,7 @@ import { isProductId } from './catalog/validate.js';
 import { databaseFaultError, dbErrorFields } from './db/faults.js';
 import { getThumbnail } from './db/images.js';
 import { pendingMigrations } from './db/migrate.js';
+import { maskInternalErrors } from './http/errors.js';
 import { registerMultipart } from './http/multipart.js';
 import { ErrorCode, isAppError } from './errors.js';
 import { registerStorefront } from './http/storefront.js';
@@ -91,6 +92,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
     closing = true;
     done();
   });
+  maskInternalErrors(app); // 5xx answers outside GraphQL carry no internal message (src/http/errors.ts)
   app.addHook('onSend', (_req, reply, payload, done) => {
     if (closing) void reply.header('connection', 'close');
     done(null, payload);

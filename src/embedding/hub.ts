@@ -11,7 +11,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve, win32 } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { listFiles } from '@huggingface/hub';
@@ -55,6 +55,21 @@ interface Manifest {
 
 const fail = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
   new AppError(ErrorCode.MODEL_UNAVAILABLE, message, details, cause === undefined ? undefined : { cause });
+
+/**
+ * Where a listed file goes inside the model directory. A listing comes from a server we do not control
+ * (HF_ENDPOINT can be any mirror), and the external-data match in selectFiles is a prefix, so a name like
+ * `onnx/text_model.onnx_data/../../../x` or an absolute path must be refused before anything is written.
+ */
+export function destinationInside(dir: string, file: string): string {
+  const refuse = () => fail(`The hub listing names ${JSON.stringify(file)}, which is outside the model directory; refused`, { file });
+  if (!file || isAbsolute(file) || win32.isAbsolute(file) || file.includes('\\') || file.includes('\0')) throw refuse();
+  if (file.split('/').some((part) => part === '..' || part === '.' || part === '')) throw refuse();
+  const dest = resolve(dir, file);
+  const rel = relative(resolve(dir), dest);
+  if (!rel || rel.startsWith('..') || isAbsolute(rel)) throw refuse();
+  return dest;
+}
 
 /** Which files of a repo listing make up the model directory for a variant. */
 export function selectFiles(listing: RemoteFile[], variantArg?: string, provider: ProviderName = 'auto'): RemoteFile[] {
@@ -142,6 +157,7 @@ export async function fetchModel(opts: FetchOptions = {}): Promise<string> {
     throw fail(`Could not list ${repo} on ${hubUrl}: ${err instanceof Error ? err.message : String(err)}`, { repo, hubUrl }, err);
   }
   const files = selectFiles(listing, opts.variant);
+  const destinations = new Map(files.map((f) => [f.path, destinationInside(dir, f.path)])); // all checked before any download
   await mkdir(join(dir, 'onnx'), { recursive: true });
   let manifest: Manifest = { repo, revision, variant: opts.variant, files: {} };
   try {
@@ -155,7 +171,7 @@ export async function fetchModel(opts: FetchOptions = {}): Promise<string> {
   const progress = opts.onProgress ?? progressPrinter(total, opts.quiet);
 
   for (const f of files) {
-    const dest = join(dir, f.path);
+    const dest = destinations.get(f.path)!;
     const known = manifest.files[f.path];
     const existing = await stat(dest).catch(() => null);
     if (existing && known && existing.size === f.size && known.size === f.size && known.hash === f.hash?.hex) {

@@ -6,7 +6,9 @@
  *  2. the host: IP literals (already canonicalised by the WHATWG URL parser, so `2130706433`, `0177.0.0.1`
  *     and `0x7f.1` arrive as `127.0.0.1`) and every address a host name resolves to are classified by
  *     ip-policy.ts; one non-public address refuses the whole host (unless the name is in
- *     `allowedPrivateHosts`, and even then cloud metadata and unspecified/multicast addresses stay refused);
+ *     `allowedPrivateHosts` and is the host of the URL the client gave, or a redirect on that same host: a
+ *     redirect from an allowed host to any other non-public host is refused; cloud metadata and
+ *     unspecified/multicast addresses stay refused everywhere);
  *  3. the connection: made to the addresses just checked and to no other. The request goes through an
  *     undici Agent whose DNS lookup only answers with the pinned, vetted addresses, so a second DNS answer
  *     (rebinding) can never be used;
@@ -91,6 +93,7 @@ export async function fetchImageDetailed(url: string, opts: FetchImageOptions): 
 
   let current = parseUrl(url);
   let currentHost = current?.hostname ?? '';
+  const firstHost = normalizeHost(currentHost);
   try {
     if (!current) {
       throw new AppError(ErrorCode.URL_NOT_ALLOWED, 'The image URL is not a valid absolute URL.', {
@@ -99,7 +102,7 @@ export async function fetchImageDetailed(url: string, opts: FetchImageOptions): 
     }
     for (let hop = 0; ; hop++) {
       currentHost = current.hostname;
-      await vet(current, hop, { allowed, resolve, pinned, signal });
+      await vet(current, hop, { allowed, firstHost, resolve, pinned, signal });
 
       const res = await request(current, {
         dispatcher: agent,
@@ -172,6 +175,8 @@ export async function fetchImageDetailed(url: string, opts: FetchImageOptions): 
 
 interface VetContext {
   allowed: Set<string>;
+  /** The host of the URL the client gave; the allow-list covers it (and redirects staying on it) only. */
+  firstHost: string;
   resolve: Resolver;
   pinned: Map<string, LookupAddress[]>;
   signal: AbortSignal;
@@ -197,7 +202,9 @@ async function vet(url: URL, hop: number, ctx: VetContext): Promise<void> {
   }
 
   const host = normalizeHost(url.hostname);
-  const isAllowed = ctx.allowed.has(host);
+  // The operator vouched for a private host being fetched from, not for wherever that host redirects: an
+  // allowed internal server (or a compromised one) must not become a bridge to the rest of the network.
+  const isAllowed = ctx.allowed.has(host) && (hop === 0 || host === ctx.firstHost);
   const literal = ipLiteral(url.hostname);
   if (literal) {
     check(literal, { where, host, isAllowed, literal: true, redirect });

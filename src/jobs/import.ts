@@ -8,12 +8,12 @@
  * attributes (object, or JSON text in CSV), image: an http(s) URL or a file path (relative to
  * --images-dir, else to the catalog file's folder). Also accepted: image_url / imageUrl / image_path / imagePath.
  */
-import { createReadStream } from 'node:fs';
+import { constants as fsConstants, createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ingestProducts, type IngestContext } from '../catalog/ingest.js';
 import type { ImageSpec, ProductInputLike } from '../catalog/validate.js';
-import { AppError } from '../errors.js';
+import { AppError, ErrorCode } from '../errors.js';
 import { readCsv } from '../cli/csv.js';
 
 export interface ImportOptions {
@@ -109,20 +109,59 @@ function num(v: unknown, field: string): number | null {
   return n;
 }
 
-async function imageOf(row: Record<string, unknown>, baseDir: string): Promise<ImageSpec | null> {
+/**
+ * The bytes of an image named by a catalog row, as a file under `baseDir` (--images-dir). A catalog is
+ * data from elsewhere (a merchant's export), so its paths must not reach the rest of the machine: no
+ * absolute paths, no `..`, no symlink leading outside the folder, regular files only, and the size checked
+ * on the open handle before anything is read (a multi-gigabyte file or a FIFO never stalls the import).
+ */
+export async function readImageFile(name: string, baseDir: string, maxBytes: number): Promise<Buffer> {
+  const refuse = (why: string) => new AppError(ErrorCode.BAD_USER_INPUT, `image file ${name}: ${why}`, { path: name });
+  if (path.isAbsolute(name) || path.win32.isAbsolute(name))
+    throw refuse('absolute paths are refused; give a path relative to --images-dir');
+  if (name.split(/[\\/]+/).includes('..')) throw refuse('".." is refused; the file must be inside --images-dir');
+  const realBase = await fs.realpath(baseDir);
+  const real = await fs.realpath(path.join(realBase, name)).catch((err: NodeJS.ErrnoException) => {
+    throw refuse(err.code === 'ENOENT' ? 'not found' : (err.code ?? err.message));
+  });
+  const rel = path.relative(realBase, real);
+  if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) throw refuse('a symbolic link leads outside --images-dir');
+  // O_NOFOLLOW: a link swapped in after realpath is refused, not followed; O_NONBLOCK: a FIFO does not block the open
+  const fh = await fs
+    .open(real, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK)
+    .catch((err: NodeJS.ErrnoException) => {
+      throw refuse(err.code ?? err.message);
+    });
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw refuse('not a regular file');
+    if (st.size > maxBytes) {
+      throw new AppError(ErrorCode.IMAGE_TOO_LARGE, `image file ${name} is ${st.size} bytes; the limit is ${maxBytes}`, {
+        path: name,
+        maxImageBytes: maxBytes,
+      });
+    }
+    const bytes = await fh.readFile();
+    // the file may have grown between the stat and the read
+    if (bytes.length > maxBytes) throw new AppError(ErrorCode.IMAGE_TOO_LARGE, `image file ${name} is larger than ${maxBytes} bytes`);
+    return bytes;
+  } finally {
+    await fh.close();
+  }
+}
+
+async function imageOf(row: Record<string, unknown>, baseDir: string, maxBytes: number): Promise<ImageSpec | null> {
   const v = row.image ?? row.image_url ?? row.imageUrl ?? row.image_path ?? row.imagePath;
   if (v == null || v === '') return null;
   if (typeof v === 'object') return v as ImageSpec; // JSON Lines may carry { url } or { base64 }
   const s = String(v).trim();
   if (/^https?:\/\//i.test(s)) return { url: s };
-  const p = path.resolve(baseDir, s);
-  const bytes = await fs.readFile(p).catch((err: NodeJS.ErrnoException) => {
-    throw new Error(`image file ${s}: ${err.code === 'ENOENT' ? 'not found' : err.message}`);
-  });
+  const bytes = await readImageFile(s, baseDir, maxBytes);
   return { base64: bytes.toString('base64') };
 }
 
-export async function toProductInput(row: Record<string, unknown>, baseDir: string): Promise<ProductInputLike> {
+/** `maxBytes`: the largest image file read (the ingest limit, IMAGE_MAX_BYTES). */
+export async function toProductInput(row: Record<string, unknown>, baseDir: string, maxBytes: number): Promise<ProductInputLike> {
   let attributes = row.attributes;
   if (typeof attributes === 'string') {
     attributes = attributes.trim() ? (JSON.parse(attributes) as unknown) : undefined;
@@ -137,7 +176,7 @@ export async function toProductInput(row: Record<string, unknown>, baseDir: stri
     currency: str(row.currency),
     inStock: bool(row.inStock ?? row.in_stock),
     attributes: (attributes ?? undefined) as Record<string, unknown> | undefined,
-    image: await imageOf(row, baseDir),
+    image: await imageOf(row, baseDir, maxBytes),
   } as ProductInputLike;
 }
 
@@ -194,7 +233,7 @@ export async function importCatalog(ctx: IngestContext, opts: ImportOptions): Pr
       }
       const sku = str(r.row.sku)?.trim() ?? null;
       try {
-        const input = await toProductInput(r.row, baseDir);
+        const input = await toProductInput(r.row, baseDir, ctx.fetchOptions.maxBytes);
         if (sku && seen.has(sku)) {
           // a sku twice in one batch: the later row wins, as in sequential upserts
           const prev = ready.findIndex((x) => x.sku === sku);

@@ -12,6 +12,7 @@ import { openJobForModel } from '../db/reindex-jobs.js';
 import type { DB, Db } from '../db/types.js';
 import { buildModelIndex, dropModelIndex, modelIndexState, type IndexState } from './hnsw.js';
 import { MODEL_ID } from './ids.js';
+import { lockOutIngest } from './switch-lock.js';
 
 export type { EmbeddingModel };
 
@@ -67,6 +68,8 @@ export async function modelRecords(db: Db, isLoaded: (id: string) => boolean): P
  * (its vectors stay until dropModelEmbeddings).
  */
 export async function switchActiveModel(trx: Transaction<DB>, modelId: string): Promise<{ missing: number; index: IndexState }> {
+  // first: ingest transactions in flight commit before the count below (switch-lock.ts)
+  await lockOutIngest(trx);
   await sql`LOCK TABLE product_embeddings IN SHARE MODE`.execute(trx);
   const index = await modelIndexState(trx, modelId);
   const missing = await countMissing(trx, modelId);

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { ensureModel, fetchModel, selectFiles } from '../../../src/embedding/hub.js';
+import { destinationInside, ensureModel, fetchModel, selectFiles } from '../../../src/embedding/hub.js';
 import { modelCachePath } from '../../../src/embedding/hub-paths.js';
 import { cleanupDirs, tempDir, tinyModel } from './helpers.js';
 
@@ -199,6 +199,33 @@ describe('model fetch from a hub-compatible server', () => {
     expect(picked).toContain('onnx/text_model_fp16.onnx_data');
     expect(picked).not.toContain('onnx/vision_model.onnx');
     expect(picked).not.toContain('README.md');
+  });
+
+  it('refuses a listing entry that would be written outside the model directory, before downloading anything', async () => {
+    for (const evil of ['onnx/text_model.onnx_data/../../../escaped.txt', 'onnx/vision_model.onnx.data/../../../escaped.txt']) {
+      // an external-data name the prefix match selects, pointing outside the cache folder
+      hub.files.set(evil, Buffer.from('owned'));
+      const cacheDir = await tempDir();
+      try {
+        await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true })).rejects.toMatchObject({
+          code: 'MODEL_UNAVAILABLE',
+          message: expect.stringMatching(/outside the model directory/),
+        });
+        expect(hub.requests.filter((r) => r.url.includes('/resolve/'))).toHaveLength(0);
+        await expect(stat(join(cacheDir, 'escaped.txt'))).rejects.toMatchObject({ code: 'ENOENT' });
+        await expect(stat(join(modelCachePath(REPO, cacheDir), '..', 'escaped.txt'))).rejects.toMatchObject({ code: 'ENOENT' });
+      } finally {
+        hub.files.delete(evil);
+      }
+    }
+  });
+
+  it('destinationInside: only plain relative paths below the model directory', () => {
+    const dir = '/models/acme--x';
+    expect(destinationInside(dir, 'onnx/text_model.onnx_data')).toBe('/models/acme--x/onnx/text_model.onnx_data');
+    for (const bad of ['/etc/passwd', '../x', 'onnx/../../x', 'onnx/./x', 'onnx//x', 'C:\\x', 'onnx\\..\\..\\x', '']) {
+      expect(() => destinationInside(dir, bad)).toThrow(/outside the model directory/);
+    }
   });
 
   it('ensureModel: uses the cache, fetches when missing, and explains itself when offline', async () => {

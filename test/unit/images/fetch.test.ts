@@ -191,10 +191,13 @@ describe('fetchImage', { timeout: 8_000 }, () => {
       expect(hits).toEqual(['/r2', '/r3', '/r4', '/img.png']);
     });
 
-    it('re-checks the host on a cross-host redirect', async () => {
-      const got = await fetchImageDetailed(url('/to-other-host'), base());
-      expect(got.data.equals(png)).toBe(true);
+    it('re-checks the host on a cross-host redirect (the private-host allow-list covers the first host only)', async () => {
+      // other.test is allow-listed too, but only as a host a client names; reached by a redirect it is refused
+      const e = await appError(fetchImageDetailed(url('/to-other-host'), base()));
+      expect(e.code).toBe('URL_NOT_ALLOWED');
+      expect(e.details).toMatchObject({ reason: 'private_address', host: 'other.test', redirect: 1 });
       expect(dnsCalls).toEqual(['images.test', 'other.test']);
+      expect(hits).toEqual(['/to-other-host']);
     });
 
     it('pins the vetted address: DNS is asked once per hop, never again at connect time', async () => {

@@ -1,0 +1,418 @@
+/**
+ * Hostile load and faults, black-box: the real server as a child process on a native PostgreSQL (the
+ * throwaway cluster of scripts/pg-throwaway.sh), driven over HTTP on loopback only. Prints one table:
+ *
+ *  - a well-behaved storefront client (sequential `similarProducts(image: {productId}, k: 10)`) alone: p50/p99;
+ *  - the same while abusive clients send the heaviest query the server accepts (30 aliases of k: 1000 with
+ *    description and attributes): p50/p99, its errors, how many abusive requests were refused and with which
+ *    code, server RSS before/after;
+ *  - `pg_ctl restart -m fast` under load: failed requests, time from the database accepting connections to
+ *    the first success, whether the process is alive, whether a reindex job in flight went on afterwards;
+ *  - SIGKILL of the server in the middle of an upsert batch: all or nothing afterwards, and every product that
+ *    exists has its vector for the active model.
+ *
+ * For a "before" column, point it at another checkout (its own node_modules):
+ *   BENCH_SERVER_DIR=<checkout> npm run bench -- reliability-reliability
+ * Settings (environment): BENCH_SERVER_DIR (default: this repository), BENCH_SERVER_CMD (default
+ * `node --import tsx src/main.ts serve`, run in BENCH_SERVER_DIR), BENCH_PRODUCTS (30000), BENCH_REQUESTS
+ * (storefront requests per phase, 1000), BENCH_ABUSERS (6), BENCH_KILL_RUNS (3), BENCH_UPSERT_BATCH (40),
+ * BENCH_PHASE_SECONDS (upper bound of each phase, 120), PG_THROWAWAY_STATE (the cluster's state dir;
+ * default .cache/pg-bench-reliability; the cluster is stopped afterwards if this run started it).
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import net from 'node:net';
+import pg from 'pg';
+import { writeTinyModel } from '../../scripts/models/tiny-model.js';
+import { renderProductImage, SHAPES, COLOURS, type Colour } from '../../src/demo/synthetic-catalog.js';
+import { median, percentile, table } from '../lib/report.js';
+
+const envInt = (name: string, fallback: number) => {
+  const v = Number(process.env[name] ?? fallback);
+  return Number.isFinite(v) && v > 0 ? Math.floor(v) : fallback;
+};
+const PRODUCTS = envInt('BENCH_PRODUCTS', 30_000);
+const REQUESTS = envInt('BENCH_REQUESTS', 1000);
+const ABUSERS = envInt('BENCH_ABUSERS', 6);
+const KILL_RUNS = envInt('BENCH_KILL_RUNS', 3);
+const UPSERT_BATCH = envInt('BENCH_UPSERT_BATCH', 40);
+const PHASE_MS = envInt('BENCH_PHASE_SECONDS', 120) * 1000;
+const SERVER_DIR = path.resolve(process.env.BENCH_SERVER_DIR ?? '.');
+const SERVER_CMD = (process.env.BENCH_SERVER_CMD ?? 'node --import tsx src/main.ts serve').split(/\s+/).filter(Boolean);
+/** The server's stderr, every start appended (its log level is warn). */
+const SERVER_LOG = path.join(os.tmpdir(), `vps-bench-reliability-${process.pid}.log`);
+const ADMIN_TOKEN = 'bench-reliability-admin-token';
+const REPO = path.resolve('.');
+const pgEnv = { ...process.env, PG_THROWAWAY_STATE: process.env.PG_THROWAWAY_STATE ?? '.cache/pg-bench-reliability' };
+const pgScript = (cmd: string) => execFileSync(path.join(REPO, 'scripts/pg-throwaway.sh'), [cmd], { env: pgEnv, encoding: 'utf8' }).trim();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const now = () => performance.now();
+
+console.log(
+  `load average at start: ${os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')} (${os.availableParallelism()} CPUs)`,
+);
+console.log(`server log: ${SERVER_LOG}`);
+console.log(`server: ${SERVER_CMD.join(' ')} in ${SERVER_DIR === REPO ? 'this repository' : SERVER_DIR}`);
+
+// ---- database -------------------------------------------------------------------------------------------
+let startedCluster = false;
+try {
+  pgScript('status');
+} catch {
+  startedCluster = true;
+}
+const clusterUrl = pgScript('start');
+const dbName = `vps_reliability_${Date.now()}`;
+{
+  const c = new pg.Client({ connectionString: clusterUrl });
+  await c.connect();
+  await c.query(`CREATE DATABASE ${dbName}`);
+  await c.end();
+}
+const dbUrlObj = new URL(clusterUrl);
+dbUrlObj.pathname = `/${dbName}`;
+const DATABASE_URL = dbUrlObj.toString();
+if (!['127.0.0.1', 'localhost', '[::1]'].includes(dbUrlObj.hostname)) throw new Error('the benchmark database must be on loopback');
+
+async function query<T extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<T[]> {
+  const c = new pg.Client({ connectionString: DATABASE_URL });
+  await c.connect();
+  try {
+    return (await c.query<T>(text, values)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+// ---- the server ------------------------------------------------------------------------------------------
+const modelDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vps-bench-rel-model-'));
+await writeTinyModel(modelDir, { dimension: 32, modelId: 'bench/tiny-reliability', seed: 7 });
+
+async function freePort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+const PORT = await freePort();
+const BASE = `http://127.0.0.1:${PORT}`;
+const serverEnv = {
+  ...process.env,
+  DATABASE_URL,
+  PORT: String(PORT),
+  HOST: '127.0.0.1',
+  ADMIN_TOKEN,
+  EMBEDDING_MODEL_DIR: modelDir,
+  MODEL_AUTO_FETCH: 'false',
+  LOG_LEVEL: 'warn',
+  NODE_ENV: 'production',
+  REINDEX_BATCH_SIZE: '64',
+  REINDEX_THROTTLE_MS: '50',
+};
+
+let server: ChildProcess | null = null;
+let serverExit: string | null = null;
+/** Read through a function: TypeScript cannot see the exit handler set it meanwhile. */
+const exitInfo = (): string | null => serverExit;
+async function startServer(): Promise<void> {
+  serverExit = null;
+  const child = spawn(SERVER_CMD[0]!, SERVER_CMD.slice(1), { cwd: SERVER_DIR, env: serverEnv, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => {
+    stderr = (stderr + b.toString()).slice(-20_000);
+    fs.appendFileSync(SERVER_LOG, b);
+  });
+  child.on('exit', (code, signal) => {
+    // the first line that names an error says why (a stack trace follows it)
+    const why = stderr.split('\n').find((l) => /^\s*(\w*Error\b|error:)/.test(l)) ?? stderr.slice(-200);
+    serverExit = `exit ${code ?? signal}${why ? `: ${why.trim().slice(0, 200)}` : ''}`;
+  });
+  server = child;
+  const deadline = now() + PHASE_MS;
+  while (now() < deadline) {
+    if (exitInfo()) throw new Error(`the server did not start (${exitInfo()})`);
+    const ok = await fetch(`${BASE}/readyz`, { signal: AbortSignal.timeout(2000) }).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) return;
+    await sleep(250);
+  }
+  throw new Error('the server did not become ready in time');
+}
+function rssMiB(): number | null {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${server!.pid}/status`, 'utf8'));
+    return m ? Math.round(Number(m[1]) / 1024) : null;
+  } catch {
+    return null;
+  }
+}
+async function stopServer(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (!server || exitInfo()) return;
+  const exited = new Promise<void>((r) => server!.once('exit', () => r()));
+  server.kill(signal);
+  await Promise.race([exited, sleep(15_000)]);
+  if (!exitInfo()) server.kill('SIGKILL');
+  await exited;
+}
+
+// ---- GraphQL client ----------------------------------------------------------------------------------------
+interface Answer {
+  ok: boolean;
+  status: number;
+  code: string | null;
+  ms: number;
+}
+async function gql(body: unknown, opts: { admin?: boolean; timeoutMs?: number } = {}): Promise<Answer & { data?: unknown }> {
+  const t0 = now();
+  try {
+    const res = await fetch(`${BASE}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(opts.admin ? { authorization: `Bearer ${ADMIN_TOKEN}` } : {}) },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(opts.timeoutMs ?? 30_000),
+    });
+    const json = (await res.json().catch(() => ({}))) as { data?: unknown; errors?: Array<{ extensions?: { code?: string } }> };
+    const code = json.errors?.[0]?.extensions?.code ?? (res.ok ? null : `HTTP_${res.status}`);
+    return { ok: res.ok && !json.errors?.length, status: res.status, code, ms: now() - t0, data: json.data };
+  } catch (err) {
+    const name = err instanceof Error ? (err.name === 'TimeoutError' ? 'CLIENT_TIMEOUT' : 'CONNECTION_FAILED') : 'ERROR';
+    return { ok: false, status: 0, code: name, ms: now() - t0 };
+  }
+}
+
+const stats = (xs: Answer[]) => {
+  const t = xs.filter((a) => a.ok).map((a) => a.ms);
+  return { p50: t.length ? median(t) : NaN, p99: t.length ? percentile(t, 99) : NaN, errors: xs.length - t.length, n: xs.length };
+};
+const fmt = (s: ReturnType<typeof stats>) => `p50 ${s.p50.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms, ${s.errors}/${s.n} errors`;
+const rows: Array<{ measure: string; value: string }> = [];
+const row = (measure: string, value: string) => {
+  rows.push({ measure, value });
+  console.log(`  ${measure}: ${value}`);
+};
+
+try {
+  // ---- catalog: products with stored images, vectors for the active (tiny) model, all by SQL -----------------
+  await startServer().catch(async (err: unknown) => {
+    // a fresh database needs its migrations (a server never migrates PostgreSQL by itself)
+    console.log(`first start: ${err instanceof Error ? err.message.slice(0, 120) : String(err)}; migrating`);
+    execFileSync(SERVER_CMD[0]!, [...SERVER_CMD.slice(1, -1), 'migrate', 'up'], { cwd: SERVER_DIR, env: serverEnv, stdio: 'ignore' });
+    await startServer();
+  });
+  const [active] = await query<{ id: string; dimension: number }>('SELECT id, dimension FROM embedding_models WHERE is_active');
+  if (!active) throw new Error('the server registered no active model');
+  const imgs: Array<{ bytes: Buffer; sha: string }> = [];
+  for (const shape of SHAPES)
+    for (const colour of Object.keys(COLOURS) as Colour[]) {
+      const bytes = await renderProductImage(shape, colour, { size: 64, format: 'jpeg' });
+      imgs.push({ bytes, sha: createHash('sha256').update(bytes).digest('hex') });
+    }
+  const tSeed = now();
+  await query(
+    `INSERT INTO products (sku, title, description, category, attributes)
+   SELECT 'RB-' || i, 'bench product ' || i, repeat('a long product description ', 20), 'c' || (i % 6),
+          jsonb_build_object('colour', 'c' || (i % 9), 'size', i % 40, 'material', repeat('m', 40))
+   FROM generate_series(1, $1::int) i`,
+    [PRODUCTS],
+  );
+  for (const [k, im] of imgs.entries()) {
+    await query(
+      `WITH p AS (UPDATE products SET image_sha256 = $1 WHERE sku LIKE 'RB-%' AND id % $3 = $4 RETURNING id)
+     INSERT INTO product_images (product_id, sha256, format, width, height, original, thumbnail)
+     SELECT id, $1, 'jpeg', 64, 64, $2, $2 FROM p`,
+      [im.sha, im.bytes, imgs.length, k],
+    );
+  }
+  await query(
+    `INSERT INTO product_embeddings (product_id, model_id, embedding, image_sha256)
+   SELECT p.id, $1, (SELECT array_agg(random() - 0.5)::real[] FROM generate_series(1, $2::int) WHERE p.id IS NOT NULL)::vector, p.image_sha256
+   FROM products p WHERE p.sku LIKE 'RB-%'`,
+    [active.id, active.dimension],
+  );
+  await query('ANALYZE');
+  const ids = (await query<{ id: string }>(`SELECT id::text FROM products WHERE sku LIKE 'RB-%' ORDER BY id`)).map((r) => r.id);
+  console.log(`seeded ${ids.length} products for ${active.id} in ${((now() - tSeed) / 1000).toFixed(1)} s`);
+
+  const STOREFRONT = 'query($id: ID!) { similarProducts(image: { productId: $id }, k: 10) { score product { id title price } } }';
+  const HEAVY = `query($id: ID!) { ${Array.from(
+    { length: 30 },
+    (_, i) => `a${i}: similarProducts(image: { productId: $id }, k: 1000) { score product { id title description attributes } }`,
+  ).join(' ')} }`;
+
+  /** The storefront client: `n` sequential requests (bounded by PHASE_MS). */
+  async function storefront(n: number, onAnswer?: (a: Answer) => void): Promise<Answer[]> {
+    const out: Answer[] = [];
+    const deadline = now() + PHASE_MS;
+    for (let i = 0; i < n && now() < deadline; i++) {
+      const a = await gql({ query: STOREFRONT, variables: { id: ids[(i * 7919) % ids.length] } }, { timeoutMs: 10_000 });
+      out.push(a);
+      onAnswer?.(a);
+    }
+    return out;
+  }
+  // ---- 1. alone, then under abuse --------------------------------------------------------------------------
+  await storefront(Math.min(50, REQUESTS)); // warm-up
+  row('storefront alone', fmt(stats(await storefront(REQUESTS))));
+
+  const rssBefore = rssMiB();
+  let abusing = true;
+  const refused = new Map<string, number>();
+  let served = 0;
+  const abuser = async (k: number) => {
+    for (let i = 0; abusing; i++) {
+      const a = await gql({ query: HEAVY, variables: { id: ids[(k * 104729 + i * 31) % ids.length] } }, { timeoutMs: 60_000 });
+      if (a.ok) served++;
+      else refused.set(a.code ?? `HTTP_${a.status}`, (refused.get(a.code ?? `HTTP_${a.status}`) ?? 0) + 1);
+      if (!a.ok && a.status === 0) await sleep(50); // a connection refused: do not spin
+    }
+  };
+  const abusers = Array.from({ length: ABUSERS }, (_, k) => abuser(k));
+  await sleep(500); // the abuse is under way before the storefront client measures
+  const underAbuse = await storefront(REQUESTS);
+  abusing = false;
+  await Promise.all(abusers);
+  const rssAfter = rssMiB();
+  row(`storefront with ${ABUSERS} abusive clients`, fmt(stats(underAbuse)));
+  row(
+    'abusive requests',
+    `${served} served, ${[...refused.values()].reduce((a, b) => a + b, 0)} refused (${[...refused].map(([c, n]) => `${c} ${n}`).join(', ') || 'none'})`,
+  );
+  row('server RSS before/after abuse', `${rssBefore ?? '?'} / ${rssAfter ?? '?'} MiB`);
+
+  // ---- 2. PostgreSQL restart under load, with a reindex job in flight --------------------------------------
+  const job = await gql({ query: 'mutation { reindex(onlyMissing: false, activate: true) { id state } }' }, { admin: true });
+  const jobId = (job.data as { reindex?: { id: string } } | undefined)?.reindex?.id ?? null;
+  const jobState = async () =>
+    jobId
+      ? ((
+          (await gql({ query: 'query($id: ID!) { reindexJob(id: $id) { state processed } }', variables: { id: jobId } }, { admin: true }))
+            .data as { reindexJob?: { state: string; processed: number } } | undefined
+        )?.reindexJob ?? null)
+      : null;
+  await sleep(2000);
+  const beforeRestart = await jobState();
+  let restartDoneAt = 0;
+  let firstSuccessAfter: number | null = null;
+  let loadOn = true;
+  const duringRestart: Answer[] = [];
+  const load = (async () => {
+    const deadline = now() + PHASE_MS;
+    for (let i = 0; loadOn && now() < deadline; i++) {
+      const a = await gql({ query: STOREFRONT, variables: { id: ids[(i * 7919) % ids.length] } }, { timeoutMs: 10_000 });
+      duringRestart.push(a);
+      if (a.ok && restartDoneAt && firstSuccessAfter === null) firstSuccessAfter = now() - restartDoneAt;
+      if (!a.ok) await sleep(20);
+    }
+  })();
+  await sleep(1000);
+  pgScript('restart'); // pg_ctl restart -m fast; returns once the server accepts connections again
+  restartDoneAt = now();
+  const until = now() + Math.min(PHASE_MS, 20_000);
+  while (firstSuccessAfter === null && now() < until && !exitInfo()) await sleep(50);
+  await sleep(3000);
+  loadOn = false;
+  await load;
+  const failed = duringRestart.filter((a) => !a.ok);
+  const codes = new Map<string, number>();
+  for (const a of failed) codes.set(a.code ?? '?', (codes.get(a.code ?? '?') ?? 0) + 1);
+  row(
+    'PG restart: failed storefront requests',
+    `${failed.length}/${duringRestart.length} (${[...codes].map(([c, n]) => `${c} ${n}`).join(', ') || 'none'})`,
+  );
+  row('PG restart: first success after the database is back', firstSuccessAfter === null ? 'none' : `${Math.round(firstSuccessAfter)} ms`);
+  const exit = exitInfo();
+  row('PG restart: server process alive', exit ? `no (${exit.slice(0, 120)})` : 'yes');
+  if (!exit) {
+    let after = await jobState();
+    const jobUntil = now() + Math.min(PHASE_MS, 30_000);
+    while (after && beforeRestart && after.state === 'running' && after.processed <= beforeRestart.processed && now() < jobUntil) {
+      await sleep(500);
+      after = await jobState();
+    }
+    row(
+      'PG restart: reindex job in flight',
+      !jobId || !beforeRestart || !after
+        ? `not measured (${job.code ?? 'no job'})`
+        : `${beforeRestart.state} ${beforeRestart.processed} before, ${after.state} ${after.processed} after: ${
+            after.processed > beforeRestart.processed || after.state === 'succeeded' ? 'resumed' : 'NOT resumed'
+          }`,
+    );
+    if (jobId) await gql({ query: 'mutation($id: ID!) { cancelReindex(id: $id) { state } }', variables: { id: jobId } }, { admin: true });
+  } else {
+    await startServer();
+  }
+
+  // ---- 3. SIGKILL in the middle of an upsert batch ------------------------------------------------------------
+  const UPSERT = 'mutation($p: [ProductInput!]!) { upsertProducts(products: $p) { id } }';
+  const outcomes: string[] = [];
+  const moments: string[] = [];
+  let allOrNothing = 0;
+  for (let run = 0; run < KILL_RUNS; run++) {
+    const prefix = `KILL${run}-`;
+    const products = imgs.slice(0, UPSERT_BATCH).map((im, i) => ({
+      sku: `${prefix}${i}`,
+      title: `kill test ${i}`,
+      category: 'bags',
+      image: { base64: im.bytes.toString('base64') }, // new skus: every image is thumbnailed and embedded
+    }));
+    const sent = gql({ query: UPSERT, variables: { p: products } }, { admin: true, timeoutMs: 60_000 });
+    // SIGKILL while the batch's transaction is open (its INSERTs seen in pg_stat_activity), else when the
+    // request ends: the outcome says which
+    const watch = new pg.Client({ connectionString: DATABASE_URL });
+    await watch.connect();
+    let answered = false;
+    void sent.then(() => (answered = true));
+    let inTransaction = false;
+    const killBy = now() + 30_000;
+    while (!answered && now() < killBy) {
+      const r = await watch.query<{ n: string }>(
+        `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+         AND xact_start IS NOT NULL AND (query ILIKE 'insert into%product%' OR query ILIKE 'insert into "product%')`,
+      );
+      if (Number(r.rows[0]!.n) > 0) {
+        inTransaction = true;
+        break;
+      }
+      await sleep(2);
+    }
+    await watch.end();
+    await stopServer('SIGKILL');
+    moments.push(inTransaction ? 'in the transaction' : answered ? 'after the answer' : 'before the transaction');
+    await sent;
+    await startServer();
+    const [r] = await query<{ products: string; with_vector: string }>(
+      `SELECT count(*) AS products, count(e.product_id) AS with_vector FROM products p
+       LEFT JOIN product_embeddings e ON e.product_id = p.id AND e.model_id = (SELECT id FROM embedding_models WHERE is_active)
+       WHERE p.sku LIKE $1 AND (p.image_sha256 IS NOT NULL)`,
+      [`${prefix}%`],
+    );
+    const n = Number(r!.products);
+    const v = Number(r!.with_vector);
+    const ok = (n === 0 || n === products.length) && v === n;
+    if (ok) allOrNothing++;
+    outcomes.push(`${moments.at(-1)}: ${n}/${products.length} stored, ${v} with vector`);
+  }
+  row('SIGKILL mid-upsert: all or nothing', `${allOrNothing}/${KILL_RUNS} runs (${outcomes.join('; ')})`);
+} finally {
+  await stopServer();
+  table(`Reliability (${PRODUCTS} products, tiny model, native PostgreSQL, ${REQUESTS} storefront requests per phase)`, rows);
+  fs.rmSync(modelDir, { recursive: true, force: true });
+  try {
+    const c = new pg.Client({ connectionString: clusterUrl });
+    await c.connect();
+    await c.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+    await c.end();
+  } catch {
+    /* the cluster may be gone */
+  }
+  if (startedCluster) pgScript('stop');
+}
