@@ -11,6 +11,7 @@
 import PgBoss from 'pg-boss';
 import { CompiledQuery, type Kysely, type Transaction } from 'kysely';
 import type { Database } from '../db/connect.js';
+import { databaseFault } from '../db/faults.js';
 import type { DB } from '../db/types.js';
 
 /** pg-boss's `db` option: rows come back untyped, as pg-boss reads them by column name itself. */
@@ -46,7 +47,30 @@ export function bossTrx(trx: Transaction<DB> | Kysely<DB>): BossDb {
 
 export const BOSS_SCHEMA = 'pgboss';
 
-export function createBoss(database: Database, opts: { pollIntervalMs: number }): PgBoss {
+let faultGuardInstalled = false;
+
+/**
+ * pg-boss 10 marks a finished job done or failed without awaiting the call (manager.js: `this.complete(…)`
+ * and `this.fail(…)` after the worker's callback), so when the database is down at that moment the
+ * rejection is unhandled and Node ends the process. The rejection is absorbed here only when it is a
+ * database fault: the job row stays active in pg-boss, expires, and is fetched again; the reindex job's
+ * own lease and fence (docs/reindex.md) keep it from running twice. Any other unhandled rejection still
+ * ends the process as Node's default does.
+ */
+export function absorbDatabaseFaultRejections(onFault: (err: unknown) => void): void {
+  if (faultGuardInstalled) return;
+  faultGuardInstalled = true;
+  process.on('unhandledRejection', (reason) => {
+    if (databaseFault(reason) !== null) {
+      onFault(reason);
+      return;
+    }
+    throw reason; // as without a handler: an uncaught exception
+  });
+}
+
+export function createBoss(database: Database, opts: { pollIntervalMs: number; onFault?: (err: unknown) => void }): PgBoss {
+  absorbDatabaseFaultRejections(opts.onFault ?? (() => {}));
   return new PgBoss({
     db: bossDb(database),
     schema: BOSS_SCHEMA,

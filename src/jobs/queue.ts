@@ -25,11 +25,17 @@ export class ReindexQueue {
 
   constructor(
     private readonly database: Database,
-    private readonly opts: { pollIntervalMs: number; maxAttempts: number; onError: (err: unknown) => void },
+    private readonly opts: {
+      pollIntervalMs: number;
+      maxAttempts: number;
+      onError: (err: unknown) => void;
+      /** A background queue call failed because the database is unreachable (see absorbDatabaseFaultRejections). */
+      onFault?: (err: unknown) => void;
+    },
   ) {}
 
   async start(): Promise<void> {
-    const boss = createBoss(this.database, { pollIntervalMs: this.opts.pollIntervalMs });
+    const boss = createBoss(this.database, { pollIntervalMs: this.opts.pollIntervalMs, onFault: this.opts.onFault ?? this.opts.onError });
     boss.on('error', this.opts.onError);
     await boss.start();
     this.boss = boss;

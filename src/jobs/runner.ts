@@ -6,6 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { ImageLimits } from '../images/decode.js';
+import { dbErrorFields } from '../db/faults.js';
 import type { Kysely } from 'kysely';
 import { AppError, ErrorCode } from '../errors.js';
 import type { Database } from '../db/connect.js';
@@ -68,7 +69,9 @@ export class JobRunner {
     this.queue = new ReindexQueue(database, {
       pollIntervalMs: opts.pollIntervalMs,
       maxAttempts: this.policy.maxAttempts,
-      onError: (err) => this.log.error({ err }, 'job queue error'),
+      onError: (err) => this.log.error({ err: dbErrorFields(err) }, 'job queue error'),
+      onFault: (err) =>
+        this.log.warn({ err: dbErrorFields(err) }, 'job queue call failed while the database was unreachable; the job is fetched again'),
     });
   }
 
