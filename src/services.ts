@@ -19,6 +19,7 @@ import type { FetchImageOptions } from './images/fetch.js';
 import { JobRunner } from './jobs/runner.js';
 import type { Logger } from './log.js';
 import { ModelService } from './models/service.js';
+import { CompareService } from './search/compare.js';
 import { SearchService } from './search/service.js';
 
 export interface Services {
@@ -27,6 +28,8 @@ export interface Services {
   database: Database;
   models: ModelService;
   search: SearchService;
+  /** compareModels: one query against several models, and their overlap. */
+  compare: CompareService;
   fetchOptions: FetchImageOptions;
   imageLimits: ImageLimits;
   /** What catalog/ingest needs: the same database, models and limits. */
@@ -187,7 +190,9 @@ async function fetchDefaultModel(config: Config, log: Logger): Promise<{ dir: st
 export async function buildServices(config: Config, log: Logger, overrides: ServiceOverrides = {}): Promise<Services> {
   let database: Database;
   try {
-    database = overrides.database ?? (await openConfiguredDatabase(config, log, { psqlPort: overrides.psqlPort ?? true, purpose: overrides.purpose ?? 'admin' }));
+    database =
+      overrides.database ??
+      (await openConfiguredDatabase(config, log, { psqlPort: overrides.psqlPort ?? true, purpose: overrides.purpose ?? 'admin' }));
   } catch (err) {
     await overrides.embedder?.embedder.close();
     throw err;
@@ -239,12 +244,14 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
     await close();
     throw err;
   }
+  const search = new SearchService(database.db, models, fetchOptions, imageLimits);
   return {
     config,
     log,
     database,
     models,
-    search: new SearchService(database.db, models, fetchOptions, imageLimits),
+    search,
+    compare: new CompareService(search, models, fetchOptions),
     fetchOptions,
     imageLimits,
     ingest: { db: database.db, models, fetchOptions, imageLimits },

@@ -1,5 +1,6 @@
 /**
- * Similarity search: turns a query (image, product, or text) into a vector of the active model,
+ * Similarity search: turns a query (image, product, or text) into a vector of the model it names
+ * (default: the active one; models/service.ts servingModel decides which can answer),
  * then runs the one filtered nearest-neighbour statement and hydrates the products.
  */
 import type { Kysely } from 'kysely';
@@ -23,6 +24,8 @@ export interface SearchArgs {
   filter?: ProductFilter | null;
   k?: number | null;
   minScore?: number | null;
+  /** A ready, loaded model's id; null/undefined: the active model. */
+  model?: string | null;
   /** Benchmarks and tests only. */
   strategy?: Strategy;
 }
@@ -66,17 +69,10 @@ export class SearchService {
     private readonly imageLimits: ImageLimits,
   ) {}
 
-  private async activeModel(): Promise<EmbeddingModel> {
-    const model = await this.models.activeModel();
-    if (!model)
-      throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'No embedding model is active yet: load one (README, "Models") and ingest products.');
-    return model;
-  }
-
   /** `image` comes validated from the surface (resolvers/inputs.ts): bytes, an http(s) URL, a product id. */
   async similarToImage(image: QueryImage, args: SearchArgs): Promise<SearchOutcome> {
     const opts = validateSearch(args);
-    const model = await this.activeModel();
+    const { model, embedder } = await this.models.servingModel(args.model);
     if (image.kind === 'product') {
       const vector = await storedVector(this.db, model.id, image.id);
       if (!vector) {
@@ -84,13 +80,12 @@ export class SearchService {
         const exists = await getProduct(this.db, image.id);
         throw new AppError(
           ErrorCode.NOT_FOUND,
-          exists ? `Product ${image.id} has no image vector for the active model ${model.id}` : `No product with id ${image.id}`,
+          exists ? `Product ${image.id} has no image vector for the model ${model.id}` : `No product with id ${image.id}`,
           { field: 'image.productId' },
         );
       }
       return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy });
     }
-    const embedder = this.models.require(model.id);
     const bytes = await loadImageBytes(image, this.fetchOptions);
     const [vector] = await embedImageBytes(embedder, [bytes], this.imageLimits);
     return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy });
@@ -101,8 +96,7 @@ export class SearchService {
     const query = text.trim();
     if (!query) throw badInput('text must not be empty', { field: 'text' });
     if (query.length > MAX_QUERY_TEXT) throw badInput(`text is longer than ${MAX_QUERY_TEXT} characters`, { field: 'text' });
-    const model = await this.activeModel();
-    const embedder = this.models.require(model.id);
+    const { model, embedder } = await this.models.servingModel(args.model);
     // SigLIP 2 was trained on lowercased text: queries differing only in case share one vector.
     const key = `${model.id}\n${query.toLowerCase()}`;
     let vector = this.textVectors.get(key);
