@@ -102,6 +102,28 @@ export function tokenizerConfigJson() {
   };
 }
 
+/**
+ * SigLIP v1's tokenizer files as the hub's exports have them: tokenizer_class SiglipTokenizer, </s> as
+ * both EOS and pad, do_lower_case; the vocabulary is the small stand-in's with <eos> named </s>.
+ */
+export function siglipV1TokenizerFiles(): { json: object; config: Record<string, unknown>; vocabSize: number } {
+  const { json, vocabSize } = tinyTokenizerJson();
+  const text = JSON.stringify(json).replaceAll('"<eos>"', '"</s>"');
+  return {
+    json: JSON.parse(text) as object,
+    vocabSize,
+    config: {
+      do_lower_case: true,
+      eos_token: '</s>',
+      pad_token: '</s>',
+      unk_token: '<unk>',
+      model_max_length: TEXT_MAX_LENGTH,
+      tokenizer_class: 'SiglipTokenizer',
+      clean_up_tokenization_spaces: true,
+    },
+  };
+}
+
 export function preprocessorConfigJson(imageSize: number) {
   return {
     do_convert_rgb: null,
