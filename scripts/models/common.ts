@@ -148,7 +148,15 @@ export function tinyTextModel(opts: { vocabSize: number; hidden: number; dimensi
   return tinyTextGraph(opts).encode();
 }
 
-export function tinyTextGraph(opts: { vocabSize: number; hidden: number; dimension: number; seed: number }): GraphBuilder {
+export function tinyTextGraph(opts: {
+  vocabSize: number;
+  hidden: number;
+  dimension: number;
+  seed: number;
+  /** The embedding output's name: pooler_output (default) or text_embeds, as some exports name it. */
+  outputName?: string;
+}): GraphBuilder {
+  const outName = opts.outputName ?? 'pooler_output';
   const rng = new Rng(opts.seed);
   const g = new GraphBuilder('text_model');
   const ids = g.input('input_ids', INT64, ['batch_size', TEXT_MAX_LENGTH]);
@@ -159,9 +167,9 @@ export function tinyTextGraph(opts: { vocabSize: number; hidden: number; dimensi
   const mean = g.op('ReduceMean', [hidden], { axes: [1], keepdims: 0 });
   const act = g.op('Tanh', [mean]);
   const proj = g.weight('head', [opts.hidden, opts.dimension], rng.normals(opts.hidden * opts.dimension, 1 / Math.sqrt(opts.hidden)));
-  g.op('MatMul', [act, proj], {}, 'pooler_output');
+  g.op('MatMul', [act, proj], {}, outName);
   g.output('last_hidden_state', FLOAT, ['batch_size', TEXT_MAX_LENGTH, opts.hidden]);
-  g.output('pooler_output', FLOAT, ['batch_size', opts.dimension]);
+  g.output(outName, FLOAT, ['batch_size', opts.dimension]);
   return g;
 }
 

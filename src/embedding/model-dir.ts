@@ -139,7 +139,7 @@ export function parsePreprocessorConfig(pp: Record<string, unknown>, fallbackSiz
   let height = num(size['height']);
   const shortest = num(size['shortest_edge']);
   if ((width === undefined || height === undefined) && shortest !== undefined) width = height = shortest;
-  if ((width === undefined || height === undefined) && typeof pp['size'] === 'number') width = height = pp['size'] as number;
+  if ((width === undefined || height === undefined) && typeof pp['size'] === 'number') width = height = pp['size'];
   if ((width === undefined || height === undefined) && fallbackSize) width = height = fallbackSize;
   if (!width || !height || width < 1 || height < 1) {
     throw unavailable('preprocessor_config.json: size.height/size.width missing (expected e.g. {"height":224,"width":224})', {

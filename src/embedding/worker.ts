@@ -233,7 +233,7 @@ async function start() {
 }
 
 // Messages are handled strictly one at a time (the engine never sends a second run before the first returns).
-port.on('message', async (msg: ToWorker) => {
+async function onMessage(msg: ToWorker): Promise<void> {
   if (msg.type === 'memory') {
     const m = process.memoryUsage();
     post({ type: 'memory', id: msg.id, rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers });
@@ -262,6 +262,7 @@ port.on('message', async (msg: ToWorker) => {
       message: err instanceof Error ? err.message : String(err),
     });
   }
-});
+}
+port.on('message', (msg: ToWorker) => void onMessage(msg));
 
 await start();
