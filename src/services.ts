@@ -234,6 +234,8 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
       const info = embedder.info();
       log.info({ model: model.id, dimension: info.dimension, provider: info.provider, active: model.isActive }, 'embedding model loaded');
     }
+    // the serving process also loads the other ready models in the cache (several models served at once)
+    if (overrides.purpose === 'service' && overrides.model !== 'none') await models.loadServable();
 
     if (jobsMode !== 'off') {
       jobsStarted = true; // stopped on failure too: start() may fail with the queue half up

@@ -147,6 +147,27 @@ export class ModelService {
     return { model, embedder };
   }
 
+  /**
+   * At serve start: loads from the model cache every registered model that can answer queries (ready, or
+   * marked keep-current) and is not loaded yet, so a model built by `vps reindex --no-activate` in another
+   * process answers `model:` and compareModels after a restart. A model that fails to load is logged and
+   * stays MODEL_UNAVAILABLE; it never stops the service.
+   */
+  async loadServable(): Promise<string[]> {
+    const loaded: string[] = [];
+    for (const m of await listModels(this.database.db)) {
+      if (this.loaded.has(m.id) || !(m.status === 'ready' || m.keepCurrent) || !cachedModelDir(m.id)) continue;
+      try {
+        await this.resolve(m.id);
+        loaded.push(m.id);
+        this.log.info({ model: m.id }, 'loaded a ready model from the model cache: it answers model: and compareModels');
+      } catch (err) {
+        this.log.warn({ model: m.id, err: err instanceof Error ? err.message : String(err) }, 'a ready model could not be loaded');
+      }
+    }
+    return loaded;
+  }
+
   /** Marks a model to be kept current by ingest (or not); returns the updated row. */
   async setKeepCurrent(id: string, keep: boolean): Promise<EmbeddingModel> {
     const model = await getModel(this.database.db, id);
