@@ -87,7 +87,8 @@ export interface Embedder {
   close(): Promise<void>;
 }
 
-type LogLike = { info: Function; warn: Function; error: Function };
+// method syntax: parameters are checked bivariantly, so pino loggers and the tests' recorders both fit
+type LogLike = { info(...args: unknown[]): unknown; warn(...args: unknown[]): unknown; error(...args: unknown[]): unknown };
 
 export const MAX_TEXT_CHARS = 2000;
 
