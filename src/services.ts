@@ -19,6 +19,7 @@ import type { FetchImageOptions } from './images/fetch.js';
 import { JobRunner } from './jobs/runner.js';
 import type { Logger } from './log.js';
 import { ModelService } from './models/service.js';
+import { CompareService } from './search/compare.js';
 import { SearchService } from './search/service.js';
 
 export interface Services {
@@ -27,6 +28,8 @@ export interface Services {
   database: Database;
   models: ModelService;
   search: SearchService;
+  /** compareModels: one query against several models, and their overlap. */
+  compare: CompareService;
   fetchOptions: FetchImageOptions;
   imageLimits: ImageLimits;
   /** What catalog/ingest needs: the same database, models and limits. */
@@ -231,6 +234,8 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
       const info = embedder.info();
       log.info({ model: model.id, dimension: info.dimension, provider: info.provider, active: model.isActive }, 'embedding model loaded');
     }
+    // the serving process also loads the other ready models in the cache (several models served at once)
+    if (overrides.purpose === 'service' && overrides.model !== 'none') await models.loadServable();
 
     if (jobsMode !== 'off') {
       jobsStarted = true; // stopped on failure too: start() may fail with the queue half up
@@ -241,12 +246,14 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
     await close();
     throw err;
   }
+  const search = new SearchService(database.db, models, fetchOptions, imageLimits);
   return {
     config,
     log,
     database,
     models,
-    search: new SearchService(database.db, models, fetchOptions, imageLimits),
+    search,
+    compare: new CompareService(search, models, fetchOptions),
     fetchOptions,
     imageLimits,
     ingest: { db: database.db, models, fetchOptions, imageLimits },

@@ -102,6 +102,28 @@ export function tokenizerConfigJson() {
   };
 }
 
+/**
+ * SigLIP v1's tokenizer files as the hub's exports have them: tokenizer_class SiglipTokenizer, </s> as
+ * both EOS and pad, do_lower_case; the vocabulary is the small stand-in's with <eos> named </s>.
+ */
+export function siglipV1TokenizerFiles(): { json: object; config: Record<string, unknown>; vocabSize: number } {
+  const { json, vocabSize } = tinyTokenizerJson();
+  const text = JSON.stringify(json).replaceAll('"<eos>"', '"</s>"');
+  return {
+    json: JSON.parse(text) as object,
+    vocabSize,
+    config: {
+      do_lower_case: true,
+      eos_token: '</s>',
+      pad_token: '</s>',
+      unk_token: '<unk>',
+      model_max_length: TEXT_MAX_LENGTH,
+      tokenizer_class: 'SiglipTokenizer',
+      clean_up_tokenization_spaces: true,
+    },
+  };
+}
+
 export function preprocessorConfigJson(imageSize: number) {
   return {
     do_convert_rgb: null,
@@ -126,7 +148,15 @@ export function tinyTextModel(opts: { vocabSize: number; hidden: number; dimensi
   return tinyTextGraph(opts).encode();
 }
 
-export function tinyTextGraph(opts: { vocabSize: number; hidden: number; dimension: number; seed: number }): GraphBuilder {
+export function tinyTextGraph(opts: {
+  vocabSize: number;
+  hidden: number;
+  dimension: number;
+  seed: number;
+  /** The embedding output's name: pooler_output (default) or text_embeds, as some exports name it. */
+  outputName?: string;
+}): GraphBuilder {
+  const outName = opts.outputName ?? 'pooler_output';
   const rng = new Rng(opts.seed);
   const g = new GraphBuilder('text_model');
   const ids = g.input('input_ids', INT64, ['batch_size', TEXT_MAX_LENGTH]);
@@ -137,9 +167,9 @@ export function tinyTextGraph(opts: { vocabSize: number; hidden: number; dimensi
   const mean = g.op('ReduceMean', [hidden], { axes: [1], keepdims: 0 });
   const act = g.op('Tanh', [mean]);
   const proj = g.weight('head', [opts.hidden, opts.dimension], rng.normals(opts.hidden * opts.dimension, 1 / Math.sqrt(opts.hidden)));
-  g.op('MatMul', [act, proj], {}, 'pooler_output');
+  g.op('MatMul', [act, proj], {}, outName);
   g.output('last_hidden_state', FLOAT, ['batch_size', TEXT_MAX_LENGTH, opts.hidden]);
-  g.output('pooler_output', FLOAT, ['batch_size', opts.dimension]);
+  g.output(outName, FLOAT, ['batch_size', opts.dimension]);
   return g;
 }
 

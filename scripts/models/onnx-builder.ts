@@ -158,6 +158,44 @@ export class GraphBuilder {
   }
 
   /**
+   * The graph with its large initializers (≥ minBytes) in an external data file, as exports over 2 GB
+   * must be and many hub exports are (`onnx/vision_model.onnx` + `onnx/vision_model.onnx_data`):
+   * each such tensor has data_location EXTERNAL and location/offset/length, offsets 4 KiB-aligned as
+   * the ONNX converter writes them. `location` is relative to the .onnx file.
+   */
+  encodeWithExternalData(location: string, minBytes = 1024, opset = 17): { model: Uint8Array; data: Uint8Array } {
+    const chunks: Uint8Array[] = [];
+    let offset = 0;
+    const inits = this.initializers.map((t) => {
+      if (t.rawData.byteLength < minBytes) return t;
+      const pad = (4096 - (offset % 4096)) % 4096;
+      if (pad) chunks.push(new Uint8Array(pad));
+      offset += pad;
+      chunks.push(t.rawData);
+      const entry = {
+        name: t.name,
+        dims: t.dims,
+        dataType: t.dataType,
+        dataLocation: 1, // EXTERNAL
+        externalData: [
+          { key: 'location', value: location },
+          { key: 'offset', value: String(offset) },
+          { key: 'length', value: String(t.rawData.byteLength) },
+        ],
+      };
+      offset += t.rawData.byteLength;
+      return entry;
+    });
+    const data = new Uint8Array(offset);
+    let at = 0;
+    for (const c of chunks) {
+      data.set(c, at);
+      at += c.byteLength;
+    }
+    return { model: this.encodeGraph(this.nodes, inits as TensorSpec[], opset), data };
+  }
+
+  /**
    * The graph as ONNX Runtime's `quantize_dynamic` (MatMul and Gather, weights QInt8 symmetric,
    * activations QUInt8) writes it, i.e. the form of the hub's `*_quantized.onnx` exports, built here from
    * the fp32 weights because the Python quantizer is not available to this project:

@@ -15,7 +15,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FLOAT, GraphBuilder, INT64, Rng } from './onnx-builder.js';
-import { siglipConfigJson, TEXT_MAX_LENGTH, tinyTextGraph, tinyTokenizerJson, writeLayout } from './common.js';
+import { siglipConfigJson, siglipV1TokenizerFiles, TEXT_MAX_LENGTH, tinyTextGraph, tinyTokenizerJson, writeLayout } from './common.js';
 
 export interface SiglipVisionOptions {
   imageSize?: number;
@@ -33,12 +33,18 @@ export interface SiglipVisionOptions {
    * weights with uint8 activations, per output channel (see GraphBuilder.encodeQuantized).
    */
   quantized?: boolean;
+  /**
+   * 'siglip2' (default): SigLIP 2 FixRes (Gemma tokenizer). 'siglip': SigLIP v1 as the hub exports it
+   * (google/siglip-base-patch16-384: the same vision tower, SiglipTokenizer with </s> as EOS and pad).
+   */
+  family?: 'siglip' | 'siglip2';
 }
 
 export const B16_MODEL_ID = 'vps/siglip2-base-patch16-224-random';
+export const V1_384_MODEL_ID = 'vps/siglip-base-patch16-384-random';
 
 /** The pieces both towers are made of (pre-norm transformer encoder blocks, as in SigLIP). */
-function transformerBlocks(g: GraphBuilder, rng: Rng, H: number, NH: number, M: number) {
+export function transformerBlocks(g: GraphBuilder, rng: Rng, H: number, NH: number, M: number) {
   const dh = H / NH;
   const std = 0.02;
   const W = (name: string, dims: number[], s = std) =>
@@ -65,22 +71,24 @@ function transformerBlocks(g: GraphBuilder, rng: Rng, H: number, NH: number, M: 
   };
   const mlpBlock = (x: string, name: string) => linear(geluTanh(linear(x, H, M, `${name}.fc1`)), M, H, `${name}.fc2`);
   const splitHeads = (x: string, perm: number[]) => g.op('Transpose', [g.op('Reshape', [x, g.ints('shape', [0, 0, NH, dh])])], { perm });
-  const attention = (q: string, kv: string, name: string) => {
+  /** maskAdd: an additive [B,1,1,N] mask (0 for real tokens, a large negative for padding), as NaFlex uses. */
+  const attention = (q: string, kv: string, name: string, maskAdd?: string) => {
     const Q = splitHeads(linear(q, H, H, `${name}.q_proj`), [0, 2, 1, 3]); // [B,h,Nq,dh]
     const K = splitHeads(linear(kv, H, H, `${name}.k_proj`), [0, 2, 3, 1]); // [B,h,dh,N]
     const V = splitHeads(linear(kv, H, H, `${name}.v_proj`), [0, 2, 1, 3]); // [B,h,N,dh]
-    const scores = g.op('Mul', [g.op('MatMul', [Q, K]), g.scalar('scale', 1 / Math.sqrt(dh))]);
+    const scaled = g.op('Mul', [g.op('MatMul', [Q, K]), g.scalar('scale', 1 / Math.sqrt(dh))]);
+    const scores = maskAdd ? g.op('Add', [scaled, maskAdd]) : scaled;
     const probs = g.op('Softmax', [scores], { axis: -1 });
     const ctx = g.op('Transpose', [g.op('MatMul', [probs, V])], { perm: [0, 2, 1, 3] });
     const merged = g.op('Reshape', [ctx, g.ints('shape', [0, 0, H])]);
     return linear(merged, H, H, `${name}.out_proj`);
   };
-  const encoder = (input: string, layers: number) => {
+  const encoder = (input: string, layers: number, maskAdd?: string) => {
     let x = input;
     for (let l = 0; l < layers; l++) {
       const p = `encoder.layers.${l}`;
       const h = layerNorm(x, `${p}.layer_norm1`);
-      x = g.op('Add', [x, attention(h, h, `${p}.self_attn`)]);
+      x = g.op('Add', [x, attention(h, h, `${p}.self_attn`, maskAdd)]);
       x = g.op('Add', [x, mlpBlock(layerNorm(x, `${p}.layer_norm2`), `${p}.mlp`)]);
     }
     return x;
@@ -88,7 +96,7 @@ function transformerBlocks(g: GraphBuilder, rng: Rng, H: number, NH: number, M: 
   return { W, zeros, linear, layerNorm, mlpBlock, attention, encoder };
 }
 
-function buildVision(o: Required<Omit<SiglipVisionOptions, 'modelId' | 'textTower' | 'quantized'>>): GraphBuilder {
+function buildVision(o: Required<Omit<SiglipVisionOptions, 'modelId' | 'textTower' | 'quantized' | 'family'>>): GraphBuilder {
   const { imageSize: S, patchSize: P, hidden: H, layers: L, heads: NH, mlp: M } = o;
   if (S % P !== 0) throw new Error('imageSize must be a multiple of patchSize');
   if (H % NH !== 0) throw new Error('hidden must be a multiple of heads');
@@ -153,7 +161,8 @@ export async function writeSiglipVisionModel(dir: string, opts: SiglipVisionOpti
     mlp: opts.mlp ?? 3072,
     seed: opts.seed ?? 20250220,
   };
-  const { json: tokenizer, vocabSize } = tinyTokenizerJson();
+  const v1 = opts.family === 'siglip' ? siglipV1TokenizerFiles() : null;
+  const { json: tokenizer, vocabSize } = v1 ?? tinyTokenizerJson();
   const config = siglipConfigJson({
     modelId: opts.modelId ?? B16_MODEL_ID,
     vocabSize,
@@ -186,6 +195,7 @@ export async function writeSiglipVisionModel(dir: string, opts: SiglipVisionOpti
     ? buildBaseText(o.seed + 1, o.hidden)
     : tinyTextGraph({ vocabSize, hidden: 64, dimension: o.hidden, seed: o.seed + 1 });
   await writeLayout(dir, { config, imageSize: o.imageSize, tokenizer, vision: vision.encode(), text: text.encode() });
+  if (v1) await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(v1.config, null, 2));
   if (opts.quantized ?? true) {
     // per output channel: a finer fit than one scale per matrix at no extra work (ONNX Runtime's fused
     // DynamicQuantizeMatMul takes per-column scales natively); per-matrix is encodeQuantized({ perChannel:

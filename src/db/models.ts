@@ -12,6 +12,8 @@ export interface EmbeddingModel {
   dimension: number;
   status: 'building' | 'ready' | 'retired';
   isActive: boolean;
+  /** Ingest keeps embedding new images for it while it is neither active nor building. */
+  keepCurrent: boolean;
   createdAt: Date;
   activatedAt: Date | null;
 }
@@ -24,6 +26,7 @@ function toModel(r: Selectable<EmbeddingModelsTable>): EmbeddingModel {
     dimension: r.dimension,
     status: r.status,
     isActive: r.is_active,
+    keepCurrent: r.keep_current,
     createdAt: new Date(r.created_at),
     activatedAt: r.activated_at ? new Date(r.activated_at) : null,
   };
@@ -82,4 +85,8 @@ export async function activateModel(db: Db, id: string): Promise<void> {
 
 export async function setModelStatus(db: Db, id: string, status: EmbeddingModel['status']): Promise<void> {
   await db.updateTable('embedding_models').set({ status }).where('id', '=', id).execute();
+}
+
+export async function setModelKeepCurrent(db: Db, id: string, keep: boolean): Promise<void> {
+  await db.updateTable('embedding_models').set({ keep_current: keep }).where('id', '=', id).execute();
 }

@@ -29,6 +29,8 @@ export interface EmbeddingModelsTable {
   is_active: Generated<boolean>;
   created_at: Generated<Date>;
   activated_at: Date | null;
+  /** Ingest embeds for it although neither active nor building (migration 0006). */
+  keep_current: Generated<boolean>;
 }
 
 export interface ProductEmbeddingsTable {

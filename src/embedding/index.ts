@@ -1,7 +1,8 @@
 /**
  * In-process SigLIP 2 embedding engine.
  *
- *   pixels (8-bit RGB at inputSize(), decoded and bounded by images/) ─► normalise (preprocess.ts)
+ *   pixels (8-bit RGB of any size, decoded and bounded by images/) ─► resize + normalise (preprocess.ts;
+ *         NaFlex: aspect-preserving resize, patches, mask, spatial shape in naflex.ts)
  *   text  ─► lowercase + tokenizer.json + EOS + pad to 64 (tokenizer.ts)
  *         ─► micro-batcher (batcher.ts) ─► worker pool (pool.ts; one ORT session per tower per worker)
  *         ─► pooler_output, L2-normalised
@@ -15,6 +16,7 @@ import { MicroBatcher } from './batcher.js';
 import { DEFAULT_MODEL_REPO, modelCachePath } from './hub-paths.js';
 import { loadModelDir, modelIdFor, type ModelFiles } from './model-dir.js';
 import { WorkerPool, type Logger } from './pool.js';
+import { naflexPreprocess, type NaflexInput } from './naflex.js';
 import { resizeForModel, rgbToTensor } from './preprocess.js';
 import type { Kind } from './protocol.js';
 import { PROVIDERS, type ProviderName } from './providers.js';
@@ -85,8 +87,8 @@ export interface Embedder {
   close(): Promise<void>;
 }
 
-type LogFn = (...args: unknown[]) => void;
-type LogLike = { info: LogFn; warn: LogFn; error: LogFn };
+// method syntax: parameters are checked bivariantly, so pino loggers and the tests' recorders both fit
+type LogLike = { info(...args: unknown[]): unknown; warn(...args: unknown[]): unknown; error(...args: unknown[]): unknown };
 
 export const MAX_TEXT_CHARS = 2000;
 
@@ -112,7 +114,7 @@ function validateOptions(o: EmbedderOptions): void {
   if (!(Number.isFinite(o.maxWaitMs) && o.maxWaitMs >= 0)) throw bad('maxWaitMs must be ≥ 0');
 }
 
-type Payload = Float32Array | { ids: BigInt64Array; mask: BigInt64Array };
+type Payload = Float32Array | NaflexInput | { ids: BigInt64Array; mask: BigInt64Array };
 
 class EmbedderImpl implements Embedder {
   constructor(
@@ -143,6 +145,8 @@ class EmbedderImpl implements Embedder {
           index,
         });
       }
+      // NaFlex keeps the aspect ratio (naflex.ts); FixRes squashes to S×S
+      if (spec.naflex) return naflexPreprocess(img, spec, spec.naflex);
       return rgbToTensor(resizeForModel(img, spec), spec.width, spec.height, spec);
     });
     return Promise.all(tensors.map((t) => this.batcher.submit('image', t)));
@@ -215,6 +219,7 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
       imageWidth: files.preprocess.width,
       imageHeight: files.preprocess.height,
       textMaxLength: tokenizer.maxLength,
+      ...(files.preprocess.naflex ? { naflex: files.preprocess.naflex } : {}),
       warmup: true,
     },
     opts.workers,
@@ -236,7 +241,8 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
       'embedding: EMBEDDING_VARIANT=auto chose the fastest variant present for this execution provider',
     );
   }
-  const imageElems = 3 * files.preprocess.width * files.preprocess.height;
+  const naflex = files.preprocess.naflex;
+  const imageElems = naflex ? naflex.maxNumPatches * 3 * naflex.patchSize ** 2 : 3 * files.preprocess.width * files.preprocess.height;
   const L = tokenizer.maxLength;
   const dim = files.dimension;
   const batcher = new MicroBatcher<Kind, Payload, Float32Array>(
@@ -246,7 +252,20 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
       async run(kind, payloads) {
         const B = payloads.length;
         let out: Float32Array;
-        if (kind === 'image') {
+        if (kind === 'image' && naflex) {
+          const N = naflex.maxNumPatches;
+          const data = new Float32Array(B * imageElems);
+          const mask = new BigInt64Array(B * N);
+          const shapes = new BigInt64Array(B * 2);
+          payloads.forEach((p, i) => {
+            const x = p as NaflexInput;
+            data.set(x.pixels, i * imageElems);
+            for (let n = 0; n < N; n++) mask[i * N + n] = BigInt(x.mask[n]!);
+            shapes[i * 2] = BigInt(x.rows);
+            shapes[i * 2 + 1] = BigInt(x.cols);
+          });
+          out = await pool.run('image', B, data, mask, shapes);
+        } else if (kind === 'image') {
           const data = new Float32Array(B * imageElems);
           payloads.forEach((p, i) => data.set(p as Float32Array, i * imageElems));
           out = await pool.run('image', B, data);

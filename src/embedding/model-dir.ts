@@ -8,7 +8,7 @@
  * them (tensor names, dtypes, dimension). Every failure is a MODEL_UNAVAILABLE naming the file and what
  * was expected.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { AppError, ErrorCode } from '../errors.js';
 import { deriveModelId, modelIdFor } from '../models/ids.js';
@@ -27,6 +27,11 @@ export interface PreprocessSpec {
   std: [number, number, number];
   /** PIL resample code from the config (2 = bilinear); informational: Pillow-identical bilinear (resize.ts) is used. */
   resample: number;
+  /**
+   * SigLIP 2 NaFlex (Siglip2ImageProcessor): patches at the image's own aspect ratio (naflex.ts);
+   * width/height are then only the nominal square of the same patch budget (info, inputSize()).
+   */
+  naflex?: { patchSize: number; maxNumPatches: number };
 }
 
 /** The graph files of one variant. */
@@ -105,6 +110,30 @@ function triple(v: unknown, name: string, fallback: number): [number, number, nu
 }
 
 export function parsePreprocessorConfig(pp: Record<string, unknown>, fallbackSize?: number): PreprocessSpec {
+  const processor = typeof pp['image_processor_type'] === 'string' ? pp['image_processor_type'] : '';
+  if (/^Siglip2ImageProcessor/.test(processor) || pp['max_num_patches'] !== undefined) {
+    // the processor's defaults where the file leaves them out: 16-px patches, 256 of them
+    const patchSize = num(pp['patch_size']) ?? 16;
+    const maxNumPatches = num(pp['max_num_patches']) ?? 256;
+    if (!Number.isInteger(patchSize) || patchSize < 1 || !Number.isInteger(maxNumPatches) || maxNumPatches < 1) {
+      throw unavailable('preprocessor_config.json: patch_size and max_num_patches must be positive integers', {
+        file: 'preprocessor_config.json',
+      });
+    }
+    const side = patchSize * Math.floor(Math.sqrt(maxNumPatches));
+    return {
+      width: side,
+      height: side,
+      doResize: pp['do_resize'] !== false,
+      doRescale: pp['do_rescale'] !== false,
+      rescaleFactor: num(pp['rescale_factor']) ?? 1 / 255,
+      doNormalize: pp['do_normalize'] !== false,
+      mean: triple(pp['image_mean'], 'image_mean', 0.5),
+      std: triple(pp['image_std'], 'image_std', 0.5),
+      resample: num(pp['resample']) ?? 2,
+      naflex: { patchSize, maxNumPatches },
+    };
+  }
   const size = obj(pp['size']);
   let width = num(size['width']);
   let height = num(size['height']);
@@ -174,6 +203,56 @@ export function pickAutoVariant(
   return [...AUTO_VARIANT_ORDER[provider], ...fallbacks].find(present);
 }
 
+/** A number, or a one-element array of one (how tensors are often dumped to JSON). */
+const scalarOf = (v: unknown): number | undefined => num(Array.isArray(v) && v.length === 1 ? v[0] : v);
+
+/**
+ * SigLIP's logit scale (log space, as the model's parameter: ~4.7 trained) and bias. config.json carries
+ * them in our exports; exports in the wild often put them in a side file instead (logit_scale.json,
+ * logits.json, onnx/logit_params.json, …): any JSON file whose name mentions "logit", in the directory or
+ * onnx/, with numeric logit_scale/logit_bias (top level or under one key). A scale above 20 cannot be a log
+ * (exp(20) ≈ 5·10⁸) and is taken as the already-exponentiated factor.
+ */
+export async function readLogitCalibration(
+  dir: string,
+  config: Record<string, unknown>,
+): Promise<{ logitScale?: number; logitBias?: number; file?: string }> {
+  const pick = (o: Record<string, unknown>) => {
+    const scale = scalarOf(o['logit_scale']);
+    const bias = scalarOf(o['logit_bias']);
+    return scale === undefined || bias === undefined ? null : { logitScale: scale > 20 ? Math.log(scale) : scale, logitBias: bias };
+  };
+  // config.json, when it names either, is read as it always was (no side file consulted)
+  if (config['logit_scale'] !== undefined || config['logit_bias'] !== undefined) {
+    return { logitScale: num(config['logit_scale']), logitBias: num(config['logit_bias']) };
+  }
+  for (const sub of ['', 'onnx']) {
+    let names: string[];
+    try {
+      names = (await readdir(join(dir, sub))).filter((n) => /logit/i.test(n) && n.endsWith('.json')).sort();
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const rel = sub ? `${sub}/${name}` : name;
+      let value: Record<string, unknown>;
+      try {
+        value = await readJson(dir, rel);
+      } catch {
+        continue; // not ours to refuse the model for: the calibration is optional
+      }
+      const found =
+        pick(value) ??
+        Object.values(value)
+          .map((v) => pick(obj(v)))
+          .find((x) => x !== null) ??
+        null;
+      if (found) return { ...found, file: rel };
+    }
+  }
+  return {};
+}
+
 async function isFile(path: string): Promise<boolean> {
   try {
     const s = await stat(path);
@@ -209,7 +288,7 @@ export async function loadModelDir(dirArg: string, variantArg?: string, provider
     );
   }
   const preprocess = parsePreprocessorConfig(pp, num(vision['image_size']));
-  const visionImage = num(vision['image_size']);
+  const visionImage = preprocess.naflex ? undefined : num(vision['image_size']);
   if (visionImage !== undefined && (preprocess.width !== visionImage || preprocess.height !== visionImage)) {
     throw unavailable(
       `preprocessor_config.json size ${preprocess.width}×${preprocess.height} differs from config.json vision_config.image_size ${visionImage}`,
@@ -259,6 +338,7 @@ export async function loadModelDir(dirArg: string, variantArg?: string, provider
     (num(tokenizerConfig['model_max_length']) !== undefined && (tokenizerConfig['model_max_length'] as number) <= 4096
       ? (tokenizerConfig['model_max_length'] as number)
       : 64);
+  const calibration = await readLogitCalibration(dir, config);
   return {
     dir,
     modelId,
@@ -272,7 +352,7 @@ export async function loadModelDir(dirArg: string, variantArg?: string, provider
     tokenizerJson,
     tokenizerConfig,
     textMaxLength,
-    logitScale: num(config['logit_scale']),
-    logitBias: num(config['logit_bias']),
+    logitScale: calibration.logitScale,
+    logitBias: calibration.logitBias,
   };
 }

@@ -188,17 +188,27 @@ export class WorkerPool {
     return !this.closing && this.slots.some((s) => s.state !== 'dead');
   }
 
-  run(kind: Kind, batch: number, data: Float32Array | BigInt64Array, mask?: BigInt64Array): Promise<Float32Array> {
+  run(kind: Kind, batch: number, data: Float32Array | BigInt64Array, mask?: BigInt64Array, shapes?: BigInt64Array): Promise<Float32Array> {
     const slot = this.slots.find((s) => s.state === 'ready' && !s.inflight);
     if (!slot || !slot.worker) return Promise.reject(new AppError(ErrorCode.EMBEDDING_FAILED, 'No free embedding worker'));
     const id = this.nextId++;
     const worker = slot.worker;
     return new Promise<Float32Array>((resolve, reject) => {
       slot.inflight = { id, resolve, reject };
-      const msg: ToWorker = { type: 'run', id, kind, batch, data, mask, ...(this.crashNext ? { crash: true } : {}) };
+      const msg: ToWorker = {
+        type: 'run',
+        id,
+        kind,
+        batch,
+        data,
+        mask,
+        ...(shapes ? { shapes } : {}),
+        ...(this.crashNext ? { crash: true } : {}),
+      };
       this.crashNext = false;
       const transfer: ArrayBuffer[] = [data.buffer as ArrayBuffer];
       if (mask) transfer.push(mask.buffer as ArrayBuffer);
+      if (shapes) transfer.push(shapes.buffer as ArrayBuffer);
       worker.postMessage(msg, transfer);
     });
   }

@@ -15,6 +15,8 @@ export interface WorkerInit {
   imageWidth: number;
   imageHeight: number;
   textMaxLength: number;
+  /** SigLIP 2 NaFlex: the vision tower takes patches [B,N,3·P·P], pixel_attention_mask and spatial_shapes. */
+  naflex?: { patchSize: number; maxNumPatches: number };
   /** Warm-up run at start (validates the output dimension for real). */
   warmup: boolean;
 }
@@ -22,7 +24,18 @@ export interface WorkerInit {
 export type Kind = 'image' | 'text';
 
 export type ToWorker =
-  | { type: 'run'; id: number; kind: Kind; batch: number; data: Float32Array | BigInt64Array; mask?: BigInt64Array; crash?: boolean }
+  | {
+      type: 'run';
+      id: number;
+      kind: Kind;
+      batch: number;
+      data: Float32Array | BigInt64Array;
+      /** text: attention_mask [B,L]; NaFlex images: pixel_attention_mask [B,N]. */
+      mask?: BigInt64Array;
+      /** NaFlex images: spatial_shapes [B,2] (patch rows, patch columns). */
+      shapes?: BigInt64Array;
+      crash?: boolean;
+    }
   | { type: 'memory'; id: number }
   /** Finish the current batch, release the sessions, exit. */
   | { type: 'close' }

@@ -1,8 +1,14 @@
 /**
- * SigLIP 2 text preprocessing with tokenizer.json through @huggingface/tokenizers:
- * lowercase (SigLIP 2 was trained on lowercased text; its shipped tokenizer does not lowercase),
- * encode without the tokenizer's own special tokens, append EOS, truncate so that EOS stays last,
- * right-pad with the pad id to the fixed length (64).
+ * SigLIP text preprocessing with tokenizer.json through @huggingface/tokenizers, in the convention of the
+ * model family (textConvention, from tokenizer_config.json):
+ * - SigLIP 2 (Gemma tokenizer): lowercase (SigLIP 2 was trained on lowercased text; its shipped tokenizer
+ *   does not lowercase);
+ * - SigLIP v1 (SiglipTokenizer): what HF's SiglipTokenizer does before SentencePiece: lowercase
+ *   (do_lower_case, default true), remove ASCII punctuation, collapse runs of whitespace to one space, trim
+ *   (big_vision's canonicalisation the model was trained with); EOS and pad are both </s>.
+ * Then both: encode without the tokenizer's own special tokens, append EOS, truncate so that EOS stays
+ * last, right-pad with the pad id to the fixed length (64; SiglipProcessor users pad to max_length
+ * because the text tower pools the last position).
  */
 import { Tokenizer } from '@huggingface/tokenizers';
 import { AppError, ErrorCode } from '../errors.js';
@@ -21,6 +27,7 @@ export interface TextTokenizer {
   readonly maxLength: number;
   readonly padId: number;
   readonly eosId: number;
+  readonly convention: TextConvention;
   /** Row-major int64 [texts.length, maxLength] ids, and the matching attention mask (1 up to and including EOS). */
   encode(texts: string[]): { ids: BigInt64Array; mask: BigInt64Array };
   encodeOne(text: string): number[];
@@ -32,7 +39,28 @@ function tokenName(v: unknown): string | undefined {
   return undefined;
 }
 
+export type TextConvention = 'siglip' | 'siglip2';
+
+/** The family's text rules, from tokenizer_config.json: SiglipTokenizer is SigLIP v1; anything else (Gemma) SigLIP 2. */
+export function textConventionOf(tokenizerConfig: Record<string, unknown>): TextConvention {
+  const cls = tokenizerConfig['tokenizer_class'];
+  return typeof cls === 'string' && /^SiglipTokenizer(Fast)?$/.test(cls) ? 'siglip' : 'siglip2';
+}
+
+// Python's string.punctuation: the ASCII punctuation HF's SiglipTokenizer.remove_punctuation deletes.
+const ASCII_PUNCTUATION = /[!"#$%&'()*+,\-./:;<=>?@[\\\]^_`{|}~]/g;
+
+/** The text as the family's tokenizer sees it before SentencePiece/BPE. */
+export function normaliseText(text: string, convention: TextConvention, lowercase = true): string {
+  const t = lowercase ? text.toLowerCase() : text;
+  if (convention === 'siglip2') return t;
+  return t.replace(ASCII_PUNCTUATION, '').replace(/\s+/g, ' ').trim();
+}
+
 export function createTokenizer(tokenizerJson: object, tokenizerConfig: Record<string, unknown>, maxLength = 64): TextTokenizer {
+  const convention = textConventionOf(tokenizerConfig);
+  // SigLIP 2 always lowercases; v1 unless its tokenizer_config turns do_lower_case off
+  const lowercase = convention === 'siglip2' || tokenizerConfig['do_lower_case'] !== false;
   let tok: HfTokenizer;
   try {
     tok = new HfTokenizerClass(tokenizerJson, tokenizerConfig);
@@ -49,12 +77,12 @@ export function createTokenizer(tokenizerJson: object, tokenizerConfig: Record<s
     }
     return id;
   };
-  const eosId = idOf('eos_token', '<eos>');
-  const padId = idOf('pad_token', '<pad>');
+  const eosId = idOf('eos_token', convention === 'siglip' ? '</s>' : '<eos>');
+  const padId = idOf('pad_token', convention === 'siglip' ? '</s>' : '<pad>');
   const bosId = tokenizerConfig['add_bos_token'] === true ? idOf('bos_token', '<bos>') : undefined;
 
   const encodeWithLength = (text: string): { seq: number[]; length: number } => {
-    const ids = tok.encode(text.toLowerCase(), { add_special_tokens: false }).ids;
+    const ids = tok.encode(normaliseText(text, convention, lowercase), { add_special_tokens: false }).ids;
     const head = bosId === undefined ? [] : [bosId];
     const room = maxLength - head.length - 1;
     const body = ids.length > room ? ids.slice(0, room) : ids;
@@ -68,6 +96,7 @@ export function createTokenizer(tokenizerJson: object, tokenizerConfig: Record<s
     maxLength,
     padId,
     eosId,
+    convention,
     encodeOne,
     encode(texts: string[]) {
       const ids = new BigInt64Array(texts.length * maxLength);

@@ -20,6 +20,8 @@ interface Tower {
   outputName: string;
   outputType: string;
   hasAttentionMask: boolean;
+  /** NaFlex vision towers: the element types of pixel_attention_mask and spatial_shapes (int64 or int32). */
+  naflex?: { maskType: string; shapesType: string };
   file: string;
 }
 
@@ -68,7 +70,28 @@ function describeTower(session: ort.InferenceSession, kind: Kind, file: string):
     throw new ModelError('MODEL_UNAVAILABLE', `${file}: input "${inputName}" is ${input.type}, expected ${expectType.join(' or ')}`);
   }
   const shape = input.shape ?? [];
-  const fixed = kind === 'image' ? [3, init.imageHeight, init.imageWidth] : [init.textMaxLength];
+  const naflex = kind === 'image' ? init.naflex : undefined;
+  const auxNames = naflex ? ['pixel_attention_mask', 'spatial_shapes'] : ['attention_mask'];
+  if (naflex) {
+    for (const n of auxNames) {
+      if (!inputs.some((m) => m.name === n)) {
+        throw new ModelError(
+          'MODEL_UNAVAILABLE',
+          `${file}: a NaFlex vision tower (preprocessor_config.json: Siglip2ImageProcessor) needs an input named "${n}", found [${session.inputNames.join(', ')}]`,
+        );
+      }
+    }
+  } else if (kind === 'image' && inputs.some((m) => m.name === 'spatial_shapes')) {
+    throw new ModelError(
+      'MODEL_UNAVAILABLE',
+      `${file}: the graph takes NaFlex inputs (spatial_shapes) but preprocessor_config.json is not a Siglip2ImageProcessor with max_num_patches`,
+    );
+  }
+  const fixed = naflex
+    ? [naflex.maxNumPatches, 3 * naflex.patchSize * naflex.patchSize]
+    : kind === 'image'
+      ? [3, init.imageHeight, init.imageWidth]
+      : [init.textMaxLength];
   const tail = shape.slice(1);
   if (shape.length !== fixed.length + 1 || tail.some((d, i) => typeof d === 'number' && d > 0 && d !== fixed[i])) {
     throw new ModelError(
@@ -76,7 +99,7 @@ function describeTower(session: ort.InferenceSession, kind: Kind, file: string):
       `${file}: input "${inputName}" has shape [${shape.join(',')}], expected [batch,${fixed.join(',')}] (from config/preprocessor_config)`,
     );
   }
-  const extra = inputs.filter((m) => m.name !== inputName && m.name !== 'attention_mask');
+  const extra = inputs.filter((m) => m.name !== inputName && !auxNames.includes(m.name));
   if (extra.length) throw new ModelError('MODEL_UNAVAILABLE', `${file}: unexpected inputs [${extra.map((m) => m.name).join(', ')}]`);
   const outName = EMBED_OUTPUTS[kind].find((n) => session.outputNames.includes(n));
   if (!outName) {
@@ -97,6 +120,14 @@ function describeTower(session: ort.InferenceSession, kind: Kind, file: string):
     outputName: outName,
     outputType: out?.type ?? 'float32',
     hasAttentionMask: inputs.some((m) => m.name === 'attention_mask'),
+    ...(naflex
+      ? {
+          naflex: {
+            maskType: inputs.find((m) => m.name === 'pixel_attention_mask')?.type ?? 'int64',
+            shapesType: inputs.find((m) => m.name === 'spatial_shapes')?.type ?? 'int64',
+          },
+        }
+      : {}),
     file,
   };
 }
@@ -122,9 +153,21 @@ async function run(
   batch: number,
   data: Float32Array | BigInt64Array,
   mask?: BigInt64Array,
+  shapes?: BigInt64Array,
 ): Promise<Float32Array> {
   const feeds: Record<string, ort.Tensor> = {};
-  if (kind === 'image') {
+  const ints = (type: string, v: BigInt64Array, dims: number[]) =>
+    type === 'int32' ? new ort.Tensor('int32', Int32Array.from(v, Number), dims) : new ort.Tensor('int64', v, dims);
+  if (kind === 'image' && init.naflex && tower.naflex) {
+    const N = init.naflex.maxNumPatches;
+    const dims = [batch, N, 3 * init.naflex.patchSize * init.naflex.patchSize];
+    feeds[tower.inputName] =
+      tower.inputType === 'float16'
+        ? new ort.Tensor('float16', toHalf(data as Float32Array), dims)
+        : new ort.Tensor('float32', data as Float32Array, dims);
+    feeds['pixel_attention_mask'] = ints(tower.naflex.maskType, mask ?? new BigInt64Array(batch * N).fill(1n), [batch, N]);
+    feeds['spatial_shapes'] = ints(tower.naflex.shapesType, shapes ?? new BigInt64Array(batch * 2), [batch, 2]);
+  } else if (kind === 'image') {
     const dims = [batch, 3, init.imageHeight, init.imageWidth];
     feeds[tower.inputName] =
       tower.inputType === 'float16'
@@ -161,7 +204,14 @@ async function start() {
     const textSession = await open(files.textModelPath, choice.provider);
     const text = describeTower(textSession, 'text', 'onnx/' + files.textModelPath.split(/[\\/]/).pop());
     towers = { image: vision, text };
-    if (init.warmup) {
+    if (init.warmup && init.naflex) {
+      // one real patch (1×1 grid), the rest padding: exercises the mask path
+      const { patchSize: P, maxNumPatches: N } = init.naflex;
+      const mask = new BigInt64Array(N);
+      mask[0] = 1n;
+      await run(vision, 'image', 1, new Float32Array(N * 3 * P * P), mask, BigInt64Array.from([1n, 1n]));
+      await run(text, 'text', 1, new BigInt64Array(init.textMaxLength));
+    } else if (init.warmup) {
       await run(vision, 'image', 1, new Float32Array(3 * init.imageWidth * init.imageHeight));
       await run(text, 'text', 1, new BigInt64Array(init.textMaxLength));
     }
@@ -183,9 +233,7 @@ async function start() {
 }
 
 // Messages are handled strictly one at a time (the engine never sends a second run before the first returns).
-port.on('message', (msg: ToWorker) => void handle(msg));
-
-async function handle(msg: ToWorker): Promise<void> {
+async function onMessage(msg: ToWorker): Promise<void> {
   if (msg.type === 'memory') {
     const m = process.memoryUsage();
     post({ type: 'memory', id: msg.id, rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers });
@@ -203,7 +251,7 @@ async function handle(msg: ToWorker): Promise<void> {
     return;
   }
   try {
-    const data = await run(towers[msg.kind], msg.kind, msg.batch, msg.data, msg.mask);
+    const data = await run(towers[msg.kind], msg.kind, msg.batch, msg.data, msg.mask, msg.shapes);
     post({ type: 'result', id: msg.id, data }, [data.buffer as ArrayBuffer]);
   } catch (err) {
     const code = (err as { code?: string }).code;
@@ -215,5 +263,6 @@ async function handle(msg: ToWorker): Promise<void> {
     });
   }
 }
+port.on('message', (msg: ToWorker) => void onMessage(msg));
 
 await start();

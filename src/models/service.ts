@@ -1,13 +1,14 @@
 /**
  * The models service: which embedders this process has loaded, and every registry operation the rest of
  * the service needs (resolvers, CLI, jobs, search, ingest call it; nothing else writes embedding_models).
- * Queries embed with the active model's embedder; writes embed with every loaded model whose vectors are
- * wanted (the active one and any model being built by a reindex).
+ * Queries embed with the model they name (default: the active one), provided it is ready and loaded
+ * (servingModel); writes embed with every loaded model whose vectors are wanted (the active one, any
+ * model being built by a reindex, and any marked keep-current).
  */
 import path from 'node:path';
 import { AppError, ErrorCode } from '../errors.js';
 import type { Database } from '../db/connect.js';
-import { getActiveModel, getModel, listModels, type EmbeddingModel } from '../db/models.js';
+import { getActiveModel, getModel, listModels, setModelKeepCurrent, type EmbeddingModel } from '../db/models.js';
 import type { Embedder } from '../embedding/index.js';
 import type { Logger } from '../log.js';
 import { cachedModelDir, type ModelLoader } from './files.js';
@@ -144,11 +145,69 @@ export class ModelService {
     return e;
   }
 
-  /** Loaded models whose vectors new or changed product images must get: active or being built. */
+  /**
+   * The model a query names (none: the active one) with its embedder, when it can answer: registered,
+   * ready (the active model always is), and loaded in this process. Anything else is MODEL_UNAVAILABLE
+   * naming the reason; a query never loads model files (that takes seconds and memory: reindex or
+   * --model-dir do it).
+   */
+  async servingModel(ref?: string | null): Promise<{ model: EmbeddingModel; embedder: Embedder }> {
+    const id = ref?.trim() || null;
+    if (!id) {
+      const active = await getActiveModel(this.database.db);
+      if (!active)
+        throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'No embedding model is active yet: load one (README, "Models") and ingest products.');
+      return { model: active, embedder: this.require(active.id) };
+    }
+    const model = await getModel(this.database.db, id);
+    const unavailable = (why: string) => new AppError(ErrorCode.MODEL_UNAVAILABLE, `Model ${id} cannot answer queries: ${why}`, { model: id });
+    if (!model) throw unavailable('it is not registered (see the models query)');
+    if (!model.isActive && model.status !== 'ready') {
+      throw unavailable(
+        model.status === 'building'
+          ? 'its vectors are still being built (reindex)'
+          : 'it is retired (its vectors are no longer kept current; reindex it with activate: false)',
+      );
+    }
+    const embedder = this.loaded.get(id);
+    if (!embedder) throw unavailable('its files are not loaded in this process');
+    return { model, embedder };
+  }
+
+  /**
+   * At serve start: loads from the model cache every registered model that can answer queries (ready, or
+   * marked keep-current) and is not loaded yet, so a model built by `vps reindex --no-activate` in another
+   * process answers `model:` and compareModels after a restart. A model that fails to load is logged and
+   * stays MODEL_UNAVAILABLE; it never stops the service.
+   */
+  async loadServable(): Promise<string[]> {
+    const loaded: string[] = [];
+    for (const m of await listModels(this.database.db)) {
+      if (this.loaded.has(m.id) || !(m.status === 'ready' || m.keepCurrent) || !cachedModelDir(m.id)) continue;
+      try {
+        await this.resolve(m.id);
+        loaded.push(m.id);
+        this.log.info({ model: m.id }, 'loaded a ready model from the model cache: it answers model: and compareModels');
+      } catch (err) {
+        this.log.warn({ model: m.id, err: err instanceof Error ? err.message : String(err) }, 'a ready model could not be loaded');
+      }
+    }
+    return loaded;
+  }
+
+  /** Marks a model to be kept current by ingest (or not); returns the updated row. */
+  async setKeepCurrent(id: string, keep: boolean): Promise<EmbeddingModel> {
+    const model = await getModel(this.database.db, id);
+    if (!model) throw new AppError(ErrorCode.NOT_FOUND, `Unknown model ${id}`, { field: 'model', model: id });
+    await setModelKeepCurrent(this.database.db, id, keep);
+    return { ...model, keepCurrent: keep };
+  }
+
+  /** Loaded models whose vectors new or changed product images must get: active, being built, or kept current. */
   async writeTargets(): Promise<Array<LoadedModel & { dimension: number }>> {
     const models = await listModels(this.database.db);
     return models
-      .filter((m) => (m.isActive || m.status === 'building') && this.loaded.has(m.id))
+      .filter((m) => (m.isActive || m.status === 'building' || m.keepCurrent) && this.loaded.has(m.id))
       .map((m) => ({ id: m.id, dimension: m.dimension, embedder: this.loaded.get(m.id)! }));
   }
 

@@ -49,6 +49,7 @@ function modelDto(m: ModelRecord): RegisteredModel {
     active: m.isActive,
     loaded: m.loaded,
     vectors: m.vectors,
+    keepCurrent: m.keepCurrent,
     createdAt: m.createdAt,
     activatedAt: m.activatedAt,
   };
@@ -102,6 +103,11 @@ export const adminResolvers: Resolvers = {
     dropModelEmbeddings: async (_, { model }, ctx) => {
       requireAdmin(ctx);
       return ctx.services.models.dropEmbeddings(model);
+    },
+    setModelKeepCurrent: async (_, { model, keep }, ctx) => {
+      requireAdmin(ctx);
+      await ctx.services.models.setKeepCurrent(model, keep);
+      return modelDto((await ctx.services.models.record(model))!);
     },
   },
 };

@@ -1,3 +1,5 @@
+import { badInput } from '../errors.js';
+import type { CompareQuery } from '../search/compare.js';
 import type { Resolvers } from '../schema/generated.js';
 import { toQueryImage } from './inputs.js';
 
@@ -13,6 +15,20 @@ export const searchResolvers: Resolvers = {
       return ctx.services.search.similarToImagePage(query, args);
     },
     searchProductsPage: async (_, { text, ...args }, ctx) => ctx.services.search.searchTextPage(text, args),
+    compareModels: async (_, { models, image, text, ...args }, ctx) => {
+      if ((image == null) === (text == null)) throw badInput('compareModels takes exactly one of image or text', { field: 'image' });
+      const query: CompareQuery =
+        text != null
+          ? { kind: 'text', text }
+          : { kind: 'image', image: await toQueryImage(image!, ctx.services.imageLimits.maxImageBytes) };
+      const c = await ctx.services.compare.compare(query, args, models);
+      return {
+        k: c.k,
+        results: c.runs.map((r) => ({ model: r.model.id, dimension: r.model.dimension, active: r.model.isActive, matches: r.matches })),
+        overlap: c.pairs.map((p) => ({ models: [p.a, p.b], shared: p.shared, jaccard: p.jaccard, rankCorrelation: p.rankCorrelation })),
+        sharedByAll: c.sharedByAll,
+      };
+    },
     embeddingModel: async (_, __, ctx) => {
       const loaded = ctx.services.models.loadedModels();
       const active = await ctx.services.models.activeModelId();

@@ -57,6 +57,45 @@ export type ImageInput =
   |  /** An http(s) URL the service fetches (public addresses only). */
   { base64?: never; file?: never; productId?: never; url: Scalars['String']['input']; };
 
+/** compareModels' answer. */
+export type ModelComparison = {
+  __typename?: 'ModelComparison';
+  k: Scalars['Int']['output'];
+  /** One entry per pair of models. */
+  overlap: Array<ModelOverlap>;
+  /** One entry per model, in the order the models were given. */
+  results: Array<ModelResults>;
+  /** Ids of the products every model returned, in the first model's order. */
+  sharedByAll: Array<Scalars['ID']['output']>;
+};
+
+/** How far two models' top k agree. */
+export type ModelOverlap = {
+  __typename?: 'ModelOverlap';
+  /** |A ∩ B| / |A ∪ B| of the two top-k lists (1: same products; two empty lists count as 1). */
+  jaccard: Scalars['Float']['output'];
+  /** The two models, in the order given. */
+  models: Array<Scalars['ID']['output']>;
+  /**
+   * Spearman's rank correlation of the shared products' ranks (each list re-ranked among the shared ones):
+   * 1 = they order what they agree on alike, -1 = reversed; null when fewer than two are shared.
+   */
+  rankCorrelation?: Maybe<Scalars['Float']['output']>;
+  /** Ids of the products both returned, in the first model's order. */
+  shared: Array<Scalars['ID']['output']>;
+};
+
+/** One model's answer in compareModels. */
+export type ModelResults = {
+  __typename?: 'ModelResults';
+  /** Whether this is the active model (the one search uses by default). */
+  active: Scalars['Boolean']['output'];
+  dimension: Scalars['Int']['output'];
+  /** Ranked matches, nearest first, as similarProducts/searchProducts would return them for this model. */
+  matches: Array<ProductMatch>;
+  model: Scalars['ID']['output'];
+};
+
 /** building: vectors being computed; ready: complete (or paused) and not active; retired: replaced, kept for rollback. */
 export type ModelStatus =
   | 'BUILDING'
@@ -84,6 +123,12 @@ export type Mutation = {
    * files produce another dimension than registered. Requires the admin token.
    */
   reindex: ReindexJob;
+  /**
+   * Marks a model to be kept current (or not): ingest then embeds new and changed images for it although it
+   * is neither active nor being built, so it stays comparable (compareModels) without a reindex after each
+   * catalog change. Requires the admin token.
+   */
+  setModelKeepCurrent: RegisteredModel;
   /** Inserts or updates products by SKU, all or nothing (at most 500 per call). Requires the admin token. */
   upsertProducts: Array<Product>;
 };
@@ -113,6 +158,12 @@ export type MutationReindexArgs = {
   activate?: InputMaybe<Scalars['Boolean']['input']>;
   model?: InputMaybe<Scalars['String']['input']>;
   onlyMissing?: InputMaybe<Scalars['Boolean']['input']>;
+};
+
+
+export type MutationSetModelKeepCurrentArgs = {
+  keep: Scalars['Boolean']['input'];
+  model: Scalars['String']['input'];
 };
 
 
@@ -235,6 +286,12 @@ export type ProductMatchPage = {
 
 export type Query = {
   __typename?: 'Query';
+  /**
+   * The same image or text query (exactly one of them), filters and k answered by 2–8 models side by side,
+   * with how far their top k agree. models: ready, loaded model ids (default: every such model, the
+   * active one first); any other is MODEL_UNAVAILABLE before anything runs.
+   */
+  compareModels: ModelComparison;
   /** The loaded embedding model, or null when the service runs without one. */
   embeddingModel?: Maybe<EmbeddingModelInfo>;
   /** The model registry. Requires the admin token. */
@@ -251,7 +308,7 @@ export type Query = {
    * VECTOR (default): SigLIP 2 text→image, score = cosine similarity. KEYWORD: full-text search, score = the
    * text rank (0–1), no model needed. HYBRID: both fused by reciprocal rank (weights), score = the fused score.
    * In KEYWORD and HYBRID a text that is a product's SKU or brand (any case) ranks that product first.
-   * minScore: VECTOR only.
+   * minScore: VECTOR only. model: as for similarProducts.
    */
   searchProducts: Array<ProductMatch>;
   /** searchProducts as cursor pages (first: 1–100, default 10). */
@@ -260,10 +317,22 @@ export type Query = {
    * Products whose images look like the given image, nearest first, restricted by category and filter.
    * Returns exactly k products whenever at least k match the filters (fewer only under minScore).
    * k: 1–1000.
+   * model: a ready model loaded in this process (default: the active one); otherwise MODEL_UNAVAILABLE.
    */
   similarProducts: Array<ProductMatch>;
   /** similarProducts as cursor pages (first: 1–100, default 10). */
   similarProductsPage: ProductMatchPage;
+};
+
+
+export type QueryCompareModelsArgs = {
+  category?: InputMaybe<Scalars['String']['input']>;
+  filter?: InputMaybe<ProductFilter>;
+  image?: InputMaybe<ImageInput>;
+  k?: InputMaybe<Scalars['Int']['input']>;
+  minScore?: InputMaybe<Scalars['Float']['input']>;
+  models?: InputMaybe<Array<Scalars['ID']['input']>>;
+  text?: InputMaybe<Scalars['String']['input']>;
 };
 
 
@@ -297,6 +366,7 @@ export type QuerySearchProductsArgs = {
   k?: InputMaybe<Scalars['Int']['input']>;
   minScore?: InputMaybe<Scalars['Float']['input']>;
   mode?: InputMaybe<SearchMode>;
+  model?: InputMaybe<Scalars['ID']['input']>;
   text: Scalars['String']['input'];
   weights?: InputMaybe<FusionWeights>;
 };
@@ -309,6 +379,7 @@ export type QuerySearchProductsPageArgs = {
   first?: InputMaybe<Scalars['Int']['input']>;
   minScore?: InputMaybe<Scalars['Float']['input']>;
   mode?: InputMaybe<SearchMode>;
+  model?: InputMaybe<Scalars['ID']['input']>;
   text: Scalars['String']['input'];
   weights?: InputMaybe<FusionWeights>;
 };
@@ -320,6 +391,7 @@ export type QuerySimilarProductsArgs = {
   image: ImageInput;
   k?: InputMaybe<Scalars['Int']['input']>;
   minScore?: InputMaybe<Scalars['Float']['input']>;
+  model?: InputMaybe<Scalars['ID']['input']>;
 };
 
 
@@ -330,6 +402,7 @@ export type QuerySimilarProductsPageArgs = {
   first?: InputMaybe<Scalars['Int']['input']>;
   image: ImageInput;
   minScore?: InputMaybe<Scalars['Float']['input']>;
+  model?: InputMaybe<Scalars['ID']['input']>;
 };
 
 /** An embedding model in the registry. */
@@ -341,6 +414,8 @@ export type RegisteredModel = {
   createdAt: Scalars['DateTime']['output'];
   dimension: Scalars['Int']['output'];
   id: Scalars['ID']['output'];
+  /** Whether ingest keeps embedding new images for it while it is neither active nor being built (setModelKeepCurrent). */
+  keepCurrent: Scalars['Boolean']['output'];
   /** Whether this process has the model's files loaded (can embed queries and run its reindex). */
   loaded: Scalars['Boolean']['output'];
   /** Where its files came from (hub repository or directory name). */
@@ -494,6 +569,9 @@ export type ResolversTypes = {
   ImageInput: ImageInput;
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   JSON: ResolverTypeWrapper<Scalars['JSON']['output']>;
+  ModelComparison: ResolverTypeWrapper<Omit<ModelComparison, 'results'> & { results: Array<ResolversTypes['ModelResults']> }>;
+  ModelOverlap: ResolverTypeWrapper<ModelOverlap>;
+  ModelResults: ResolverTypeWrapper<Omit<ModelResults, 'matches'> & { matches: Array<ResolversTypes['ProductMatch']> }>;
   ModelStatus: ModelStatus;
   Mutation: ResolverTypeWrapper<Record<PropertyKey, never>>;
   PageInfo: ResolverTypeWrapper<PageInfo>;
@@ -526,6 +604,9 @@ export type ResolversParentTypes = {
   ImageInput: ImageInput;
   Int: Scalars['Int']['output'];
   JSON: Scalars['JSON']['output'];
+  ModelComparison: Omit<ModelComparison, 'results'> & { results: Array<ResolversParentTypes['ModelResults']> };
+  ModelOverlap: ModelOverlap;
+  ModelResults: Omit<ModelResults, 'matches'> & { matches: Array<ResolversParentTypes['ProductMatch']> };
   Mutation: Record<PropertyKey, never>;
   PageInfo: PageInfo;
   Product: ProductModel;
@@ -560,12 +641,34 @@ export interface JsonScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes
   name: 'JSON';
 }
 
+export type ModelComparisonResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ModelComparison'] = ResolversParentTypes['ModelComparison']> = {
+  k?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  overlap?: Resolver<Array<ResolversTypes['ModelOverlap']>, ParentType, ContextType>;
+  results?: Resolver<Array<ResolversTypes['ModelResults']>, ParentType, ContextType>;
+  sharedByAll?: Resolver<Array<ResolversTypes['ID']>, ParentType, ContextType>;
+};
+
+export type ModelOverlapResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ModelOverlap'] = ResolversParentTypes['ModelOverlap']> = {
+  jaccard?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  models?: Resolver<Array<ResolversTypes['ID']>, ParentType, ContextType>;
+  rankCorrelation?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  shared?: Resolver<Array<ResolversTypes['ID']>, ParentType, ContextType>;
+};
+
+export type ModelResultsResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ModelResults'] = ResolversParentTypes['ModelResults']> = {
+  active?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  dimension?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  matches?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType>;
+  model?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+};
+
 export type MutationResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Mutation'] = ResolversParentTypes['Mutation']> = {
   activateModel?: Resolver<ResolversTypes['RegisteredModel'], ParentType, ContextType, RequireFields<MutationActivateModelArgs, 'model'>>;
   cancelReindex?: Resolver<ResolversTypes['ReindexJob'], ParentType, ContextType, RequireFields<MutationCancelReindexArgs, 'id'>>;
   deleteProduct?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationDeleteProductArgs, 'id'>>;
   dropModelEmbeddings?: Resolver<ResolversTypes['Int'], ParentType, ContextType, RequireFields<MutationDropModelEmbeddingsArgs, 'model'>>;
   reindex?: Resolver<ResolversTypes['ReindexJob'], ParentType, ContextType, RequireFields<MutationReindexArgs, 'activate' | 'onlyMissing'>>;
+  setModelKeepCurrent?: Resolver<ResolversTypes['RegisteredModel'], ParentType, ContextType, RequireFields<MutationSetModelKeepCurrentArgs, 'keep' | 'model'>>;
   upsertProducts?: Resolver<Array<ResolversTypes['Product']>, ParentType, ContextType, RequireFields<MutationUpsertProductsArgs, 'products'>>;
 };
 
@@ -621,6 +724,7 @@ export type ProductMatchPageResolvers<ContextType = RequestContext, ParentType e
 };
 
 export type QueryResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
+  compareModels?: Resolver<ResolversTypes['ModelComparison'], ParentType, ContextType, RequireFields<QueryCompareModelsArgs, 'k'>>;
   embeddingModel?: Resolver<Maybe<ResolversTypes['EmbeddingModelInfo']>, ParentType, ContextType>;
   models?: Resolver<Array<ResolversTypes['RegisteredModel']>, ParentType, ContextType>;
   product?: Resolver<Maybe<ResolversTypes['Product']>, ParentType, ContextType, RequireFields<QueryProductArgs, 'id'>>;
@@ -639,6 +743,7 @@ export type RegisteredModelResolvers<ContextType = RequestContext, ParentType ex
   createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
   dimension?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  keepCurrent?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   loaded?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   source?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   status?: Resolver<ResolversTypes['ModelStatus'], ParentType, ContextType>;
@@ -680,6 +785,9 @@ export type Resolvers<ContextType = RequestContext> = {
   DateTime?: GraphQLScalarType;
   EmbeddingModelInfo?: EmbeddingModelInfoResolvers<ContextType>;
   JSON?: GraphQLScalarType;
+  ModelComparison?: ModelComparisonResolvers<ContextType>;
+  ModelOverlap?: ModelOverlapResolvers<ContextType>;
+  ModelResults?: ModelResultsResolvers<ContextType>;
   Mutation?: MutationResolvers<ContextType>;
   PageInfo?: PageInfoResolvers<ContextType>;
   Product?: ProductResolvers<ContextType>;

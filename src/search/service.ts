@@ -26,7 +26,7 @@ export interface SearchArgs {
   filter?: ProductFilter | null;
   k?: number | null;
   minScore?: number | null;
-  /** A model other than the active one (a registered id, issue 14's comparisons); none: the active model. */
+  /** A ready, loaded model's id; null/undefined: the active model. */
   model?: string | null;
   /** Benchmarks and tests only. */
   strategy?: Strategy;
@@ -150,7 +150,8 @@ export class SearchService {
 
   /** The model a query runs for: the given one, else the active one from the models service's cache. */
   private async queryModel(ref: string | null | undefined): Promise<EmbeddingModel> {
-    if (ref?.trim()) return (await this.models.resolve(ref)).model;
+    // An explicit model must be able to answer (ready or active, files loaded): MODEL_UNAVAILABLE otherwise.
+    if (ref?.trim()) return (await this.models.servingModel(ref)).model;
     const model = await this.models.cachedActiveModel();
     if (!model)
       throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'No embedding model is active yet: load one (README, "Models") and ingest products.');
@@ -168,7 +169,7 @@ export class SearchService {
           const exists = await getProduct(this.db, image.id);
           throw new AppError(
             ErrorCode.NOT_FOUND,
-            exists ? `Product ${image.id} has no image vector for the active model ${model.id}` : `No product with id ${image.id}`,
+            exists ? `Product ${image.id} has no image vector for the model ${model.id}` : `No product with id ${image.id}`,
             { field: 'image.productId' },
           );
         }

@@ -51,3 +51,31 @@ describe('text tokenisation (SigLIP 2 rules)', () => {
     expect(ids.includes(3)).toBe(false); // no <unk>
   });
 });
+
+describe('SigLIP v1 text conventions (SiglipTokenizer)', () => {
+  it('is chosen by tokenizer_class and canonicalises as SiglipTokenizer does', async () => {
+    const { normaliseText, textConventionOf } = await import('../../../src/embedding/tokenizer.js');
+    expect(textConventionOf({ tokenizer_class: 'SiglipTokenizer' })).toBe('siglip');
+    expect(textConventionOf({ tokenizer_class: 'GemmaTokenizer' })).toBe('siglip2');
+    expect(textConventionOf({})).toBe('siglip2');
+    // lowercase, ASCII punctuation removed, whitespace collapsed and trimmed
+    expect(normaliseText('  A Red, "Leather"  Hand-Bag!\t(tan) ', 'siglip')).toBe('a red leather handbag tan');
+    expect(normaliseText('Café — «Tan»', 'siglip')).toBe('café — «tan»'); // only ASCII punctuation
+    // SigLIP 2 only lowercases
+    expect(normaliseText('A Red, Bag!', 'siglip2')).toBe('a red, bag!');
+  });
+
+  it('pads with </s> (= EOS) to 64 and gives punctuation variants one encoding', async () => {
+    const { siglipV1TokenizerFiles } = await import('../../../scripts/models/common.js');
+    const { json, config } = siglipV1TokenizerFiles();
+    const v1 = createTokenizer(json, config, 64);
+    expect(v1.convention).toBe('siglip');
+    expect(v1.padId).toBe(v1.eosId);
+    const a = v1.encodeOne('Red shoes!');
+    expect(a).toEqual(v1.encodeOne('red   shoes'));
+    expect(a).toHaveLength(64);
+    expect(a.slice(a.indexOf(v1.eosId)).every((id) => id === v1.eosId)).toBe(true);
+    const { mask } = v1.encode(['red shoes']);
+    expect([...mask].filter((m) => m === 1n).length).toBe(a.indexOf(v1.eosId) + 1);
+  });
+});
