@@ -65,7 +65,7 @@ async function main(): Promise<number> {
   const adminToken = randomBytes(24).toString('base64url');
   const config = loadConfigOrReport({ ...env, ADMIN_TOKEN: adminToken, DATA_DIR: env.DEMO_DATA_DIR ?? './data/demo' });
   if (!config) return 2;
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, { format: config.logFormat });
 
   const model = await chooseModel(config, log);
   const embedder = await loadEmbedder(config, model.dir, log);

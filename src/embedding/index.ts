@@ -11,6 +11,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { AppError, ErrorCode } from '../errors.js';
+import { metrics } from '../metrics/index.js';
 import { MicroBatcher } from './batcher.js';
 import { DEFAULT_MODEL_REPO, modelCachePath } from './hub-paths.js';
 import { loadModelDir, modelIdFor, type ModelFiles } from './model-dir.js';
@@ -121,7 +122,12 @@ class EmbedderImpl implements Embedder {
     readonly pool: WorkerPool,
     readonly batcher: MicroBatcher<Kind, Payload, Float32Array>,
     private readonly provider: string,
-  ) {}
+  ) {
+    // Queue depth is read when /metrics is scraped (nothing is recorded per request).
+    this.untrackQueue = metrics.trackEmbeddingQueue(files.modelId, files.variant ?? 'fp32', () => batcher.pending());
+  }
+
+  private readonly untrackQueue: () => void;
 
   inputSize(): { width: number; height: number } {
     return { width: this.files.preprocess.width, height: this.files.preprocess.height };
@@ -138,11 +144,9 @@ class EmbedderImpl implements Embedder {
     const spec = this.files.preprocess;
     const tensors = images.map((img, index) => {
       if (!(img.width >= 1 && img.height >= 1) || img.data.length !== img.width * img.height * 3) {
-        throw new AppError(
-          ErrorCode.BAD_USER_INPUT,
-          `Image ${index} is not ${img.width}×${img.height} RGB (${img.data.length} bytes)`,
-          { index },
-        );
+        throw new AppError(ErrorCode.BAD_USER_INPUT, `Image ${index} is not ${img.width}×${img.height} RGB (${img.data.length} bytes)`, {
+          index,
+        });
       }
       return rgbToTensor(resizeForModel(img, spec), spec.width, spec.height, spec);
     });
@@ -179,6 +183,7 @@ class EmbedderImpl implements Embedder {
   }
 
   async close(): Promise<void> {
+    this.untrackQueue();
     this.batcher.close();
     await this.pool.close();
   }
@@ -246,6 +251,7 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
       alive: () => pool.alive(),
       async run(kind, payloads) {
         const B = payloads.length;
+        const started = performance.now();
         let out: Float32Array;
         if (kind === 'image') {
           const data = new Float32Array(B * imageElems);
@@ -261,6 +267,7 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
           });
           out = await pool.run('text', B, ids, mask);
         }
+        metrics.embeddingBatch(files.modelId, files.variant ?? 'fp32', kind, B, (performance.now() - started) / 1000);
         return Array.from({ length: B }, (_, i) => out.slice(i * dim, (i + 1) * dim));
       },
     },

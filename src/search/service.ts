@@ -5,6 +5,7 @@
 import type { Kysely } from 'kysely';
 import { LRUCache } from 'lru-cache';
 import { AppError, ErrorCode, badInput } from '../errors.js';
+import { metrics } from '../metrics/index.js';
 import { storedVector, vectorLiteral } from '../db/embeddings.js';
 import type { EmbeddingModel } from '../db/models.js';
 import { getProduct, getProductsByIds, type Product, type ProductFilter } from '../db/products.js';
@@ -136,6 +137,7 @@ export class SearchService {
       ...(extra.strategy ? { strategy: extra.strategy } : {}),
     });
     const { neighbours, ...plan } = result;
+    metrics.searchStrategy(plan.strategy, plan.fellBack);
     const kept = opts.minScore === null ? neighbours : neighbours.filter((n) => 1 - n.distance >= opts.minScore!);
     const products = await getProductsByIds(
       this.db,
