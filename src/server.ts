@@ -173,7 +173,8 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
                 ctx.response.http.headers.set('retry-after', '1');
               }
               // ctx.operationName is set once the document parsed and the operation was found.
-              const outcome = errors?.length ? String(errors[0]!.extensions?.code ?? 'error') : 'ok';
+              const code = errors?.[0]?.extensions?.code;
+              const outcome = errors?.length ? (typeof code === 'string' ? code : 'error') : 'ok';
               metrics.graphqlOperation(operationLabel(ctx.operationName), outcome, (performance.now() - started) / 1000);
               return Promise.resolve();
             },

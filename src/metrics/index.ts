@@ -48,6 +48,16 @@ export const noopMetrics: MetricsSink = {
   trackDatabasePool: () => noop,
 };
 
+// Gauge sources are kept here, not in the sink: a model or a pool opened before metrics are enabled
+// (tests, the demo, which build them first) is still reported once they are. A Map entry per source.
+const queues = new Map<symbol, { model: string; variant: string; depth: () => number }>();
+const pools = new Map<symbol, () => PoolStats | null>();
+
+/** The embedding queues and database pools open now, for the sink to read at scrape time. */
+export function trackedSources() {
+  return { queues: [...queues.values()], pools: [...pools.values()] };
+}
+
 let current: MetricsSink = noopMetrics;
 
 /**
@@ -59,11 +69,19 @@ export const metrics: MetricsSink = {
   graphqlOperation: (...a) => current.graphqlOperation(...a),
   searchStrategy: (...a) => current.searchStrategy(...a),
   embeddingBatch: (...a) => current.embeddingBatch(...a),
-  trackEmbeddingQueue: (...a) => current.trackEmbeddingQueue(...a),
+  trackEmbeddingQueue: (model, variant, depth) => {
+    const key = Symbol(model);
+    queues.set(key, { model, variant, depth });
+    return () => void queues.delete(key);
+  },
   imageFetch: (...a) => current.imageFetch(...a),
   admissionRefused: (...a) => current.admissionRefused(...a),
   reindexProgress: (...a) => current.reindexProgress(...a),
-  trackDatabasePool: (...a) => current.trackDatabasePool(...a),
+  trackDatabasePool: (stats) => {
+    const key = Symbol('pool');
+    pools.set(key, stats);
+    return () => void pools.delete(key);
+  },
 };
 
 /** Installs a sink (prometheus.ts does at start-up); returns the one it replaced. */

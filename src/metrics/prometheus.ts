@@ -4,7 +4,7 @@
  * METRICS_ENABLED. Histogram buckets are in seconds, as Prometheus' conventions want.
  */
 import client from 'prom-client';
-import { installMetrics, type MetricsSink, type PoolStats } from './index.js';
+import { installMetrics, noopMetrics, trackedSources, type MetricsSink, type PoolStats } from './index.js';
 
 export interface PrometheusMetrics {
   registry: client.Registry;
@@ -18,9 +18,7 @@ let instance: PrometheusMetrics | null = null;
 export function enablePrometheus(): PrometheusMetrics {
   if (instance) return instance;
   const registry = new client.Registry();
-  client.collectDefaultMetrics({ register: registry, prefix: 'vps_process_' });
-  const queues = new Map<symbol, { model: string; variant: string; depth: () => number }>();
-  const pools = new Map<symbol, () => PoolStats | null>();
+  client.collectDefaultMetrics({ register: registry, prefix: 'vps_' });
 
   const httpDuration = new client.Histogram({
     name: 'vps_http_request_duration_seconds',
@@ -63,7 +61,7 @@ export function enablePrometheus(): PrometheusMetrics {
     registers: [registry],
     collect() {
       this.reset();
-      for (const q of queues.values()) this.inc({ model: q.model, variant: q.variant }, q.depth());
+      for (const q of trackedSources().queues) this.inc({ model: q.model, variant: q.variant }, q.depth());
     },
   });
   const fetches = new client.Counter({
@@ -103,7 +101,7 @@ export function enablePrometheus(): PrometheusMetrics {
       registers: [registry],
       collect() {
         let n = 0;
-        for (const stats of pools.values()) n += pick(stats() ?? { total: 0, idle: 0, waiting: 0, max: 0 });
+        for (const stats of trackedSources().pools) n += pick(stats() ?? { total: 0, idle: 0, waiting: 0, max: 0 });
         this.set(n);
       },
     });
@@ -120,11 +118,8 @@ export function enablePrometheus(): PrometheusMetrics {
       batchSize.observe({ model, variant, kind }, size);
       inference.observe({ model, variant, kind }, seconds);
     },
-    trackEmbeddingQueue: (model, variant, depth) => {
-      const key = Symbol(model);
-      queues.set(key, { model, variant, depth });
-      return () => queues.delete(key);
-    },
+    // Gauge sources are tracked by the facade (index.ts), read above at scrape time.
+    trackEmbeddingQueue: noopMetrics.trackEmbeddingQueue,
     imageFetch: (outcome) => fetches.inc({ outcome }),
     admissionRefused: (path, reason = 'refused') => refusals.inc({ path, reason }),
     reindexProgress: (model, processed, total, failedDelta) => {
@@ -132,11 +127,7 @@ export function enablePrometheus(): PrometheusMetrics {
       if (total !== null) reindexTotal.set({ model }, total);
       if (failedDelta > 0) reindexFailed.inc({ model }, failedDelta);
     },
-    trackDatabasePool: (stats) => {
-      const key = Symbol('pool');
-      pools.set(key, stats);
-      return () => pools.delete(key);
-    },
+    trackDatabasePool: noopMetrics.trackDatabasePool,
   };
   installMetrics(sink);
   instance = {
