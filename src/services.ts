@@ -12,6 +12,7 @@ import { openDatabase, type Database } from './db/connect.js';
 import { checkVectorExtension } from './db/extension.js';
 import { migrateToLatest, pendingMigrations } from './db/migrate.js';
 import { ensureModel } from './embedding/hub.js';
+import { findCachedModel } from './embedding/hub-paths.js';
 import { createEmbedder, DEFAULT_MODEL_REPO, modelCachePath, type Embedder } from './embedding/index.js';
 import { AppError, ErrorCode } from './errors.js';
 import type { ImageLimits } from './images/decode.js';
@@ -64,8 +65,9 @@ export interface ServiceOverrides {
 /** The model directory to load: EMBEDDING_MODEL_DIR, else the default model if it is in the cache. */
 export function configuredModelDir(config: Config): { dir: string; source: string } | null {
   if (config.embedding.modelDir) return { dir: config.embedding.modelDir, source: path.basename(config.embedding.modelDir) };
-  const cached = modelCachePath(DEFAULT_MODEL_REPO);
-  return fs.existsSync(path.join(cached, 'config.json')) ? { dir: cached, source: DEFAULT_MODEL_REPO } : null;
+  // The hub cache (HF_HUB_CACHE / HF_HOME, shared with other Hugging Face tools) first, then .cache/models.
+  const cached = findCachedModel(DEFAULT_MODEL_REPO);
+  return cached ? { dir: cached, source: DEFAULT_MODEL_REPO } : null;
 }
 
 export async function loadEmbedder(config: Config, dir: string, log: Logger): Promise<Embedder> {
@@ -187,7 +189,9 @@ async function fetchDefaultModel(config: Config, log: Logger): Promise<{ dir: st
 export async function buildServices(config: Config, log: Logger, overrides: ServiceOverrides = {}): Promise<Services> {
   let database: Database;
   try {
-    database = overrides.database ?? (await openConfiguredDatabase(config, log, { psqlPort: overrides.psqlPort ?? true, purpose: overrides.purpose ?? 'admin' }));
+    database =
+      overrides.database ??
+      (await openConfiguredDatabase(config, log, { psqlPort: overrides.psqlPort ?? true, purpose: overrides.purpose ?? 'admin' }));
   } catch (err) {
     await overrides.embedder?.embedder.close();
     throw err;

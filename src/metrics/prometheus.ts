@@ -4,7 +4,7 @@
  * METRICS_ENABLED. Histogram buckets are in seconds, as Prometheus' conventions want.
  */
 import client from 'prom-client';
-import { installMetrics, noopMetrics, trackedSources, type MetricsSink, type PoolStats } from './index.js';
+import { installMetrics, trackedSources, type MetricsSink, type PoolStats } from './index.js';
 
 export interface PrometheusMetrics {
   registry: client.Registry;
@@ -119,7 +119,7 @@ export function enablePrometheus(): PrometheusMetrics {
       inference.observe({ model, variant, kind }, seconds);
     },
     // Gauge sources are tracked by the facade (index.ts), read above at scrape time.
-    trackEmbeddingQueue: noopMetrics.trackEmbeddingQueue,
+    trackEmbeddingQueue: () => () => {},
     imageFetch: (outcome) => fetches.inc({ outcome }),
     admissionRefused: (path, reason = 'refused') => refusals.inc({ path, reason }),
     reindexProgress: (model, processed, total, failedDelta) => {
@@ -127,7 +127,7 @@ export function enablePrometheus(): PrometheusMetrics {
       if (total !== null) reindexTotal.set({ model }, total);
       if (failedDelta > 0) reindexFailed.inc({ model }, failedDelta);
     },
-    trackDatabasePool: noopMetrics.trackDatabasePool,
+    trackDatabasePool: () => () => {},
   };
   installMetrics(sink);
   instance = {
