@@ -13,7 +13,7 @@ import { checkVectorExtension } from './db/extension.js';
 import { migrateToLatest, pendingMigrations } from './db/migrate.js';
 import { ensureModel } from './embedding/hub.js';
 import { findCachedModel } from './embedding/hub-paths.js';
-import { createEmbedder, DEFAULT_MODEL_REPO, modelCachePath, type Embedder } from './embedding/index.js';
+import { createEmbedder, DEFAULT_MODEL_REPO, type Embedder } from './embedding/index.js';
 import { AppError, ErrorCode } from './errors.js';
 import type { ImageLimits } from './images/decode.js';
 import type { FetchImageOptions } from './images/fetch.js';
