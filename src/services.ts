@@ -4,7 +4,6 @@
  * and the demo build them here, so the migrate-or-refuse rule, the fetch options, the image limits and
  * the way a model is loaded exist once.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import type { IngestContext } from './catalog/ingest.js';
 import type { Config } from './config.js';
