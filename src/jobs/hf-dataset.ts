@@ -193,12 +193,11 @@ async function convert(files: string[], dir: string, o: HfDatasetOptions, repo: 
           entry.image = image.path;
         } // else: no image; the import reports the row
         const used = new Set(Object.values(map));
-        const attributes = Object.fromEntries(
-          Object.entries(r)
-            .filter(([k]) => !used.has(k))
-            .map(([k, v]) => [k, scalar(v)])
-            .filter(([, v]) => v !== null),
-        );
+        const attributes: Record<string, string | number | boolean> = {};
+        for (const [k, v] of Object.entries(r)) {
+          const value = used.has(k) ? null : scalar(v);
+          if (value !== null) attributes[k] = value;
+        }
         if (Object.keys(attributes).length) entry.attributes = attributes;
         await write(`${JSON.stringify(entry)}\n`);
       }
