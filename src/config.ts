@@ -27,6 +27,11 @@ const schema = z.object({
   DATA_DIR: z.string().min(1).default('./data'),
   PGLITE_PSQL_PORT: int(0, 65535).default(54320),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  // auto: one-line human logs when stdout is a terminal, JSON lines otherwise (README: Logs).
+  LOG_FORMAT: z.enum(['auto', 'pretty', 'json']).default('auto'),
+  METRICS_ENABLED: bool.default(true),
+  // Unset: /metrics on the service's own port; set: on this port only (e.g. one not exposed publicly).
+  METRICS_PORT: int(1, 65535).optional(),
   NODE_ENV: z.string().default('development'),
   GRAPHQL_INTROSPECTION: bool.optional(),
   GRAPHQL_MAX_DEPTH: int(1, 100).default(12),
@@ -139,6 +144,9 @@ export interface Config {
   http: { host: string; port: number; bodyLimit: number };
   adminToken: string | undefined;
   logLevel: Env['LOG_LEVEL'];
+  logFormat: Env['LOG_FORMAT'];
+  /** Prometheus metrics at /metrics (src/metrics/); port: their own listener, on the service's host. */
+  metrics: { enabled: boolean; port: number | undefined };
   graphql: { introspection: boolean; maxDepth: number; maxAliases: number; maxCost: number };
   dataDir: string;
   embedding: {
@@ -210,6 +218,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     http: { host: env.HOST, port: env.PORT, bodyLimit: env.HTTP_BODY_LIMIT_BYTES },
     adminToken: env.ADMIN_TOKEN,
     logLevel: env.LOG_LEVEL,
+    logFormat: env.LOG_FORMAT,
+    metrics: { enabled: env.METRICS_ENABLED, port: env.METRICS_PORT },
     graphql: {
       introspection: env.GRAPHQL_INTROSPECTION ?? !production,
       maxDepth: env.GRAPHQL_MAX_DEPTH,

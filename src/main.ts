@@ -101,7 +101,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const config = loadConfigOrReport();
   if (!config) return 2;
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, { format: config.logFormat });
   try {
     // Each command parses its own arguments (flags included).
     await command.run(rest, config, log);

@@ -2,6 +2,7 @@
  * HTTP wiring: Fastify serves /graphql (Apollo Server), /healthz and /readyz, and shuts down
  * gracefully: stop accepting, let in-flight requests finish, then close what the services hold.
  */
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { ApolloServer, type ApolloServerPlugin, type GraphQLRequestContext } from '@apollo/server';
 import { ApolloServerErrorCode, unwrapResolverError } from '@apollo/server/errors';
@@ -18,6 +19,9 @@ import { maskInternalErrors } from './http/errors.js';
 import { registerMultipart } from './http/multipart.js';
 import { ErrorCode, isAppError } from './errors.js';
 import { registerStorefront } from './http/storefront.js';
+import { currentLog, runWithLog, type Logger } from './log.js';
+import { metrics } from './metrics/index.js';
+import { enablePrometheus } from './metrics/prometheus.js';
 import type { RequestContext } from './resolvers/context.js';
 import { resolvers } from './resolvers/index.js';
 import type { Services } from './services.js';
@@ -38,7 +42,9 @@ export function formatError(services: Services) {
     const unwrapped = unwrapResolverError(error);
     // A database that is down or too slow is no bug: the client gets a stable code to retry on.
     const fault = databaseFaultError(unwrapped);
-    if (fault) services.log.warn({ err: dbErrorFields(unwrapped), code: fault.code, path: formatted.path }, 'database fault in request');
+    // The request's own logger (with its reqId) while Apollo formats the errors of that request.
+    const log = currentLog(services.log);
+    if (fault) log.warn({ err: dbErrorFields(unwrapped), code: fault.code, path: formatted.path }, 'database fault in request');
     const original = fault ?? unwrapped;
     if (isAppError(original)) {
       return { ...formatted, message: original.message, extensions: { ...original.details, code: original.code } };
@@ -52,7 +58,7 @@ export function formatError(services: Services) {
         ? formatted
         : { ...formatted, extensions: { ...formatted.extensions, code: ApolloServerErrorCode.GRAPHQL_VALIDATION_FAILED } };
     }
-    services.log.error({ err: original, path: formatted.path }, 'unexpected error in GraphQL request');
+    log.error({ err: original, path: formatted.path }, 'unexpected error in GraphQL request');
     return {
       message: 'Internal server error',
       ...(formatted.path ? { path: formatted.path } : {}),
@@ -69,6 +75,15 @@ function isGraphQLError(e: unknown): boolean {
   return false;
 }
 
+/** GET /metrics: the Prometheus exposition of this process (src/metrics/). */
+export function registerMetricsRoute(app: FastifyInstance): void {
+  const prometheus = enablePrometheus();
+  app.get('/metrics', async (_req, reply) => {
+    const { contentType, body } = await prometheus.scrape();
+    return reply.header('content-type', contentType).header('cache-control', 'no-store').send(body);
+  });
+}
+
 export interface HttpServer {
   app: FastifyInstance;
   /** The address it listens on, e.g. http://127.0.0.1:4000 */
@@ -76,10 +91,21 @@ export interface HttpServer {
   close(): Promise<void>;
 }
 
+/** A client's X-Request-Id when it is a plain token (it is echoed into logs), else a fresh UUID. */
+export function requestIdOf(header: string | string[] | undefined): string {
+  return typeof header === 'string' && /^[\w.:-]{1,128}$/.test(header) ? header : randomUUID();
+}
+
+/** Operation names come from clients: only a bounded set become metric labels, the rest are "other". */
+const MAX_OPERATION_LABELS = 200;
+
 export async function startHttpServer(services: Services): Promise<HttpServer> {
   const { config } = services;
   const app = Fastify({
     loggerInstance: services.log as FastifyBaseLogger,
+    // Every line Fastify's request.log writes carries reqId; the id also goes back to the client, so
+    // a user's report can be matched with the service's lines (and a proxy's X-Request-Id is kept).
+    genReqId: (req) => requestIdOf(req.headers['x-request-id']),
     bodyLimit: config.http.bodyLimit,
     // Let in-flight requests finish on close; new connections are refused.
     forceCloseConnections: 'idle',
@@ -93,10 +119,24 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
     done();
   });
   maskInternalErrors(app); // 5xx answers outside GraphQL carry no internal message (src/http/errors.ts)
-  app.addHook('onSend', (_req, reply, payload, done) => {
+  app.addHook('onSend', (req, reply, payload, done) => {
     if (closing) void reply.header('connection', 'close');
+    void reply.header('x-request-id', req.id);
     done(null, payload);
   });
+  // Latency by route pattern (not the URL: ids and query strings would make a label per request).
+  app.addHook('onResponse', (req, reply, done) => {
+    metrics.httpRequest(req.routeOptions.url ?? 'unmatched', req.method, reply.statusCode, reply.elapsedTime / 1000);
+    done();
+  });
+  const operationNames = new Set<string>();
+  const operationLabel = (name: string | null | undefined): string => {
+    if (!name) return 'anonymous';
+    if (operationNames.has(name)) return name;
+    if (operationNames.size >= MAX_OPERATION_LABELS) return 'other';
+    operationNames.add(name);
+    return name;
+  };
 
   const armor = new ApolloArmor({
     maxDepth: { n: config.graphql.maxDepth },
@@ -123,6 +163,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
       fastifyApolloDrainPlugin(app) as unknown as ApolloServerPlugin<RequestContext>,
       {
         async requestDidStart() {
+          const started = performance.now();
           return {
             // A request that failed only because the database is unavailable answers 503 (with a
             // Retry-After), so load balancers and clients treat it as a transient outage.
@@ -133,12 +174,16 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
                 ctx.response.http.status = 503;
                 ctx.response.http.headers.set('retry-after', '1');
               }
+              // ctx.operationName is set once the document parsed and the operation was found.
+              const code = errors?.[0]?.extensions?.code;
+              const outcome = errors?.length ? (typeof code === 'string' ? code : 'error') : 'ok';
+              metrics.graphqlOperation(operationLabel(ctx.operationName), outcome, (performance.now() - started) / 1000);
               return Promise.resolve();
             },
             async didEncounterErrors(ctx: GraphQLRequestContext<RequestContext>) {
               for (const err of ctx.errors ?? []) {
                 const original = unwrapResolverError(err);
-                if (isAppError(original)) services.log.info({ code: original.code, msg: original.message }, 'request rejected');
+                if (isAppError(original)) ctx.contextValue.log.info({ code: original.code, msg: original.message }, 'request rejected');
               }
             },
           };
@@ -149,17 +194,24 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   await apollo.start();
 
   registerMultipart(app, { maxFileBytes: config.images.maxBytes, maxFiles: 500 });
+  const graphqlHandler = fastifyApolloHandler(apollo, {
+    context: async (request) => {
+      const header = request.headers.authorization;
+      const match = typeof header === 'string' ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null;
+      return { services, bearerToken: match?.[1] ?? null, log: request.log as Logger };
+    },
+  });
   app.route({
     url: '/graphql',
     method: ['GET', 'POST', 'OPTIONS'],
-    handler: fastifyApolloHandler(apollo, {
-      context: async (request) => {
-        const header = request.headers.authorization;
-        const match = typeof header === 'string' ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null;
-        return { services, bearerToken: match?.[1] ?? null };
-      },
-    }),
+    // The request's logger is the current one for everything that runs for it (formatError included).
+    handler: function (request, reply) {
+      // The integration types its handler with its own route generic; same request and reply objects.
+      type Args = Parameters<typeof graphqlHandler>;
+      return runWithLog(request.log as Logger, () => graphqlHandler.call(this, request as Args[0], reply as Args[1]));
+    },
   });
+  if (config.metrics.enabled && config.metrics.port === undefined) registerMetricsRoute(app);
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   registerStorefront(app); // the storefront page (web/) at /

@@ -4,7 +4,6 @@
  * and the demo build them here, so the migrate-or-refuse rule, the fetch options, the image limits and
  * the way a model is loaded exist once.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import type { IngestContext } from './catalog/ingest.js';
 import type { Config } from './config.js';
@@ -12,7 +11,8 @@ import { openDatabase, type Database } from './db/connect.js';
 import { checkVectorExtension } from './db/extension.js';
 import { migrateToLatest, pendingMigrations } from './db/migrate.js';
 import { ensureModel } from './embedding/hub.js';
-import { createEmbedder, DEFAULT_MODEL_REPO, modelCachePath, type Embedder } from './embedding/index.js';
+import { findCachedModel } from './embedding/hub-paths.js';
+import { createEmbedder, DEFAULT_MODEL_REPO, type Embedder } from './embedding/index.js';
 import { AppError, ErrorCode } from './errors.js';
 import type { ImageLimits } from './images/decode.js';
 import type { FetchImageOptions } from './images/fetch.js';
@@ -67,8 +67,9 @@ export interface ServiceOverrides {
 /** The model directory to load: EMBEDDING_MODEL_DIR, else the default model if it is in the cache. */
 export function configuredModelDir(config: Config): { dir: string; source: string } | null {
   if (config.embedding.modelDir) return { dir: config.embedding.modelDir, source: path.basename(config.embedding.modelDir) };
-  const cached = modelCachePath(DEFAULT_MODEL_REPO);
-  return fs.existsSync(path.join(cached, 'config.json')) ? { dir: cached, source: DEFAULT_MODEL_REPO } : null;
+  // The hub cache (HF_HUB_CACHE / HF_HOME, shared with other Hugging Face tools) first, then .cache/models.
+  const cached = findCachedModel(DEFAULT_MODEL_REPO);
+  return cached ? { dir: cached, source: DEFAULT_MODEL_REPO } : null;
 }
 
 export async function loadEmbedder(config: Config, dir: string, log: Logger): Promise<Embedder> {

@@ -7,7 +7,8 @@ import { parseArgs } from 'node:util';
 import type { Config } from '../config.js';
 import { getReindexJob } from '../db/reindex-jobs.js';
 import { runModelCommand } from '../embedding/cli.js';
-import { importCatalog } from '../jobs/import.js';
+import { importHfDataset, isHfDataset, parseMapping } from '../jobs/hf-dataset.js';
+import { importCatalog, type ImportProgress } from '../jobs/import.js';
 import { JobRunner } from '../jobs/runner.js';
 import type { Logger } from '../log.js';
 import { imageLimitsOf } from '../services.js';
@@ -16,20 +17,33 @@ import { ProgressBar } from './progress.js';
 
 const out = (s: string) => process.stdout.write(`${s}\n`);
 
-export const IMPORT_USAGE = `import <catalog.jsonl|catalog.csv> [--images-dir DIR] [--report FILE] [--batch N] [--restart]
+export const IMPORT_USAGE = `import <catalog.jsonl|catalog.csv|hf://datasets/OWNER/NAME> [--images-dir DIR] [--report FILE] [--batch N] [--restart]
+       [--map field=column,...] [--split NAME] [--config NAME] [--limit N]   (hf:// datasets)
 
   Imports products through the same path as the upsertProducts mutation (validation, images, thumbnails,
   vectors of the active model and of any model being built), one transaction per batch (default 50 rows).
   image: an http(s) URL or a file path (relative to --images-dir, default the catalog's folder).
   Rows that fail go to the report (default <file>.errors.jsonl) and the import goes on. Interrupted, a
   re-run resumes after the last committed row (checkpoint <file>.import-state.json); --restart ignores it.
-  With the embedded database, stop the service first (or use DATABASE_URL).`;
+  With the embedded database, stop the service first (or use DATABASE_URL).
+  hf://datasets/OWNER/NAME: a Hugging Face image dataset's Parquet files (HF_ENDPOINT, HF_TOKEN), kept in
+  DATA_DIR/datasets/ with the converted catalog; --map names the columns of title, category, sku, … (default:
+  sku=id, title=productDisplayName, category=articleType for ceyda/fashion-products-small; others: attributes).`;
 
 export async function importCommand(args: string[], config: Config, log: Logger): Promise<void> {
   const { positionals, values } = parseArgs({
     args,
     allowPositionals: true,
-    options: { 'images-dir': { type: 'string' }, report: { type: 'string' }, batch: { type: 'string' }, restart: { type: 'boolean' } },
+    options: {
+      'images-dir': { type: 'string' },
+      report: { type: 'string' },
+      batch: { type: 'string' },
+      restart: { type: 'boolean' },
+      map: { type: 'string' },
+      split: { type: 'string' },
+      config: { type: 'string' },
+      limit: { type: 'string' },
+    },
   });
   const file = positionals[0];
   if (!file) throw new CliError('a catalog file is required');
@@ -44,14 +58,35 @@ export async function importCommand(args: string[], config: Config, log: Logger)
       );
     }
     const bar = new ProgressBar('import');
-    const result = await importCatalog(ctx.ingest, {
-      file,
+    const common = {
       batchSize: batch,
       restart: values.restart ?? false,
-      ...(values['images-dir'] ? { imagesDir: values['images-dir'] } : {}),
       ...(values.report ? { reportFile: values.report } : {}),
-      onProgress: (p) => bar.update(p.done, p.rows, `ok ${p.imported} failed ${p.failed}`),
-    });
+      onProgress: (p: ImportProgress) => bar.update(p.done, p.rows, `ok ${p.imported} failed ${p.failed}`),
+    };
+    const limit = values.limit === undefined ? undefined : Number(values.limit);
+    if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) throw new CliError('--limit must be a positive integer');
+    const result = isHfDataset(file)
+      ? await importHfDataset(ctx.ingest, {
+          ...common,
+          source: file,
+          hubUrl: config.hub.hubUrl,
+          token: config.hub.token,
+          workDir: path.join(config.dataDir, 'datasets'),
+          mapping: parseMapping(values.map),
+          ...(values.split ? { split: values.split } : {}),
+          ...(values.config ? { config: values.config } : {}),
+          ...(limit !== undefined ? { limit } : {}),
+          onDownload: (() => {
+            const dl = new ProgressBar('dataset download', { unit: 'MiB', scale: 1048576 });
+            return (p: { file: string; done: number; total: number }) => dl.update(p.done, p.total, p.file);
+          })(),
+        })
+      : await importCatalog(ctx.ingest, {
+          ...common,
+          file,
+          ...(values['images-dir'] ? { imagesDir: values['images-dir'] } : {}),
+        });
     bar.update(result.done, result.rows, `ok ${result.imported} failed ${result.failed}`, true);
     bar.done();
     if (result.resumedAfterLine !== null) out(`resumed after line ${result.resumedAfterLine} (${result.skipped} rows already imported)`);

@@ -6,6 +6,7 @@ import { Mutex } from 'async-mutex';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Logger } from '../log.js';
+import { metrics } from '../metrics/index.js';
 import type { DB } from './types.js';
 import { dbErrorFields } from './faults.js';
 import { openPglite, PgliteDialect } from './pglite.js';
@@ -86,7 +87,18 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
         client.release();
       }
     };
-    return { db, kind: 'postgres', psqlUrl: null, script, close: () => db.destroy() };
+    // Pool use for /metrics, read at scrape time; the embedded database has no pool (one session).
+    const untrack = metrics.trackDatabasePool(() => ({
+      total: pool.totalCount,
+      idle: pool.idleCount,
+      waiting: pool.waitingCount,
+      max: target.poolSize ?? 10,
+    }));
+    const close = async () => {
+      untrack();
+      await db.destroy();
+    };
+    return { db, kind: 'postgres', psqlUrl: null, script, close };
   }
   const pglite = await openPglite(target.dataDir);
   const lock = new Mutex();

@@ -10,12 +10,19 @@
  *          finds them and skips seeding. If the model's files change, that model's demo database is rebuilt.
  *   admin: a random ADMIN_TOKEN for this run only, used for seeding and never printed.
  *
+ *   --dataset OWNER/NAME [--limit N]: instead of the generated catalog, import a Hugging Face image
+ *          dataset (e.g. ceyda/fashion-products-small, as in the article) with `vps import hf://datasets/…`'s
+ *          code: default column mapping, progress bar, resumable (jobs/hf-dataset.ts).
+ *
  * Other settings (PORT, HOST, LOG_LEVEL, EMBEDDING_*) come from the environment as for `npm start`;
  * DATABASE_URL is ignored (the demo never writes to a configured server).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { ProgressBar } from '../cli/progress.js';
+import { importHfDataset } from '../jobs/hf-dataset.js';
 import { startService, stopOnSignals, type RunningService } from '../app.js';
 import { loadConfigOrReport, type Config } from '../config.js';
 import { createLogger, type Logger } from '../log.js';
@@ -55,6 +62,12 @@ async function chooseModel(config: Config, log: Logger): Promise<{ dir: string; 
 }
 
 async function main(): Promise<number> {
+  const { values: args } = parseArgs({ options: { dataset: { type: 'string' }, limit: { type: 'string' } }, strict: true });
+  const limit = args.limit === undefined ? undefined : Number(args.limit);
+  if (limit !== undefined && (!Number.isInteger(limit) || limit < 1)) {
+    process.stderr.write('--limit must be a positive integer\n');
+    return 2;
+  }
   const env = { ...process.env };
   delete env.DATABASE_URL;
   const products = Number(env.DEMO_PRODUCTS ?? 320);
@@ -65,7 +78,7 @@ async function main(): Promise<number> {
   const adminToken = randomBytes(24).toString('base64url');
   const config = loadConfigOrReport({ ...env, ADMIN_TOKEN: adminToken, DATA_DIR: env.DEMO_DATA_DIR ?? './data/demo' });
   if (!config) return 2;
-  const log = createLogger(config.logLevel);
+  const log = createLogger(config.logLevel, { format: config.logFormat });
 
   const model = await chooseModel(config, log);
   const embedder = await loadEmbedder(config, model.dir, log);
@@ -130,7 +143,22 @@ async function main(): Promise<number> {
   stopOnSignals(service, log);
 
   const have = await catalogSize(url);
-  if (have >= products) {
+  if (args.dataset) {
+    // Resumable and cheap to repeat: downloaded files and converted rows are kept, unchanged images are
+    // not embedded again.
+    const bar = new ProgressBar('dataset import');
+    const result = await importHfDataset(service.services.ingest, {
+      source: `hf://datasets/${args.dataset.replace(/^hf:\/\/datasets\//, '')}`,
+      hubUrl: config.hub.hubUrl,
+      token: config.hub.token,
+      workDir: path.join(config.dataDir, 'datasets'),
+      batchSize: 50,
+      ...(limit !== undefined ? { limit } : {}),
+      onProgress: (p) => bar.update(p.done, p.rows, `ok ${p.imported} failed ${p.failed}`),
+    });
+    bar.done();
+    log.info({ dataset: result.repo, imported: result.imported, failed: result.failed, report: result.reportFile }, 'dataset imported');
+  } else if (have >= products) {
     log.info({ products: have }, 'demo catalog already seeded');
   } else {
     const started = Date.now();

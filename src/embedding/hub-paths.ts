@@ -1,7 +1,18 @@
-/** Where fetched models live: <cacheDir>/<owner>--<name>[/variant files inside]. */
-import { join, resolve } from 'node:path';
+/**
+ * Where models live. Two layouts are read:
+ * - the Hugging Face hub cache that @huggingface/hub, Python's huggingface_hub, transformers and
+ *   transformers.js share: <HF_HUB_CACHE | HF_HOME/hub | ~/.cache/huggingface/hub>/models--<owner>--<name>/
+ *   {blobs/, refs/<revision> (a commit hash), snapshots/<commit>/<files>}: a model another tool
+ *   downloaded is used as it is;
+ * - this project's own cache, <cacheDir>/<owner>--<name> (what `vps model fetch` writes).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import { join, resolve, sep } from 'node:path';
 
 export const DEFAULT_MODEL_REPO = 'onnx-community/siglip2-base-patch16-224-ONNX';
+
+const REPO_ID = /^[\w.-]+\/[\w.-]+$/;
 
 /** Default cache directory for fetched models (relative to the working directory; gitignored). */
 export function defaultModelCacheDir(): string {
@@ -9,6 +20,66 @@ export function defaultModelCacheDir(): string {
 }
 
 export function modelCachePath(repo: string, cacheDir: string = defaultModelCacheDir()): string {
-  if (!/^[\w.-]+\/[\w.-]+$/.test(repo)) throw new Error(`Invalid model repository id: ${repo}`);
+  if (!REPO_ID.test(repo)) throw new Error(`Invalid model repository id: ${repo}`);
   return join(cacheDir, repo.replace('/', '--'));
+}
+
+/** The hub cache directory, resolved as huggingface_hub resolves it (HF_HUB_CACHE, then HF_HOME/hub). */
+export function hubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.HF_HUB_CACHE) return resolve(env.HF_HUB_CACHE);
+  const home = env.HF_HOME
+    ? resolve(env.HF_HOME)
+    : join(env.XDG_CACHE_HOME ? resolve(env.XDG_CACHE_HOME) : join(os.homedir(), '.cache'), 'huggingface');
+  return join(home, 'hub');
+}
+
+/** HF_HUB_OFFLINE=1 (huggingface_hub's switch): use what the caches hold, never ask the hub. */
+export function hubOffline(env: NodeJS.ProcessEnv = process.env): boolean {
+  return ['1', 'true', 'yes', 'on'].includes((env.HF_HUB_OFFLINE ?? '').trim().toLowerCase());
+}
+
+/** models--<owner>--<name> inside a hub cache. */
+export function hubRepoDir(repo: string, cache: string = hubCacheDir()): string {
+  if (!REPO_ID.test(repo)) throw new Error(`Invalid model repository id: ${repo}`);
+  return join(cache, `models--${repo.replace('/', '--')}`);
+}
+
+/**
+ * The snapshot directory of a revision in the hub cache, or null: a branch or tag is looked up in
+ * refs/ (the commit it pointed to when last downloaded), a commit hash names the snapshot itself.
+ */
+export function hubSnapshotDir(repo: string, revision = 'main', cache: string = hubCacheDir()): string | null {
+  const repoDir = hubRepoDir(repo, cache);
+  let commit = revision;
+  if (!/^[0-9a-f]{40}$/.test(revision)) {
+    try {
+      commit = fs.readFileSync(join(repoDir, 'refs', ...revision.split('/')), 'utf8').trim();
+    } catch {
+      return null;
+    }
+    if (!/^[0-9a-f]{40}$/.test(commit)) return null;
+  }
+  const dir = join(repoDir, 'snapshots', commit);
+  return fs.existsSync(dir) ? dir : null;
+}
+
+/**
+ * A model repository's directory as found on this machine: its snapshot in the hub cache, else the
+ * project's own cache entry; null when neither holds its config.json.
+ */
+export function findCachedModel(repo: string, opts: { revision?: string; hubCache?: string; cacheDir?: string } = {}): string | null {
+  if (!REPO_ID.test(repo)) return null;
+  const snapshot = hubSnapshotDir(repo, opts.revision ?? 'main', opts.hubCache ?? hubCacheDir());
+  if (snapshot && fs.existsSync(join(snapshot, 'config.json'))) return snapshot;
+  const own = modelCachePath(repo, opts.cacheDir ?? defaultModelCacheDir());
+  return fs.existsSync(join(own, 'config.json')) ? own : null;
+}
+
+/** The repository a directory is a hub-cache snapshot of (…/models--<owner>--<name>/snapshots/<rev>), else null. */
+export function repoOfHubSnapshot(dir: string): string | null {
+  const parts = resolve(dir).split(sep);
+  const n = parts.length;
+  if (n < 3 || parts[n - 2] !== 'snapshots') return null;
+  const m = /^models--([\w.-]+?)--([\w.-]+)$/.exec(parts[n - 3]!);
+  return m ? `${m[1]}/${m[2]}` : null;
 }

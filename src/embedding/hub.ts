@@ -18,7 +18,7 @@ import { listFiles } from '@huggingface/hub';
 import { ProgressBar } from '../cli/progress.js';
 import { hubSettings } from '../config.js';
 import { AppError, ErrorCode } from '../errors.js';
-import { DEFAULT_MODEL_REPO, defaultModelCacheDir, modelCachePath } from './hub-paths.js';
+import { DEFAULT_MODEL_REPO, defaultModelCacheDir, hubOffline, hubSnapshotDir, modelCachePath } from './hub-paths.js';
 import { expectedProvider, loadModelDir, onnxFileName, pickAutoVariant } from './model-dir.js';
 import type { ProviderName } from './providers.js';
 
@@ -247,6 +247,16 @@ export async function ensureModel(
   log?: { info: (...args: unknown[]) => void; warn: (...args: unknown[]) => void },
 ): Promise<string> {
   const repo = opts.repo ?? DEFAULT_MODEL_REPO;
+  // A snapshot another Hugging Face tool downloaded into the hub cache is used as it is.
+  const shared = opts.modelDir || opts.cacheDir ? null : hubSnapshotDir(repo, opts.revision ?? 'main');
+  if (shared) {
+    try {
+      await loadModelDir(shared, opts.variant);
+      return shared;
+    } catch {
+      /* that snapshot lacks this variant's files: the project's own cache, or a fetch */
+    }
+  }
   const dir = opts.modelDir ?? modelCachePath(repo, opts.cacheDir ?? defaultModelCacheDir());
   try {
     await loadModelDir(dir, opts.variant);
@@ -257,6 +267,9 @@ export async function ensureModel(
   if (opts.modelDir && !opts.repo) {
     // an explicit directory that is not a model: don't guess a repository
     await loadModelDir(dir, opts.variant);
+  }
+  if (hubOffline()) {
+    throw fail(`Model ${repo} is in neither the Hugging Face hub cache nor ${dir}, and HF_HUB_OFFLINE is set`, { repo, dir });
   }
   log?.info({ repo, dir }, 'model not in cache; fetching it');
   try {

@@ -12,6 +12,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { AppError, ErrorCode } from '../errors.js';
+import { metrics } from '../metrics/index.js';
 import { MicroBatcher } from './batcher.js';
 import { DEFAULT_MODEL_REPO, modelCachePath } from './hub-paths.js';
 import { loadModelDir, modelIdFor, type ModelFiles } from './model-dir.js';
@@ -124,7 +125,12 @@ class EmbedderImpl implements Embedder {
     readonly pool: WorkerPool,
     readonly batcher: MicroBatcher<Kind, Payload, Float32Array>,
     private readonly provider: string,
-  ) {}
+  ) {
+    // Queue depth is read when /metrics is scraped (nothing is recorded per request).
+    this.untrackQueue = metrics.trackEmbeddingQueue(files.modelId, files.variant ?? 'fp32', () => batcher.pending());
+  }
+
+  private readonly untrackQueue: () => void;
 
   inputSize(): { width: number; height: number } {
     return { width: this.files.preprocess.width, height: this.files.preprocess.height };
@@ -182,6 +188,7 @@ class EmbedderImpl implements Embedder {
   }
 
   async close(): Promise<void> {
+    this.untrackQueue();
     this.batcher.close();
     await this.pool.close();
   }
@@ -251,6 +258,7 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
       alive: () => pool.alive(),
       async run(kind, payloads) {
         const B = payloads.length;
+        const started = performance.now();
         let out: Float32Array;
         if (kind === 'image' && naflex) {
           const N = naflex.maxNumPatches;
@@ -279,6 +287,7 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
           });
           out = await pool.run('text', B, ids, mask);
         }
+        metrics.embeddingBatch(files.modelId, files.variant ?? 'fp32', kind, B, (performance.now() - started) / 1000);
         return Array.from({ length: B }, (_, i) => out.slice(i * dim, (i + 1) * dim));
       },
     },

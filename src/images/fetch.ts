@@ -26,6 +26,7 @@ import dns from 'node:dns';
 import type { LookupAddress, LookupOptions } from 'node:dns';
 import { Agent, request } from 'undici';
 import { AppError, ErrorCode } from '../errors.js';
+import { metrics, outcomeOf } from '../metrics/index.js';
 import { classifyAddress, describeRange, ipLiteral, normalizeHost } from './ip-policy.js';
 import { looksLikeSvgOrXml, sniffImageType, type SniffedType } from './sniff.js';
 
@@ -79,6 +80,20 @@ export async function fetchImage(url: string, opts: FetchImageOptions): Promise<
 
 /** fetchImage with the detected type, final URL and redirect count. */
 export async function fetchImageDetailed(url: string, opts: FetchImageOptions): Promise<FetchedImage> {
+  // Outcomes by reason (dns, http_status, timeout, …) for /metrics; the fetch itself is below.
+  return fetchImageOnce(url, opts).then(
+    (fetched) => {
+      metrics.imageFetch('ok');
+      return fetched;
+    },
+    (err: unknown) => {
+      metrics.imageFetch(outcomeOf(err));
+      throw err;
+    },
+  );
+}
+
+async function fetchImageOnce(url: string, opts: FetchImageOptions): Promise<FetchedImage> {
   const allowed = new Set(opts.allowedPrivateHosts.map(normalizeHost).filter(Boolean));
   const resolve = opts.lookup ?? systemResolver;
   const timeout = AbortSignal.timeout(opts.totalTimeoutMs);

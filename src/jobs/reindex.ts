@@ -26,6 +26,7 @@ import { advanceJob, finishJob, LostJobError, setTotal, startSweep, type Reindex
 import type { DB } from '../db/types.js';
 import type { Embedder } from '../embedding/index.js';
 import type { Logger } from '../log.js';
+import { metrics } from '../metrics/index.js';
 import { buildModelIndex, dropModelIndex } from '../models/hnsw.js';
 import { markBuildEnded, markBuilding, switchActiveModel } from '../models/lifecycle.js';
 
@@ -160,6 +161,7 @@ export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder:
       );
       job.processed += sweep ? vectors.length : batch.length;
       if (!sweep) failed += errors.length;
+      metrics.reindexProgress(model.id, job.processed, total ?? job.total, sweep ? 0 : errors.length);
       cursor = next;
       if (ctx.throttleMs) await sleep(ctx.throttleMs);
     }

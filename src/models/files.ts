@@ -1,17 +1,12 @@
 /** Where a model's files are found: the model cache (filled by `vps model fetch`) or a directory. */
-import fs from 'node:fs';
-import path from 'node:path';
-import { modelCachePath } from '../embedding/index.js';
+import { findCachedModel } from '../embedding/hub-paths.js';
 
-/** The cache entry of a hub reference (owner/name), if its files are there. */
+/**
+ * The directory of a hub reference (owner/name[@variant]): its snapshot in the Hugging Face hub cache
+ * (HF_HUB_CACHE / HF_HOME, shared with other tools), else the project's own cache entry; null if neither.
+ */
 export function cachedModelDir(ref: string): string | null {
-  let dir: string;
-  try {
-    dir = modelCachePath(ref);
-  } catch {
-    return null; // not an owner/name reference
-  }
-  return fs.existsSync(path.join(dir, 'config.json')) ? dir : null;
+  return findCachedModel(ref); // an id with @variant is no repository: null, as before
 }
 
 /** Opens a model directory as an embedder (the composition root supplies it: provider, workers, limits). */

@@ -4,13 +4,19 @@
  * `org--name` is the model `org/name` whatever its config.json says about the checkpoint it came from.
  */
 import path from 'node:path';
-import { defaultModelCacheDir } from '../embedding/hub-paths.js';
+import { defaultModelCacheDir, repoOfHubSnapshot } from '../embedding/hub-paths.js';
 
 /** Model ids as the registry accepts them (migration 0005): hub-style names, optionally @variant. */
 export const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._/@-]{0,127}$/;
 
-/** The hub repository a directory stands for when it is a model cache entry (<cache>/<owner>--<name>). */
+/**
+ * The hub repository a directory stands for when it is a cache entry: a snapshot in a Hugging Face hub
+ * cache (…/models--<owner>--<name>/snapshots/<rev>, wherever that cache is) or an entry of the project's
+ * own cache (<cache>/<owner>--<name>).
+ */
 export function cacheRepoOf(dir: string, cacheDir: string = defaultModelCacheDir()): string | null {
+  const snapshotOf = repoOfHubSnapshot(dir);
+  if (snapshotOf) return snapshotOf;
   const abs = path.resolve(dir);
   if (path.dirname(abs) !== path.resolve(cacheDir)) return null;
   const m = /^([\w.-]+?)--([\w.-]+)$/.exec(path.basename(abs));

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import { LRUCache } from 'lru-cache';
 import { AppError, ErrorCode, badInput } from '../errors.js';
+import { metrics } from '../metrics/index.js';
 import { storedVector, vectorLiteral } from '../db/embeddings.js';
 import type { EmbeddingModel } from '../db/models.js';
 import { getProduct, type Product, type ProductFilter } from '../db/products.js';
@@ -371,6 +372,7 @@ export class SearchService {
     const { neighbours, modelActive, ...plan } = result;
     // A model given by id may be inactive by design; only the cached active model must still be active.
     if (!modelActive && model.isActive) return null;
+    metrics.searchStrategy(plan.strategy, plan.fellBack);
     const kept = opts.minScore === null ? neighbours : neighbours.filter((n) => 1 - n.distance >= opts.minScore!);
     const matches = kept.map((n) => {
       const score = 1 - n.distance;

@@ -1,0 +1,86 @@
+/**
+ * The standard Hugging Face hub cache: a model laid out as huggingface_hub lays it out (blobs named by
+ * hash, snapshots/<commit>/ of relative symlinks, refs/main) is found through HF_HUB_CACHE / HF_HOME,
+ * loaded as it is, named by its repository id, and never fetched again; HF_HUB_OFFLINE forbids fetches.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { dirname, join, relative } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { ensureModel } from '../../../src/embedding/hub.js';
+import { findCachedModel, hubCacheDir, hubSnapshotDir, repoOfHubSnapshot } from '../../../src/embedding/hub-paths.js';
+import { loadModelDir } from '../../../src/embedding/model-dir.js';
+import { deriveModelId } from '../../../src/models/ids.js';
+import { cleanupDirs, tempDir, tinyModel } from './helpers.js';
+
+const REPO = 'acme/siglip-tiny';
+const COMMIT = 'a'.repeat(40);
+
+async function listFilesIn(dir: string, rel = ''): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(join(dir, rel), { withFileTypes: true })) {
+    const p = rel ? `${rel}/${e.name}` : e.name;
+    if (e.isDirectory()) out.push(...(await listFilesIn(dir, p)));
+    else out.push(p);
+  }
+  return out;
+}
+
+/** Lays a model directory out as huggingface_hub does in its cache. */
+async function intoHubCache(modelDir: string, cache: string): Promise<string> {
+  const repoDir = join(cache, `models--${REPO.replace('/', '--')}`);
+  const snapshot = join(repoDir, 'snapshots', COMMIT);
+  for (const f of await listFilesIn(modelDir)) {
+    const bytes = await readFile(join(modelDir, f));
+    const blob = join(repoDir, 'blobs', createHash('sha256').update(bytes).digest('hex'));
+    await mkdir(dirname(blob), { recursive: true });
+    await writeFile(blob, bytes);
+    const link = join(snapshot, f);
+    await mkdir(dirname(link), { recursive: true });
+    await symlink(relative(dirname(link), blob), link);
+  }
+  await mkdir(join(repoDir, 'refs'), { recursive: true });
+  await writeFile(join(repoDir, 'refs', 'main'), COMMIT);
+  return snapshot;
+}
+
+const saved = { ...process.env };
+afterEach(() => {
+  for (const k of ['HF_HUB_CACHE', 'HF_HOME', 'HF_HUB_OFFLINE']) {
+    if (saved[k] === undefined) delete process.env[k];
+    else process.env[k] = saved[k];
+  }
+});
+afterAll(cleanupDirs);
+
+describe('the Hugging Face hub cache', () => {
+  it('resolves HF_HUB_CACHE, then HF_HOME/hub, then ~/.cache/huggingface/hub', () => {
+    expect(hubCacheDir({ HF_HUB_CACHE: '/x/hub', HF_HOME: '/y' })).toBe('/x/hub');
+    expect(hubCacheDir({ HF_HOME: '/y' })).toBe('/y/hub');
+    expect(hubCacheDir({ HOME: '/home/u' })).toMatch(/[\\/]\.cache[\\/]huggingface[\\/]hub$/);
+  });
+
+  it('finds a snapshot another tool downloaded, loads it as it is and names it by its repository', async () => {
+    const cache = await tempDir('vps-hfcache-');
+    const snapshot = await intoHubCache(await tinyModel(), cache);
+    process.env.HF_HUB_CACHE = cache;
+    expect(hubSnapshotDir(REPO)).toBe(snapshot);
+    expect(hubSnapshotDir(REPO, COMMIT)).toBe(snapshot);
+    expect(hubSnapshotDir(REPO, 'v2')).toBeNull();
+    expect(findCachedModel(REPO, { cacheDir: await tempDir() })).toBe(snapshot);
+    expect(repoOfHubSnapshot(snapshot)).toBe(REPO);
+    expect(deriveModelId({ dir: snapshot, nameInConfig: 'some/other-checkpoint' })).toBe(REPO);
+    expect((await loadModelDir(snapshot)).modelId).toBe(REPO);
+    // No request: the hub URL points at a closed port and HF_HUB_OFFLINE is set.
+    process.env.HF_HUB_OFFLINE = '1';
+    expect(await ensureModel({ repo: REPO, hubUrl: 'http://127.0.0.1:9', quiet: true })).toBe(snapshot);
+  });
+
+  it('HF_HUB_OFFLINE: a model in neither cache is an error naming the setting, not a download', async () => {
+    process.env.HF_HUB_CACHE = await tempDir('vps-hfcache-');
+    process.env.HF_HUB_OFFLINE = '1';
+    await expect(
+      ensureModel({ repo: 'acme/absent', cacheDir: await tempDir(), hubUrl: 'http://127.0.0.1:9', quiet: true }),
+    ).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE', message: expect.stringMatching(/HF_HUB_OFFLINE/) });
+  });
+});
