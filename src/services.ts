@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { Admission } from './admission/index.js';
 import type { IngestContext } from './catalog/ingest.js';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/connect.js';
@@ -88,6 +89,7 @@ export function fetchOptionsOf(config: Config): FetchImageOptions {
     maxBytes: config.images.maxBytes,
     totalTimeoutMs: config.images.fetch.totalTimeoutMs,
     connectTimeoutMs: config.images.fetch.connectTimeoutMs,
+    dnsTimeoutMs: config.limits.dnsTimeoutMs,
     maxRedirects: config.images.fetch.maxRedirects,
     allowedPrivateHosts: config.images.fetch.allowedPrivateHosts,
   };
@@ -187,7 +189,9 @@ async function fetchDefaultModel(config: Config, log: Logger): Promise<{ dir: st
 export async function buildServices(config: Config, log: Logger, overrides: ServiceOverrides = {}): Promise<Services> {
   let database: Database;
   try {
-    database = overrides.database ?? (await openConfiguredDatabase(config, log, { psqlPort: overrides.psqlPort ?? true, purpose: overrides.purpose ?? 'admin' }));
+    database =
+      overrides.database ??
+      (await openConfiguredDatabase(config, log, { psqlPort: overrides.psqlPort ?? true, purpose: overrides.purpose ?? 'admin' }));
   } catch (err) {
     await overrides.embedder?.embedder.close();
     throw err;
@@ -244,7 +248,10 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
     log,
     database,
     models,
-    search: new SearchService(database.db, models, fetchOptions, imageLimits),
+    search: new SearchService(database.db, models, fetchOptions, imageLimits, {
+      admission: new Admission(config.limits.admission),
+      maxQueryPixels: config.limits.searchMaxPixels,
+    }),
     fetchOptions,
     imageLimits,
     ingest: { db: database.db, models, fetchOptions, imageLimits },

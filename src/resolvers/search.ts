@@ -5,9 +5,10 @@ export const searchResolvers: Resolvers = {
   Query: {
     similarProducts: async (_, { image, ...args }, ctx) => {
       const query = await toQueryImage(image, ctx.services.imageLimits.maxImageBytes);
-      return (await ctx.services.search.similarToImage(query, args)).matches;
+      return (await ctx.services.search.similarToImage(query, { ...args, signal: ctx.signal })).matches;
     },
-    searchProducts: async (_, { text, ...args }, ctx) => (await ctx.services.search.similarToText(text, args)).matches,
+    searchProducts: async (_, { text, ...args }, ctx) =>
+      (await ctx.services.search.similarToText(text, { ...args, signal: ctx.signal })).matches,
     embeddingModel: async (_, __, ctx) => {
       const loaded = ctx.services.models.loadedModels();
       const active = await ctx.services.models.activeModelId();

@@ -3,6 +3,7 @@
  * then runs the one filtered nearest-neighbour statement and hydrates the products.
  */
 import type { Kysely } from 'kysely';
+import { unboundedAdmission, untilAborted, type Admission } from '../admission/index.js';
 import { LRUCache } from 'lru-cache';
 import { AppError, ErrorCode, badInput } from '../errors.js';
 import { storedVector, vectorLiteral } from '../db/embeddings.js';
@@ -10,7 +11,7 @@ import type { EmbeddingModel } from '../db/models.js';
 import { getProduct, getProductsByIds, type Product, type ProductFilter } from '../db/products.js';
 import type { DB } from '../db/types.js';
 import type { ImageLimits } from '../images/decode.js';
-import { embedImageBytes } from '../images/embed.js';
+import { decodeForModel } from '../images/embed.js';
 import type { FetchImageOptions } from '../images/fetch.js';
 import { loadImageBytes } from '../images/source.js';
 import type { ModelService } from '../models/service.js';
@@ -25,6 +26,15 @@ export interface SearchArgs {
   minScore?: number | null;
   /** Benchmarks and tests only. */
   strategy?: Strategy;
+  /** The request's deadline / client disconnect: queued work is dropped and a URL fetch aborted. */
+  signal?: AbortSignal | undefined;
+}
+
+/** The request-path bounds (src/admission/): the gates, and the pixel cap of a query image. */
+export interface SearchLimits {
+  admission: Admission;
+  /** Pixel cap of a query image (a shopper's photo needs far fewer than an ingest master). */
+  maxQueryPixels?: number;
 }
 
 export interface ProductMatch {
@@ -64,7 +74,12 @@ export class SearchService {
     private readonly models: ModelService,
     private readonly fetchOptions: FetchImageOptions,
     private readonly imageLimits: ImageLimits,
+    private readonly limits: SearchLimits = { admission: unboundedAdmission() },
   ) {}
+
+  private get gates() {
+    return this.limits.admission.gates;
+  }
 
   private async activeModel(): Promise<EmbeddingModel> {
     const model = await this.models.activeModel();
@@ -88,12 +103,34 @@ export class SearchService {
           { field: 'image.productId' },
         );
       }
-      return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy });
+      return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy, signal: args.signal });
     }
     const embedder = this.models.require(model.id);
-    const bytes = await loadImageBytes(image, this.fetchOptions);
-    const [vector] = await embedImageBytes(embedder, [bytes], this.imageLimits);
-    return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy });
+    const { signal } = args;
+    // A URL is fetched in a fetch slot; the bytes exist only once it is granted.
+    const bytes =
+      image.kind === 'url'
+        ? await this.gates.fetch.run(() => loadImageBytes(image, { ...this.fetchOptions, ...(signal ? { signal } : {}) }), signal)
+        : await loadImageBytes(image, this.fetchOptions);
+    const limits: ImageLimits = {
+      ...this.imageLimits,
+      maxImagePixels: Math.min(this.imageLimits.maxImagePixels, this.limits.maxQueryPixels ?? Infinity),
+    };
+    // The embed slot is taken before decoding, so that full-resolution decoded pixels never wait in a
+    // queue: once decoded they go straight into the engine (which squashes them to the model's input).
+    // Slots are held until the work really ends; an aborted request is answered at once all the same.
+    const embedding = (async () => {
+      const release = await this.gates.embed.acquire(signal);
+      try {
+        const pixels = await this.gates.decode.run(() => decodeForModel(bytes, limits), signal);
+        signal?.throwIfAborted();
+        return await embedder.embedImages([pixels]);
+      } finally {
+        release();
+      }
+    })();
+    const [vector] = await untilAborted(embedding, signal);
+    return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy, signal });
   }
 
   async similarToText(text: string, args: SearchArgs): Promise<SearchOutcome> {
@@ -107,12 +144,15 @@ export class SearchService {
     const key = `${model.id}\n${query.toLowerCase()}`;
     let vector = this.textVectors.get(key);
     if (!vector) {
-      const [v] = await embedder.embedTexts([query]);
+      const [v] = await untilAborted(
+        this.gates.embed.run(() => embedder.embedTexts([query]), args.signal),
+        args.signal,
+      );
       vector = vectorLiteral(v!);
       this.textVectors.set(key, vector);
     }
     // The calibration belongs to the model (its logit scale and bias): the embedder computes it.
-    return this.run(model, vector, opts, { strategy: args.strategy }, (score) => embedder.matchProbability(score));
+    return this.run(model, vector, opts, { strategy: args.strategy, signal: args.signal }, (score) => embedder.matchProbability(score));
   }
 
   /** Text-query vectors cached so far (tests, diagnostics). */
@@ -124,8 +164,21 @@ export class SearchService {
     model: EmbeddingModel,
     vector: string,
     opts: { filter: ProductFilter | null; k: number; minScore: number | null },
-    extra: { preferProductId?: string; strategy?: Strategy | undefined },
+    extra: { preferProductId?: string; strategy?: Strategy | undefined; signal?: AbortSignal | undefined },
     calibrate: (score: number) => number | null = () => null,
+  ): Promise<SearchOutcome> {
+    return untilAborted(
+      this.gates.query.run(() => this.runQuery(model, vector, opts, extra, calibrate), extra.signal),
+      extra.signal,
+    );
+  }
+
+  private async runQuery(
+    model: EmbeddingModel,
+    vector: string,
+    opts: { filter: ProductFilter | null; k: number; minScore: number | null },
+    extra: { preferProductId?: string; strategy?: Strategy | undefined },
+    calibrate: (score: number) => number | null,
   ): Promise<SearchOutcome> {
     const result = await nearestNeighbours(this.db, {
       model,
