@@ -214,7 +214,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
     url: '/graphql',
     method: ['GET', 'POST', 'OPTIONS'],
     handler: fastifyApolloHandler(apollo, {
-      context: async (request, reply) => {
+      context: (request, reply) => {
         // The request's deadline; it also fires when the client goes away before the answer is sent,
         // which drops its queued work and aborts its URL fetch.
         const deadline = requestDeadline(limits.requestTimeoutMs);
@@ -222,7 +222,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
           deadline.dispose();
           if (!reply.raw.writableFinished) deadline.abort();
         });
-        return { services, bearerToken: bearerOf(request), signal: deadline.signal };
+        return Promise.resolve({ services, bearerToken: bearerOf(request), signal: deadline.signal });
       },
     }),
   });

@@ -115,7 +115,7 @@ export class Gate {
 }
 
 /** What a waiting caller rejects with when its signal fires: the signal's AppError, or TIMEOUT/aborted. */
-export function abortError(signal: AbortSignal): unknown {
+export function abortError(signal: AbortSignal): AppError {
   const reason: unknown = signal.reason;
   if (reason instanceof AppError) return reason;
   return new AppError(ErrorCode.REQUEST_ABORTED, 'The request was cancelled.', undefined, { cause: reason });
