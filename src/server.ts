@@ -18,7 +18,7 @@ import { isProductId } from './catalog/validate.js';
 import { databaseFaultError, dbErrorFields } from './db/faults.js';
 import { getThumbnail } from './db/images.js';
 import { pendingMigrations } from './db/migrate.js';
-import { registerMultipart } from './http/multipart.js';
+import { registerMultipart, uploadOverflowed } from './http/multipart.js';
 import { ErrorCode, isAppError } from './errors.js';
 import { registerStorefront } from './http/storefront.js';
 import { isAdminToken } from './resolvers/auth.js';
@@ -188,6 +188,11 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
                 ctx.response.http.status = 503;
                 ctx.response.http.headers.set('retry-after', '1');
               }
+              // An upload cut off at the request byte cap: the rest of the body is not read.
+              if (errors?.some((e) => e.extensions?.code === ErrorCode.REQUEST_TOO_LARGE)) {
+                ctx.response.http.status = 413;
+                ctx.response.http.headers.set('connection', 'close');
+              }
               return Promise.resolve();
             },
             async didEncounterErrors(ctx: GraphQLRequestContext<RequestContext>) {
@@ -222,7 +227,12 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
           deadline.dispose();
           if (!reply.raw.writableFinished) deadline.abort();
         });
-        return Promise.resolve({ services, bearerToken: bearerOf(request), signal: deadline.signal });
+        return Promise.resolve({
+          services,
+          bearerToken: bearerOf(request),
+          signal: deadline.signal,
+          uploadOverflowed: () => uploadOverflowed(request.raw),
+        });
       },
     }),
   });

@@ -27,6 +27,14 @@ export interface MultipartOptions {
   isAdmin(request: FastifyRequest): boolean;
 }
 
+/** Requests whose body went over the cap after graphql-upload had handed the operation on (see readUpload). */
+const overflowed = new WeakSet<IncomingMessage>();
+
+/** Whether this request's body was cut off at the byte cap (a file read then fails with REQUEST_TOO_LARGE). */
+export function uploadOverflowed(raw: IncomingMessage): boolean {
+  return overflowed.has(raw);
+}
+
 const refuse = (reply: FastifyReply, status: number, code: string, message: string, extra: Record<string, unknown> = {}) =>
   reply.code(status).send({ errors: [{ message, extensions: { code, ...extra } }] });
 
@@ -66,7 +74,7 @@ export function registerMultipart(app: FastifyInstance, opts: MultipartOptions):
       }
       const status = (err as { status?: number }).status ?? 400;
       const message = (err as Error).message;
-      if (status === 413 && /files? limit/i.test(message)) {
+      if (status === 413 && /max file uploads exceeded/i.test(message)) {
         void reply.header('connection', 'close');
         return refuse(
           reply,
@@ -93,6 +101,7 @@ function countingStream(raw: IncomingMessage, max: number): { stream: IncomingMe
       total += chunk.length;
       if (total > max) {
         over = true;
+        overflowed.add(raw);
         raw.unpipe(counter);
         callback(new Error('request body over the byte cap'));
         return;

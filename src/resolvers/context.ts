@@ -7,4 +7,6 @@ export interface RequestContext {
   bearerToken: string | null;
   /** Aborts when the request passes its deadline (TIMEOUT) or the client goes away; absent outside HTTP. */
   signal?: AbortSignal;
+  /** Whether a multipart request's body was cut off at HTTP_UPLOAD_MAX_BYTES (its files then fail as such). */
+  uploadOverflowed?: () => boolean;
 }

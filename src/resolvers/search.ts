@@ -4,7 +4,7 @@ import { toQueryImage } from './inputs.js';
 export const searchResolvers: Resolvers = {
   Query: {
     similarProducts: async (_, { image, ...args }, ctx) => {
-      const query = await toQueryImage(image, ctx.services.imageLimits.maxImageBytes);
+      const query = await toQueryImage(image, ctx.services.imageLimits.maxImageBytes, { requestOverflowed: ctx.uploadOverflowed });
       return (await ctx.services.search.similarToImage(query, { ...args, signal: ctx.signal })).matches;
     },
     searchProducts: async (_, { text, ...args }, ctx) =>
