@@ -138,9 +138,11 @@ class EmbedderImpl implements Embedder {
     const spec = this.files.preprocess;
     const tensors = images.map((img, index) => {
       if (!(img.width >= 1 && img.height >= 1) || img.data.length !== img.width * img.height * 3) {
-        throw new AppError(ErrorCode.BAD_USER_INPUT, `Image ${index} is not ${img.width}×${img.height} RGB (${img.data.length} bytes)`, {
-          index,
-        });
+        throw new AppError(
+          ErrorCode.BAD_USER_INPUT,
+          `Image ${index} is not ${img.width}×${img.height} RGB (${img.data.length} bytes)`,
+          { index },
+        );
       }
       return rgbToTensor(resizeForModel(img, spec), spec.width, spec.height, spec);
     });

@@ -174,6 +174,7 @@ export function pickAutoVariant(
   return [...AUTO_VARIANT_ORDER[provider], ...fallbacks].find(present);
 }
 
+
 async function isFile(path: string): Promise<boolean> {
   try {
     const s = await stat(path);

@@ -51,3 +51,4 @@ export function resizeForModel(img: RgbImage, spec: PreprocessSpec): Uint8Array 
 export function preprocessRgb(img: RgbImage, spec: PreprocessSpec): Float32Array {
   return rgbToTensor(resizeForModel(img, spec), spec.width, spec.height, spec);
 }
+
