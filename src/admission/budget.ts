@@ -14,7 +14,9 @@ import {
   type SelectionSetNode,
   type ValueNode,
 } from 'graphql';
+import { LIMITS } from '../catalog/validate.js';
 import { ErrorCode } from '../errors.js';
+import { MAX_K } from '../search/strategy.js';
 
 export interface Budget {
   similarityFields: number;
@@ -30,7 +32,7 @@ export interface OperationCost {
 
 const SIMILARITY_FIELDS = new Set(['similarProducts', 'searchProducts']);
 const DEFAULT_K = 10; // the schema's default of k
-const DEFAULT_FIRST = 20; // catalog/validate.ts LIMITS.pageSize.default; over-counting is harmless here
+const DEFAULT_FIRST = LIMITS.pageSize.default;
 
 /** Counts the operation's similarity fields, Σk and Σfirst, following fragments (each spread counted). */
 export function operationCost(
@@ -41,11 +43,13 @@ export function operationCost(
   const fragments = new Map<string, FragmentDefinitionNode>();
   for (const d of document.definitions) if (d.kind === Kind.FRAGMENT_DEFINITION) fragments.set(d.name.value, d);
   const cost: OperationCost = { similarityFields: 0, similarityK: 0, pageFirst: 0 };
-  const intArg = (value: ValueNode | undefined, fallback: number): number => {
+  // A value over the field's own maximum is refused by the resolver as BAD_USER_INPUT before any work, so
+  // it counts as that maximum here (the client then learns what is wrong with the field itself).
+  const intArg = (value: ValueNode | undefined, fallback: number, max: number): number => {
     if (!value) return fallback;
     const v: unknown = valueFromASTUntyped(value, variables);
     // A value that is not a number is refused later by GraphQL's own coercion; count it as the default.
-    return typeof v === 'number' && Number.isFinite(v) ? Math.max(0, v) : fallback;
+    return typeof v === 'number' && Number.isFinite(v) ? Math.min(max, Math.max(0, v)) : fallback;
   };
   // Guards against fragment cycles (already a validation error, but this may run on any document).
   const visit = (set: SelectionSetNode, depth: number) => {
@@ -55,9 +59,9 @@ export function operationCost(
         const name = sel.name.value;
         if (SIMILARITY_FIELDS.has(name)) {
           cost.similarityFields++;
-          cost.similarityK += intArg(sel.arguments?.find((a) => a.name.value === 'k')?.value, DEFAULT_K);
+          cost.similarityK += intArg(sel.arguments?.find((a) => a.name.value === 'k')?.value, DEFAULT_K, MAX_K);
         } else if (name === 'products') {
-          cost.pageFirst += intArg(sel.arguments?.find((a) => a.name.value === 'first')?.value, DEFAULT_FIRST);
+          cost.pageFirst += intArg(sel.arguments?.find((a) => a.name.value === 'first')?.value, DEFAULT_FIRST, LIMITS.pageSize.max);
         }
         if (sel.selectionSet) visit(sel.selectionSet, depth + 1);
       } else if (sel.kind === Kind.INLINE_FRAGMENT) {
