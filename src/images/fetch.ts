@@ -352,14 +352,14 @@ function tooLarge(maxBytes: number, declared?: number): AppError {
 async function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   signal.throwIfAborted();
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
+    const onAbort = () => reject(signal.reason as Error);
     signal.addEventListener('abort', onAbort, { once: true });
     p.then(
       (v) => {
         signal.removeEventListener('abort', onAbort);
         resolve(v);
       },
-      (e: unknown) => {
+      (e: Error) => {
         signal.removeEventListener('abort', onAbort);
         reject(e);
       },

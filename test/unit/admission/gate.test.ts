@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { Gate, requestDeadline, untilAborted } from '../../../src/admission/index.js';
 import { operationCost } from '../../../src/admission/budget.js';
 import { AppError } from '../../../src/errors.js';
-import { parse, type OperationDefinitionNode } from 'graphql';
+import { Kind, parse, type OperationDefinitionNode } from 'graphql';
 
 const code = async (p: Promise<unknown>) => {
   try {
@@ -64,7 +64,7 @@ describe('Gate', () => {
 describe('operationCost', () => {
   const cost = (q: string, variables?: Record<string, unknown>) => {
     const doc = parse(q);
-    return operationCost(doc, doc.definitions.find((d) => d.kind === 'OperationDefinition') as OperationDefinitionNode, variables);
+    return operationCost(doc, doc.definitions.find((d) => d.kind === Kind.OPERATION_DEFINITION) as OperationDefinitionNode, variables);
   };
   it('counts similarity fields and k, literal, defaulted, by variable and through fragments', () => {
     expect(cost('{ a: similarProducts(image: {productId: "1"}, k: 100) { score } b: searchProducts(text: "x") { score } }')).toEqual({
