@@ -110,6 +110,8 @@ export class Gate {
       stage: this.name,
       reason,
       retryAfterSeconds: 1,
+      active: this.active,
+      queued: this.queue.length,
     });
   }
 }

@@ -6,7 +6,9 @@
  *  - fetch:  URL image downloads (network-bound; many may be in flight);
  *  - decode: sharp decodes of a query image (libuv pool-bound);
  *  - embed:  query images and texts in the embedding engine (CPU-bound);
- *  - query:  similarity statements on the database (pool-bound).
+ *  - query:  similarity statements on the database (pool-bound), and hydrating their products;
+ *  - heavyQuery: the same for a large k (over `heavyK`), kept apart so that a few clients asking for
+ *    hundreds of products each (and their descriptions) cannot make a storefront's k: 10 wait behind them.
  *
  * Plus the request deadline: a signal that aborts on timeout (TIMEOUT) or when the client goes away.
  */
@@ -15,14 +17,17 @@ import { Gate, type GateLimits } from './gate.js';
 
 export { Gate, abortError, type GateLimits, type GateStats, type Release } from './gate.js';
 
-export type Stage = 'fetch' | 'decode' | 'embed' | 'query';
+export type Stage = 'fetch' | 'decode' | 'embed' | 'query' | 'heavyQuery';
 
 export interface AdmissionSettings {
   stages: Record<Stage, GateLimits>;
+  /** A similarity query with k above this goes through the heavyQuery gate. */
+  heavyK: number;
 }
 
 export class Admission {
   readonly gates: Record<Stage, Gate>;
+  readonly heavyK: number;
 
   constructor(settings: AdmissionSettings) {
     this.gates = {
@@ -30,7 +35,14 @@ export class Admission {
       decode: new Gate('decode', settings.stages.decode),
       embed: new Gate('embed', settings.stages.embed),
       query: new Gate('query', settings.stages.query),
+      heavyQuery: new Gate('heavyQuery', settings.stages.heavyQuery),
     };
+    this.heavyK = settings.heavyK;
+  }
+
+  /** The gate of a similarity query asking for k products. */
+  queryGate(k: number): Gate {
+    return k > this.heavyK ? this.gates.heavyQuery : this.gates.query;
   }
 
   stats() {
@@ -41,7 +53,7 @@ export class Admission {
 /** Settings for processes without a configuration (CLI, tests): wide enough never to refuse in practice. */
 export function unboundedAdmission(): Admission {
   const wide: GateLimits = { concurrency: 1_000, maxQueue: 100_000, maxWaitMs: 3_600_000 };
-  return new Admission({ stages: { fetch: wide, decode: wide, embed: wide, query: wide } });
+  return new Admission({ stages: { fetch: wide, decode: wide, embed: wide, query: wide, heavyQuery: wide }, heavyK: 1_000_000 });
 }
 
 /**

@@ -167,8 +167,10 @@ export class SearchService {
     extra: { preferProductId?: string; strategy?: Strategy | undefined; signal?: AbortSignal | undefined },
     calibrate: (score: number) => number | null = () => null,
   ): Promise<SearchOutcome> {
+    // A large k has a gate of its own: small-k (storefront) queries never wait behind large ones.
+    const gate = this.limits.admission.queryGate(opts.k);
     return untilAborted(
-      this.gates.query.run(() => this.runQuery(model, vector, opts, extra, calibrate), extra.signal),
+      gate.run(() => this.runQuery(model, vector, opts, extra, calibrate), extra.signal),
       extra.signal,
     );
   }

@@ -113,6 +113,39 @@ describe('the operation budget', () => {
   });
 });
 
+describe('abusive clients beside a storefront', () => {
+  it('serves every request of a well-behaved client while six others send the heaviest accepted query; theirs are served or refused with stable codes', async () => {
+    const heavy = `query($id: ID!) { ${Array.from(
+      { length: 3 },
+      (_, i) => `a${i}: similarProducts(image: { productId: $id }, k: 333) { score product { id description attributes } }`,
+    ).join(' ')} }`;
+    let stop = false;
+    const abusive: string[] = [];
+    const abusers = Array.from({ length: 6 }, async () => {
+      while (!stop) {
+        const r = await t.gql(heavy, { id: productId });
+        abusive.push(...(r.errors ? codes(r).map(String) : ['ok']));
+      }
+    });
+    const good: Array<string | undefined> = [];
+    for (let i = 0; i < 30; i++) {
+      const r = await t.gql(BY_ID, { id: productId, k: 10 });
+      good.push(...(r.errors ? r.errors.map((e) => JSON.stringify(e.extensions)) : ['ok']));
+    }
+    stop = true;
+    await Promise.all(abusers);
+    expect(
+      good.every((c) => c === 'ok'),
+      JSON.stringify(good),
+    ).toBe(true);
+    expect(abusive.length).toBeGreaterThan(0);
+    expect(
+      abusive.every((c) => c === 'ok' || c === 'OVERLOADED'),
+      JSON.stringify([...new Set(abusive)]),
+    ).toBe(true);
+  });
+});
+
 describe('admission on the expensive paths', () => {
   it('answers OVERLOADED (503, Retry-After) when the fetch stage is full, then TIMEOUT at the deadline, aborting the fetch', async () => {
     const started = Date.now();

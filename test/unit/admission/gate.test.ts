@@ -1,6 +1,6 @@
 /** The admission gate: bounded concurrency, bounded queue, bounded wait, and abort of waiting work. */
 import { describe, expect, it } from 'vitest';
-import { Gate, requestDeadline, untilAborted } from '../../../src/admission/index.js';
+import { Admission, Gate, requestDeadline, untilAborted } from '../../../src/admission/index.js';
 import { operationCost } from '../../../src/admission/budget.js';
 import { AppError } from '../../../src/errors.js';
 import { Kind, parse, type OperationDefinitionNode } from 'graphql';
@@ -58,6 +58,16 @@ describe('Gate', () => {
     const deadline = requestDeadline(20);
     const never = new Promise<never>(() => {});
     expect(await code(untilAborted(never, deadline.signal))).toBe('TIMEOUT');
+  });
+});
+
+describe('Admission', () => {
+  it('sends a large k through the heavyQuery gate, a small one through query', () => {
+    const wide = { concurrency: 1, maxQueue: 1, maxWaitMs: 10 };
+    const a = new Admission({ stages: { fetch: wide, decode: wide, embed: wide, query: wide, heavyQuery: wide }, heavyK: 100 });
+    expect(a.queryGate(10).name).toBe('query');
+    expect(a.queryGate(100).name).toBe('query');
+    expect(a.queryGate(101).name).toBe('heavyQuery');
   });
 });
 
