@@ -21,8 +21,9 @@ describe('rate limiting', () => {
     expect(Number(res.headers.get('retry-after'))).toBeGreaterThan(0);
     const body = (await res.json()) as { errors: Array<{ message: string; extensions: { code: string } }> };
     expect(codes({ ...body, status: res.status })).toEqual(['RATE_LIMITED']);
-    // A caller with a token has its own bucket (the admin token here).
+    // The admin token has its own bucket; a made-up token does not buy a fresh one.
     expect((await t.gql(Q, {}, { admin: true })).errors).toBeUndefined();
+    expect((await t.gql(Q, {}, { headers: { authorization: 'Bearer made-up-token-000000000' } })).status).toBe(429);
   });
 
   it('exempts /healthz and /readyz', async () => {
