@@ -92,7 +92,9 @@ const schema = z.object({
   HTTP_UPLOAD_MAX_BYTES: int(1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
   IMAGE_FETCH_DNS_TIMEOUT_MS: int(50, 60_000).default(2_000),
   RATE_LIMIT_ENABLED: bool.default(true),
-  RATE_LIMIT_MAX: int(1, 10_000_000).default(600),
+  // Generous per address: a storefront's backend may send every shopper's search from one address; the
+  // budget and the admission gates bound what each request may cost.
+  RATE_LIMIT_MAX: int(1, 10_000_000).default(5_000),
   RATE_LIMIT_WINDOW_MS: int(100, 86_400_000).default(10_000),
   ...hubShape(),
 });
