@@ -5,6 +5,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import type { AdmissionSettings } from './admission/index.js';
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
@@ -34,9 +35,13 @@ const schema = z.object({
   METRICS_PORT: int(1, 65535).optional(),
   NODE_ENV: z.string().default('development'),
   GRAPHQL_INTROSPECTION: bool.optional(),
-  GRAPHQL_MAX_DEPTH: int(1, 100).default(12),
-  GRAPHQL_MAX_ALIASES: int(1, 1000).default(30),
+  // graphql-armor's own defaults (depth 6, 15 aliases, 1000 tokens) except its cost: the storefront's own
+  // categories query (products(first: 500) { edges { node { category } } pageInfo { … } }) measures 10 188
+  // in armor's cost model, over its default of 5000. The cost of k is the budget's (admission/budget.ts).
+  GRAPHQL_MAX_DEPTH: int(1, 100).default(6),
+  GRAPHQL_MAX_ALIASES: int(1, 1000).default(15),
   GRAPHQL_MAX_COST: int(1, 1_000_000).default(20_000),
+  GRAPHQL_MAX_TOKENS: int(1, 1_000_000).default(1_000),
   HTTP_BODY_LIMIT_BYTES: int(1024, 1024 * 1024 * 1024).default(32 * 1024 * 1024),
   EMBEDDING_MODEL_DIR: z.string().min(1).optional(),
   EMBEDDING_PROVIDER: z.enum(['auto', 'cuda', 'webgpu', 'cpu']).default('auto'),
@@ -65,6 +70,37 @@ const schema = z.object({
   PGLITE_PSQL_PASSWORD: z.string().min(12, 'must be at least 12 characters').optional(),
   PGLITE_PSQL_TRUST: bool.default(false),
   PGLITE_PSQL_MAX_HOLD_MS: int(100, 86_400_000).default(60_000),
+  // --- admission control, budgets, timeouts, rate limits (README: Configuration, "Public API limits") ---
+  ADMISSION_FETCH_CONCURRENCY: int(1, 10_000).default(16),
+  ADMISSION_FETCH_QUEUE: int(0, 100_000).default(32),
+  ADMISSION_DECODE_CONCURRENCY: int(1, 256).default(Math.max(2, os.availableParallelism())),
+  ADMISSION_DECODE_QUEUE: int(0, 100_000).default(16),
+  ADMISSION_EMBED_CONCURRENCY: int(1, 1024).default(Math.max(4, 2 * os.availableParallelism())),
+  ADMISSION_EMBED_QUEUE: int(0, 100_000).default(32),
+  ADMISSION_QUERY_CONCURRENCY: int(1, 1024).default(Math.max(2, os.availableParallelism())),
+  ADMISSION_QUERY_QUEUE: int(0, 100_000).default(32),
+  ADMISSION_HEAVY_K: int(1, 1000).default(100),
+  ADMISSION_HEAVY_QUERY_CONCURRENCY: int(1, 1024).default(1),
+  ADMISSION_HEAVY_QUERY_QUEUE: int(0, 100_000).default(4),
+  ADMISSION_MAX_WAIT_MS: int(1, 600_000).default(2_000),
+  BUDGET_SIMILARITY_FIELDS: int(1, 1000).default(3),
+  BUDGET_SIMILARITY_K: int(1, 1_000_000).default(1_000),
+  BUDGET_ADMIN_SIMILARITY_FIELDS: int(1, 1000).default(30),
+  BUDGET_ADMIN_SIMILARITY_K: int(1, 1_000_000).default(30_000),
+  BUDGET_PAGE_FIRST: int(1, 1_000_000).default(500),
+  SEARCH_IMAGE_MAX_PIXELS: int(1, 1_000_000_000).default(16_000_000),
+  GRAPHQL_REQUEST_TIMEOUT_MS: int(0, 3_600_000).default(20_000),
+  HTTP_REQUEST_TIMEOUT_MS: int(0, 3_600_000).default(60_000),
+  HTTP_CONNECTION_TIMEOUT_MS: int(0, 3_600_000).default(600_000),
+  HTTP_KEEP_ALIVE_TIMEOUT_MS: int(1, 3_600_000).default(5_000),
+  HTTP_HEADERS_TIMEOUT_MS: int(1, 3_600_000).default(10_000),
+  HTTP_UPLOAD_MAX_BYTES: int(1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
+  IMAGE_FETCH_DNS_TIMEOUT_MS: int(50, 60_000).default(2_000),
+  RATE_LIMIT_ENABLED: bool.default(true),
+  // Generous per address: a storefront's backend may send every shopper's search from one address; the
+  // budget and the admission gates bound what each request may cost.
+  RATE_LIMIT_MAX: int(1, 10_000_000).default(5_000),
+  RATE_LIMIT_WINDOW_MS: int(100, 86_400_000).default(10_000),
   ...hubShape(),
 });
 
@@ -147,7 +183,7 @@ export interface Config {
   logFormat: Env['LOG_FORMAT'];
   /** Prometheus metrics at /metrics (src/metrics/); port: their own listener, on the service's host. */
   metrics: { enabled: boolean; port: number | undefined };
-  graphql: { introspection: boolean; maxDepth: number; maxAliases: number; maxCost: number };
+  graphql: { introspection: boolean; maxDepth: number; maxAliases: number; maxCost: number; maxTokens: number };
   dataDir: string;
   embedding: {
     /** Explicit model directory; unset: the default model in the cache, if it is there. */
@@ -168,6 +204,8 @@ export interface Config {
   };
   /** Where models are fetched from (HF_ENDPOINT, HF_TOKEN or HUGGING_FACE_HUB_TOKEN). */
   hub: HubSettings;
+  /** What one client may ask of the public API (src/admission/, README "Public API limits"). */
+  limits: LimitSettings;
   /** Reindex/import jobs on the pg-boss queue (docs/reindex.md). */
   jobs: {
     enabled: boolean;
@@ -178,6 +216,29 @@ export interface Config {
     /** Runs a reindex job may start before it ends FAILED (a worker that keeps dying is not resumed forever). */
     maxAttempts: number;
   };
+}
+
+export interface LimitSettings {
+  admission: AdmissionSettings;
+  /** Per operation: similarity fields (similarProducts, searchProducts) and the sum of their k; products(first). */
+  budget: {
+    anonymous: { similarityFields: number; similarityK: number };
+    admin: { similarityFields: number; similarityK: number };
+    pageFirst: number;
+  };
+  /** Pixel cap of a search query's image (ingest keeps IMAGE_MAX_PIXELS). */
+  searchMaxPixels: number;
+  /** Deadline of one GraphQL request; 0: none. */
+  requestTimeoutMs: number;
+  http: {
+    requestTimeoutMs: number;
+    connectionTimeoutMs: number;
+    keepAliveTimeoutMs: number;
+    headersTimeoutMs: number;
+    uploadMaxBytes: number;
+  };
+  dnsTimeoutMs: number;
+  rateLimit: { enabled: boolean; max: number; windowMs: number };
 }
 
 export class ConfigError extends Error {
@@ -225,6 +286,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       maxDepth: env.GRAPHQL_MAX_DEPTH,
       maxAliases: env.GRAPHQL_MAX_ALIASES,
       maxCost: env.GRAPHQL_MAX_COST,
+      maxTokens: env.GRAPHQL_MAX_TOKENS,
     },
     dataDir,
     embedding: {
@@ -248,6 +310,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       },
     },
     hub: hubOf(env),
+    limits: limitsOf(env),
     jobs: {
       enabled: env.JOBS_ENABLED,
       batchSize: env.REINDEX_BATCH_SIZE,
@@ -256,6 +319,38 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       maxAttempts: env.REINDEX_MAX_ATTEMPTS,
       pollIntervalMs: env.JOBS_POLL_INTERVAL_MS,
     },
+  };
+}
+
+function limitsOf(env: Env): LimitSettings {
+  const wait = env.ADMISSION_MAX_WAIT_MS;
+  return {
+    admission: {
+      stages: {
+        fetch: { concurrency: env.ADMISSION_FETCH_CONCURRENCY, maxQueue: env.ADMISSION_FETCH_QUEUE, maxWaitMs: wait },
+        decode: { concurrency: env.ADMISSION_DECODE_CONCURRENCY, maxQueue: env.ADMISSION_DECODE_QUEUE, maxWaitMs: wait },
+        embed: { concurrency: env.ADMISSION_EMBED_CONCURRENCY, maxQueue: env.ADMISSION_EMBED_QUEUE, maxWaitMs: wait },
+        query: { concurrency: env.ADMISSION_QUERY_CONCURRENCY, maxQueue: env.ADMISSION_QUERY_QUEUE, maxWaitMs: wait },
+        heavyQuery: { concurrency: env.ADMISSION_HEAVY_QUERY_CONCURRENCY, maxQueue: env.ADMISSION_HEAVY_QUERY_QUEUE, maxWaitMs: wait },
+      },
+      heavyK: env.ADMISSION_HEAVY_K,
+    },
+    budget: {
+      anonymous: { similarityFields: env.BUDGET_SIMILARITY_FIELDS, similarityK: env.BUDGET_SIMILARITY_K },
+      admin: { similarityFields: env.BUDGET_ADMIN_SIMILARITY_FIELDS, similarityK: env.BUDGET_ADMIN_SIMILARITY_K },
+      pageFirst: env.BUDGET_PAGE_FIRST,
+    },
+    searchMaxPixels: env.SEARCH_IMAGE_MAX_PIXELS,
+    requestTimeoutMs: env.GRAPHQL_REQUEST_TIMEOUT_MS,
+    http: {
+      requestTimeoutMs: env.HTTP_REQUEST_TIMEOUT_MS,
+      connectionTimeoutMs: env.HTTP_CONNECTION_TIMEOUT_MS,
+      keepAliveTimeoutMs: env.HTTP_KEEP_ALIVE_TIMEOUT_MS,
+      headersTimeoutMs: env.HTTP_HEADERS_TIMEOUT_MS,
+      uploadMaxBytes: env.HTTP_UPLOAD_MAX_BYTES,
+    },
+    dnsTimeoutMs: env.IMAGE_FETCH_DNS_TIMEOUT_MS,
+    rateLimit: { enabled: env.RATE_LIMIT_ENABLED, max: env.RATE_LIMIT_MAX, windowMs: env.RATE_LIMIT_WINDOW_MS },
   };
 }
 

@@ -18,8 +18,22 @@ export const ErrorCode = {
   CONFLICT: 'CONFLICT',
   /** The database cannot be reached (down, restarting, failing over); retrying later can succeed. */
   DATABASE_UNAVAILABLE: 'DATABASE_UNAVAILABLE',
-  /** A statement ran past its statement_timeout. */
+  /** A statement ran past its statement_timeout, or a request past its deadline (GRAPHQL_REQUEST_TIMEOUT_MS). */
   TIMEOUT: 'TIMEOUT',
+  /** No slot on an expensive path (fetch, decode, embed, query) within its wait bound: HTTP 503, retry later. */
+  OVERLOADED: 'OVERLOADED',
+  /** Too many requests from this client in the rate-limit window: HTTP 429 with Retry-After. */
+  RATE_LIMITED: 'RATE_LIMITED',
+  /** The operation asks for more similarity fields or a larger sum of k / first than its caller may. */
+  BUDGET_EXCEEDED: 'BUDGET_EXCEEDED',
+  /** The client went away, or cancelled the request, before it was answered. */
+  REQUEST_ABORTED: 'REQUEST_ABORTED',
+  /** A multipart upload without the CSRF preflight header (Apollo-Require-Preflight). */
+  PREFLIGHT_REQUIRED: 'PREFLIGHT_REQUIRED',
+  /** A multipart request with more files than its caller may send. */
+  TOO_MANY_FILES: 'TOO_MANY_FILES',
+  /** A request body over HTTP_UPLOAD_MAX_BYTES (counted while streaming). */
+  REQUEST_TOO_LARGE: 'REQUEST_TOO_LARGE',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

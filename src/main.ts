@@ -4,6 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { startService, stopOnSignals } from './app.js';
+import { blockUnneededLoaders } from './images/decode.js';
 import { loadConfigOrReport, type Config } from './config.js';
 import { migrateDown, migrateToLatest, migrationStatus } from './db/migrate.js';
 import { IMPORT_USAGE, importCommand, MODEL_USAGE, modelCommand, REINDEX_USAGE, reindexCommand } from './cli/admin.js';
@@ -21,6 +22,7 @@ const commands: Record<string, Command> = {
     summary: 'Run the GraphQL service (embedded database unless DATABASE_URL is set).',
     usage: 'serve',
     async run(_args, config, log) {
+      blockUnneededLoaders(); // libvips loaders no product photo needs (images/decode.ts)
       const service = await startService(config, log);
       const psql = service.services.database.psqlUrl;
       // The psql URL carries the port's password: on stdout for the operator, masked in the log.

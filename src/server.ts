@@ -8,20 +8,24 @@ import { ApolloServer, type ApolloServerPlugin, type GraphQLRequestContext } fro
 import { ApolloServerErrorCode, unwrapResolverError } from '@apollo/server/errors';
 import { fastifyApolloDrainPlugin, fastifyApolloHandler } from '@as-integrations/fastify';
 import { ApolloArmor } from '@escape.tech/graphql-armor';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import rateLimit from '@fastify/rate-limit';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { GraphQLFormattedError } from 'graphql';
 import { sql } from 'kysely';
+import { requestDeadline } from './admission/index.js';
+import { enforceBudget, operationCost } from './admission/budget.js';
 import { isProductId } from './catalog/validate.js';
 import { databaseFaultError, dbErrorFields } from './db/faults.js';
 import { getThumbnail } from './db/images.js';
 import { pendingMigrations } from './db/migrate.js';
 import { maskInternalErrors } from './http/errors.js';
-import { registerMultipart } from './http/multipart.js';
+import { registerMultipart, uploadOverflowed } from './http/multipart.js';
 import { ErrorCode, isAppError } from './errors.js';
 import { registerStorefront } from './http/storefront.js';
 import { currentLog, runWithLog, type Logger } from './log.js';
 import { metrics } from './metrics/index.js';
 import { enablePrometheus } from './metrics/prometheus.js';
+import { isAdminToken } from './resolvers/auth.js';
 import type { RequestContext } from './resolvers/context.js';
 import { resolvers } from './resolvers/index.js';
 import type { Services } from './services.js';
@@ -99,8 +103,18 @@ export function requestIdOf(header: string | string[] | undefined): string {
 /** Operation names come from clients: only a bounded set become metric labels, the rest are "other". */
 const MAX_OPERATION_LABELS = 200;
 
+/** Codes that mean "the service cannot do this right now, retry": answered 503 with Retry-After. */
+const RETRYABLE = new Set<string>([ErrorCode.DATABASE_UNAVAILABLE, ErrorCode.OVERLOADED]);
+
+function bearerOf(request: FastifyRequest): string | null {
+  const header = request.headers.authorization;
+  const match = typeof header === 'string' ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null;
+  return match?.[1] ?? null;
+}
+
 export async function startHttpServer(services: Services): Promise<HttpServer> {
   const { config } = services;
+  const limits = config.limits;
   const app = Fastify({
     loggerInstance: services.log as FastifyBaseLogger,
     // Every line Fastify's request.log writes carries reqId; the id also goes back to the client, so
@@ -109,7 +123,38 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
     bodyLimit: config.http.bodyLimit,
     // Let in-flight requests finish on close; new connections are refused.
     forceCloseConnections: 'idle',
+    // A client that sends its request slowly (slowloris) or holds idle connections open is cut off.
+    requestTimeout: limits.http.requestTimeoutMs,
+    connectionTimeout: limits.http.connectionTimeoutMs,
+    keepAliveTimeout: limits.http.keepAliveTimeoutMs,
   });
+  // Node's own bound on receiving the request headers (Fastify has no option for it); must not exceed
+  // requestTimeout where that is set.
+  app.server.headersTimeout =
+    limits.http.requestTimeoutMs > 0 ? Math.min(limits.http.headersTimeoutMs, limits.http.requestTimeoutMs) : limits.http.headersTimeoutMs;
+  const isAdminRequest = (request: FastifyRequest) => isAdminToken(config.adminToken, bearerOf(request));
+
+  // Per client: the token when it is a valid one (only the admin token is), else the address; a made-up
+  // token must not buy a fresh bucket. Health checks are exempt (their route options). Registered first,
+  // so a refused request reads no body.
+  if (limits.rateLimit.enabled) {
+    await app.register(rateLimit, {
+      global: true,
+      max: limits.rateLimit.max,
+      timeWindow: limits.rateLimit.windowMs,
+      keyGenerator: (request) => (isAdminRequest(request) ? 'token:admin' : `ip:${request.ip}`),
+      // GraphQL-shaped, so GraphQL clients read it like any other error.
+      errorResponseBuilder: (_request, context) => ({
+        statusCode: context.statusCode,
+        errors: [
+          {
+            message: `Too many requests: at most ${context.max} per ${context.after}; retry in ${Math.ceil(context.ttl / 1000)} s.`,
+            extensions: { code: ErrorCode.RATE_LIMITED, retryAfterSeconds: Math.ceil(context.ttl / 1000) },
+          },
+        ],
+      }),
+    });
+  }
   // A request still running at close() holds a keep-alive connection that would otherwise stay open
   // until Fastify's keepAliveTimeout (72 s) and hold up shutdown that long: once closing, answer with
   // `Connection: close` so the socket ends with the response.
@@ -142,7 +187,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
     maxDepth: { n: config.graphql.maxDepth },
     maxAliases: { n: config.graphql.maxAliases },
     costLimit: { maxCost: config.graphql.maxCost },
-    maxTokens: { n: 5000 },
+    maxTokens: { n: config.graphql.maxTokens },
     maxDirectives: { n: 50 },
     blockFieldSuggestion: { enabled: config.production },
   });
@@ -165,14 +210,28 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
         async requestDidStart() {
           const started = performance.now();
           return {
-            // A request that failed only because the database is unavailable answers 503 (with a
-            // Retry-After), so load balancers and clients treat it as a transient outage.
+            // The operation's budget (similarity fields, Σk, Σfirst), with the variables' values known.
+            didResolveOperation(ctx: GraphQLRequestContext<RequestContext>) {
+              if (!ctx.document || !ctx.operation) return Promise.resolve();
+              const admin = isAdminToken(config.adminToken, ctx.contextValue.bearerToken);
+              const b = limits.budget;
+              const cost = operationCost(ctx.document, ctx.operation, ctx.request.variables);
+              enforceBudget(cost, { ...(admin ? b.admin : b.anonymous), pageFirst: b.pageFirst }, admin ? 'admin' : 'anonymous');
+              return Promise.resolve();
+            },
+            // A request that failed only because the database is unavailable or the service is overloaded
+            // answers 503 (with a Retry-After), so load balancers and clients treat it as transient.
             willSendResponse(ctx: GraphQLRequestContext<RequestContext>) {
               const body = ctx.response.body;
               const errors = body?.kind === 'single' ? body.singleResult.errors : undefined;
-              if (errors?.length && errors.every((e) => e.extensions?.code === ErrorCode.DATABASE_UNAVAILABLE)) {
+              if (errors?.length && errors.every((e) => RETRYABLE.has(String(e.extensions?.code)))) {
                 ctx.response.http.status = 503;
                 ctx.response.http.headers.set('retry-after', '1');
+              }
+              // An upload cut off at the request byte cap: the rest of the body is not read.
+              if (errors?.some((e) => e.extensions?.code === ErrorCode.REQUEST_TOO_LARGE)) {
+                ctx.response.http.status = 413;
+                ctx.response.http.headers.set('connection', 'close');
               }
               // ctx.operationName is set once the document parsed and the operation was found.
               const code = errors?.[0]?.extensions?.code;
@@ -193,12 +252,29 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   });
   await apollo.start();
 
-  registerMultipart(app, { maxFileBytes: config.images.maxBytes, maxFiles: 500 });
+  registerMultipart(app, {
+    maxFileBytes: config.images.maxBytes,
+    maxFiles: 500, // the upsert batch limit (catalog/validate.ts)
+    anonymousMaxFiles: 1, // a shopper's photo
+    maxRequestBytes: limits.http.uploadMaxBytes,
+    isAdmin: isAdminRequest,
+  });
   const graphqlHandler = fastifyApolloHandler(apollo, {
-    context: async (request) => {
-      const header = request.headers.authorization;
-      const match = typeof header === 'string' ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null;
-      return { services, bearerToken: match?.[1] ?? null, log: request.log as Logger };
+    context: (request, reply) => {
+      // The request's deadline; it also fires when the client goes away before the answer is sent,
+      // which drops its queued work and aborts its URL fetch.
+      const deadline = requestDeadline(limits.requestTimeoutMs);
+      reply.raw.once('close', () => {
+        deadline.dispose();
+        if (!reply.raw.writableFinished) deadline.abort();
+      });
+      return Promise.resolve({
+        services,
+        bearerToken: bearerOf(request),
+        log: request.log as Logger,
+        signal: deadline.signal,
+        uploadOverflowed: () => uploadOverflowed(request.raw),
+      });
     },
   });
   app.route({
@@ -213,7 +289,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   });
   if (config.metrics.enabled && config.metrics.port === undefined) registerMetricsRoute(app);
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/healthz', { config: { rateLimit: false } }, async () => ({ status: 'ok' }));
   registerStorefront(app); // the storefront page (web/) at /
 
   // Thumbnails made at ingest, straight from the database (no re-download per view).
@@ -239,7 +315,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
       .send(found.thumbnail);
   });
 
-  app.get('/readyz', async (_req, reply) => {
+  app.get('/readyz', { config: { rateLimit: false } }, async (_req, reply) => {
     const checks: Record<string, string> = {};
     let ready = true;
     try {

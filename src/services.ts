@@ -5,6 +5,7 @@
  * the way a model is loaded exist once.
  */
 import path from 'node:path';
+import { Admission } from './admission/index.js';
 import type { IngestContext } from './catalog/ingest.js';
 import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/connect.js';
@@ -92,6 +93,7 @@ export function fetchOptionsOf(config: Config): FetchImageOptions {
     maxBytes: config.images.maxBytes,
     totalTimeoutMs: config.images.fetch.totalTimeoutMs,
     connectTimeoutMs: config.images.fetch.connectTimeoutMs,
+    dnsTimeoutMs: config.limits.dnsTimeoutMs,
     maxRedirects: config.images.fetch.maxRedirects,
     allowedPrivateHosts: config.images.fetch.allowedPrivateHosts,
   };
@@ -247,7 +249,10 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
     await close();
     throw err;
   }
-  const search = new SearchService(database.db, models, fetchOptions, imageLimits);
+  const search = new SearchService(database.db, models, fetchOptions, imageLimits, {
+    admission: new Admission(config.limits.admission),
+    maxQueryPixels: config.limits.searchMaxPixels,
+  });
   return {
     config,
     log,

@@ -3,6 +3,8 @@
  * (embedding/) receives decoded, bounded RGB pixels.
  *
  * Order of defences:
+ *  0. the magic bytes (sniff.ts): every byte source (base64, upload, import file, URL) reaches sharp only
+ *     through inspectImage, and only as one of the accepted raster formats;
  *  1. byte cap (before sharp sees the data);
  *  2. header-only metadata read: unknown/corrupt format → INVALID_IMAGE; declared width × height over the
  *     pixel cap → IMAGE_TOO_LARGE, before any pixel is decoded (decompression bombs are refused here);
@@ -12,6 +14,29 @@
  */
 import sharp, { type Metadata } from 'sharp';
 import { AppError, ErrorCode } from '../errors.js';
+import { looksLikeSvgOrXml, sniffImageType } from './sniff.js';
+
+/**
+ * libvips loaders a merchant's photo never needs (SVG, PDF, ImageMagick, libvips' own format, slides,
+ * FITS, Matlab, raw camera, ...), blocked for the whole process at start (main.ts `serve`): a decoder that
+ * is not there cannot be attacked. Everything is blocked, then the accepted formats unblocked, so a loader
+ * added by a later libvips stays blocked too. In-process tools that render SVG (the demo's synthetic
+ * catalog) do not call this.
+ */
+export const ALLOWED_LOADERS = [
+  'VipsForeignLoadJpeg',
+  'VipsForeignLoadPng',
+  'VipsForeignLoadWebp',
+  'VipsForeignLoadGif',
+  'VipsForeignLoadNsgif', // libvips' GIF loader (libnsgif)
+  'VipsForeignLoadHeif',
+  'VipsForeignLoadTiff',
+];
+
+export function blockUnneededLoaders(): void {
+  sharp.block({ operation: ['VipsForeignLoad'] });
+  sharp.unblock({ operation: ALLOWED_LOADERS });
+}
 
 export interface ImageLimits {
   /** Largest accepted encoded size in bytes. */
@@ -54,6 +79,11 @@ export async function inspectImage(bytes: Buffer | Uint8Array, limits: ImageLimi
       bytes: bytes.length,
       maxImageBytes: limits.maxImageBytes,
     });
+  }
+  if (!sniffImageType(bytes)) {
+    throw looksLikeSvgOrXml(bytes)
+      ? new AppError(ErrorCode.INVALID_IMAGE, 'SVG is not accepted; use JPEG, PNG, WebP, GIF, AVIF, HEIF or TIFF', { reason: 'svg' })
+      : new AppError(ErrorCode.INVALID_IMAGE, 'Image data is not a supported, readable image', { reason: 'not_an_image' });
   }
   let meta: Metadata;
   try {

@@ -47,8 +47,14 @@ export interface FetchImageOptions {
    * addresses such as loopback or RFC 1918. For development only; compared case-insensitively.
    */
   allowedPrivateHosts: readonly string[];
-  /** DNS resolver; defaults to the system resolver (getaddrinfo, so /etc/hosts applies). Tests inject one. */
+  /**
+   * DNS resolver; defaults to c-ares (dns.promises.Resolver, with `dnsTimeoutMs`), which runs off the libuv
+   * threadpool: getaddrinfo would share that pool with sharp's decodes, so a slow DNS server could stall
+   * image decoding for everyone. Tests inject one.
+   */
   lookup?: Resolver;
+  /** Timeout of one DNS query of the default resolver (default 2000 ms). */
+  dnsTimeoutMs?: number;
   /** Cancels the fetch (e.g. the client went away). */
   signal?: AbortSignal;
   /** User-Agent header. */
@@ -71,7 +77,36 @@ const DEFAULT_USER_AGENT = 'visual-product-search/0.1 (image fetcher)';
 const ACCEPT = 'image/avif,image/webp,image/jpeg,image/png,image/gif,image/tiff;q=0.9,image/*;q=0.5';
 const FORMATS_TEXT = 'JPEG, PNG, WebP, GIF, AVIF, HEIF or TIFF';
 
-const systemResolver: Resolver = (hostname) => dns.promises.lookup(hostname, { all: true, verbatim: true });
+const resolvers = new Map<number, dns.promises.Resolver>();
+
+/**
+ * A and AAAA by c-ares. `localhost` and `*.localhost` answer loopback without a query (RFC 6761; c-ares
+ * does not read /etc/hosts for these queries); like any loopback answer they are refused unless allow-listed.
+ */
+function caresResolver(timeoutMs: number): Resolver {
+  let r = resolvers.get(timeoutMs);
+  if (!r) {
+    r = new dns.promises.Resolver({ timeout: timeoutMs, tries: 2 });
+    resolvers.set(timeoutMs, r);
+  }
+  const resolver = r;
+  return async (hostname) => {
+    const name = hostname.toLowerCase().replace(/\.$/, '');
+    if (name === 'localhost' || name.endsWith('.localhost')) {
+      return [
+        { address: '127.0.0.1', family: 4 },
+        { address: '::1', family: 6 },
+      ];
+    }
+    const [v4, v6] = await Promise.allSettled([resolver.resolve4(name), resolver.resolve6(name)]);
+    const out: LookupAddress[] = [
+      ...(v4.status === 'fulfilled' ? v4.value.map((address) => ({ address, family: 4 })) : []),
+      ...(v6.status === 'fulfilled' ? v6.value.map((address) => ({ address, family: 6 })) : []),
+    ];
+    if (out.length === 0 && v4.status === 'rejected') throw v4.reason;
+    return out;
+  };
+}
 
 /** Fetches an image URL safely; returns its bytes. See the module comment for what is checked. */
 export async function fetchImage(url: string, opts: FetchImageOptions): Promise<Buffer> {
@@ -95,7 +130,7 @@ export async function fetchImageDetailed(url: string, opts: FetchImageOptions): 
 
 async function fetchImageOnce(url: string, opts: FetchImageOptions): Promise<FetchedImage> {
   const allowed = new Set(opts.allowedPrivateHosts.map(normalizeHost).filter(Boolean));
-  const resolve = opts.lookup ?? systemResolver;
+  const resolve = opts.lookup ?? caresResolver(opts.dnsTimeoutMs ?? 2_000);
   const timeout = AbortSignal.timeout(opts.totalTimeoutMs);
   const signal = opts.signal ? AbortSignal.any([timeout, opts.signal]) : timeout;
 
@@ -339,14 +374,14 @@ function tooLarge(maxBytes: number, declared?: number): AppError {
 async function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   signal.throwIfAborted();
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
+    const onAbort = () => reject(signal.reason as Error);
     signal.addEventListener('abort', onAbort, { once: true });
     p.then(
       (v) => {
         signal.removeEventListener('abort', onAbort);
         resolve(v);
       },
-      (e: unknown) => {
+      (e: Error) => {
         signal.removeEventListener('abort', onAbort);
         reject(e);
       },

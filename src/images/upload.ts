@@ -6,7 +6,26 @@ import { AppError, ErrorCode } from '../errors.js';
  * `upload` is what the Upload scalar yields: a promise of the file (typed unknown by the scalar, checked
  * below). Called by the GraphQL surface, which hands the domain the bytes.
  */
-export async function readUpload(upload: Promise<unknown>, maxBytes: number): Promise<Buffer> {
+export async function readUpload(upload: Promise<unknown>, maxBytes: number, opts: UploadReadOptions = {}): Promise<Buffer> {
+  try {
+    return await read(upload, maxBytes);
+  } catch (err) {
+    // A file cut short because the whole request went over its byte cap (http/multipart.ts) says so.
+    if (opts.requestOverflowed?.()) {
+      throw new AppError(ErrorCode.REQUEST_TOO_LARGE, 'The request is larger than the upload limit (HTTP_UPLOAD_MAX_BYTES).', undefined, {
+        cause: err,
+      });
+    }
+    throw err;
+  }
+}
+
+export interface UploadReadOptions {
+  /** Whether the request this file came in was cut off at the request byte cap. */
+  requestOverflowed?: () => boolean;
+}
+
+async function read(upload: Promise<unknown>, maxBytes: number): Promise<Buffer> {
   let file: FileUpload;
   try {
     file = (await upload) as FileUpload;

@@ -28,7 +28,10 @@ export const catalogResolvers: Resolvers = {
     upsertProducts: async (_, { products }, ctx) => {
       requireAdmin(ctx);
       const { ingest, imageLimits } = ctx.services;
-      return ingestProducts(ingest, await toProductInputs(products, imageLimits.maxImageBytes));
+      return ingestProducts(
+        ingest,
+        await toProductInputs(products, imageLimits.maxImageBytes, { requestOverflowed: ctx.uploadOverflowed }),
+      );
     },
     deleteProduct: (_, { id }, ctx) => {
       requireAdmin(ctx);

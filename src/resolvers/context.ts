@@ -8,4 +8,8 @@ export interface RequestContext {
   bearerToken: string | null;
   /** The request's logger: every line carries its reqId (server.ts). */
   log: Logger;
+  /** Aborts when the request passes its deadline (TIMEOUT) or the client goes away; absent outside HTTP. */
+  signal?: AbortSignal;
+  /** Whether a multipart request's body was cut off at HTTP_UPLOAD_MAX_BYTES (its files then fail as such). */
+  uploadOverflowed?: () => boolean;
 }

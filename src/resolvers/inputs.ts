@@ -13,12 +13,12 @@ import {
   type QueryImage,
 } from '../catalog/validate.js';
 import { decodeBase64Image } from '../images/source.js';
-import { readUpload } from '../images/upload.js';
+import { readUpload, type UploadReadOptions } from '../images/upload.js';
 import type { ImageInput, ProductInput } from '../schema/generated.js';
 
 /** The image of a similarity query. ImageInput is @oneOf, so GraphQL has already seen to exactly one field. */
-export async function toQueryImage(image: ImageInput, maxBytes: number): Promise<QueryImage> {
-  if (image.file != null) return { kind: 'bytes', bytes: await readUpload(image.file, maxBytes) };
+export async function toQueryImage(image: ImageInput, maxBytes: number, upload: UploadReadOptions = {}): Promise<QueryImage> {
+  if (image.file != null) return { kind: 'bytes', bytes: await readUpload(image.file, maxBytes, upload) };
   if (image.base64 != null) return { kind: 'bytes', bytes: decodeBase64Image(validateBase64('image', image.base64), maxBytes) };
   if (image.url != null) return { kind: 'url', url: validateImageUrl('image', image.url) };
   if (image.productId != null) return { kind: 'product', id: validateId('image.productId', image.productId) };
@@ -26,7 +26,11 @@ export async function toQueryImage(image: ImageInput, maxBytes: number): Promise
 }
 
 /** upsertProducts' input with each uploaded file read into bytes (other image fields pass as they are). */
-export async function toProductInputs(products: ProductInput[], maxBytes: number): Promise<ProductInputLike[]> {
+export async function toProductInputs(
+  products: ProductInput[],
+  maxBytes: number,
+  upload: UploadReadOptions = {},
+): Promise<ProductInputLike[]> {
   return Promise.all(
     products.map(async (p, index): Promise<ProductInputLike> => {
       const { image, ...rest } = p;
@@ -35,7 +39,7 @@ export async function toProductInputs(products: ProductInput[], maxBytes: number
         const spec: ImageSpec = { base64: image.base64 ?? null, url: image.url ?? null, productId: image.productId ?? null };
         return { ...rest, image: spec };
       }
-      const bytes = await readUpload(image.file, maxBytes).catch((err: unknown) => {
+      const bytes = await readUpload(image.file, maxBytes, upload).catch((err: unknown) => {
         if (!(err instanceof AppError)) throw err;
         // Worded like the other per-product image errors of catalog/ingest.
         const field = `products[${index}].image`;

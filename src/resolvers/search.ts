@@ -6,22 +6,26 @@ import { toQueryImage } from './inputs.js';
 export const searchResolvers: Resolvers = {
   Query: {
     similarProducts: async (_, { image, ...args }, ctx) => {
-      const query = await toQueryImage(image, ctx.services.imageLimits.maxImageBytes);
-      return (await ctx.services.search.similarToImage(query, args)).matches;
+      const query = await toQueryImage(image, ctx.services.imageLimits.maxImageBytes, { requestOverflowed: ctx.uploadOverflowed });
+      return (await ctx.services.search.similarToImage(query, { ...args, signal: ctx.signal })).matches;
     },
-    searchProducts: async (_, { text, ...args }, ctx) => (await ctx.services.search.searchText(text, args)).matches,
+    searchProducts: async (_, { text, ...args }, ctx) =>
+      (await ctx.services.search.searchText(text, { ...args, signal: ctx.signal })).matches,
     similarProductsPage: async (_, { image, ...args }, ctx) => {
-      const query = await toQueryImage(image, ctx.services.imageLimits.maxImageBytes);
-      return ctx.services.search.similarToImagePage(query, args);
+      const query = await toQueryImage(image, ctx.services.imageLimits.maxImageBytes, { requestOverflowed: ctx.uploadOverflowed });
+      return ctx.services.search.similarToImagePage(query, { ...args, signal: ctx.signal });
     },
-    searchProductsPage: async (_, { text, ...args }, ctx) => ctx.services.search.searchTextPage(text, args),
+    searchProductsPage: async (_, { text, ...args }, ctx) => ctx.services.search.searchTextPage(text, { ...args, signal: ctx.signal }),
     compareModels: async (_, { models, image, text, ...args }, ctx) => {
       if ((image == null) === (text == null)) throw badInput('compareModels takes exactly one of image or text', { field: 'image' });
       const query: CompareQuery =
         text != null
           ? { kind: 'text', text }
-          : { kind: 'image', image: await toQueryImage(image!, ctx.services.imageLimits.maxImageBytes) };
-      const c = await ctx.services.compare.compare(query, args, models);
+          : {
+              kind: 'image',
+              image: await toQueryImage(image!, ctx.services.imageLimits.maxImageBytes, { requestOverflowed: ctx.uploadOverflowed }),
+            };
+      const c = await ctx.services.compare.compare(query, { ...args, signal: ctx.signal }, models);
       return {
         k: c.k,
         results: c.runs.map((r) => ({ model: r.model.id, dimension: r.model.dimension, active: r.model.isActive, matches: r.matches })),

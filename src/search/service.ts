@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import { LRUCache } from 'lru-cache';
+import { unboundedAdmission, untilAborted, type Admission } from '../admission/index.js';
 import { AppError, ErrorCode, badInput } from '../errors.js';
 import { metrics } from '../metrics/index.js';
 import { storedVector, vectorLiteral } from '../db/embeddings.js';
@@ -12,7 +13,7 @@ import type { EmbeddingModel } from '../db/models.js';
 import { getProduct, type Product, type ProductFilter } from '../db/products.js';
 import type { DB } from '../db/types.js';
 import type { ImageLimits } from '../images/decode.js';
-import { embedImageBytes } from '../images/embed.js';
+import { decodeForModel } from '../images/embed.js';
 import type { FetchImageOptions } from '../images/fetch.js';
 import { loadImageBytes } from '../images/source.js';
 import type { ModelService } from '../models/service.js';
@@ -31,6 +32,15 @@ export interface SearchArgs {
   model?: string | null;
   /** Benchmarks and tests only. */
   strategy?: Strategy;
+  /** The request's deadline / client disconnect: queued work is dropped and a URL fetch aborted. */
+  signal?: AbortSignal | undefined;
+}
+
+/** The request-path bounds (src/admission/): the gates, and the pixel cap of a query image. */
+export interface SearchLimits {
+  admission: Admission;
+  /** Pixel cap of a query image (a shopper's photo needs far fewer than an ingest master). */
+  maxQueryPixels?: number;
 }
 
 export interface ProductMatch {
@@ -145,8 +155,13 @@ export class SearchService {
     private readonly models: ModelService,
     private readonly fetchOptions: FetchImageOptions,
     private readonly imageLimits: ImageLimits,
+    private readonly limits: SearchLimits = { admission: unboundedAdmission() },
   ) {
     this.estimator = new SelectivityEstimator(db);
+  }
+
+  private get gates() {
+    return this.limits.admission.gates;
   }
 
   /** The model a query runs for: the given one, else the active one from the models service's cache. */
@@ -174,12 +189,34 @@ export class SearchService {
             { field: 'image.productId' },
           );
         }
-        return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy });
+        return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy, signal: args.signal });
       }
       const embedder = this.models.require(model.id);
-      const bytes = await loadImageBytes(image, this.fetchOptions);
-      const [vector] = await embedImageBytes(embedder, [bytes], this.imageLimits);
-      return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy });
+      const { signal } = args;
+      // A URL is fetched in a fetch slot; the bytes exist only once it is granted.
+      const bytes =
+        image.kind === 'url'
+          ? await this.gates.fetch.run(() => loadImageBytes(image, { ...this.fetchOptions, ...(signal ? { signal } : {}) }), signal)
+          : await loadImageBytes(image, this.fetchOptions);
+      const limits: ImageLimits = {
+        ...this.imageLimits,
+        maxImagePixels: Math.min(this.imageLimits.maxImagePixels, this.limits.maxQueryPixels ?? Infinity),
+      };
+      // The embed slot is taken before decoding, so that full-resolution decoded pixels never wait in a
+      // queue: once decoded they go straight into the engine (which squashes them to the model's input).
+      // Slots are held until the work really ends; an aborted request is answered at once all the same.
+      const embedding = (async () => {
+        const release = await this.gates.embed.acquire(signal);
+        try {
+          const pixels = await this.gates.decode.run(() => decodeForModel(bytes, limits), signal);
+          signal?.throwIfAborted();
+          return await embedder.embedImages([pixels]);
+        } finally {
+          release();
+        }
+      })();
+      const [vector] = await untilAborted(embedding, signal);
+      return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy, signal });
     });
   }
 
@@ -213,7 +250,7 @@ export class SearchService {
   async similarToText(text: string, args: SearchArgs): Promise<SearchOutcome> {
     const opts = validateSearch(args);
     const query = validateText(text);
-    return this.withModel(args.model, (model) => this.textQuery(model, query, opts, args.strategy));
+    return this.withModel(args.model, (model) => this.textQuery(model, query, opts, args.strategy, args.signal));
   }
 
   /** The text query's vector for a model (cached per model and lowercased text). */
@@ -235,11 +272,12 @@ export class SearchService {
     query: string,
     opts: { filter: ProductFilter | null; k: number; minScore: number | null },
     strategy: Strategy | undefined,
+    signal: AbortSignal | undefined,
   ): Promise<SearchOutcome | null> {
     const embedder = this.models.require(model.id);
     const vector = await this.textVector(model, query);
     // The calibration belongs to the model (its logit scale and bias): the embedder computes it.
-    return this.run(model, vector, opts, { strategy }, (score) => embedder.matchProbability(score));
+    return this.run(model, vector, opts, { strategy, signal }, (score) => embedder.matchProbability(score));
   }
 
   /**
@@ -255,7 +293,7 @@ export class SearchService {
     const weights = validateWeights(args.weights);
     const query = validateText(text);
     if (mode === 'KEYWORD') {
-      const found = await keywordSearch(this.db, { text: query, filter: opts.filter, k: opts.k });
+      const found = await this.keyword({ text: query, filter: opts.filter, k: opts.k }, args.signal);
       return {
         matches: found.map((m) => ({ product: m.product, score: m.rank, distance: 1 - m.rank, matchProbability: null })),
         plan: { strategy: 'exact', estimatedMatches: -1, fellBack: false, roundTrips: 1 },
@@ -267,8 +305,8 @@ export class SearchService {
     const pool = Math.min(MAX_K, Math.max(2 * opts.k, 50));
     return this.withModel(args.model, async (model) => {
       const [vectorSide, keywordSide] = await Promise.all([
-        this.textQuery(model, query, { ...opts, k: pool }, args.strategy),
-        keywordSearch(this.db, { text: query, filter: opts.filter, k: pool }),
+        this.textQuery(model, query, { ...opts, k: pool }, args.strategy, args.signal),
+        this.keyword({ text: query, filter: opts.filter, k: pool }, args.signal),
       ]);
       if (!vectorSide) return null;
       const embedder = this.models.require(model.id);
@@ -350,12 +388,36 @@ export class SearchService {
     return this.textVectors.size;
   }
 
+  /** A keyword query, in a query slot like any similarity statement. */
+  private keyword(q: Parameters<typeof keywordSearch>[1], signal: AbortSignal | undefined) {
+    const gate = this.limits.admission.queryGate(q.k);
+    return untilAborted(
+      gate.run(() => keywordSearch(this.db, q), signal),
+      signal,
+    );
+  }
+
   private async run(
     model: EmbeddingModel,
     vector: string,
     opts: { filter: ProductFilter | null; k: number; minScore: number | null },
-    extra: { preferProductId?: string; strategy?: Strategy | undefined },
+    extra: { preferProductId?: string; strategy?: Strategy | undefined; signal?: AbortSignal | undefined },
     calibrate: (score: number) => number | null = () => null,
+  ): Promise<SearchOutcome | null> {
+    // A large k has a gate of its own: small-k (storefront) queries never wait behind large ones.
+    const gate = this.limits.admission.queryGate(opts.k);
+    return untilAborted(
+      gate.run(() => this.runQuery(model, vector, opts, extra, calibrate), extra.signal),
+      extra.signal,
+    );
+  }
+
+  private async runQuery(
+    model: EmbeddingModel,
+    vector: string,
+    opts: { filter: ProductFilter | null; k: number; minScore: number | null },
+    extra: { preferProductId?: string; strategy?: Strategy | undefined },
+    calibrate: (score: number) => number | null,
   ): Promise<SearchOutcome | null> {
     const result = await searchNeighbours(
       this.db,

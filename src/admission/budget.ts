@@ -1,0 +1,98 @@
+/**
+ * The budget of one GraphQL operation: how many similarity fields (similarProducts, searchProducts) it
+ * may select, the sum of their `k`, and the sum of `first` of products pages. graphql-armor's cost rule
+ * counts fields but cannot see argument values, and a value given as a variable is only known once the
+ * request's variables are: so this runs in Apollo's didResolveOperation hook, with them, before any resolver.
+ */
+import {
+  GraphQLError,
+  Kind,
+  valueFromASTUntyped,
+  type DocumentNode,
+  type FragmentDefinitionNode,
+  type OperationDefinitionNode,
+  type SelectionSetNode,
+  type ValueNode,
+} from 'graphql';
+import { LIMITS } from '../catalog/validate.js';
+import { ErrorCode } from '../errors.js';
+import { MAX_K } from '../search/strategy.js';
+
+export interface Budget {
+  similarityFields: number;
+  similarityK: number;
+  pageFirst: number;
+}
+
+export interface OperationCost {
+  similarityFields: number;
+  similarityK: number;
+  pageFirst: number;
+}
+
+const SIMILARITY_FIELDS = new Set(['similarProducts', 'searchProducts']);
+const DEFAULT_K = 10; // the schema's default of k
+const DEFAULT_FIRST = LIMITS.pageSize.default;
+
+/** Counts the operation's similarity fields, Σk and Σfirst, following fragments (each spread counted). */
+export function operationCost(
+  document: DocumentNode,
+  operation: OperationDefinitionNode,
+  variables: Record<string, unknown> | undefined,
+): OperationCost {
+  const fragments = new Map<string, FragmentDefinitionNode>();
+  for (const d of document.definitions) if (d.kind === Kind.FRAGMENT_DEFINITION) fragments.set(d.name.value, d);
+  const cost: OperationCost = { similarityFields: 0, similarityK: 0, pageFirst: 0 };
+  // A value over the field's own maximum is refused by the resolver as BAD_USER_INPUT before any work, so
+  // it counts as that maximum here (the client then learns what is wrong with the field itself).
+  const intArg = (value: ValueNode | undefined, fallback: number, max: number): number => {
+    if (!value) return fallback;
+    const v: unknown = valueFromASTUntyped(value, variables);
+    // A value that is not a number is refused later by GraphQL's own coercion; count it as the default.
+    return typeof v === 'number' && Number.isFinite(v) ? Math.min(max, Math.max(0, v)) : fallback;
+  };
+  // Guards against fragment cycles (already a validation error, but this may run on any document).
+  const visit = (set: SelectionSetNode, depth: number) => {
+    if (depth > 64) return;
+    for (const sel of set.selections) {
+      if (sel.kind === Kind.FIELD) {
+        const name = sel.name.value;
+        if (SIMILARITY_FIELDS.has(name)) {
+          cost.similarityFields++;
+          cost.similarityK += intArg(sel.arguments?.find((a) => a.name.value === 'k')?.value, DEFAULT_K, MAX_K);
+        } else if (name === 'products') {
+          cost.pageFirst += intArg(sel.arguments?.find((a) => a.name.value === 'first')?.value, DEFAULT_FIRST, LIMITS.pageSize.max);
+        }
+        if (sel.selectionSet) visit(sel.selectionSet, depth + 1);
+      } else if (sel.kind === Kind.INLINE_FRAGMENT) {
+        visit(sel.selectionSet, depth + 1);
+      } else {
+        const f = fragments.get(sel.name.value);
+        if (f) visit(f.selectionSet, depth + 1);
+      }
+    }
+  };
+  visit(operation.selectionSet, 0);
+  return cost;
+}
+
+/** Throws BUDGET_EXCEEDED (HTTP 400) when the operation's cost is over `budget`. */
+export function enforceBudget(cost: OperationCost, budget: Budget, who: 'anonymous' | 'admin'): void {
+  const over: Array<[string, number, number]> = [];
+  if (cost.similarityFields > budget.similarityFields) over.push(['similarityFields', cost.similarityFields, budget.similarityFields]);
+  if (cost.similarityK > budget.similarityK) over.push(['similarityK', cost.similarityK, budget.similarityK]);
+  if (cost.pageFirst > budget.pageFirst) over.push(['pageFirst', cost.pageFirst, budget.pageFirst]);
+  if (!over.length) return;
+  const [what, got, max] = over[0]!;
+  const text: Record<string, string> = {
+    similarityFields: 'similarity fields (similarProducts, searchProducts)',
+    similarityK: 'as the sum of k over its similarity fields',
+    pageFirst: 'as the sum of first over its products pages',
+  };
+  throw new GraphQLError(
+    what === 'similarityFields'
+      ? `The operation selects ${got} ${text[what]}; ${who} callers may select ${max}.`
+      : `The operation asks for ${got} ${text[what]}; ${who} callers may ask for ${max}.`,
+    { extensions: { code: ErrorCode.BUDGET_EXCEEDED, limit: what, requested: got, max, http: { status: 400 } } },
+  );
+}

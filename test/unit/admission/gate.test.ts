@@ -1,0 +1,90 @@
+/** The admission gate: bounded concurrency, bounded queue, bounded wait, and abort of waiting work. */
+import { describe, expect, it } from 'vitest';
+import { Admission, Gate, requestDeadline, untilAborted } from '../../../src/admission/index.js';
+import { operationCost } from '../../../src/admission/budget.js';
+import { AppError } from '../../../src/errors.js';
+import { Kind, parse, type OperationDefinitionNode } from 'graphql';
+
+const code = async (p: Promise<unknown>) => {
+  try {
+    await p;
+    return 'resolved';
+  } catch (e) {
+    return e instanceof AppError ? e.code : String(e);
+  }
+};
+
+describe('Gate', () => {
+  it('runs up to `concurrency` at once, queues up to `maxQueue`, refuses the next at once with OVERLOADED', async () => {
+    const gate = new Gate('test', { concurrency: 1, maxQueue: 1, maxWaitMs: 10_000 });
+    const first = await gate.acquire();
+    const queued = gate.acquire();
+    expect(gate.stats()).toMatchObject({ active: 1, queued: 1 });
+    expect(await code(gate.acquire())).toBe('OVERLOADED');
+    first();
+    const second = await queued; // granted when the first slot is released
+    expect(gate.stats()).toMatchObject({ active: 1, queued: 0, refused: 1 });
+    second();
+    second(); // a second release is ignored
+    expect(gate.stats().active).toBe(0);
+  });
+
+  it('refuses a caller that waited longer than maxWaitMs', async () => {
+    const gate = new Gate('test', { concurrency: 1, maxQueue: 5, maxWaitMs: 20 });
+    const held = await gate.acquire();
+    const err = await gate.acquire().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AppError);
+    expect((err as AppError).details).toMatchObject({ stage: 'test', reason: 'wait_timeout' });
+    held();
+  });
+
+  it('drops a waiting caller whose signal fires; its work never runs', async () => {
+    const gate = new Gate('test', { concurrency: 1, maxQueue: 5, maxWaitMs: 10_000 });
+    const held = await gate.acquire();
+    const deadline = requestDeadline(0);
+    let ran = false;
+    const waiting = gate.run(async () => {
+      ran = true;
+    }, deadline.signal);
+    deadline.abort();
+    expect(await code(waiting)).toBe('REQUEST_ABORTED');
+    expect(gate.stats().queued).toBe(0);
+    held();
+    await new Promise((r) => setTimeout(r, 5));
+    expect(ran).toBe(false);
+  });
+
+  it('a request deadline answers TIMEOUT while the work goes on', async () => {
+    const deadline = requestDeadline(20);
+    const never = new Promise<never>(() => {});
+    expect(await code(untilAborted(never, deadline.signal))).toBe('TIMEOUT');
+  });
+});
+
+describe('Admission', () => {
+  it('sends a large k through the heavyQuery gate, a small one through query', () => {
+    const wide = { concurrency: 1, maxQueue: 1, maxWaitMs: 10 };
+    const a = new Admission({ stages: { fetch: wide, decode: wide, embed: wide, query: wide, heavyQuery: wide }, heavyK: 100 });
+    expect(a.queryGate(10).name).toBe('query');
+    expect(a.queryGate(100).name).toBe('query');
+    expect(a.queryGate(101).name).toBe('heavyQuery');
+  });
+});
+
+describe('operationCost', () => {
+  const cost = (q: string, variables?: Record<string, unknown>) => {
+    const doc = parse(q);
+    return operationCost(doc, doc.definitions.find((d) => d.kind === Kind.OPERATION_DEFINITION) as OperationDefinitionNode, variables);
+  };
+  it('counts similarity fields and k, literal, defaulted, by variable and through fragments', () => {
+    expect(cost('{ a: similarProducts(image: {productId: "1"}, k: 100) { score } b: searchProducts(text: "x") { score } }')).toEqual({
+      similarityFields: 2,
+      similarityK: 110,
+      pageFirst: 0,
+    });
+    expect(
+      cost('query($k: Int) { ...F ...F } fragment F on Query { similarProducts(image: {productId: "1"}, k: $k) { score } }', { k: 400 }),
+    ).toMatchObject({ similarityFields: 2, similarityK: 800 });
+    expect(cost('query($n: Int) { products(first: $n) { totalCount } }', { n: 300 }).pageFirst).toBe(300);
+  });
+});
