@@ -93,7 +93,7 @@ export async function activateChecked(
   if (opts.requireLoaded && !opts.isLoaded(id)) {
     throw new AppError(
       ErrorCode.MODEL_UNAVAILABLE,
-      `Model ${id} is not loaded in this process: search by image or text would fail. Load it first (a reindex of the model with only-missing loads it from the model cache).`,
+      `Model ${id} is not loaded in this process: search by image or text would fail. Load it first (a reindex of the model with onlyMissing, CLI --only-missing, loads it from the model cache).`,
       { model: id },
     );
   }
@@ -101,7 +101,7 @@ export async function activateChecked(
   if (missing > 0) {
     throw new AppError(
       ErrorCode.CONFLICT,
-      `Model ${id} has no vector for ${missing} product(s) (written since it was last built): reindex it with only-missing; it switches when complete`,
+      `Model ${id} has no vector for ${missing} product(s) (written since it was last built): reindex it with onlyMissing (CLI: --only-missing); it switches when complete`,
       { model: id, missing },
     );
   }
