@@ -73,8 +73,12 @@ export function formatError(services: Services) {
 }
 
 function isGraphQLError(e: unknown): boolean {
-  for (let p = e && typeof e === 'object' ? Object.getPrototypeOf(e) : null; p; p = Object.getPrototypeOf(p)) {
-    if (p.constructor?.name === 'GraphQLError') return true;
+  for (
+    let p = e && typeof e === 'object' ? (Object.getPrototypeOf(e) as object | null) : null;
+    p;
+    p = Object.getPrototypeOf(p) as object | null
+  ) {
+    if ((p as { constructor?: { name?: string } }).constructor?.name === 'GraphQLError') return true;
   }
   return false;
 }
@@ -116,6 +120,8 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   const { config } = services;
   const limits = config.limits;
   const app = Fastify({
+    // The assertion is not redundant: it fixes Fastify's logger generic, which the instance's type carries.
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion
     loggerInstance: services.log as FastifyBaseLogger,
     // Every line Fastify's request.log writes carries reqId; the id also goes back to the client, so
     // a user's report can be matched with the service's lines (and a proxy's X-Request-Id is kept).
@@ -205,11 +211,11 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
     plugins: [
       // graphql-armor and the fastify integration are typed against Apollo's CJS build; same runtime objects.
       ...(protection.plugins as unknown as ApolloServerPlugin<RequestContext>[]),
-      fastifyApolloDrainPlugin(app) as unknown as ApolloServerPlugin<RequestContext>,
+      fastifyApolloDrainPlugin(app),
       {
-        async requestDidStart() {
+        requestDidStart() {
           const started = performance.now();
-          return {
+          return Promise.resolve({
             // The operation's budget (similarity fields, Σk, Σfirst), with the variables' values known.
             didResolveOperation(ctx: GraphQLRequestContext<RequestContext>) {
               if (!ctx.document || !ctx.operation) return Promise.resolve();
@@ -239,13 +245,14 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
               metrics.graphqlOperation(operationLabel(ctx.operationName), outcome, (performance.now() - started) / 1000);
               return Promise.resolve();
             },
-            async didEncounterErrors(ctx: GraphQLRequestContext<RequestContext>) {
+            didEncounterErrors(ctx: GraphQLRequestContext<RequestContext>) {
               for (const err of ctx.errors ?? []) {
                 const original = unwrapResolverError(err);
                 if (isAppError(original)) ctx.contextValue.log.info({ code: original.code, msg: original.message }, 'request rejected');
               }
+              return Promise.resolve();
             },
-          };
+          });
         },
       },
     ],
@@ -289,7 +296,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   });
   if (config.metrics.enabled && config.metrics.port === undefined) registerMetricsRoute(app);
 
-  app.get('/healthz', { config: { rateLimit: false } }, async () => ({ status: 'ok' }));
+  app.get('/healthz', { config: { rateLimit: false } }, () => Promise.resolve({ status: 'ok' }));
   registerStorefront(app); // the storefront page (web/) at /
 
   // Thumbnails made at ingest, straight from the database (no re-download per view).

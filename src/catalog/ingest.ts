@@ -57,7 +57,7 @@ export async function ingestProducts(ctx: IngestContext, inputs: ProductInputLik
             const bytes = await loadImageBytes(v.image!, ctx.fetchOptions).catch((e) => atProduct(i, e));
             return { bytes, sha256: sha256(bytes) };
           })
-        : null,
+        : Promise.resolve(null),
     ),
   );
 
@@ -72,7 +72,7 @@ export async function ingestProducts(ctx: IngestContext, inputs: ProductInputLik
   });
   const thumbnails = await Promise.all(
     validated.map((_, i) =>
-      changed[i] ? limit(() => makeThumbnail(images[i]!.bytes, ctx.imageLimits).catch((e) => atProduct(i, e))) : null,
+      changed[i] ? limit(() => makeThumbnail(images[i]!.bytes, ctx.imageLimits).catch((e) => atProduct(i, e))) : Promise.resolve(null),
     ),
   );
 

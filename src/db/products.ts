@@ -101,7 +101,7 @@ export async function getProduct(db: Db, id: string): Promise<Product | null> {
   const row = await db
     .selectFrom('products')
     .selectAll()
-    .where('id', '=', id as never)
+    .where('id', '=', id)
     .executeTakeFirst();
   return row ? toProduct(row) : null;
 }
@@ -111,7 +111,7 @@ export async function getProductsByIds(db: Db, ids: string[]): Promise<Map<strin
   const rows = await db
     .selectFrom('products')
     .selectAll()
-    .where('id', 'in', ids as never[])
+    .where('id', 'in', ids)
     .execute();
   return new Map(rows.map((r) => [String(r.id), toProduct(r)]));
 }
@@ -128,7 +128,7 @@ export async function listProducts(
   opts: { filter?: ProductFilter | null; first: number; afterId?: string | null },
 ): Promise<{ products: Product[]; hasNextPage: boolean }> {
   let q = db.selectFrom('products').selectAll().where(productFilterCondition(opts.filter));
-  if (opts.afterId != null) q = q.where('id', '>', opts.afterId as never);
+  if (opts.afterId != null) q = q.where('id', '>', opts.afterId);
   const rows = await q
     .orderBy('id')
     .limit(opts.first + 1)
@@ -190,7 +190,7 @@ export async function upsertProductRows(db: Db, products: ProductWrite[]): Promi
 export async function deleteProductRow(db: Db, id: string): Promise<boolean> {
   const res = await db
     .deleteFrom('products')
-    .where('id', '=', id as never)
+    .where('id', '=', id)
     .executeTakeFirst();
   return Number(res.numDeletedRows) > 0;
 }

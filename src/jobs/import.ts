@@ -91,21 +91,24 @@ export async function readCatalog(file: string): Promise<RawRow[]> {
   throw new AppError('BAD_USER_INPUT', `${file}: expected a .jsonl or .csv file`);
 }
 
-const str = (v: unknown): string | null => (v == null || v === '' ? null : String(v));
+/** A cell as text: strings as they are, numbers and booleans printed, anything else as JSON. */
+const text = (v: unknown): string =>
+  typeof v === 'string' ? v : typeof v === 'number' || typeof v === 'boolean' ? String(v) : JSON.stringify(v);
+const str = (v: unknown): string | null => (v == null || v === '' ? null : text(v));
 
 function bool(v: unknown): boolean | null {
   if (v == null || v === '') return null;
   if (typeof v === 'boolean') return v;
-  const s = String(v).trim().toLowerCase();
+  const s = text(v).trim().toLowerCase();
   if (['true', '1', 'yes', 'y'].includes(s)) return true;
   if (['false', '0', 'no', 'n'].includes(s)) return false;
-  throw new Error(`inStock: "${String(v)}" is not a boolean`);
+  throw new Error(`inStock: "${text(v)}" is not a boolean`);
 }
 
 function num(v: unknown, field: string): number | null {
   if (v == null || v === '') return null;
-  const n = typeof v === 'number' ? v : Number(String(v).trim());
-  if (!Number.isFinite(n)) throw new Error(`${field}: "${String(v)}" is not a number`);
+  const n = typeof v === 'number' ? v : Number(text(v).trim());
+  if (!Number.isFinite(n)) throw new Error(`${field}: "${text(v)}" is not a number`);
   return n;
 }
 
@@ -153,8 +156,8 @@ export async function readImageFile(name: string, baseDir: string, maxBytes: num
 async function imageOf(row: Record<string, unknown>, baseDir: string, maxBytes: number): Promise<ImageSpec | null> {
   const v = row.image ?? row.image_url ?? row.imageUrl ?? row.image_path ?? row.imagePath;
   if (v == null || v === '') return null;
-  if (typeof v === 'object') return v as ImageSpec; // JSON Lines may carry { url } or { base64 }
-  const s = String(v).trim();
+  if (typeof v === 'object') return v; // JSON Lines may carry { url } or { base64 }
+  const s = text(v).trim();
   if (/^https?:\/\//i.test(s)) return { url: s };
   const bytes = await readImageFile(s, baseDir, maxBytes);
   return { base64: bytes.toString('base64') };
@@ -175,9 +178,9 @@ export async function toProductInput(row: Record<string, unknown>, baseDir: stri
     price: num(row.price, 'price'),
     currency: str(row.currency),
     inStock: bool(row.inStock ?? row.in_stock),
-    attributes: (attributes ?? undefined) as Record<string, unknown> | undefined,
+    attributes: attributes ?? undefined,
     image: await imageOf(row, baseDir, maxBytes),
-  } as ProductInputLike;
+  };
 }
 
 const message = (err: unknown) =>
@@ -211,7 +214,7 @@ export async function importCatalog(ctx: IngestContext, opts: ImportOptions): Pr
     failed: checkpoint?.failed ?? 0,
     skipped: 0,
   };
-  const todo = checkpoint ? rows.filter((r) => r.line > checkpoint!.lastLine) : rows;
+  const todo = checkpoint ? rows.filter((r) => r.line > checkpoint.lastLine) : rows;
   progress.skipped = rows.length - todo.length;
   progress.done = progress.skipped;
   opts.onProgress?.(progress);
