@@ -32,6 +32,9 @@ export const INTERNAL_ERROR_BODY = { error: 'Internal server error', code: 'INTE
 export function maskInternalErrors(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
     const status = typeof err.statusCode === 'number' ? err.statusCode : 500;
+    // A refusal already shaped as a GraphQL answer (the rate limiter's, for /graphql clients) goes out as built.
+    const shaped = (err as { errors?: unknown }).errors;
+    if (status >= 400 && status < 500 && Array.isArray(shaped)) return reply.code(status).send({ errors: shaped });
     if (status >= 400 && status < 500) {
       // the client's own mistake (bad JSON, body too large, …): Fastify's message says what, and nothing internal
       return reply.code(status).send({ error: err.message, code: err.code ?? 'BAD_REQUEST' });
