@@ -247,6 +247,11 @@ try {
     { length: 30 },
     (_, i) => `a${i}: similarProducts(image: { productId: $id }, k: 1000) { score product { id title description attributes } }`,
   ).join(' ')} }`;
+  // The heaviest query an anonymous caller's budget lets through (3 similarity fields, Σk ≤ 1000).
+  const BUDGET_HEAVY = `query($id: ID!) { ${Array.from(
+    { length: 3 },
+    (_, i) => `a${i}: similarProducts(image: { productId: $id }, k: 333) { score product { id title description attributes } }`,
+  ).join(' ')} }`;
 
   /** The storefront client: `n` sequential requests (bounded by PHASE_MS). */
   async function storefront(n: number, onAnswer?: (a: Answer) => void): Promise<Answer[]> {
@@ -264,28 +269,33 @@ try {
   row('storefront alone', fmt(stats(await storefront(REQUESTS))));
 
   const rssBefore = rssMiB();
-  let abusing = true;
-  const refused = new Map<string, number>();
-  let served = 0;
-  const abuser = async (k: number) => {
-    for (let i = 0; abusing; i++) {
-      const a = await gql({ query: HEAVY, variables: { id: ids[(k * 104729 + i * 31) % ids.length] } }, { timeoutMs: 60_000 });
-      if (a.ok) served++;
-      else refused.set(a.code ?? `HTTP_${a.status}`, (refused.get(a.code ?? `HTTP_${a.status}`) ?? 0) + 1);
-      if (!a.ok && a.status === 0) await sleep(50); // a connection refused: do not spin
-    }
-  };
-  const abusers = Array.from({ length: ABUSERS }, (_, k) => abuser(k));
-  await sleep(500); // the abuse is under way before the storefront client measures
-  const underAbuse = await storefront(REQUESTS);
-  abusing = false;
-  await Promise.all(abusers);
+  /** The storefront client's requests while ABUSERS clients send `heavy` in a loop; the abusers' outcomes. */
+  async function underAbuse(heavy: string, label: string): Promise<void> {
+    let abusing = true;
+    const refused = new Map<string, number>();
+    let served = 0;
+    const abuser = async (k: number) => {
+      for (let i = 0; abusing; i++) {
+        const a = await gql({ query: heavy, variables: { id: ids[(k * 104729 + i * 31) % ids.length] } }, { timeoutMs: 60_000 });
+        if (a.ok) served++;
+        else refused.set(a.code ?? `HTTP_${a.status}`, (refused.get(a.code ?? `HTTP_${a.status}`) ?? 0) + 1);
+        if (!a.ok && a.status === 0) await sleep(50); // a connection refused: do not spin
+      }
+    };
+    const abusers = Array.from({ length: ABUSERS }, (_, k) => abuser(k));
+    await sleep(500); // the abuse is under way before the storefront client measures
+    const answers = await storefront(REQUESTS);
+    abusing = false;
+    await Promise.all(abusers);
+    row(`storefront with ${ABUSERS} abusive clients (${label})`, fmt(stats(answers)));
+    row(
+      `abusive requests (${label})`,
+      `${served} served, ${[...refused.values()].reduce((a, b) => a + b, 0)} refused (${[...refused].map(([c, n]) => `${c} ${n}`).join(', ') || 'none'})`,
+    );
+  }
+  await underAbuse(HEAVY, '30 aliases × k 1000');
+  await underAbuse(BUDGET_HEAVY, '3 fields × k 333, within the anonymous budget');
   const rssAfter = rssMiB();
-  row(`storefront with ${ABUSERS} abusive clients`, fmt(stats(underAbuse)));
-  row(
-    'abusive requests',
-    `${served} served, ${[...refused.values()].reduce((a, b) => a + b, 0)} refused (${[...refused].map(([c, n]) => `${c} ${n}`).join(', ') || 'none'})`,
-  );
   row('server RSS before/after abuse', `${rssBefore ?? '?'} / ${rssAfter ?? '?'} MiB`);
 
   // ---- 2. PostgreSQL restart under load, with a reindex job in flight --------------------------------------
