@@ -13,6 +13,7 @@ import {
   type SyntheticProduct,
 } from '../../src/demo/synthetic-catalog.js';
 import { codes, startTestService, tinyModelDir, type TestService } from '../support/service.js';
+import { installLoopbackTripwire } from '../unit/images/loopback-tripwire.js';
 
 const N = 80; // 8 shapes × 10 colours: 80 distinct looks
 const catalog = syntheticCatalog(N, 7);
@@ -232,9 +233,17 @@ describe('bad input keeps the server serving and writes nothing', () => {
       [{ url: 'http://169.254.169.254/latest/meta-data' }, 'URL_NOT_ALLOWED'],
       [{}, 'BAD_USER_INPUT'],
     ];
-    for (const [image, code] of cases) {
-      const res = await t.gql(SIMILAR, { image });
-      expect(codes(res), JSON.stringify(image).slice(0, 60)).toEqual([code]);
+    // The service runs in this process: the loopback tripwire makes a regression in the private-address
+    // refusal fail here instead of sending traffic to 10.0.0.1 or the metadata address.
+    const tripwire = installLoopbackTripwire();
+    try {
+      for (const [image, code] of cases) {
+        const res = await t.gql(SIMILAR, { image });
+        expect(codes(res), JSON.stringify(image).slice(0, 60)).toEqual([code]);
+      }
+      expect(tripwire.violations).toEqual([]);
+    } finally {
+      tripwire.uninstall();
     }
     const before = await count();
     const res = await t.gql(
