@@ -98,21 +98,13 @@ export function productFilterCondition(
 }
 
 export async function getProduct(db: Db, id: string): Promise<Product | null> {
-  const row = await db
-    .selectFrom('products')
-    .selectAll()
-    .where('id', '=', id)
-    .executeTakeFirst();
+  const row = await db.selectFrom('products').selectAll().where('id', '=', id).executeTakeFirst();
   return row ? toProduct(row) : null;
 }
 
 export async function getProductsByIds(db: Db, ids: string[]): Promise<Map<string, Product>> {
   if (ids.length === 0) return new Map();
-  const rows = await db
-    .selectFrom('products')
-    .selectAll()
-    .where('id', 'in', ids)
-    .execute();
+  const rows = await db.selectFrom('products').selectAll().where('id', 'in', ids).execute();
   return new Map(rows.map((r) => [String(r.id), toProduct(r)]));
 }
 
@@ -188,9 +180,6 @@ export async function upsertProductRows(db: Db, products: ProductWrite[]): Promi
 }
 
 export async function deleteProductRow(db: Db, id: string): Promise<boolean> {
-  const res = await db
-    .deleteFrom('products')
-    .where('id', '=', id)
-    .executeTakeFirst();
+  const res = await db.deleteFrom('products').where('id', '=', id).executeTakeFirst();
   return Number(res.numDeletedRows) > 0;
 }
