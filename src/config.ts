@@ -101,6 +101,20 @@ const schema = z.object({
   // budget and the admission gates bound what each request may cost.
   RATE_LIMIT_MAX: int(1, 10_000_000).default(5_000),
   RATE_LIMIT_WINDOW_MS: int(100, 86_400_000).default(10_000),
+  // The query allowance per client and window (admission/allowance.ts), in budget units: an operation costs
+  // 1 + Σk + Σfirst. 20 000 per 10 s lets one address send 180 storefront-sized queries (k: 10) a second,
+  // but only two of the largest the anonymous budget accepts (3 × k: 333).
+  RATE_LIMIT_POINTS: int(1, 1_000_000_000).default(20_000),
+  RATE_LIMIT_ADMIN_POINTS: int(1, 1_000_000_000).default(10_000_000),
+  // What an operation refused for its size (parse, validation, budget) costs its client: the anonymous Σk budget.
+  RATE_LIMIT_REFUSAL_PENALTY: int(0, 1_000_000_000).default(1_000),
+  // A 429 is held this long (at most until the client may retry) before it is sent, so a client that
+  // resends at once cannot turn refusals into a flood; at most RATE_LIMIT_TARPIT_MAX_HELD are held at once.
+  RATE_LIMIT_TARPIT_MS: int(0, 60_000).default(1_000),
+  RATE_LIMIT_TARPIT_MAX_HELD: int(0, 1_000_000).default(1_024),
+  // Fastify's trustProxy: behind a load balancer, the client's address comes from X-Forwarded-For only
+  // from these hops (true, a hop count, or comma-separated addresses/CIDRs); unset: the socket's address.
+  TRUST_PROXY: z.string().trim().min(1).optional(),
   ...hubShape(),
 });
 
@@ -238,7 +252,19 @@ export interface LimitSettings {
     uploadMaxBytes: number;
   };
   dnsTimeoutMs: number;
-  rateLimit: { enabled: boolean; max: number; windowMs: number };
+  rateLimit: {
+    enabled: boolean;
+    max: number;
+    windowMs: number;
+    /** Query allowance points per window (admission/allowance.ts). */
+    points: number;
+    adminPoints: number;
+    refusalPenalty: number;
+    tarpitMs: number;
+    tarpitMaxHeld: number;
+  };
+  /** Fastify's trustProxy, parsed from TRUST_PROXY: false when unset. */
+  trustProxy: boolean | string[] | ((address: string, hop: number) => boolean);
 }
 
 export class ConfigError extends Error {
@@ -350,8 +376,33 @@ function limitsOf(env: Env): LimitSettings {
       uploadMaxBytes: env.HTTP_UPLOAD_MAX_BYTES,
     },
     dnsTimeoutMs: env.IMAGE_FETCH_DNS_TIMEOUT_MS,
-    rateLimit: { enabled: env.RATE_LIMIT_ENABLED, max: env.RATE_LIMIT_MAX, windowMs: env.RATE_LIMIT_WINDOW_MS },
+    rateLimit: {
+      enabled: env.RATE_LIMIT_ENABLED,
+      max: env.RATE_LIMIT_MAX,
+      windowMs: env.RATE_LIMIT_WINDOW_MS,
+      points: env.RATE_LIMIT_POINTS,
+      adminPoints: env.RATE_LIMIT_ADMIN_POINTS,
+      refusalPenalty: env.RATE_LIMIT_REFUSAL_PENALTY,
+      tarpitMs: env.RATE_LIMIT_TARPIT_MS,
+      tarpitMaxHeld: env.RATE_LIMIT_TARPIT_MAX_HELD,
+    },
+    trustProxy: parseTrustProxy(env.TRUST_PROXY),
   };
+}
+
+/** TRUST_PROXY as Fastify takes it: `true`/`false`, a hop count, or a list of addresses and CIDRs. */
+function parseTrustProxy(value: string | undefined): LimitSettings['trustProxy'] {
+  if (value === undefined || value.toLowerCase() === 'false') return false;
+  if (value.toLowerCase() === 'true') return true;
+  // A hop count, as Fastify itself turns a number into (its typings take no number).
+  if (/^\d+$/.test(value)) {
+    const hops = Number(value);
+    return (_address: string, hop: number) => hop < hops;
+  }
+  return value
+    .split(',')
+    .map((v) => v.trim())
+    .filter(Boolean);
 }
 
 /** For command-line entries: the config, or null after writing the ConfigError to stderr (exit code 2). */

@@ -8,9 +8,8 @@ import { ApolloServer, type ApolloServerPlugin, type GraphQLRequestContext } fro
 import { ApolloServerErrorCode, unwrapResolverError } from '@apollo/server/errors';
 import { fastifyApolloDrainPlugin, fastifyApolloHandler } from '@as-integrations/fastify';
 import { ApolloArmor } from '@escape.tech/graphql-armor';
-import rateLimit from '@fastify/rate-limit';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
-import type { GraphQLFormattedError } from 'graphql';
+import { GraphQLError, type GraphQLFormattedError } from 'graphql';
 import { sql } from 'kysely';
 import { requestDeadline } from './admission/index.js';
 import { enforceBudget, operationCost } from './admission/budget.js';
@@ -19,6 +18,7 @@ import { databaseFaultError, dbErrorFields } from './db/faults.js';
 import { getThumbnail } from './db/images.js';
 import { pendingMigrations } from './db/migrate.js';
 import { maskInternalErrors } from './http/errors.js';
+import { clientOf, registerClientLimits } from './http/rate-limit.js';
 import { registerMultipart, uploadOverflowed } from './http/multipart.js';
 import { ErrorCode, isAppError } from './errors.js';
 import { registerStorefront } from './http/storefront.js';
@@ -110,6 +110,17 @@ const MAX_OPERATION_LABELS = 200;
 /** Codes that mean "the service cannot do this right now, retry": answered 503 with Retry-After. */
 const RETRYABLE = new Set<string>([ErrorCode.DATABASE_UNAVAILABLE, ErrorCode.OVERLOADED]);
 
+/**
+ * Refusals that cost the client its allowance's refusal penalty (admission/allowance.ts): those refused
+ * before their cost is charged. An OVERLOADED operation has paid its cost already, and a good client
+ * turned away by a full gate must not lose more than that.
+ */
+const PENALISED = new Set<string>([
+  ApolloServerErrorCode.GRAPHQL_PARSE_FAILED,
+  ApolloServerErrorCode.GRAPHQL_VALIDATION_FAILED,
+  ErrorCode.BUDGET_EXCEEDED,
+]);
+
 function bearerOf(request: FastifyRequest): string | null {
   const header = request.headers.authorization;
   const match = typeof header === 'string' ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null;
@@ -133,6 +144,8 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
     requestTimeout: limits.http.requestTimeoutMs,
     connectionTimeout: limits.http.connectionTimeoutMs,
     keepAliveTimeout: limits.http.keepAliveTimeoutMs,
+    // Behind a load balancer every client would share its address (and its rate limits) otherwise.
+    trustProxy: limits.trustProxy,
   });
   // Node's own bound on receiving the request headers (Fastify has no option for it); must not exceed
   // requestTimeout where that is set.
@@ -140,27 +153,6 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
     limits.http.requestTimeoutMs > 0 ? Math.min(limits.http.headersTimeoutMs, limits.http.requestTimeoutMs) : limits.http.headersTimeoutMs;
   const isAdminRequest = (request: FastifyRequest) => isAdminToken(config.adminToken, bearerOf(request));
 
-  // Per client: the token when it is a valid one (only the admin token is), else the address; a made-up
-  // token must not buy a fresh bucket. Health checks are exempt (their route options). Registered first,
-  // so a refused request reads no body.
-  if (limits.rateLimit.enabled) {
-    await app.register(rateLimit, {
-      global: true,
-      max: limits.rateLimit.max,
-      timeWindow: limits.rateLimit.windowMs,
-      keyGenerator: (request) => (isAdminRequest(request) ? 'token:admin' : `ip:${request.ip}`),
-      // GraphQL-shaped, so GraphQL clients read it like any other error.
-      errorResponseBuilder: (_request, context) => ({
-        statusCode: context.statusCode,
-        errors: [
-          {
-            message: `Too many requests: at most ${context.max} per ${context.after}; retry in ${Math.ceil(context.ttl / 1000)} s.`,
-            extensions: { code: ErrorCode.RATE_LIMITED, retryAfterSeconds: Math.ceil(context.ttl / 1000) },
-          },
-        ],
-      }),
-    });
-  }
   // A request still running at close() holds a keep-alive connection that would otherwise stay open
   // until Fastify's keepAliveTimeout (72 s) and hold up shutdown that long: once closing, answer with
   // `Connection: close` so the socket ends with the response.
@@ -169,6 +161,9 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
     closing = true;
     done();
   });
+  // The request rate limit, the query allowance and the tarpit (src/http/rate-limit.ts). Registered
+  // first, so a refused request reads no body.
+  const allowance = await registerClientLimits(app, limits.rateLimit, isAdminRequest, () => closing);
   maskInternalErrors(app); // 5xx answers outside GraphQL carry no internal message (src/http/errors.ts)
   app.addHook('onSend', (req, reply, payload, done) => {
     if (closing) void reply.header('connection', 'close');
@@ -217,19 +212,35 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
           const started = performance.now();
           return Promise.resolve({
             // The operation's budget (similarity fields, Σk, Σfirst), with the variables' values known.
-            didResolveOperation(ctx: GraphQLRequestContext<RequestContext>) {
-              if (!ctx.document || !ctx.operation) return Promise.resolve();
+            async didResolveOperation(ctx: GraphQLRequestContext<RequestContext>) {
+              if (!ctx.document || !ctx.operation) return;
               const admin = isAdminToken(config.adminToken, ctx.contextValue.bearerToken);
               const b = limits.budget;
               const cost = operationCost(ctx.document, ctx.operation, ctx.request.variables);
               enforceBudget(cost, { ...(admin ? b.admin : b.anonymous), pageFirst: b.pageFirst }, admin ? 'admin' : 'anonymous');
-              return Promise.resolve();
+              // The client's allowance pays for what the operation asks for (admission/allowance.ts).
+              const client = ctx.contextValue.client;
+              if (!client) return;
+              await allowance.charge(client.caller, client.key, 1 + cost.similarityK + cost.pageFirst).catch((err: unknown) => {
+                throw isAppError(err)
+                  ? new GraphQLError(err.message, { extensions: { ...err.details, code: err.code, http: { status: 429 } } })
+                  : err;
+              });
             },
             // A request that failed only because the database is unavailable or the service is overloaded
             // answers 503 (with a Retry-After), so load balancers and clients treat it as transient.
-            willSendResponse(ctx: GraphQLRequestContext<RequestContext>) {
+            async willSendResponse(ctx: GraphQLRequestContext<RequestContext>) {
               const body = ctx.response.body;
               const errors = body?.kind === 'single' ? body.singleResult.errors : undefined;
+              const codes = new Set((errors ?? []).map((e) => String(e.extensions?.code)));
+              const rateLimitedError = errors?.find((e) => e.extensions?.code === ErrorCode.RATE_LIMITED);
+              if (rateLimitedError) {
+                ctx.response.http.status = 429;
+                ctx.response.http.headers.set('retry-after', String(Number(rateLimitedError.extensions?.retryAfterSeconds) || 1));
+              }
+              // A refused operation still costs its client (admission/allowance.ts): too large or over budget.
+              const client = ctx.contextValue.client;
+              if (client && [...codes].some((c) => PENALISED.has(c))) await allowance.penalise(client.caller, client.key);
               if (errors?.length && errors.every((e) => RETRYABLE.has(String(e.extensions?.code)))) {
                 ctx.response.http.status = 503;
                 ctx.response.http.headers.set('retry-after', '1');
@@ -243,7 +254,6 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
               const code = errors?.[0]?.extensions?.code;
               const outcome = errors?.length ? (typeof code === 'string' ? code : 'error') : 'ok';
               metrics.graphqlOperation(operationLabel(ctx.operationName), outcome, (performance.now() - started) / 1000);
-              return Promise.resolve();
             },
             didEncounterErrors(ctx: GraphQLRequestContext<RequestContext>) {
               for (const err of ctx.errors ?? []) {
@@ -278,6 +288,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
       return Promise.resolve({
         services,
         bearerToken: bearerOf(request),
+        client: clientOf(request, isAdminRequest),
         log: request.log as Logger,
         signal: deadline.signal,
         uploadOverflowed: () => uploadOverflowed(request.raw),

@@ -16,7 +16,8 @@
  * Settings (environment): BENCH_SERVER_DIR (default: this repository), BENCH_SERVER_CMD (default
  * `node --import tsx src/main.ts serve`, run in BENCH_SERVER_DIR), BENCH_PRODUCTS (30000), BENCH_REQUESTS
  * (storefront requests per phase, 1000), BENCH_ABUSERS (6), BENCH_KILL_RUNS (3), BENCH_UPSERT_BATCH (40),
- * BENCH_PHASE_SECONDS (upper bound of each phase, 120), PG_THROWAWAY_STATE (the cluster's state dir;
+ * BENCH_PHASE_SECONDS (upper bound of each phase, 120), BENCH_ROUNDS (alone/abuse rounds, alternated; medians
+ * reported, 3), BENCH_SKIP_FAULTS=1 (stop after the abuse phases), PG_THROWAWAY_STATE (the cluster's state dir;
  * default .cache/pg-bench-reliability; the cluster is stopped afterwards if this run started it).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -24,6 +25,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import http from 'node:http';
 import net from 'node:net';
 import pg from 'pg';
 import { writeTinyModel } from '../../scripts/models/tiny-model.js';
@@ -40,6 +42,9 @@ const ABUSERS = envInt('BENCH_ABUSERS', 6);
 const KILL_RUNS = envInt('BENCH_KILL_RUNS', 3);
 const UPSERT_BATCH = envInt('BENCH_UPSERT_BATCH', 40);
 const PHASE_MS = envInt('BENCH_PHASE_SECONDS', 120) * 1000;
+const ROUNDS = envInt('BENCH_ROUNDS', 3);
+/** Thrown to end the run after the abuse phases (BENCH_SKIP_FAULTS=1, for quick iterations). */
+class SkipFaults extends Error {}
 const SERVER_DIR = path.resolve(process.env.BENCH_SERVER_DIR ?? '.');
 const SERVER_CMD = (process.env.BENCH_SERVER_CMD ?? 'node --import tsx src/main.ts serve').split(/\s+/).filter(Boolean);
 /** The server's stderr, every start appended (its log level is warn). */
@@ -171,23 +176,62 @@ interface Answer {
   code: string | null;
   ms: number;
 }
-async function gql(body: unknown, opts: { admin?: boolean; timeoutMs?: number } = {}): Promise<Answer & { data?: unknown }> {
-  const t0 = now();
-  try {
-    const res = await fetch(`${BASE}/graphql`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...(opts.admin ? { authorization: `Bearer ${ADMIN_TOKEN}` } : {}) },
-      body: JSON.stringify(body),
-      signal: AbortSignal.timeout(opts.timeoutMs ?? 30_000),
-    });
-    const json = (await res.json().catch(() => ({}))) as { data?: unknown; errors?: Array<{ extensions?: { code?: string } }> };
-    const code = json.errors?.[0]?.extensions?.code ?? (res.ok ? null : `HTTP_${res.status}`);
-    return { ok: res.ok && !json.errors?.length, status: res.status, code, ms: now() - t0, data: json.data };
-  } catch (err) {
-    const name = err instanceof Error ? (err.name === 'TimeoutError' ? 'CLIENT_TIMEOUT' : 'CONNECTION_FAILED') : 'ERROR';
-    return { ok: false, status: 0, code: name, ms: now() - t0 };
-  }
+/**
+ * One HTTP client: its own keep-alive connections from its own loopback source address, so the server
+ * tells clients apart by address as it would on the internet (every 127.0.0.0/8 address is loopback on
+ * Linux). node:http rather than fetch: fetch cannot choose the source address without undici's Agent.
+ */
+function httpClient(localAddress: string) {
+  const agent = new http.Agent({ keepAlive: true, localAddress, maxSockets: 1 });
+  const target = new URL(BASE);
+  return async function gql(body: unknown, opts: { admin?: boolean; timeoutMs?: number } = {}): Promise<Answer & { data?: unknown }> {
+    const t0 = now();
+    const payload = JSON.stringify(body);
+    try {
+      const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = http.request(
+          {
+            agent,
+            host: target.hostname,
+            port: target.port,
+            path: '/graphql',
+            method: 'POST',
+            headers: {
+              'content-type': 'application/json',
+              'content-length': Buffer.byteLength(payload),
+              ...(opts.admin ? { authorization: `Bearer ${ADMIN_TOKEN}` } : {}),
+            },
+            timeout: opts.timeoutMs ?? 30_000,
+          },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (c: Buffer) => chunks.push(c));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+            res.on('error', reject);
+          },
+        );
+        req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { name: 'TimeoutError' })));
+        req.on('error', reject);
+        req.end(payload);
+      });
+      let json: { data?: unknown; errors?: Array<{ extensions?: { code?: string } }> } = {};
+      try {
+        json = JSON.parse(text) as typeof json;
+      } catch {
+        /* not JSON: the status says it */
+      }
+      const ok = status >= 200 && status < 300;
+      const code = json.errors?.[0]?.extensions?.code ?? (ok ? null : `HTTP_${status}`);
+      return { ok: ok && !json.errors?.length, status, code, ms: now() - t0, data: json.data };
+    } catch (err) {
+      const name = err instanceof Error ? (err.name === 'TimeoutError' ? 'CLIENT_TIMEOUT' : 'CONNECTION_FAILED') : 'ERROR';
+      return { ok: false, status: 0, code: name, ms: now() - t0 };
+    }
+  };
 }
+/** The storefront client and the admin's calls come from 127.0.0.1; abusive client k from 127.0.0.(k+2). */
+const gql = httpClient('127.0.0.1');
+const abuserClients = Array.from({ length: ABUSERS }, (_, k) => httpClient(`127.0.0.${k + 2}`));
 
 const stats = (xs: Answer[]) => {
   const t = xs.filter((a) => a.ok).map((a) => a.ms);
@@ -264,19 +308,20 @@ try {
     }
     return out;
   }
-  // ---- 1. alone, then under abuse --------------------------------------------------------------------------
+  // ---- 1. alone, then under abuse, alternated for ROUNDS rounds (medians across rounds) ---------------------
   await storefront(Math.min(50, REQUESTS)); // warm-up
-  row('storefront alone', fmt(stats(await storefront(REQUESTS))));
-
   const rssBefore = rssMiB();
   /** The storefront client's requests while ABUSERS clients send `heavy` in a loop; the abusers' outcomes. */
-  async function underAbuse(heavy: string, label: string): Promise<void> {
+  async function underAbuse(heavy: string): Promise<{ answers: Answer[]; served: number; refused: Map<string, number> }> {
     let abusing = true;
     const refused = new Map<string, number>();
     let served = 0;
     const abuser = async (k: number) => {
       for (let i = 0; abusing; i++) {
-        const a = await gql({ query: heavy, variables: { id: ids[(k * 104729 + i * 31) % ids.length] } }, { timeoutMs: 60_000 });
+        const a = await abuserClients[k]!(
+          { query: heavy, variables: { id: ids[(k * 104729 + i * 31) % ids.length] } },
+          { timeoutMs: 60_000 },
+        );
         if (a.ok) served++;
         else refused.set(a.code ?? `HTTP_${a.status}`, (refused.get(a.code ?? `HTTP_${a.status}`) ?? 0) + 1);
         if (!a.ok && a.status === 0) await sleep(50); // a connection refused: do not spin
@@ -287,16 +332,56 @@ try {
     const answers = await storefront(REQUESTS);
     abusing = false;
     await Promise.all(abusers);
-    row(`storefront with ${ABUSERS} abusive clients (${label})`, fmt(stats(answers)));
-    row(
-      `abusive requests (${label})`,
-      `${served} served, ${[...refused.values()].reduce((a, b) => a + b, 0)} refused (${[...refused].map(([c, n]) => `${c} ${n}`).join(', ') || 'none'})`,
-    );
+    return { answers, served, refused };
   }
-  await underAbuse(HEAVY, '30 aliases × k 1000');
-  await underAbuse(BUDGET_HEAVY, '3 fields × k 333, within the anonymous budget');
+  const phases = [
+    { label: 'alone', heavy: null },
+    { label: '30 aliases × k 1000', heavy: HEAVY },
+    { label: '3 fields × k 333, within the anonymous budget', heavy: BUDGET_HEAVY },
+  ];
+  const perPhase = phases.map(() => ({
+    p50: [] as number[],
+    p99: [] as number[],
+    errors: 0,
+    n: 0,
+    served: 0,
+    refused: new Map<string, number>(),
+  }));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const [i, phase] of phases.entries()) {
+      const out = phase.heavy
+        ? await underAbuse(phase.heavy)
+        : { answers: await storefront(REQUESTS), served: 0, refused: new Map<string, number>() };
+      const s = stats(out.answers);
+      const acc = perPhase[i]!;
+      acc.p50.push(s.p50);
+      acc.p99.push(s.p99);
+      acc.errors += s.errors;
+      acc.n += s.n;
+      acc.served += out.served;
+      for (const [c, n] of out.refused) acc.refused.set(c, (acc.refused.get(c) ?? 0) + n);
+      console.log(
+        `  round ${round + 1}, storefront ${phase.heavy ? `with ${ABUSERS} abusive clients (${phase.label})` : 'alone'}: ${fmt(s)}`,
+      );
+      await sleep(1000); // let the server settle (tarpitted answers drain) before the next phase
+    }
+  }
+  for (const [i, phase] of phases.entries()) {
+    const acc = perPhase[i]!;
+    const runs = acc.p99.map((p99, r) => `${acc.p50[r]!.toFixed(1)}/${p99.toFixed(1)}`).join(', ');
+    row(
+      phase.heavy ? `storefront with ${ABUSERS} abusive clients (${phase.label})` : 'storefront alone',
+      `median of ${ROUNDS}: p50 ${median(acc.p50).toFixed(1)} ms, p99 ${median(acc.p99).toFixed(1)} ms, ${acc.errors}/${acc.n} errors (rounds p50/p99: ${runs})`,
+    );
+    if (phase.heavy)
+      row(
+        `abusive requests (${phase.label})`,
+        `${acc.served} served, ${[...acc.refused.values()].reduce((a, b) => a + b, 0)} refused (${[...acc.refused].map(([c, n]) => `${c} ${n}`).join(', ') || 'none'})`,
+      );
+  }
   const rssAfter = rssMiB();
   row('server RSS before/after abuse', `${rssBefore ?? '?'} / ${rssAfter ?? '?'} MiB`);
+  if (process.env.BENCH_SKIP_FAULTS === '1') throw new SkipFaults();
 
   // ---- 2. PostgreSQL restart under load, with a reindex job in flight --------------------------------------
   const job = await gql({ query: 'mutation { reindex(onlyMissing: false, activate: true) { id state } }' }, { admin: true });
@@ -412,6 +497,8 @@ try {
     outcomes.push(`${moments.at(-1)}: ${n}/${products.length} stored, ${v} with vector`);
   }
   row('SIGKILL mid-upsert: all or nothing', `${allOrNothing}/${KILL_RUNS} runs (${outcomes.join('; ')})`);
+} catch (err) {
+  if (!(err instanceof SkipFaults)) throw err;
 } finally {
   await stopServer();
   table(`Reliability (${PRODUCTS} products, tiny model, native PostgreSQL, ${REQUESTS} storefront requests per phase)`, rows);

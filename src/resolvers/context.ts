@@ -1,3 +1,4 @@
+import type { Client } from '../http/rate-limit.js';
 import type { Logger } from '../log.js';
 import type { Services } from '../services.js';
 
@@ -6,6 +7,8 @@ export interface RequestContext {
   services: Services;
   /** The bearer token the request presented, if any (checked only by admin operations). */
   bearerToken: string | null;
+  /** Who pays for the request's queries (src/http/rate-limit.ts); absent outside HTTP. */
+  client?: Client;
   /** The request's logger: every line carries its reqId (server.ts). */
   log: Logger;
   /** Aborts when the request passes its deadline (TIMEOUT) or the client goes away; absent outside HTTP. */

@@ -33,7 +33,17 @@ export interface GqlResponse<T> {
  */
 export async function startTestService(env: Record<string, string> = {}, opts: { model?: string } = {}): Promise<TestService> {
   const database = await createTestDatabase();
-  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'silent', ADMIN_TOKEN, DATA_DIR: '.cache/test-data', ...env });
+  const config = loadConfig({
+    PORT: '0',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'silent',
+    ADMIN_TOKEN,
+    DATA_DIR: '.cache/test-data',
+    // Every request of a test file comes from one address: the query allowance would turn heavy tests
+    // into RATE_LIMITED ones. test/integration/rate-limit.test.ts sets its own.
+    RATE_LIMIT_POINTS: '1000000000',
+    ...env,
+  });
   const log = createLogger(config.logLevel);
   const embedder = opts.model ? { embedder: await loadEmbedder(config, opts.model, log), source: 'test' } : null;
   const service = await startService(config, log, { database, embedder });
