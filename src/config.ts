@@ -106,8 +106,10 @@ const schema = z.object({
   // but only two of the largest the anonymous budget accepts (3 × k: 333).
   RATE_LIMIT_POINTS: int(1, 1_000_000_000).default(20_000),
   RATE_LIMIT_ADMIN_POINTS: int(1, 1_000_000_000).default(10_000_000),
-  // What an operation refused for its size (parse, validation, budget) costs its client: the anonymous Σk budget.
-  RATE_LIMIT_REFUSAL_PENALTY: int(0, 1_000_000_000).default(1_000),
+  // What an operation refused for its size (parse, validation, budget) costs its client: a quarter of the
+  // default allowance, so four per window. A storefront's queries are fixed in its code and never refused so;
+  // a client that keeps sending them is broken or probing.
+  RATE_LIMIT_REFUSAL_PENALTY: int(0, 1_000_000_000).default(5_000),
   // A 429 is held this long (at most until the client may retry) before it is sent, so a client that
   // resends at once cannot turn refusals into a flood; at most RATE_LIMIT_TARPIT_MAX_HELD are held at once.
   RATE_LIMIT_TARPIT_MS: int(0, 60_000).default(1_000),

@@ -63,3 +63,17 @@ describe('configuration', () => {
     expect(message).not.toMatch(/hunter2|hunter3/);
   });
 });
+
+describe('TRUST_PROXY', () => {
+  const trust = (v?: string) => loadConfig(v === undefined ? {} : { TRUST_PROXY: v }).limits.trustProxy;
+  it('is off unless set, and takes true, a hop count or a list of addresses', () => {
+    expect(trust()).toBe(false);
+    expect(trust('false')).toBe(false);
+    expect(trust('true')).toBe(true);
+    expect(trust('10.0.0.0/8, 127.0.0.1')).toEqual(['10.0.0.0/8', '127.0.0.1']);
+    const hops = trust('2');
+    expect(typeof hops).toBe('function');
+    if (typeof hops !== 'function') return;
+    expect([0, 1, 2].map((hop) => hops('192.0.2.1', hop))).toEqual([true, true, false]);
+  });
+});
