@@ -101,10 +101,12 @@ const schema = z.object({
   // budget and the admission gates bound what each request may cost.
   RATE_LIMIT_MAX: int(1, 10_000_000).default(5_000),
   RATE_LIMIT_WINDOW_MS: int(100, 86_400_000).default(10_000),
-  // The query allowance per client and window (admission/allowance.ts), in budget units: an operation costs
-  // 1 + Σk + Σfirst. 20 000 per 10 s lets one address send 180 storefront-sized queries (k: 10) a second,
-  // but only two of the largest the anonymous budget accepts (3 × k: 333).
+  // The query allowance per window (admission/allowance.ts), in budget units: an operation costs
+  // 1 + Σk + Σfirst. 20 000 per 10 s lets one connection send 180 storefront-sized queries (k: 10) a
+  // second, or two of the largest the anonymous budget accepts (3 × k: 333); one address, all its
+  // connections together, ten times as much.
   RATE_LIMIT_POINTS: int(1, 1_000_000_000).default(20_000),
+  RATE_LIMIT_ADDRESS_POINTS: int(1, 1_000_000_000).default(200_000),
   RATE_LIMIT_ADMIN_POINTS: int(1, 1_000_000_000).default(10_000_000),
   // What an operation refused for its size (parse, validation, budget) costs its client: a quarter of the
   // default allowance, so four per window. A storefront's queries are fixed in its code and never refused so;
@@ -258,8 +260,9 @@ export interface LimitSettings {
     enabled: boolean;
     max: number;
     windowMs: number;
-    /** Query allowance points per window (admission/allowance.ts). */
+    /** Query allowance points per window (admission/allowance.ts): per connection, per address. */
     points: number;
+    addressPoints: number;
     adminPoints: number;
     refusalPenalty: number;
     tarpitMs: number;
@@ -383,6 +386,7 @@ function limitsOf(env: Env): LimitSettings {
       max: env.RATE_LIMIT_MAX,
       windowMs: env.RATE_LIMIT_WINDOW_MS,
       points: env.RATE_LIMIT_POINTS,
+      addressPoints: env.RATE_LIMIT_ADDRESS_POINTS,
       adminPoints: env.RATE_LIMIT_ADMIN_POINTS,
       refusalPenalty: env.RATE_LIMIT_REFUSAL_PENALTY,
       tarpitMs: env.RATE_LIMIT_TARPIT_MS,

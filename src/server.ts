@@ -18,7 +18,7 @@ import { databaseFaultError, dbErrorFields } from './db/faults.js';
 import { getThumbnail } from './db/images.js';
 import { pendingMigrations } from './db/migrate.js';
 import { maskInternalErrors } from './http/errors.js';
-import { clientOf, registerClientLimits } from './http/rate-limit.js';
+import { registerClientLimits } from './http/rate-limit.js';
 import { registerMultipart, uploadOverflowed } from './http/multipart.js';
 import { ErrorCode, isAppError } from './errors.js';
 import { registerStorefront } from './http/storefront.js';
@@ -121,6 +121,9 @@ const PENALISED = new Set<string>([
   ErrorCode.BUDGET_EXCEEDED,
 ]);
 
+/** Refusals held in the tarpit before they are sent (src/http/rate-limit.ts), when they are all an answer has. */
+const TARPITTED = new Set<string>([...PENALISED, ErrorCode.OVERLOADED, ErrorCode.RATE_LIMITED]);
+
 function bearerOf(request: FastifyRequest): string | null {
   const header = request.headers.authorization;
   const match = typeof header === 'string' ? /^Bearer\s+(.+)$/i.exec(header.trim()) : null;
@@ -163,7 +166,8 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   });
   // The request rate limit, the query allowance and the tarpit (src/http/rate-limit.ts). Registered
   // first, so a refused request reads no body.
-  const allowance = await registerClientLimits(app, limits.rateLimit, isAdminRequest, () => closing);
+  const clientLimits = await registerClientLimits(app, limits.rateLimit, limits.trustProxy !== false, isAdminRequest, () => closing);
+  const allowance = clientLimits.allowance;
   maskInternalErrors(app); // 5xx answers outside GraphQL carry no internal message (src/http/errors.ts)
   app.addHook('onSend', (req, reply, payload, done) => {
     if (closing) void reply.header('connection', 'close');
@@ -221,7 +225,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
               // The client's allowance pays for what the operation asks for (admission/allowance.ts).
               const client = ctx.contextValue.client;
               if (!client) return;
-              await allowance.charge(client.caller, client.key, 1 + cost.similarityK + cost.pageFirst).catch((err: unknown) => {
+              await allowance.charge(client.payer, 1 + cost.similarityK + cost.pageFirst).catch((err: unknown) => {
                 throw isAppError(err)
                   ? new GraphQLError(err.message, { extensions: { ...err.details, code: err.code, http: { status: 429 } } })
                   : err;
@@ -240,7 +244,9 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
               }
               // A refused operation still costs its client (admission/allowance.ts): too large or over budget.
               const client = ctx.contextValue.client;
-              if (client && [...codes].some((c) => PENALISED.has(c))) await allowance.penalise(client.caller, client.key);
+              if (client && [...codes].some((c) => PENALISED.has(c))) await allowance.penalise(client.payer);
+              // ... and is held in the tarpit when it is nothing but refusals (src/http/rate-limit.ts).
+              if (codes.size && [...codes].every((c) => TARPITTED.has(c))) ctx.contextValue.tarpit?.();
               if (errors?.length && errors.every((e) => RETRYABLE.has(String(e.extensions?.code)))) {
                 ctx.response.http.status = 503;
                 ctx.response.http.headers.set('retry-after', '1');
@@ -288,7 +294,8 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
       return Promise.resolve({
         services,
         bearerToken: bearerOf(request),
-        client: clientOf(request, isAdminRequest),
+        client: clientLimits.clientOf(request),
+        tarpit: () => clientLimits.tarpit(request.raw),
         log: request.log as Logger,
         signal: deadline.signal,
         uploadOverflowed: () => uploadOverflowed(request.raw),

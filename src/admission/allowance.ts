@@ -4,73 +4,106 @@
  * of its pages. The request-count rate limit (@fastify/rate-limit, src/http/rate-limit.ts) cannot tell a
  * shopper's `k: 10` from a scraper's `3 × k: 333`, which costs a hundred times more to answer; this can.
  *
+ * Two allowances are charged for an anonymous operation: its connection's (`points`) and its address's
+ * (`addressPoints`, several times larger). The connection's stops one abusive client without refusing the
+ * others behind the same address (a storefront's backend, an office NAT, or every client of a test on one
+ * machine); the address's stops a client that opens a new connection for each request. Behind a trusted
+ * proxy the connections are the proxy's, so the client's forwarded address takes the connection's place.
+ * The admin token has one allowance of its own.
+ *
  * A client spends its allowance on what it asks for, served or not: the cost is charged before the
  * operation runs (so one turned away by a full gate, OVERLOADED, has paid too), and an operation refused for
- * its size (parse, validation, budget) is charged a penalty instead, so a client that floods refusals runs
- * out as fast as one whose heavy queries are served. Once out, its requests are refused before
- * their body is read (RATE_LIMITED, HTTP 429, Retry-After), which is the cheapest answer the server has.
+ * its size or form (parse, validation, budget) is charged a penalty instead, so a client that floods such
+ * refusals runs out as fast as one whose heavy queries are served. Once out, its requests are refused before
+ * their body is read (RATE_LIMITED, HTTP 429, Retry-After), the cheapest answer the server has.
  *
  * Counted per process, like the request rate limit: N replicas behind a load balancer allow N times as much.
  * rate-limiter-flexible (not our own counters): its memory store expires keys by itself, so one entry per
- * address an attacker makes up cannot accumulate.
+ * connection or address an attacker makes up cannot accumulate.
  */
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { AppError, ErrorCode } from '../errors.js';
 
 export interface AllowanceSettings {
   enabled: boolean;
-  /** Points per window for a caller without a valid token (keyed by address). */
-  anonymousPoints: number;
+  /** Points per window of one connection without a valid token (behind a trusted proxy: one client address). */
+  points: number;
+  /** Points per window of one address without a valid token, all its connections together. */
+  addressPoints: number;
   /** Points per window for the admin token. */
   adminPoints: number;
   windowMs: number;
-  /** Points charged for an operation refused for its size or because the service was overloaded. */
+  /** Points charged for an operation refused for its size or form. */
   refusalPenalty: number;
 }
 
-export type Caller = 'anonymous' | 'admin';
+/** Who pays for a request: the admin token, or a connection and the address it comes from. */
+export type Payer = { caller: 'admin' } | { caller: 'anonymous'; connection: string; address: string };
+
+export type Bucket = 'connection' | 'address' | 'admin';
 
 export class ClientAllowance {
-  private readonly limiters: Record<Caller, RateLimiterMemory>;
+  private readonly limiters: Record<Bucket, RateLimiterMemory>;
 
   constructor(readonly settings: AllowanceSettings) {
     const duration = Math.max(1, Math.ceil(settings.windowMs / 1000)); // the library counts whole seconds
     this.limiters = {
-      anonymous: new RateLimiterMemory({ keyPrefix: 'anonymous', points: settings.anonymousPoints, duration }),
+      connection: new RateLimiterMemory({ keyPrefix: 'connection', points: settings.points, duration }),
+      address: new RateLimiterMemory({ keyPrefix: 'address', points: settings.addressPoints, duration }),
       admin: new RateLimiterMemory({ keyPrefix: 'admin', points: settings.adminPoints, duration }),
     };
   }
 
-  /** Milliseconds until `key` may send again when its allowance is spent; 0 when it has some left. */
-  async spent(caller: Caller, key: string): Promise<number> {
-    if (!this.settings.enabled) return 0;
-    const res = await this.limiters[caller].get(key);
-    return res && res.remainingPoints <= 0 ? Math.max(1, res.msBeforeNext) : 0;
+  private bucketsOf(payer: Payer): Array<[Bucket, string]> {
+    return payer.caller === 'admin'
+      ? [['admin', 'token']]
+      : [
+          ['connection', payer.connection],
+          ['address', payer.address],
+        ];
   }
 
-  /** Charges `points`; throws RATE_LIMITED when they do not fit in what is left of the window. */
-  async charge(caller: Caller, key: string, points: number): Promise<void> {
-    if (!this.settings.enabled || points <= 0) return;
-    try {
-      await this.limiters[caller].consume(key, points);
-    } catch (err) {
-      if (!(err instanceof RateLimiterRes)) throw err;
-      throw rateLimited(err.msBeforeNext, this.limiters[caller].points, this.settings.windowMs);
+  /** When an allowance of `payer` is spent: which, and the milliseconds until it refills; else null. */
+  async spent(payer: Payer): Promise<{ bucket: Bucket; msBeforeNext: number } | null> {
+    if (!this.settings.enabled) return null;
+    let spent: { bucket: Bucket; msBeforeNext: number } | null = null;
+    for (const [bucket, key] of this.bucketsOf(payer)) {
+      const res = await this.limiters[bucket].get(key);
+      if (res && res.remainingPoints <= 0 && (!spent || res.msBeforeNext > spent.msBeforeNext))
+        spent = { bucket, msBeforeNext: Math.max(1, res.msBeforeNext) };
     }
+    return spent;
+  }
+
+  /** Charges `points` to each allowance of `payer`; throws RATE_LIMITED when they do not fit in one of them. */
+  async charge(payer: Payer, points: number): Promise<void> {
+    if (!this.settings.enabled || points <= 0) return;
+    let refused: { msBeforeNext: number; bucket: Bucket } | null = null;
+    for (const [bucket, key] of this.bucketsOf(payer)) {
+      try {
+        await this.limiters[bucket].consume(key, points);
+      } catch (err) {
+        if (!(err instanceof RateLimiterRes)) throw err;
+        if (!refused || err.msBeforeNext > refused.msBeforeNext) refused = { msBeforeNext: err.msBeforeNext, bucket };
+      }
+    }
+    if (refused) throw this.rateLimited(refused.msBeforeNext, refused.bucket);
   }
 
   /** Charges the refusal penalty (never throws: the request is being refused anyway). */
-  async penalise(caller: Caller, key: string): Promise<void> {
+  async penalise(payer: Payer): Promise<void> {
     if (!this.settings.enabled) return;
-    await this.limiters[caller].penalty(key, this.settings.refusalPenalty);
+    for (const [bucket, key] of this.bucketsOf(payer)) await this.limiters[bucket].penalty(key, this.settings.refusalPenalty);
   }
-}
 
-export function rateLimited(msBeforeNext: number, points: number, windowMs: number): AppError {
-  const retryAfterSeconds = Math.max(1, Math.ceil(msBeforeNext / 1000));
-  return new AppError(
-    ErrorCode.RATE_LIMITED,
-    `This client's query allowance (${points} points per ${Math.round(windowMs / 1000)} s; an operation costs 1 + Σk + Σfirst) is spent; retry in ${retryAfterSeconds} s.`,
-    { retryAfterSeconds, allowance: points },
-  );
+  /** The RATE_LIMITED error for a spent allowance of `payer`, `msBeforeNext` before it refills. */
+  rateLimited(msBeforeNext: number, bucket: Bucket = 'connection'): AppError {
+    const retryAfterSeconds = Math.max(1, Math.ceil(msBeforeNext / 1000));
+    const of = { connection: "this connection's", address: "this address's", admin: "the admin token's" }[bucket];
+    return new AppError(
+      ErrorCode.RATE_LIMITED,
+      `${of[0]!.toUpperCase()}${of.slice(1)} query allowance (${this.limiters[bucket].points} points per ${Math.round(this.settings.windowMs / 1000)} s; an operation costs 1 + Σk + Σfirst) is spent; retry in ${retryAfterSeconds} s.`,
+      { retryAfterSeconds, allowance: bucket },
+    );
+  }
 }

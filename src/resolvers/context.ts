@@ -9,6 +9,8 @@ export interface RequestContext {
   bearerToken: string | null;
   /** Who pays for the request's queries (src/http/rate-limit.ts); absent outside HTTP. */
   client?: Client;
+  /** Holds the answer in the tarpit (a refusal, src/http/rate-limit.ts); absent outside HTTP. */
+  tarpit?: () => void;
   /** The request's logger: every line carries its reqId (server.ts). */
   log: Logger;
   /** Aborts when the request passes its deadline (TIMEOUT) or the client goes away; absent outside HTTP. */

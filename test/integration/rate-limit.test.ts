@@ -1,4 +1,5 @@
 /** Rate limiting per client (token when present, else address; health checks exempt; off-switchable) and the query allowance. */
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { codes, startTestService, type TestService } from '../support/service.js';
 
@@ -56,7 +57,14 @@ async function post(url: string, body: string, headers: Record<string, string> =
 describe('the query allowance (cost per client and window)', () => {
   let a: TestService;
   beforeAll(async () => {
-    a = await startTestService({ RATE_LIMIT_POINTS: '100', RATE_LIMIT_WINDOW_MS: '60000', RATE_LIMIT_TARPIT_MS: '0' });
+    // The address's allowance as small as the connection's: this is about the address (fetch may use any
+    // of its pooled connections); connections are the next test's.
+    a = await startTestService({
+      RATE_LIMIT_POINTS: '100',
+      RATE_LIMIT_ADDRESS_POINTS: '100',
+      RATE_LIMIT_WINDOW_MS: '60000',
+      RATE_LIMIT_TARPIT_MS: '0',
+    });
   }, 60_000);
   afterAll(() => a?.stop());
 
@@ -78,6 +86,7 @@ describe('the query allowance (cost per client and window)', () => {
   it('charges a refused operation the refusal penalty', async () => {
     const b = await startTestService({
       RATE_LIMIT_POINTS: '2500',
+      RATE_LIMIT_ADDRESS_POINTS: '2500',
       RATE_LIMIT_REFUSAL_PENALTY: '1000',
       RATE_LIMIT_TARPIT_MS: '0',
       BUDGET_PAGE_FIRST: '50',
@@ -92,10 +101,15 @@ describe('the query allowance (cost per client and window)', () => {
     }
   });
 
-  it('holds a 429 for RATE_LIMIT_TARPIT_MS before sending it (a closed loop cannot resend at once)', async () => {
-    const c = await startTestService({ RATE_LIMIT_POINTS: '5', RATE_LIMIT_TARPIT_MS: '600' });
+  it('holds refusals (an oversized operation, a 429) for RATE_LIMIT_TARPIT_MS before sending them (a closed loop cannot resend at once)', async () => {
+    const c = await startTestService({ RATE_LIMIT_POINTS: '5', RATE_LIMIT_ADDRESS_POINTS: '5', RATE_LIMIT_TARPIT_MS: '600' });
     try {
-      expect((await c.gql(page(10))).status).toBe(429); // 11 > 5
+      // An operation refused for its size is held too (and its penalty spends the allowance)...
+      const twoPages = '{ a: products(first: 300) { totalCount } b: products(first: 300) { totalCount } }'; // Σfirst 600 > 500
+      const oversized = await post(c.url, JSON.stringify({ query: twoPages }));
+      expect(oversized.json.errors?.[0]?.extensions?.code).toBe('BUDGET_EXCEEDED');
+      expect(oversized.heldMs).toBeGreaterThanOrEqual(550);
+      // ... and so is the 429 that follows.
       const held = await post(c.url, JSON.stringify({ query: page(1) }));
       expect(held.status).toBe(429);
       expect(held.heldMs).toBeGreaterThanOrEqual(550);
@@ -104,9 +118,48 @@ describe('the query allowance (cost per client and window)', () => {
     }
   });
 
+  it('charges each connection its own allowance, and all of an address together the larger one', async () => {
+    const c = await startTestService({ RATE_LIMIT_POINTS: '30', RATE_LIMIT_ADDRESS_POINTS: '70', RATE_LIMIT_TARPIT_MS: '0' });
+    // Three keep-alive connections from the one loopback address.
+    const agents = [0, 1, 2].map(() => new http.Agent({ keepAlive: true, maxSockets: 1 }));
+    const send = (agent: http.Agent, n: number) =>
+      new Promise<number>((resolve, reject) => {
+        const body = JSON.stringify({ query: page(n) });
+        const target = new URL(`${c.url}/graphql`);
+        const req = http.request(
+          {
+            agent,
+            host: target.hostname,
+            port: target.port,
+            path: target.pathname,
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+          },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          },
+        );
+        req.on('error', reject);
+        req.end(body);
+      });
+    try {
+      const [one, two, three] = agents as [http.Agent, http.Agent, http.Agent];
+      expect(await send(one, 25)).toBe(200); // connection 1: 26 of 30; address: 26 of 70
+      expect(await send(one, 25)).toBe(429); // connection 1 spent
+      // Another connection from the same address is not refused for the first one's spending.
+      expect(await send(two, 15)).toBe(200); // address: 26 + 26 + 16 = 68 of 70
+      // The address's allowance covers all its connections: a third, fresh one is refused once it is spent.
+      expect(await send(three, 5)).toBe(429); // 74 > 70
+    } finally {
+      for (const a of agents) a.destroy();
+      await c.stop();
+    }
+  });
+
   it('tells clients behind a trusted proxy apart by X-Forwarded-For, and only then', async () => {
     const proxied = await startTestService({ RATE_LIMIT_POINTS: '20', RATE_LIMIT_TARPIT_MS: '0', TRUST_PROXY: '127.0.0.1' });
-    const direct = await startTestService({ RATE_LIMIT_POINTS: '20', RATE_LIMIT_TARPIT_MS: '0' });
+    const direct = await startTestService({ RATE_LIMIT_POINTS: '20', RATE_LIMIT_ADDRESS_POINTS: '20', RATE_LIMIT_TARPIT_MS: '0' });
     try {
       // Documentation addresses (RFC 5737) in a header only: nothing connects to them.
       const shopperA = { 'x-forwarded-for': '203.0.113.5' };
