@@ -229,9 +229,16 @@ function httpClient(localAddress: string) {
     }
   };
 }
-/** The storefront client and the admin's calls come from 127.0.0.1; abusive client k from 127.0.0.(k+2). */
+/**
+ * The storefront client and the admin's calls come from 127.0.0.1. Abusive client k comes from
+ * 127.0.0.(k+2) (clients on the internet), or from 127.0.0.1 too (behind the storefront's own address: a
+ * NAT, or every client of a test run on one machine), each on its own connection.
+ */
 const gql = httpClient('127.0.0.1');
-const abuserClients = Array.from({ length: ABUSERS }, (_, k) => httpClient(`127.0.0.${k + 2}`));
+const abuserClients = {
+  own: Array.from({ length: ABUSERS }, (_, k) => httpClient(`127.0.0.${k + 2}`)),
+  shared: Array.from({ length: ABUSERS }, () => httpClient('127.0.0.1')),
+};
 
 const stats = (xs: Answer[]) => {
   const t = xs.filter((a) => a.ok).map((a) => a.ms);
@@ -312,13 +319,16 @@ try {
   await storefront(Math.min(50, REQUESTS)); // warm-up
   const rssBefore = rssMiB();
   /** The storefront client's requests while ABUSERS clients send `heavy` in a loop; the abusers' outcomes. */
-  async function underAbuse(heavy: string): Promise<{ answers: Answer[]; served: number; refused: Map<string, number> }> {
+  async function underAbuse(
+    heavy: string,
+    from: keyof typeof abuserClients,
+  ): Promise<{ answers: Answer[]; served: number; refused: Map<string, number> }> {
     let abusing = true;
     const refused = new Map<string, number>();
     let served = 0;
     const abuser = async (k: number) => {
       for (let i = 0; abusing; i++) {
-        const a = await abuserClients[k]!(
+        const a = await abuserClients[from][k]!(
           { query: heavy, variables: { id: ids[(k * 104729 + i * 31) % ids.length] } },
           { timeoutMs: 60_000 },
         );
@@ -335,9 +345,11 @@ try {
     return { answers, served, refused };
   }
   const phases = [
-    { label: 'alone', heavy: null },
-    { label: '30 aliases × k 1000', heavy: HEAVY },
-    { label: '3 fields × k 333, within the anonymous budget', heavy: BUDGET_HEAVY },
+    { label: 'alone', heavy: null, from: 'own' as const },
+    { label: '30 aliases × k 1000, each from its own address', heavy: HEAVY, from: 'own' as const },
+    { label: '3 fields × k 333 (within the anonymous budget), each from its own address', heavy: BUDGET_HEAVY, from: 'own' as const },
+    { label: "30 aliases × k 1000, from the storefront's address", heavy: HEAVY, from: 'shared' as const },
+    { label: "3 fields × k 333, from the storefront's address", heavy: BUDGET_HEAVY, from: 'shared' as const },
   ];
   const perPhase = phases.map(() => ({
     p50: [] as number[],
@@ -350,7 +362,7 @@ try {
   for (let round = 0; round < ROUNDS; round++) {
     for (const [i, phase] of phases.entries()) {
       const out = phase.heavy
-        ? await underAbuse(phase.heavy)
+        ? await underAbuse(phase.heavy, phase.from)
         : { answers: await storefront(REQUESTS), served: 0, refused: new Map<string, number>() };
       const s = stats(out.answers);
       const acc = perPhase[i]!;
