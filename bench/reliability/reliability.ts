@@ -3,9 +3,11 @@
  * throwaway cluster of scripts/pg-throwaway.sh), driven over HTTP on loopback only. Prints one table:
  *
  *  - a well-behaved storefront client (sequential `similarProducts(image: {productId}, k: 10)`) alone: p50/p99;
- *  - the same while abusive clients send the heaviest query the server accepts (30 aliases of k: 1000 with
- *    description and attributes): p50/p99, its errors, how many abusive requests were refused and with which
- *    code, server RSS before/after;
+ *  - the same while abusive clients (closed loops, one connection each) send the heaviest query (30 aliases
+ *    of k: 1000 with description and attributes), then the heaviest the anonymous budget accepts (3 × k: 333):
+ *    from their own loopback addresses (127.0.0.2 and up), then from the storefront's own address; p50/p99,
+ *    its errors, how many abusive requests were refused and with which code, server RSS before/after.
+ *    Alone and under abuse alternate for BENCH_ROUNDS rounds, and the medians across rounds are reported;
  *  - `pg_ctl restart -m fast` under load: failed requests, time from the database accepting connections to
  *    the first success, whether the process is alive, whether a reindex job in flight went on afterwards;
  *  - SIGKILL of the server in the middle of an upsert batch: all or nothing afterwards, and every product that
