@@ -20,6 +20,7 @@
  *   is whole; a mismatch deletes the partial file;
  * - refs/<revision> is written last, after every file of the snapshot is linked, so a reader that
  *   follows refs/ never sees half a fetch (huggingface_hub writes it first; the resulting layout is the same);
+ * - one writer per blob (withBlobLock), so two fetches on one cache download each file once;
  * - HF_HUB_OFFLINE: no request at all; the snapshot the cache holds is used, or the fetch says why not;
  * - HF_TOKEN (or HUGGING_FACE_HUB_TOKEN) sent as a bearer token; progress on stderr.
  *
@@ -28,6 +29,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
+import { hostname } from 'node:os';
 import { mkdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, win32 } from 'node:path';
 import { Readable } from 'node:stream';
@@ -241,6 +243,57 @@ async function linkPointer(blob: string, pointer: string): Promise<void> {
   }
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Whether the process a lock file names still runs (same host only; another host's lock is trusted). */
+function lockHolderAlive(content: string): boolean {
+  const [host, pidText] = content.trim().split(' ');
+  const pid = Number(pidText);
+  if (!host) return false; // an empty file: a writer that died between create and write
+  if (host !== hostname()) return true; // another machine's process cannot be checked from here
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, someone else's
+  }
+}
+
+/**
+ * One writer per blob: two fetches of the same file (two replicas starting on one shared cache) must not
+ * append to the same `.incomplete`. An exclusive-create file beside huggingface_hub's `.locks/` entries
+ * (its `filelock` uses flock(2), which Node cannot take; its lock files stay behind, so sharing their
+ * names would block on them), holding host and pid so that the lock of a killed process is taken over.
+ */
+async function withBlobLock<T>(lockDir: string, name: string, work: () => Promise<T>, waitMs = 30 * 60_000): Promise<T> {
+  await mkdir(lockDir, { recursive: true });
+  const lock = join(lockDir, `${name}.vps-lock`);
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      await writeFile(lock, `${hostname()} ${process.pid}`, { flag: 'wx' });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const holder = await readFile(lock, 'utf8').catch(() => null);
+      if (holder !== null && !lockHolderAlive(holder)) {
+        await rm(lock, { force: true }); // its process is gone: its .incomplete is resumed below
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw fail(`Another fetch holds ${lock} (${holder ?? '?'}); remove it if no fetch is running`, { lock });
+      }
+      await sleep(250);
+    }
+  }
+  try {
+    return await work();
+  } finally {
+    await rm(lock, { force: true });
+  }
+}
+
 /** refs/<revision> := commit, atomically (a reader sees the old commit or the new one). */
 async function writeRef(repoDir: string, revision: string, commit: string): Promise<void> {
   const ref = join(repoDir, 'refs', ...revision.split('/'));
@@ -303,6 +356,7 @@ export async function fetchModel(opts: FetchOptions = {}): Promise<string> {
   const snapshot = join(repoDir, 'snapshots', commit);
   const pointers = new Map(files.map((f) => [f.path, destinationInside(snapshot, f.path)])); // all checked before any download
   const blobs = join(repoDir, 'blobs');
+  const locks = join(cache, '.locks', basename(repoDir));
   await mkdir(blobs, { recursive: true });
   const total = files.reduce((a, f) => a + f.size, 0);
   let done = 0;
@@ -324,9 +378,12 @@ export async function fetchModel(opts: FetchOptions = {}): Promise<string> {
     if ((await sizeOf(blob)) !== f.size) {
       // not in the cache under any snapshot: download it (a blob another snapshot shares is linked as is)
       const base = done;
-      await downloadBlob(ctx, { ...f, url, blob, commit }, (fileDone) =>
-        progress({ file: f.path, done: base + fileDone, total, fileDone, fileTotal: f.size }),
-      );
+      await withBlobLock(locks, name, async () => {
+        if ((await sizeOf(blob)) === f.size) return; // the fetch we waited for brought it
+        await downloadBlob(ctx, { ...f, url, blob, commit }, (fileDone) =>
+          progress({ file: f.path, done: base + fileDone, total, fileDone, fileTotal: f.size }),
+        );
+      });
     }
     await linkPointer(blob, pointer);
     done += f.size;

@@ -1,4 +1,5 @@
-import { cp, lstat, readFile, readdir, readlink, realpath, stat } from 'node:fs/promises';
+import { cp, lstat, mkdir, readFile, readdir, readlink, realpath, stat, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runModelCommand } from '../../../src/embedding/cli.js';
@@ -279,6 +280,26 @@ describe('the hub cache, shared with other Hugging Face tools', () => {
       message: expect.stringMatching(/HF_HUB_OFFLINE.*fp16/),
     });
     expect(hub.requests).toHaveLength(0);
+  });
+
+  it("two fetches into one cache at once: each blob is downloaded once; a dead fetch's lock is taken over", async () => {
+    const cacheDir = await tempDir('vps-hfcache-');
+    const [a, b] = await Promise.all([
+      fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true }),
+      fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true }),
+    ]);
+    expect(a).toBe(b);
+    const gets = resolves().map((r) => r.url);
+    expect(new Set(gets).size).toBe(gets.length);
+    expect((await readFile(join(a, 'onnx/vision_model.onnx'))).equals(hub.files.get('onnx/vision_model.onnx')!)).toBe(true);
+    const locks = join(cacheDir, '.locks', 'models--acme--tiny-siglip-ONNX');
+    expect(await readdir(locks)).toEqual([]); // released
+    // a lock left by a process that no longer runs (a pid far above any live one) does not block
+    const other = await tempDir('vps-hfcache-');
+    const name = sha256(hub.files.get('onnx/text_model.onnx')!);
+    await mkdir(join(other, '.locks', 'models--acme--tiny-siglip-ONNX'), { recursive: true });
+    await writeFile(join(other, '.locks', 'models--acme--tiny-siglip-ONNX', `${name}.vps-lock`), `${hostname()} 2147483646`);
+    expect(await fetchModel({ repo: REPO, cacheDir: other, hubUrl: hub.url, quiet: true })).toBe(snapshotIn(other));
   });
 
   it('still reads the former .cache/models layout, and never writes it', async () => {
