@@ -31,6 +31,8 @@ export interface Hub {
   /** path → number of bytes after which the connection is cut (once). */
   cutAfter: Map<string, number>;
   corrupt: Set<string>;
+  /** A mirror whose listing carries sizes but no hashes (the fetch must name blobs by a HEAD's ETag). */
+  hashless: boolean;
 }
 
 export async function filesOf(dir: string, rel = ''): Promise<string[]> {
@@ -54,6 +56,7 @@ export async function startHub(modelDir: string): Promise<Hub> {
     refs: new Map([['main', COMMIT]]),
     cutAfter: new Map(),
     corrupt: new Set(),
+    hashless: false,
   };
   const commitOf = (rev: string) => (/^[0-9a-f]{40}$/.test(rev) ? rev : hub.refs.get(rev));
   const handler = (req: IncomingMessage, res: ServerResponse) => {
@@ -71,13 +74,17 @@ export async function startHub(modelDir: string): Promise<Hub> {
     if (tree) {
       if (tree[1] !== REPO) return res.writeHead(404, { 'X-Error-Code': 'RepoNotFound' }).end('{"error":"Repository not found"}');
       if (!commitOf(decodeURIComponent(tree[2]!))) return res.writeHead(404, { 'X-Error-Code': 'RevisionNotFound' }).end('{}');
-      const list = [...files].map(([path, b]) => ({
-        type: 'file',
-        path,
-        size: isLfs(path) ? 135 : b.length,
-        oid: gitSha1(Buffer.from(`pointer ${path}`)),
-        ...(isLfs(path) ? { lfs: { oid: sha256(b), size: b.length, pointerSize: 135 } } : { oid: gitSha1(b) }),
-      }));
+      const list = [...files].map(([path, b]) =>
+        hub.hashless
+          ? { type: 'file', path, size: b.length }
+          : {
+              type: 'file',
+              path,
+              size: isLfs(path) ? 135 : b.length,
+              oid: gitSha1(Buffer.from(`pointer ${path}`)),
+              ...(isLfs(path) ? { lfs: { oid: sha256(b), size: b.length, pointerSize: 135 } } : { oid: gitSha1(b) }),
+            },
+      );
       list.push({ type: 'directory', path: 'onnx', size: 0, oid: 'x' });
       res.writeHead(200, { 'content-type': 'application/json' });
       return res.end(JSON.stringify(list));

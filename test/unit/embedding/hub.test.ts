@@ -282,6 +282,22 @@ describe('the hub cache, shared with other Hugging Face tools', () => {
     expect(hub.requests).toHaveLength(0);
   });
 
+  it('a listing without hashes (a mirror): blobs are named by the ETag of a HEAD, as huggingface_hub names them', async () => {
+    const cacheDir = await tempDir('vps-hfcache-');
+    hub.hashless = true;
+    try {
+      const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
+      expect(hub.requests.some((r) => r.method === 'HEAD')).toBe(true);
+      for (const f of ['config.json', 'onnx/text_model.onnx']) {
+        expect(await realpath(join(dir, f))).toBe(
+          await realpath(join(hubRepoDir(REPO, cacheDir), 'blobs', blobName(f, hub.files.get(f)!))),
+        );
+      }
+    } finally {
+      hub.hashless = false;
+    }
+  });
+
   it("two fetches into one cache at once: each blob is downloaded once; a dead fetch's lock is taken over", async () => {
     const cacheDir = await tempDir('vps-hfcache-');
     const [a, b] = await Promise.all([
