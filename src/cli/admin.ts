@@ -174,8 +174,8 @@ export const MODEL_USAGE = `model <list|activate ID|drop ID|fetch [repo]|path [r
   list               the model registry: status, active, vectors stored
   activate ID        make ID the active model (roll back a switch); refused while a product lacks its vector
   drop ID            delete a non-active model's vectors and index (keeps the registry row, status retired)
-  fetch [repo]       download a model from the Hugging Face Hub into the model cache (--variant, --revision)
-  path [repo]        print where a model lives in the cache
+  fetch [repo]       download a model from the Hugging Face Hub into the Hugging Face hub cache (--variant, --revision, --cache-dir)
+  path [repo]        print where a model lives (its hub cache snapshot, or its former .cache/models entry)
 
 Generated stand-in models (tests, demo, benchmarks): npm run model:generate -- tiny|b16 [dir]`;
 

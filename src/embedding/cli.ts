@@ -1,17 +1,20 @@
 /**
  * `model` subcommands, for src/main.ts to delegate to (`npm run model -- <subcommand> …`):
  *
- *   fetch [repo] [--variant auto|fp32|fp16|quantized…] [--revision main] [--cache-dir DIR]   download into the model cache
- *   path  [repo] [--cache-dir DIR]                                      print where the model lives
+ *   fetch [repo] [--variant auto|fp32|fp16|quantized…] [--revision main] [--cache-dir DIR]
+ *        download into the Hugging Face hub cache (DIR, default HF_HUB_CACHE / HF_HOME/hub /
+ *        ~/.cache/huggingface/hub) and print the snapshot directory
+ *   path  [repo] [--revision main] [--cache-dir DIR]   print where the model lives (its snapshot, its
+ *        former .cache/models entry, else the hub cache folder a fetch would fill)
  *
  * Generated test models are written by `npm run model:generate` (scripts/models/generate.ts), not here.
  *
- * Default repo: onnx-community/siglip2-base-patch16-224-ONNX. HF_ENDPOINT and HF_TOKEN are honoured.
+ * Default repo: onnx-community/siglip2-base-patch16-224-ONNX. HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE are honoured.
  * Returns the process exit code.
  */
 import { parseArgs } from 'node:util';
 import { isAppError } from '../errors.js';
-import { DEFAULT_MODEL_REPO, modelCachePath, defaultModelCacheDir } from './hub-paths.js';
+import { DEFAULT_MODEL_REPO, findCachedModel, hubCacheDir, hubRepoDir } from './hub-paths.js';
 import { fetchModel } from './hub.js';
 
 export async function runModelCommand(argv: string[], out: (line: string) => void = (l) => console.log(l)): Promise<number> {
@@ -25,7 +28,7 @@ export async function runModelCommand(argv: string[], out: (line: string) => voi
     },
   });
   const [cmd, arg] = positionals;
-  const cacheDir = values['cache-dir'] ?? defaultModelCacheDir();
+  const cacheDir = values['cache-dir'] ?? hubCacheDir();
   try {
     switch (cmd) {
       case 'fetch': {
@@ -38,15 +41,17 @@ export async function runModelCommand(argv: string[], out: (line: string) => voi
         out(dir);
         return 0;
       }
-      case 'path':
-        out(modelCachePath(arg ?? DEFAULT_MODEL_REPO, cacheDir));
+      case 'path': {
+        const repo = arg ?? DEFAULT_MODEL_REPO;
+        out(findCachedModel(repo, { revision: values.revision, hubCache: cacheDir }) ?? hubRepoDir(repo, cacheDir));
         return 0;
+      }
       case 'generate':
         // The generators are development tooling (scripts/models, dev dependencies): not in the runtime graph.
         out('model generate moved to a development script: npm run model:generate -- tiny|b16 [dir]');
         return 2;
       default:
-        out('usage: model fetch [repo] [--variant V] [--revision R] [--cache-dir D] | model path [repo]');
+        out('usage: model fetch [repo] [--variant V] [--revision R] [--cache-dir D] | model path [repo] [--revision R] [--cache-dir D]');
         return 2;
     }
   } catch (err) {

@@ -4,7 +4,11 @@
  *   transformers.js share: <HF_HUB_CACHE | HF_HOME/hub | ~/.cache/huggingface/hub>/models--<owner>--<name>/
  *   {blobs/, refs/<revision> (a commit hash), snapshots/<commit>/<files>}: a model another tool
  *   downloaded is used as it is;
- * - this project's own cache, <cacheDir>/<owner>--<name> (what `vps model fetch` writes).
+ *   `vps model fetch` writes here too;
+ * - this project's former cache, <cacheDir>/<owner>--<name> (what `vps model fetch` wrote before it
+ *   wrote the hub cache): still read, so a model fetched by an earlier version is not fetched again.
+ *   Not migrated: its files carry no commit to name a snapshot by, and moving them would break a
+ *   directory someone pointed EMBEDDING_MODEL_DIR at.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -14,7 +18,7 @@ export const DEFAULT_MODEL_REPO = 'onnx-community/siglip2-base-patch16-224-ONNX'
 
 const REPO_ID = /^[\w.-]+\/[\w.-]+$/;
 
-/** Default cache directory for fetched models (relative to the working directory; gitignored). */
+/** The project's former model cache (relative to the working directory; gitignored): read, no longer written. */
 export function defaultModelCacheDir(): string {
   return resolve('.cache', 'models');
 }
@@ -24,9 +28,13 @@ export function modelCachePath(repo: string, cacheDir: string = defaultModelCach
   return join(cacheDir, repo.replace('/', '--'));
 }
 
-/** The hub cache directory, resolved as huggingface_hub resolves it (HF_HUB_CACHE, then HF_HOME/hub). */
+/**
+ * The hub cache directory, resolved as huggingface_hub resolves it: HF_HUB_CACHE, then its former name
+ * HUGGINGFACE_HUB_CACHE, then HF_HOME/hub, then $XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub.
+ */
 export function hubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
   if (env.HF_HUB_CACHE) return resolve(env.HF_HUB_CACHE);
+  if (env.HUGGINGFACE_HUB_CACHE) return resolve(env.HUGGINGFACE_HUB_CACHE);
   const home = env.HF_HOME
     ? resolve(env.HF_HOME)
     : join(env.XDG_CACHE_HOME ? resolve(env.XDG_CACHE_HOME) : join(os.homedir(), '.cache'), 'huggingface');
@@ -65,12 +73,14 @@ export function hubSnapshotDir(repo: string, revision = 'main', cache: string = 
 
 /**
  * A model repository's directory as found on this machine: its snapshot in the hub cache, else the
- * project's own cache entry; null when neither holds its config.json.
+ * project's former cache entry (revision main only: that layout kept no revisions); null when neither
+ * holds its config.json.
  */
 export function findCachedModel(repo: string, opts: { revision?: string; hubCache?: string; cacheDir?: string } = {}): string | null {
   if (!REPO_ID.test(repo)) return null;
   const snapshot = hubSnapshotDir(repo, opts.revision ?? 'main', opts.hubCache ?? hubCacheDir());
   if (snapshot && fs.existsSync(join(snapshot, 'config.json'))) return snapshot;
+  if ((opts.revision ?? 'main') !== 'main') return null;
   const own = modelCachePath(repo, opts.cacheDir ?? defaultModelCacheDir());
   return fs.existsSync(join(own, 'config.json')) ? own : null;
 }

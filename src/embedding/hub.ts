@@ -1,24 +1,52 @@
 /**
- * Getting a model: download a model directory in the hub's ONNX-export layout from the Hugging Face Hub
- * (or any server with the same endpoints: HF_ENDPOINT), into <cacheDir>/<owner>--<name>.
+ * Getting a model: download the files of a model repository in the hub's ONNX-export layout from the
+ * Hugging Face Hub (or any server with the same endpoints: HF_ENDPOINT) into the standard Hugging Face hub
+ * cache, laid out exactly as Python's huggingface_hub and @huggingface/hub lay it out, so every Hugging
+ * Face tool on the machine shares what we download and we share what they downloaded:
  *
- * - file list (sizes, git/LFS hashes) from the hub API through @huggingface/hub's listFiles;
- * - each file streamed to `<file>.part`, resumed with an HTTP Range request after an interruption;
- * - size and content hash verified against the listing and the ETag (sha256 for LFS files, git blob sha1
- *   for small files) before the file is renamed into place; a mismatch deletes the partial file;
+ *   <HF_HUB_CACHE>/models--<owner>--<name>/
+ *     blobs/<etag>                       the file's bytes, named by its hash: sha256 for LFS files (the
+ *                                        hub's X-Linked-Etag), git blob sha1 for the others (its ETag)
+ *     snapshots/<commit>/<path>          relative symlinks to ../../blobs/<etag> (one more ../ per folder)
+ *     refs/<revision>                    the commit a branch or tag pointed to when it was last fetched
+ *
+ * - the revision is resolved to its commit first (/api/models/<repo>/revision/<rev>, as snapshot_download
+ *   does), and the file list (sizes, git/LFS hashes) is read at that commit, so a branch that moves
+ *   during a download cannot mix two commits;
+ * - only the files of the variant(s) the engine will open are downloaded (selectFiles);
+ * - each blob is streamed to `blobs/<etag>.incomplete` (huggingface_hub's name, so either tool resumes
+ *   what the other left) and resumed with an HTTP Range request after an interruption;
+ * - size and hash are verified (listing, ETag) before the blob is renamed into place: a blob, once there,
+ *   is whole; a mismatch deletes the partial file;
+ * - refs/<revision> is written last, after every file of the snapshot is linked, so a reader that
+ *   follows refs/ never sees half a fetch (huggingface_hub writes it first; the resulting layout is the same);
+ * - one writer per blob (withBlobLock), so two fetches on one cache download each file once;
+ * - HF_HUB_OFFLINE: no request at all; the snapshot the cache holds is used, or the fetch says why not;
  * - HF_TOKEN (or HUGGING_FACE_HUB_TOKEN) sent as a bearer token; progress on stderr.
+ *
+ * Caches without symlinks (huggingface_hub's degraded mode on Windows without developer mode) are not
+ * written: the service runs on Linux and macOS.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative, resolve, win32 } from 'node:path';
+import { hostname } from 'node:os';
+import { mkdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve, win32 } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { listFiles } from '@huggingface/hub';
 import { ProgressBar } from '../cli/progress.js';
 import { hubSettings } from '../config.js';
 import { AppError, ErrorCode } from '../errors.js';
-import { DEFAULT_MODEL_REPO, defaultModelCacheDir, hubOffline, hubSnapshotDir, modelCachePath } from './hub-paths.js';
+import {
+  DEFAULT_MODEL_REPO,
+  defaultModelCacheDir,
+  hubCacheDir,
+  hubOffline,
+  hubRepoDir,
+  hubSnapshotDir,
+  modelCachePath,
+} from './hub-paths.js';
 import { expectedProvider, loadModelDir, onnxFileName, pickAutoVariant } from './model-dir.js';
 import type { ProviderName } from './providers.js';
 
@@ -27,8 +55,12 @@ export const REQUIRED_JSON = ['config.json', 'preprocessor_config.json', 'tokeni
 export interface FetchOptions {
   repo?: string;
   variant?: string;
+  /** Branch, tag or commit (default main). */
   revision?: string;
+  /** The hub cache to write and read (default HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub). */
   cacheDir?: string;
+  /** The project's former cache, still read by ensureModel (default .cache/models). */
+  legacyCacheDir?: string;
   /** Hub base URL; default HF_ENDPOINT (config.ts), else the public hub. */
   hubUrl?: string;
   /** Default HF_TOKEN / HUGGING_FACE_HUB_TOKEN (config.ts). */
@@ -44,13 +76,6 @@ interface RemoteFile {
   size: number;
   /** sha256 (LFS) or git blob sha1 (regular files). */
   hash?: { algo: 'sha256' | 'gitsha1'; hex: string };
-}
-
-interface Manifest {
-  repo: string;
-  revision: string;
-  variant?: string;
-  files: Record<string, { size: number; hash?: string }>;
 }
 
 const fail = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
@@ -131,21 +156,192 @@ function progressPrinter(total: number, quiet?: boolean) {
   };
 }
 
-/** Download (or complete) the model directory for `repo`; returns its path. */
+const COMMIT = /^[0-9a-f]{40}$/;
+
+/** A revision names a refs/ file: branch and tag names (`main`, `v1`, `refs/pr/1`), never a way out of it. */
+function checkRevision(revision: string): string {
+  const bad =
+    !revision ||
+    revision.startsWith('/') ||
+    revision.includes('\\') ||
+    revision.includes('\0') ||
+    revision.split('/').some((part) => part === '' || part === '.' || part === '..');
+  if (bad) throw fail(`Invalid revision ${JSON.stringify(revision)}`, { revision });
+  return revision;
+}
+
+interface HubContext {
+  repo: string;
+  hubUrl: string;
+  headers: Record<string, string>;
+  fetch: typeof fetch;
+}
+
+const reason = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+/** The commit a branch or tag points to now (what huggingface_hub's snapshot_download reads from repo_info). */
+async function resolveCommit(ctx: HubContext, revision: string): Promise<string> {
+  if (COMMIT.test(revision)) return revision;
+  const url = `${ctx.hubUrl}/api/models/${ctx.repo}/revision/${encodeURIComponent(revision)}?expand=sha`;
+  let res: Response;
+  try {
+    res = await ctx.fetch(url, { headers: ctx.headers });
+  } catch (err) {
+    throw fail(`Could not reach ${ctx.hubUrl} for ${ctx.repo}@${revision}: ${reason(err)}`, { repo: ctx.repo, hubUrl: ctx.hubUrl }, err);
+  }
+  if (!res.ok) {
+    throw fail(`Could not resolve ${ctx.repo}@${revision} on ${ctx.hubUrl}: HTTP ${res.status}`, {
+      repo: ctx.repo,
+      revision,
+      status: res.status,
+    });
+  }
+  const body = (await res.json().catch(() => null)) as { sha?: unknown } | null;
+  const sha = body?.sha;
+  if (typeof sha !== 'string' || !COMMIT.test(sha)) {
+    throw fail(`${ctx.hubUrl} answered no commit hash for ${ctx.repo}@${revision}`, { repo: ctx.repo, revision });
+  }
+  return sha;
+}
+
+/**
+ * The ETag of a file from a HEAD request, for listings that carry no hash (a mirror): the hub's own
+ * answer, not the CDN's, so redirects are followed only when relative (a renamed repository), as
+ * huggingface_hub's get_hf_file_metadata does.
+ */
+async function headEtag(ctx: HubContext, url: string): Promise<string | undefined> {
+  let target = url;
+  for (let hop = 0; hop < 5; hop++) {
+    const res = await ctx.fetch(target, { method: 'HEAD', headers: ctx.headers, redirect: 'manual' });
+    const location = res.headers.get('location');
+    if (res.status >= 300 && res.status < 400 && location?.startsWith('/')) {
+      target = new URL(location, target).href;
+      continue;
+    }
+    return etagHash(res.headers.get('x-linked-etag') ?? res.headers.get('etag'));
+  }
+  return undefined;
+}
+
+async function sizeOf(path: string): Promise<number | null> {
+  return (await stat(path).catch(() => null))?.size ?? null; // follows a snapshot's symlink to its blob
+}
+
+/** snapshots/<commit>/<path> → the blob, as a relative symlink (the cache folder can move), as huggingface_hub links it. */
+async function linkPointer(blob: string, pointer: string): Promise<void> {
+  await mkdir(dirname(pointer), { recursive: true });
+  await rm(pointer, { force: true }); // a broken link or a stale pointer of a failed fetch
+  try {
+    await symlink(relative(dirname(pointer), blob), pointer);
+  } catch (err) {
+    // another fetch linked the same file in between: fine when it points at the same blob
+    const same = await stat(pointer).then(
+      async (s) => s.ino === (await stat(blob)).ino,
+      () => false,
+    );
+    if (!same) throw err;
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Whether the process a lock file names still runs (same host only; another host's lock is trusted). */
+function lockHolderAlive(content: string): boolean {
+  const [host, pidText] = content.trim().split(' ');
+  const pid = Number(pidText);
+  if (!host) return false; // an empty file: a writer that died between create and write
+  if (host !== hostname()) return true; // another machine's process cannot be checked from here
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, someone else's
+  }
+}
+
+/**
+ * One writer per blob: two fetches of the same file (two replicas starting on one shared cache) must not
+ * append to the same `.incomplete`. An exclusive-create file beside huggingface_hub's `.locks/` entries
+ * (its `filelock` uses flock(2), which Node cannot take; its lock files stay behind, so sharing their
+ * names would block on them), holding host and pid so that the lock of a killed process is taken over.
+ */
+async function withBlobLock<T>(lockDir: string, name: string, work: () => Promise<T>, waitMs = 30 * 60_000): Promise<T> {
+  await mkdir(lockDir, { recursive: true });
+  const lock = join(lockDir, `${name}.vps-lock`);
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      await writeFile(lock, `${hostname()} ${process.pid}`, { flag: 'wx' });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const holder = await readFile(lock, 'utf8').catch(() => null);
+      if (holder !== null && !lockHolderAlive(holder)) {
+        await rm(lock, { force: true }); // its process is gone: its .incomplete is resumed below
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw fail(`Another fetch holds ${lock} (${holder ?? '?'}); remove it if no fetch is running`, { lock });
+      }
+      await sleep(250);
+    }
+  }
+  try {
+    return await work();
+  } finally {
+    await rm(lock, { force: true });
+  }
+}
+
+/** refs/<revision> := commit, atomically (a reader sees the old commit or the new one). */
+async function writeRef(repoDir: string, revision: string, commit: string): Promise<void> {
+  const ref = join(repoDir, 'refs', ...revision.split('/'));
+  const current = await readFile(ref, 'utf8').catch(() => null);
+  if (current?.trim() === commit) return; // unchanged: a read-only cache stays usable
+  await mkdir(dirname(ref), { recursive: true });
+  const tmp = `${ref}.${process.pid}.tmp`;
+  await writeFile(tmp, commit);
+  await rename(tmp, ref);
+}
+
+/**
+ * Download (or complete) the model files of `repo` at a revision into the hub cache; returns the
+ * snapshot directory (snapshots/<commit>), which loadModelDir opens as a model directory.
+ */
 export async function fetchModel(opts: FetchOptions = {}): Promise<string> {
   const repo = opts.repo ?? DEFAULT_MODEL_REPO;
   const env = hubSettings(); // HF_ENDPOINT / HF_TOKEN, read where every setting is read
   const hubUrl = (opts.hubUrl ?? env.hubUrl).replace(/\/+$/, '');
   const token = opts.token ?? env.token;
-  const revision = opts.revision ?? 'main';
-  const doFetch = opts.fetch ?? fetch;
-  const dir = modelCachePath(repo, opts.cacheDir ?? defaultModelCacheDir());
-  const headers: Record<string, string> = token ? { Authorization: `Bearer ${token}` } : {};
+  const revision = checkRevision(opts.revision ?? 'main');
+  const cache = opts.cacheDir ? resolve(opts.cacheDir) : hubCacheDir();
+  const repoDir = hubRepoDir(repo, cache);
+  const ctx: HubContext = { repo, hubUrl, headers: token ? { Authorization: `Bearer ${token}` } : {}, fetch: opts.fetch ?? fetch };
 
+  if (hubOffline()) {
+    // huggingface_hub's offline snapshot_download: the snapshot the cache resolves the revision to, or an error
+    const snapshot = hubSnapshotDir(repo, revision, cache);
+    const usable = snapshot
+      ? await loadModelDir(snapshot, opts.variant).then(
+          () => true,
+          () => false,
+        )
+      : false;
+    if (snapshot && usable) return snapshot;
+    throw fail(
+      `HF_HUB_OFFLINE is set and the hub cache ${cache} holds no ${snapshot ? 'complete ' : ''}snapshot of ${repo}@${revision}` +
+        (opts.variant && opts.variant !== 'auto' ? ` with the ${opts.variant} files` : ''),
+      { repo, revision, cache },
+    );
+  }
+
+  const commit = await resolveCommit(ctx, revision);
   let listing: RemoteFile[];
   try {
     listing = [];
-    for await (const f of listFiles({ repo, revision, recursive: true, hubUrl, accessToken: token, fetch: doFetch })) {
+    // listed at the commit, not the branch: the files and the snapshot they go into cannot disagree
+    for await (const f of listFiles({ repo, revision: commit, recursive: true, hubUrl, accessToken: token, fetch: ctx.fetch })) {
       if (f.type !== 'file') continue;
       listing.push({
         path: f.path,
@@ -154,133 +350,160 @@ export async function fetchModel(opts: FetchOptions = {}): Promise<string> {
       });
     }
   } catch (err) {
-    throw fail(`Could not list ${repo} on ${hubUrl}: ${err instanceof Error ? err.message : String(err)}`, { repo, hubUrl }, err);
+    throw fail(`Could not list ${repo} on ${hubUrl}: ${reason(err)}`, { repo, hubUrl }, err);
   }
   const files = selectFiles(listing, opts.variant);
-  const destinations = new Map(files.map((f) => [f.path, destinationInside(dir, f.path)])); // all checked before any download
-  await mkdir(join(dir, 'onnx'), { recursive: true });
-  let manifest: Manifest = { repo, revision, variant: opts.variant, files: {} };
-  try {
-    const prev = JSON.parse(await readFile(join(dir, '.source.json'), 'utf8')) as Manifest;
-    if (prev.repo === repo) manifest = { ...manifest, files: prev.files ?? {} };
-  } catch {
-    /* first fetch */
-  }
+  const snapshot = join(repoDir, 'snapshots', commit);
+  const pointers = new Map(files.map((f) => [f.path, destinationInside(snapshot, f.path)])); // all checked before any download
+  const blobs = join(repoDir, 'blobs');
+  const locks = join(cache, '.locks', basename(repoDir));
+  await mkdir(blobs, { recursive: true });
   const total = files.reduce((a, f) => a + f.size, 0);
   let done = 0;
   const progress = opts.onProgress ?? progressPrinter(total, opts.quiet);
 
   for (const f of files) {
-    const dest = destinations.get(f.path)!;
-    const known = manifest.files[f.path];
-    const existing = await stat(dest).catch(() => null);
-    if (existing && known && existing.size === f.size && known.size === f.size && known.hash === f.hash?.hex) {
-      done += f.size;
+    const pointer = pointers.get(f.path)!;
+    if ((await sizeOf(pointer)) === f.size) {
+      done += f.size; // in this snapshot already (ours, or another tool's)
       progress({ file: f.path, done, total, fileDone: f.size, fileTotal: f.size });
       continue;
     }
-    await mkdir(dirname(dest), { recursive: true });
-    const part = `${dest}.part`;
-    let have = (await stat(part).catch(() => null))?.size ?? 0;
-    if (have > f.size) {
-      await rm(part, { force: true });
-      have = 0;
+    const url = `${hubUrl}/${repo}/resolve/${commit}/${f.path.split('/').map(encodeURIComponent).join('/')}`;
+    const name = f.hash?.hex.toLowerCase() ?? (await headEtag(ctx, url));
+    if (!name || !/^([0-9a-f]{40}|[0-9a-f]{64})$/.test(name)) {
+      throw fail(`The hub gives no hash for ${repo}/${f.path}, so it has no name in the hub cache`, { repo, file: f.path });
     }
-    const url = `${hubUrl}/${repo}/resolve/${encodeURIComponent(revision)}/${f.path}`;
-    let etag: string | undefined;
-    if (have < f.size || f.size === 0) {
-      const res = await doFetch(url, { headers: { ...headers, ...(have > 0 ? { Range: `bytes=${have}-` } : {}) }, redirect: 'follow' });
-      if (!res.ok || !res.body) {
-        throw fail(`Download of ${repo}/${f.path} failed: HTTP ${res.status}`, { repo, file: f.path, status: res.status });
-      }
-      etag = etagHash(res.headers.get('x-linked-etag') ?? res.headers.get('etag'));
-      const append = have > 0 && res.status === 206;
-      if (!append) have = 0;
+    const blob = join(blobs, name);
+    if ((await sizeOf(blob)) !== f.size) {
+      // not in the cache under any snapshot: download it (a blob another snapshot shares is linked as is)
       const base = done;
-      let fileDone = have;
-      progress({ file: f.path, done: base + fileDone, total, fileDone, fileTotal: f.size });
-      const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
-      body.on('data', (chunk: Buffer) => {
-        fileDone += chunk.length;
-        progress({ file: f.path, done: base + fileDone, total, fileDone, fileTotal: f.size });
-      });
-      try {
-        await pipeline(body, createWriteStream(part, { flags: append ? 'a' : 'w' }));
-      } catch (err) {
-        throw fail(
-          `Download of ${repo}/${f.path} was interrupted at ${fileDone}/${f.size} bytes; run the same command again to resume`,
-          { repo, file: f.path },
-          err,
+      await withBlobLock(locks, name, async () => {
+        if ((await sizeOf(blob)) === f.size) return; // the fetch we waited for brought it
+        await downloadBlob(ctx, { ...f, url, blob, commit }, (fileDone) =>
+          progress({ file: f.path, done: base + fileDone, total, fileDone, fileTotal: f.size }),
         );
-      }
+      });
     }
-    const got = (await stat(part)).size;
-    if (got !== f.size) {
-      await rm(part, { force: true });
-      throw fail(`Size mismatch for ${f.path}: got ${got} bytes, the hub lists ${f.size}`, { file: f.path });
-    }
-    const expected = f.hash?.hex ?? etag;
-    if (expected) {
-      const algo = f.hash?.algo ?? (expected.length === 64 ? 'sha256' : 'gitsha1');
-      const actual = await hashFile(part, algo, f.size);
-      if (actual !== expected || (etag && f.hash && etag !== f.hash.hex && etag.length === f.hash.hex.length)) {
-        await rm(part, { force: true });
-        throw fail(`Checksum mismatch for ${f.path}: expected ${expected}, got ${actual}; the partial file was removed`, { file: f.path });
-      }
-    }
-    await rename(part, dest);
-    manifest.files[f.path] = { size: f.size, hash: f.hash?.hex };
-    await writeFile(join(dir, '.source.json'), JSON.stringify(manifest, null, 2));
+    await linkPointer(blob, pointer);
     done += f.size;
   }
+  await loadModelDir(snapshot, opts.variant); // the result must be a loadable model directory
+  if (revision !== commit) await writeRef(repoDir, revision, commit); // last: refs/ only ever names a whole snapshot
   progress({ file: 'done', done: total, total, fileDone: 0, fileTotal: 0 });
-  await loadModelDir(dir, opts.variant); // the result must be a loadable model directory
-  return dir;
+  return snapshot;
+}
+
+/** One blob: `<blob>.incomplete`, resumed with Range, verified, then renamed into place. */
+async function downloadBlob(
+  ctx: HubContext,
+  f: RemoteFile & { url: string; blob: string; commit: string },
+  onBytes: (fileDone: number) => void,
+): Promise<void> {
+  const part = `${f.blob}.incomplete`;
+  let have = (await sizeOf(part)) ?? 0;
+  if (have > f.size) {
+    await rm(part, { force: true });
+    have = 0;
+  }
+  let etag: string | undefined;
+  if (have < f.size || f.size === 0) {
+    let res: Response;
+    try {
+      res = await ctx.fetch(f.url, { headers: { ...ctx.headers, ...(have > 0 ? { Range: `bytes=${have}-` } : {}) }, redirect: 'follow' });
+    } catch (err) {
+      throw fail(`Download of ${ctx.repo}/${f.path} failed: ${reason(err)}`, { repo: ctx.repo, file: f.path }, err);
+    }
+    if (!res.ok || !res.body) {
+      throw fail(`Download of ${ctx.repo}/${f.path} failed: HTTP ${res.status}`, { repo: ctx.repo, file: f.path, status: res.status });
+    }
+    const served = res.headers.get('x-repo-commit');
+    if (served && served !== f.commit) {
+      await res.body.cancel();
+      throw fail(`The hub served ${f.path} of commit ${served}, not ${f.commit}`, { repo: ctx.repo, file: f.path });
+    }
+    etag = etagHash(res.headers.get('x-linked-etag') ?? res.headers.get('etag'));
+    const append = have > 0 && res.status === 206;
+    if (!append) have = 0;
+    let fileDone = have;
+    onBytes(fileDone);
+    const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
+    body.on('data', (chunk: Buffer) => {
+      fileDone += chunk.length;
+      onBytes(fileDone);
+    });
+    try {
+      await pipeline(body, createWriteStream(part, { flags: append ? 'a' : 'w' }));
+    } catch (err) {
+      throw fail(
+        `Download of ${ctx.repo}/${f.path} was interrupted at ${fileDone}/${f.size} bytes; run the same command again to resume`,
+        { repo: ctx.repo, file: f.path },
+        err,
+      );
+    }
+  }
+  const got = (await sizeOf(part)) ?? 0;
+  if (got !== f.size) {
+    await rm(part, { force: true });
+    throw fail(`Size mismatch for ${f.path}: got ${got} bytes, the hub lists ${f.size}`, { file: f.path });
+  }
+  // The blob's name is its hash: sha256 (LFS) or the git blob sha1, as the listing (or a HEAD's ETag) gave it.
+  const expected = basename(f.blob);
+  const algo = f.hash?.algo ?? (expected.length === 64 ? 'sha256' : 'gitsha1');
+  const actual = await hashFile(part, algo, f.size);
+  if (actual !== expected || (etag && f.hash && etag !== expected && etag.length === expected.length)) {
+    await rm(part, { force: true });
+    throw fail(`Checksum mismatch for ${f.path}: expected ${expected}, got ${actual}; the partial file was removed`, { file: f.path });
+  }
+  await rename(part, f.blob); // atomic: a blob in the cache is always whole
 }
 
 /**
- * For `npm start`: the model directory if it is there, else fetch it (with progress). Offline, one clear
- * MODEL_UNAVAILABLE that names the fetch command and the offline demo.
+ * For `npm start`: the model if this machine has it, else fetch it into the hub cache (with progress).
+ * Looked up in this order: `modelDir` when given; the hub cache's snapshot of the revision (ours, or one
+ * another Hugging Face tool downloaded); the project's former cache (.cache/models/<owner>--<name>,
+ * still read, never written). Offline, one clear MODEL_UNAVAILABLE that names the fetch command and
+ * the offline demo.
  */
 export async function ensureModel(
   opts: FetchOptions & { modelDir?: string },
   log?: { info: (...args: unknown[]) => void; warn: (...args: unknown[]) => void },
 ): Promise<string> {
   const repo = opts.repo ?? DEFAULT_MODEL_REPO;
-  // A snapshot another Hugging Face tool downloaded into the hub cache is used as it is.
-  const shared = opts.modelDir || opts.cacheDir ? null : hubSnapshotDir(repo, opts.revision ?? 'main');
-  if (shared) {
-    try {
-      await loadModelDir(shared, opts.variant);
-      return shared;
-    } catch {
-      /* that snapshot lacks this variant's files: the project's own cache, or a fetch */
-    }
+  const opens = (dir: string) =>
+    loadModelDir(dir, opts.variant).then(
+      () => true,
+      () => false, // absent, or lacks this variant's files: the next place, or a fetch
+    );
+  if (opts.modelDir) {
+    if (await opens(opts.modelDir)) return opts.modelDir;
+    // an explicit directory that is not a model: don't guess a repository; its own error says why
+    if (!opts.repo) await loadModelDir(opts.modelDir, opts.variant);
   }
-  const dir = opts.modelDir ?? modelCachePath(repo, opts.cacheDir ?? defaultModelCacheDir());
-  try {
-    await loadModelDir(dir, opts.variant);
-    return dir;
-  } catch {
-    /* not there (or incomplete): fetch */
+  const cache = opts.cacheDir ? resolve(opts.cacheDir) : hubCacheDir();
+  const snapshot = hubSnapshotDir(repo, opts.revision ?? 'main', cache);
+  if (snapshot && (await opens(snapshot))) return snapshot;
+  if (!opts.revision || opts.revision === 'main') {
+    // the project's former layout, written by earlier versions of `vps model fetch` (always main)
+    const legacy = modelCachePath(repo, opts.legacyCacheDir ?? defaultModelCacheDir());
+    if (await opens(legacy)) return legacy;
   }
-  if (opts.modelDir && !opts.repo) {
-    // an explicit directory that is not a model: don't guess a repository
-    await loadModelDir(dir, opts.variant);
-  }
+  const where = hubRepoDir(repo, cache);
   if (hubOffline()) {
-    throw fail(`Model ${repo} is in neither the Hugging Face hub cache nor ${dir}, and HF_HUB_OFFLINE is set`, { repo, dir });
+    throw fail(`Model ${repo} is neither in the Hugging Face hub cache (${where}) nor in .cache/models, and HF_HUB_OFFLINE is set`, {
+      repo,
+      dir: where,
+    });
   }
-  log?.info({ repo, dir }, 'model not in cache; fetching it');
+  log?.info({ repo, dir: where }, 'model not in cache; fetching it');
   try {
-    return await fetchModel({ ...opts, repo });
+    return await fetchModel({ ...opts, repo, cacheDir: cache });
   } catch (err) {
-    const reason = err instanceof Error ? err.message : String(err);
     throw fail(
-      `Model ${repo} is not in ${dir} and could not be fetched (${reason}). ` +
+      `Model ${repo} is not in ${where} and could not be fetched (${reason(err)}). ` +
         `Fetch it where the hub is reachable with \`npm run model -- fetch ${repo}${opts.variant ? ` --variant ${opts.variant}` : ''}\` ` +
-        `(HF_ENDPOINT/HF_TOKEN are honoured) and copy the directory here, or run the offline demo, which uses a generated tiny model.`,
-      { repo, dir },
+        `(HF_ENDPOINT/HF_TOKEN are honoured) and copy the hub cache folder ${where} here, or run the offline demo, which uses a generated tiny model.`,
+      { repo, dir: where },
       err,
     );
   }

@@ -3,46 +3,19 @@
  * hash, snapshots/<commit>/ of relative symlinks, refs/main) is found through HF_HUB_CACHE / HF_HOME,
  * loaded as it is, named by its repository id, and never fetched again; HF_HUB_OFFLINE forbids fetches.
  */
-import { createHash } from 'node:crypto';
-import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
-import { dirname, join, relative } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { ensureModel } from '../../../src/embedding/hub.js';
 import { findCachedModel, hubCacheDir, hubSnapshotDir, repoOfHubSnapshot } from '../../../src/embedding/hub-paths.js';
 import { loadModelDir } from '../../../src/embedding/model-dir.js';
 import { deriveModelId } from '../../../src/models/ids.js';
 import { cleanupDirs, tempDir, tinyModel } from './helpers.js';
+import { layOutAsHuggingfaceHub } from './hub-imitation.js';
 
 const REPO = 'acme/siglip-tiny';
 const COMMIT = 'a'.repeat(40);
 
-async function listFilesIn(dir: string, rel = ''): Promise<string[]> {
-  const out: string[] = [];
-  for (const e of await readdir(join(dir, rel), { withFileTypes: true })) {
-    const p = rel ? `${rel}/${e.name}` : e.name;
-    if (e.isDirectory()) out.push(...(await listFilesIn(dir, p)));
-    else out.push(p);
-  }
-  return out;
-}
-
 /** Lays a model directory out as huggingface_hub does in its cache. */
-async function intoHubCache(modelDir: string, cache: string): Promise<string> {
-  const repoDir = join(cache, `models--${REPO.replace('/', '--')}`);
-  const snapshot = join(repoDir, 'snapshots', COMMIT);
-  for (const f of await listFilesIn(modelDir)) {
-    const bytes = await readFile(join(modelDir, f));
-    const blob = join(repoDir, 'blobs', createHash('sha256').update(bytes).digest('hex'));
-    await mkdir(dirname(blob), { recursive: true });
-    await writeFile(blob, bytes);
-    const link = join(snapshot, f);
-    await mkdir(dirname(link), { recursive: true });
-    await symlink(relative(dirname(link), blob), link);
-  }
-  await mkdir(join(repoDir, 'refs'), { recursive: true });
-  await writeFile(join(repoDir, 'refs', 'main'), COMMIT);
-  return snapshot;
-}
+const intoHubCache = (modelDir: string, cache: string) => layOutAsHuggingfaceHub(modelDir, cache, REPO, COMMIT);
 
 const saved = { ...process.env };
 afterEach(() => {
@@ -57,6 +30,8 @@ describe('the Hugging Face hub cache', () => {
   it('resolves HF_HUB_CACHE, then HF_HOME/hub, then ~/.cache/huggingface/hub', () => {
     expect(hubCacheDir({ HF_HUB_CACHE: '/x/hub', HF_HOME: '/y' })).toBe('/x/hub');
     expect(hubCacheDir({ HF_HOME: '/y' })).toBe('/y/hub');
+    expect(hubCacheDir({ HUGGINGFACE_HUB_CACHE: '/old/hub', HF_HOME: '/y' })).toBe('/old/hub');
+    expect(hubCacheDir({ XDG_CACHE_HOME: '/xdg' })).toBe('/xdg/huggingface/hub');
     expect(hubCacheDir({ HOME: '/home/u' })).toMatch(/[\\/]\.cache[\\/]huggingface[\\/]hub$/);
   });
 

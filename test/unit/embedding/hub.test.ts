@@ -1,92 +1,14 @@
-import { createHash } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { readdir, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { cp, lstat, mkdir, readFile, readdir, readlink, realpath, stat, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { isAbsolute, join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { runModelCommand } from '../../../src/embedding/cli.js';
 import { destinationInside, ensureModel, fetchModel, selectFiles } from '../../../src/embedding/hub.js';
-import { modelCachePath } from '../../../src/embedding/hub-paths.js';
+import { findCachedModel, hubRepoDir, modelCachePath } from '../../../src/embedding/hub-paths.js';
+import { loadModelDir } from '../../../src/embedding/model-dir.js';
+import { cachedModelDir } from '../../../src/models/files.js';
 import { cleanupDirs, tempDir, tinyModel } from './helpers.js';
-
-/**
- * A local server imitating the hub's file endpoints:
- *   GET /api/models/<repo>/tree/<rev>?recursive=true  → [{type, path, size, oid, lfs?}]
- *   GET /<repo>/resolve/<rev>/<path>                 → bytes, Range support, ETag / X-Linked-ETag / X-Linked-Size
- */
-interface Hub {
-  url: string;
-  server: Server;
-  requests: { url: string; range?: string; auth?: string }[];
-  files: Map<string, Buffer>;
-  /** path → number of bytes after which the connection is cut (once). */
-  cutAfter: Map<string, number>;
-  corrupt: Set<string>;
-}
-
-const REPO = 'acme/tiny-siglip-ONNX';
-const gitSha1 = (b: Buffer) => createHash('sha1').update(`blob ${b.length}\0`).update(b).digest('hex');
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-const isLfs = (p: string) => p.endsWith('.onnx');
-
-async function startHub(modelDir: string): Promise<Hub> {
-  const files = new Map<string, Buffer>();
-  const walk = async (rel: string) => {
-    for (const e of await readdir(join(modelDir, rel), { withFileTypes: true })) {
-      const p = rel ? `${rel}/${e.name}` : e.name;
-      if (e.isDirectory()) await walk(p);
-      else files.set(p, await readFile(join(modelDir, p)));
-    }
-  };
-  await walk('');
-  const hub: Hub = { url: '', server: null as never, requests: [], files, cutAfter: new Map(), corrupt: new Set() };
-  const handler = (req: IncomingMessage, res: ServerResponse) => {
-    const u = new URL(req.url!, 'http://x');
-    hub.requests.push({ url: u.pathname, range: req.headers.range, auth: req.headers.authorization });
-    const tree = /^\/api\/models\/([^/]+\/[^/]+)\/tree\/([^/]+)$/.exec(u.pathname);
-    if (tree) {
-      if (tree[1] !== REPO) return res.writeHead(404, { 'X-Error-Code': 'RepoNotFound' }).end('{"error":"Repository not found"}');
-      const list = [...files].map(([path, b]) => ({
-        type: 'file',
-        path,
-        size: isLfs(path) ? 135 : b.length,
-        oid: gitSha1(Buffer.from(`pointer ${path}`)),
-        ...(isLfs(path) ? { lfs: { oid: sha256(b), size: b.length, pointerSize: 135 } } : { oid: gitSha1(b) }),
-      }));
-      list.push({ type: 'directory', path: 'onnx', size: 0, oid: 'x' });
-      res.writeHead(200, { 'content-type': 'application/json' });
-      return res.end(JSON.stringify(list));
-    }
-    const m = new RegExp(`^/${REPO}/resolve/([^/]+)/(.+)$`).exec(u.pathname);
-    const body = m ? files.get(decodeURIComponent(m[2]!)) : undefined;
-    if (!m || !body) return res.writeHead(404, { 'X-Error-Code': 'EntryNotFound' }).end('not found');
-    const path = decodeURIComponent(m[2]!);
-    let data = hub.corrupt.has(path) ? Buffer.from(body.map((x) => x ^ 1)) : body;
-    const etag = `"${isLfs(path) ? sha256(body) : gitSha1(body)}"`;
-    const headers: Record<string, string | number> = { etag, 'accept-ranges': 'bytes', 'x-linked-size': body.length };
-    if (isLfs(path)) headers['x-linked-etag'] = etag;
-    let status = 200;
-    const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
-    if (range) {
-      const start = Number(range[1]);
-      headers['content-range'] = `bytes ${start}-${body.length - 1}/${body.length}`;
-      data = data.subarray(start);
-      status = 206;
-    }
-    const cut = hub.cutAfter.get(path);
-    if (cut !== undefined && !range) {
-      hub.cutAfter.delete(path);
-      res.writeHead(200, { ...headers, 'content-length': data.length });
-      res.write(data.subarray(0, cut), () => res.destroy());
-      return;
-    }
-    res.writeHead(status, { ...headers, 'content-length': data.length });
-    res.end(data);
-  };
-  hub.server = createServer(handler);
-  await new Promise<void>((r) => hub.server.listen(0, '127.0.0.1', r));
-  hub.url = `http://127.0.0.1:${(hub.server.address() as AddressInfo).port}`;
-  return hub;
-}
+import { blobName, COMMIT, layOutAsHuggingfaceHub, REPO, sha256, startHub, type Hub } from './hub-imitation.js';
 
 let hub: Hub;
 let source: string;
@@ -101,22 +23,62 @@ afterAll(async () => {
 beforeEach(() => {
   hub.requests.length = 0;
 });
+const saved = { ...process.env };
+afterEach(() => {
+  for (const k of ['HF_HUB_CACHE', 'HF_HOME', 'HF_HUB_OFFLINE']) {
+    if (saved[k] === undefined) delete process.env[k];
+    else process.env[k] = saved[k];
+  }
+  hub.refs.clear();
+  hub.refs.set('main', COMMIT);
+});
+const snapshotIn = (cache: string, commit = COMMIT) => join(hubRepoDir(REPO, cache), 'snapshots', commit);
+const resolves = () => hub.requests.filter((r) => r.url.includes('/resolve/'));
 
 describe('model fetch from a hub-compatible server', () => {
   it('downloads the model directory, verifies it, and sends the token', async () => {
     const cacheDir = await tempDir();
     const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, token: 'hf_test', quiet: true });
-    expect(dir).toBe(modelCachePath(REPO, cacheDir));
+    expect(dir).toBe(snapshotIn(cacheDir));
     for (const f of ['config.json', 'tokenizer.json', 'onnx/vision_model.onnx', 'onnx/text_model.onnx']) {
       expect((await readFile(join(dir, f))).equals(await readFile(join(source, f)))).toBe(true);
     }
     expect(hub.requests.every((r) => r.auth === 'Bearer hf_test')).toBe(true);
-    const manifest = JSON.parse(await readFile(join(dir, '.source.json'), 'utf8'));
-    expect(manifest.repo).toBe(REPO);
-    // a second fetch is a no-op apart from the listing
+    // the revision is resolved first, then listed and downloaded at its commit
+    expect(hub.requests[0]!.url).toBe(`/api/models/${REPO}/revision/main`);
+    expect(hub.requests.filter((r) => r.url.includes('/tree/')).every((r) => r.url.endsWith(`/tree/${COMMIT}`))).toBe(true);
+    expect(resolves().every((r) => r.url.startsWith(`/${REPO}/resolve/${COMMIT}/`))).toBe(true);
+    // a second fetch is a no-op apart from the revision and the listing
     hub.requests.length = 0;
     await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
-    expect(hub.requests.filter((r) => r.url.includes('/resolve/'))).toHaveLength(0);
+    expect(resolves()).toHaveLength(0);
+  });
+
+  it('writes the hub cache layout huggingface_hub writes: blobs by hash, relative symlinks, refs', async () => {
+    const cacheDir = await tempDir();
+    const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
+    const repoDir = hubRepoDir(REPO, cacheDir);
+    expect(repoDir).toBe(join(cacheDir, 'models--acme--tiny-siglip-ONNX'));
+    expect((await readFile(join(repoDir, 'refs', 'main'), 'utf8')).trim()).toBe(COMMIT);
+    const blobs = await readdir(join(repoDir, 'blobs'));
+    expect(blobs.some((b) => b.endsWith('.incomplete'))).toBe(false);
+    for (const f of ['config.json', 'onnx/vision_model.onnx']) {
+      const pointer = join(dir, f);
+      expect((await lstat(pointer)).isSymbolicLink()).toBe(true);
+      const target = await readlink(pointer);
+      expect(isAbsolute(target)).toBe(false);
+      // ../../blobs/<etag> from the snapshot's top level, one more ../ per folder (onnx/)
+      expect(target).toBe(`${'../'.repeat(2 + f.split('/').length - 1)}blobs/${blobName(f, hub.files.get(f)!)}`);
+      expect(await realpath(pointer)).toBe(await realpath(join(repoDir, 'blobs', blobName(f, hub.files.get(f)!))));
+    }
+    // only the snapshot's files: no manifest of ours beside them, nothing another tool would not expect
+    expect((await readdir(dir)).sort()).toEqual([
+      'config.json',
+      'onnx',
+      'preprocessor_config.json',
+      'tokenizer.json',
+      'tokenizer_config.json',
+    ]);
   });
 
   it('honours HF_ENDPOINT and HF_TOKEN and reports progress', async () => {
@@ -147,7 +109,8 @@ describe('model fetch from a hub-compatible server', () => {
       code: 'MODEL_UNAVAILABLE',
       message: expect.stringMatching(/interrupted.*run the same command again/),
     });
-    const part = join(modelCachePath(REPO, cacheDir), `${file}.part`);
+    // huggingface_hub's partial-download name, so either tool resumes what the other left
+    const part = join(hubRepoDir(REPO, cacheDir), 'blobs', `${sha256(hub.files.get(file)!)}.incomplete`);
     const partial = (await stat(part)).size;
     expect(partial).toBeGreaterThan(0);
     expect(partial).toBeLessThan(size);
@@ -155,6 +118,7 @@ describe('model fetch from a hub-compatible server', () => {
     const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
     expect(hub.requests.find((r) => r.url.endsWith(file))?.range).toBe(`bytes=${partial}-`);
     expect((await readFile(join(dir, file))).equals(hub.files.get(file)!)).toBe(true);
+    await expect(stat(part)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
   it('refuses content whose hash does not match, and keeps nothing of it', async () => {
@@ -168,9 +132,13 @@ describe('model fetch from a hub-compatible server', () => {
     } finally {
       hub.corrupt.clear();
     }
-    const dir = modelCachePath(REPO, cacheDir);
+    const dir = snapshotIn(cacheDir);
+    const blob = join(hubRepoDir(REPO, cacheDir), 'blobs', sha256(hub.files.get('onnx/text_model.onnx')!));
     await expect(stat(join(dir, 'onnx/text_model.onnx'))).rejects.toThrow();
-    await expect(stat(join(dir, 'onnx/text_model.onnx.part'))).rejects.toThrow();
+    await expect(stat(blob)).rejects.toThrow();
+    await expect(stat(`${blob}.incomplete`)).rejects.toThrow();
+    // nor does the revision point at the half snapshot
+    await expect(stat(join(hubRepoDir(REPO, cacheDir), 'refs', 'main'))).rejects.toThrow();
   });
 
   it('names a missing variant and the available ones', async () => {
@@ -213,7 +181,8 @@ describe('model fetch from a hub-compatible server', () => {
         });
         expect(hub.requests.filter((r) => r.url.includes('/resolve/'))).toHaveLength(0);
         await expect(stat(join(cacheDir, 'escaped.txt'))).rejects.toMatchObject({ code: 'ENOENT' });
-        await expect(stat(join(modelCachePath(REPO, cacheDir), '..', 'escaped.txt'))).rejects.toMatchObject({ code: 'ENOENT' });
+        await expect(stat(join(snapshotIn(cacheDir), '..', 'escaped.txt'))).rejects.toMatchObject({ code: 'ENOENT' });
+        await expect(stat(join(hubRepoDir(REPO, cacheDir), 'escaped.txt'))).rejects.toMatchObject({ code: 'ENOENT' });
       } finally {
         hub.files.delete(evil);
       }
@@ -234,10 +203,132 @@ describe('model fetch from a hub-compatible server', () => {
     hub.requests.length = 0;
     expect(await ensureModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true })).toBe(dir);
     expect(hub.requests).toHaveLength(0);
+    expect(dir).toBe(snapshotIn(cacheDir));
     const offline = ensureModel({ repo: REPO, cacheDir: await tempDir(), hubUrl: 'http://127.0.0.1:9', quiet: true });
     await expect(offline).rejects.toMatchObject({
       code: 'MODEL_UNAVAILABLE',
       message: expect.stringMatching(/npm run model -- fetch acme\/tiny-siglip-ONNX.*offline demo/),
     });
+  });
+});
+
+describe('the hub cache, shared with other Hugging Face tools', () => {
+  it('a cache written by our fetch is found and loaded by repository id', async () => {
+    const cacheDir = await tempDir('vps-hfcache-');
+    process.env.HF_HUB_CACHE = cacheDir;
+    const dir = await fetchModel({ repo: REPO, hubUrl: hub.url, quiet: true }); // HF_HUB_CACHE, no cacheDir
+    expect(dir).toBe(snapshotIn(cacheDir));
+    expect(findCachedModel(REPO, { cacheDir: await tempDir() })).toBe(dir);
+    expect(cachedModelDir(REPO)).toBe(dir); // what the model service loads `model: "<repo>"` from
+    expect((await loadModelDir(dir)).modelId).toBe(REPO);
+    const printed: string[] = [];
+    expect(await runModelCommand(['path', REPO], (l) => printed.push(l))).toBe(0);
+    expect(printed).toEqual([dir]);
+  });
+
+  it('uses a snapshot laid out as huggingface_hub lays it out, without downloading', async () => {
+    const cacheDir = await tempDir('vps-hfcache-');
+    const snapshot = await layOutAsHuggingfaceHub(source, cacheDir, REPO, COMMIT);
+    expect(await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true })).toBe(snapshot);
+    expect(resolves()).toHaveLength(0);
+    hub.requests.length = 0;
+    expect(await ensureModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true })).toBe(snapshot);
+    expect(hub.requests).toHaveLength(0);
+  });
+
+  it('revisions: a tag gets its refs/ entry and snapshot; blobs are shared; a moved branch is followed', async () => {
+    const cacheDir = await tempDir('vps-hfcache-');
+    const v2 = 'b'.repeat(40);
+    hub.refs.set('v2', v2);
+    await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
+    hub.requests.length = 0;
+    const tagged = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, revision: 'v2', quiet: true });
+    expect(tagged).toBe(snapshotIn(cacheDir, v2));
+    expect((await readFile(join(hubRepoDir(REPO, cacheDir), 'refs', 'v2'), 'utf8')).trim()).toBe(v2);
+    expect(resolves()).toHaveLength(0); // same bytes, same blobs: linked, not downloaded again
+    expect(findCachedModel(REPO, { revision: 'v2', hubCache: cacheDir })).toBe(tagged);
+    // a commit hash is its own revision: no revision request, no refs/ entry
+    hub.requests.length = 0;
+    expect(await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, revision: v2, quiet: true })).toBe(tagged);
+    expect(hub.requests.some((r) => r.url.includes('/revision/'))).toBe(false);
+    expect(await readdir(join(hubRepoDir(REPO, cacheDir), 'refs'))).toEqual(['main', 'v2']);
+    // main moved on the hub: the next fetch follows it
+    hub.refs.set('main', v2);
+    expect(await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true })).toBe(tagged);
+    expect((await readFile(join(hubRepoDir(REPO, cacheDir), 'refs', 'main'), 'utf8')).trim()).toBe(v2);
+    await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, revision: 'nope', quiet: true })).rejects.toMatchObject({
+      code: 'MODEL_UNAVAILABLE',
+      message: expect.stringMatching(/acme\/tiny-siglip-ONNX@nope.*HTTP 404/),
+    });
+    await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, revision: '../../x', quiet: true })).rejects.toMatchObject({
+      code: 'MODEL_UNAVAILABLE',
+      message: expect.stringMatching(/Invalid revision/),
+    });
+  });
+
+  it('HF_HUB_OFFLINE: the cached snapshot without a request, else an error naming the setting', async () => {
+    const cacheDir = await tempDir('vps-hfcache-');
+    const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
+    process.env.HF_HUB_OFFLINE = '1';
+    hub.requests.length = 0;
+    expect(await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true })).toBe(dir);
+    await expect(fetchModel({ repo: REPO, cacheDir: await tempDir(), hubUrl: hub.url, quiet: true })).rejects.toMatchObject({
+      code: 'MODEL_UNAVAILABLE',
+      message: expect.stringMatching(/HF_HUB_OFFLINE/),
+    });
+    await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, variant: 'fp16', quiet: true })).rejects.toMatchObject({
+      message: expect.stringMatching(/HF_HUB_OFFLINE.*fp16/),
+    });
+    expect(hub.requests).toHaveLength(0);
+  });
+
+  it('a listing without hashes (a mirror): blobs are named by the ETag of a HEAD, as huggingface_hub names them', async () => {
+    const cacheDir = await tempDir('vps-hfcache-');
+    hub.hashless = true;
+    try {
+      const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
+      expect(hub.requests.some((r) => r.method === 'HEAD')).toBe(true);
+      for (const f of ['config.json', 'onnx/text_model.onnx']) {
+        expect(await realpath(join(dir, f))).toBe(
+          await realpath(join(hubRepoDir(REPO, cacheDir), 'blobs', blobName(f, hub.files.get(f)!))),
+        );
+      }
+    } finally {
+      hub.hashless = false;
+    }
+  });
+
+  it("two fetches into one cache at once: each blob is downloaded once; a dead fetch's lock is taken over", async () => {
+    const cacheDir = await tempDir('vps-hfcache-');
+    const [a, b] = await Promise.all([
+      fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true }),
+      fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true }),
+    ]);
+    expect(a).toBe(b);
+    const gets = resolves().map((r) => r.url);
+    expect(new Set(gets).size).toBe(gets.length);
+    expect((await readFile(join(a, 'onnx/vision_model.onnx'))).equals(hub.files.get('onnx/vision_model.onnx')!)).toBe(true);
+    const locks = join(cacheDir, '.locks', 'models--acme--tiny-siglip-ONNX');
+    expect(await readdir(locks)).toEqual([]); // released
+    // a lock left by a process that no longer runs (a pid far above any live one) does not block
+    const other = await tempDir('vps-hfcache-');
+    const name = sha256(hub.files.get('onnx/text_model.onnx')!);
+    await mkdir(join(other, '.locks', 'models--acme--tiny-siglip-ONNX'), { recursive: true });
+    await writeFile(join(other, '.locks', 'models--acme--tiny-siglip-ONNX', `${name}.vps-lock`), `${hostname()} 2147483646`);
+    expect(await fetchModel({ repo: REPO, cacheDir: other, hubUrl: hub.url, quiet: true })).toBe(snapshotIn(other));
+  });
+
+  it('still reads the former .cache/models layout, and never writes it', async () => {
+    const legacyCacheDir = await tempDir();
+    const legacy = modelCachePath(REPO, legacyCacheDir);
+    await cp(source, legacy, { recursive: true });
+    const cacheDir = await tempDir('vps-hfcache-');
+    expect(await ensureModel({ repo: REPO, cacheDir, legacyCacheDir, hubUrl: hub.url, quiet: true })).toBe(legacy);
+    expect(hub.requests).toHaveLength(0);
+    expect(findCachedModel(REPO, { hubCache: cacheDir, cacheDir: legacyCacheDir })).toBe(legacy);
+    // the hub cache wins once it has the model
+    const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
+    expect(await ensureModel({ repo: REPO, cacheDir, legacyCacheDir, hubUrl: hub.url, quiet: true })).toBe(dir);
+    expect(await readdir(legacyCacheDir)).toEqual(['acme--tiny-siglip-ONNX']);
   });
 });
