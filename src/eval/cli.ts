@@ -124,7 +124,10 @@ export async function evalCommand(args: string[], config: Config, log: Logger): 
       process.stdout.write(`${JSON.stringify({ ...toJson(report), html: htmlFile }, null, 2)}\n`);
     } else {
       process.stdout.write(`\n${formatTable(report)}\n`);
-      if (htmlFile) process.stdout.write(`HTML report: ${path.relative(process.cwd(), htmlFile) || htmlFile}\n`);
+      if (htmlFile) {
+        const rel = path.relative(process.cwd(), htmlFile);
+        process.stdout.write(`HTML report: ${rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : htmlFile}\n`);
+      }
     }
   } finally {
     await ctx.close();
