@@ -6,28 +6,28 @@ import { sql } from 'kysely';
 import { toProduct, type Product } from './products.js';
 import type { Db } from './types.js';
 
-export interface SampledProduct {
-  product: Product;
-  original: Buffer;
-}
-
 /**
  * Up to `limit` products that have a stored image, optionally of one category. Ordered by a hash of the
  * SKU rather than by id, so a small sample spreads over the whole catalog (not only the first import)
- * and is the same on every run while the catalog does not change.
+ * and is the same on every run while the catalog does not change. The images are read one at a time
+ * (originalImage), so a sample never holds many full-size originals in memory.
  */
-export async function sampleProductImages(db: Db, opts: { limit: number; category?: string | null }): Promise<SampledProduct[]> {
+export async function sampleProducts(db: Db, opts: { limit: number; category?: string | null }): Promise<Product[]> {
   let q = db
     .selectFrom('products')
     .innerJoin('product_images', 'product_images.product_id', 'products.id')
     .selectAll('products')
-    .select('product_images.original')
     .orderBy(sql`md5(products.sku)`)
     .orderBy('products.id')
     .limit(opts.limit);
   if (opts.category != null) q = q.where('products.category', '=', opts.category);
-  const rows = await q.execute();
-  return rows.map(({ original, ...row }) => ({ product: toProduct(row), original: Buffer.from(original) }));
+  return (await q.execute()).map(toProduct);
+}
+
+/** A product's stored original image; null when it has none (any longer). */
+export async function originalImage(db: Db, productId: string): Promise<Buffer | null> {
+  const row = await db.selectFrom('product_images').select('original').where('product_id', '=', productId).executeTakeFirst();
+  return row ? Buffer.from(row.original) : null;
 }
 
 /** Stored thumbnails (WebP) by product id; products without one are left out. */

@@ -6,7 +6,8 @@
  * transform. Used by `vps eval` (cli.ts) and the admin query evaluateModels (resolvers/eval.ts).
  */
 import pLimit from 'p-limit';
-import { sampleProductImages } from '../db/eval-samples.js';
+import sharp from 'sharp';
+import { originalImage, sampleProducts } from '../db/eval-samples.js';
 import { getProductsByIds, getProductsBySkus, type Product } from '../db/products.js';
 import type { Db } from '../db/types.js';
 import { AppError, ErrorCode, badInput } from '../errors.js';
@@ -67,8 +68,8 @@ export interface QueryOutcome {
   source: Transform | 'labelled';
   /** A labelled query's label (its file); null for a transformed catalog image. */
   label: string | null;
-  /** The query image as searched (kept for the HTML report; dropped with keepImages: false). */
-  image: Buffer | null;
+  /** A small JPEG of the query image as searched, for the HTML report (null with keepPreviews: false). */
+  preview: Buffer | null;
   hits: ModelHit[];
 }
 
@@ -116,14 +117,18 @@ async function modelsToEvaluate(models: ModelService, given?: readonly string[] 
   return out;
 }
 
-interface PlannedQuery {
+/**
+ * One unit of work: a product and the queries made for it. A catalog product's original is read once,
+ * when its unit runs, and changed by each transform in turn, so memory holds at most `concurrency`
+ * originals whatever the sample size.
+ */
+interface Unit {
   product: Product;
-  source: Transform | 'labelled';
-  label: string | null;
-  image: () => Promise<Buffer>;
+  queries: () => Promise<Array<{ source: Transform | 'labelled'; label: string | null; image: Buffer }>>;
+  count: number;
 }
 
-async function planQueries(deps: EvalDeps, opts: EvalOptions): Promise<PlannedQuery[]> {
+async function planUnits(deps: EvalDeps, opts: EvalOptions): Promise<Unit[]> {
   if (opts.queries?.length) {
     const byId = await getProductsByIds(
       deps.db,
@@ -133,31 +138,56 @@ async function planQueries(deps: EvalDeps, opts: EvalOptions): Promise<PlannedQu
       deps.db,
       opts.queries.flatMap((q) => (q.sku != null ? [q.sku] : [])),
     );
-    return opts.queries
-      .map((q) => {
-        const product = q.productId != null ? byId.get(q.productId) : q.sku != null ? bySku.get(q.sku) : undefined;
-        if (!product)
-          throw badInput(`query ${q.label}: no product ${q.productId ?? q.sku ?? '(none given)'} in the catalog`, { field: 'queries' });
-        if (opts.category != null && product.category !== opts.category) return null;
-        return { product, source: 'labelled' as const, label: q.label, image: () => Promise.resolve(q.image) };
-      })
-      .filter((q): q is NonNullable<typeof q> => q !== null);
+    const units: Unit[] = [];
+    for (const q of opts.queries) {
+      const product = q.productId != null ? byId.get(q.productId) : q.sku != null ? bySku.get(q.sku) : undefined;
+      if (!product)
+        throw badInput(`query ${q.label}: no product ${q.productId ?? q.sku ?? '(none given)'} in the catalog`, { field: 'queries' });
+      if (opts.category != null && product.category !== opts.category) continue;
+      units.push({ product, count: 1, queries: () => Promise.resolve([{ source: 'labelled', label: q.label, image: q.image }]) });
+    }
+    return units;
   }
   const transforms = opts.transforms?.length ? [...new Set(opts.transforms)] : [...DEFAULT_TRANSFORMS];
   const limit = opts.limit ?? 200;
   if (!Number.isInteger(limit) || limit < 1) throw badInput('limit must be a positive integer', { field: 'limit' });
-  const sample = await sampleProductImages(deps.db, { limit, category: opts.category ?? null });
-  return sample.flatMap((s) =>
-    transforms.map((t) => ({ product: s.product, source: t, label: null, image: () => applyTransform(s.original, t) })),
-  );
+  const sample = await sampleProducts(deps.db, { limit, category: opts.category ?? null });
+  return sample.map((product) => ({
+    product,
+    count: transforms.length,
+    queries: async () => {
+      const original = await originalImage(deps.db, product.id);
+      if (!original) return []; // deleted meanwhile: nothing to ask
+      const out: Array<{ source: Transform; label: null; image: Buffer }> = [];
+      for (const t of transforms) out.push({ source: t, label: null, image: await applyTransform(original, t) });
+      return out;
+    },
+  }));
 }
 
-/** Runs the evaluation; `keepImages` (default true) keeps each query image for the HTML report. */
-export async function evaluateModels(deps: EvalDeps, opts: EvalOptions = {}, keepImages = true): Promise<EvalReport> {
+/** The query as a small JPEG for the report (the full image is not kept: a sample may hold thousands). */
+async function previewOf(image: Buffer): Promise<Buffer | null> {
+  try {
+    return await sharp(image, { failOn: 'error' })
+      .rotate()
+      .resize(128, 128, { fit: 'inside' })
+      .flatten({ background: '#ffffff' })
+      .jpeg({ quality: 75 })
+      .toBuffer();
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Runs the evaluation. `keepPreviews` (default true) keeps a small JPEG of each query image for the
+ * HTML report; the admin query, which returns figures only, turns it off.
+ */
+export async function evaluateModels(deps: EvalDeps, opts: EvalOptions = {}, keepPreviews = true): Promise<EvalReport> {
   const started = performance.now();
   const models = await modelsToEvaluate(deps.models, opts.models);
-  const planned = await planQueries(deps, opts);
-  const total = planned.length * models.length;
+  const units = await planUnits(deps, opts);
+  const total = units.reduce((n, u) => n + u.count, 0) * models.length;
   if (opts.maxSearches != null && total > opts.maxSearches) {
     throw badInput(
       `this evaluation would run ${total} searches (queries × models); at most ${opts.maxSearches} are allowed here: lower limit, transforms or models`,
@@ -166,29 +196,33 @@ export async function evaluateModels(deps: EvalDeps, opts: EvalOptions = {}, kee
   }
   const limiter = pLimit(Math.max(1, opts.concurrency ?? 2));
   let done = 0;
-  const outcomes = await Promise.all(
-    planned.map((q) =>
-      limiter(async (): Promise<QueryOutcome> => {
+  const perUnit = await Promise.all(
+    units.map((u) =>
+      limiter(async (): Promise<QueryOutcome[]> => {
         opts.signal?.throwIfAborted();
-        const image = await q.image();
-        const hits: ModelHit[] = [];
-        for (const m of models) {
-          const { matches } = await deps.search.similarToImage(
-            { kind: 'bytes', bytes: image },
-            { k: EVAL_K, model: m.id, ...(opts.signal ? { signal: opts.signal } : {}) },
-          );
-          const at = matches.findIndex((x) => x.product.id === q.product.id);
-          hits.push({
-            model: m.id,
-            rank: at < 0 ? null : at + 1,
-            top: matches.map((x) => ({ productId: x.product.id, score: x.score })),
-          });
-          opts.onProgress?.(++done, total);
+        const out: QueryOutcome[] = [];
+        for (const q of await u.queries()) {
+          const hits: ModelHit[] = [];
+          for (const m of models) {
+            const { matches } = await deps.search.similarToImage(
+              { kind: 'bytes', bytes: q.image },
+              { k: EVAL_K, model: m.id, ...(opts.signal ? { signal: opts.signal } : {}) },
+            );
+            const at = matches.findIndex((x) => x.product.id === u.product.id);
+            hits.push({
+              model: m.id,
+              rank: at < 0 ? null : at + 1,
+              top: matches.map((x) => ({ productId: x.product.id, score: x.score })),
+            });
+            opts.onProgress?.(++done, total);
+          }
+          out.push({ product: u.product, source: q.source, label: q.label, preview: keepPreviews ? await previewOf(q.image) : null, hits });
         }
-        return { product: q.product, source: q.source, label: q.label, image: keepImages ? image : null, hits };
+        return out;
       }),
     ),
   );
+  const outcomes = perUnit.flat();
   const evaluations: ModelEvaluation[] = models.map((m, i) => {
     const rank = (o: QueryOutcome) => o.hits[i]!.rank;
     return {
@@ -203,7 +237,7 @@ export async function evaluateModels(deps: EvalDeps, opts: EvalOptions = {}, kee
     k: EVAL_K,
     products: new Set(outcomes.map((o) => o.product.id)).size,
     queries: outcomes.length,
-    sources: [...new Set(planned.map((q) => q.source))],
+    sources: [...new Set(outcomes.map((o) => o.source))],
     models: evaluations,
     outcomes,
     seconds: (performance.now() - started) / 1000,

@@ -117,7 +117,7 @@ export async function renderHtml(db: Db, report: EvalReport, opts: HtmlOptions =
 
   const sections: string[] = [];
   for (const o of shown) {
-    const queryPic = o.image ? await jpegDataUri(o.image, 96) : null;
+    const queryPic = o.preview ? await jpegDataUri(o.preview, 96) : null;
     const what = o.source === 'labelled' ? `labelled photo ${o.label ?? ''}` : `catalog image, ${o.source}`;
     const models = o.hits
       .map((h) => {

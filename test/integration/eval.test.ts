@@ -122,7 +122,7 @@ describe('evaluateModels over GraphQL', () => {
   it('is bounded: limit, total searches, models; an unknown model is MODEL_UNAVAILABLE', async () => {
     expect(codes(await t.gql(EVALUATE, { limit: 101 }, { admin: true }))).toEqual(['BAD_USER_INPUT']);
     expect(codes(await t.gql(EVALUATE, { limit: 0 }, { admin: true }))).toEqual(['BAD_USER_INPUT']);
-    // 40 products × 6 transforms × 2 models = 480 would pass; a larger catalog would not: the check is on the product
+    // the total (products × transforms × models) is checked before any image is read or embedded
     const many = await evaluateModels(deps(), { limit: 40, transforms: ['identity', 'crop'], maxSearches: 100 }).catch((e: unknown) => e);
     expect(many).toMatchObject({ code: 'BAD_USER_INPUT', details: { requested: 160, max: 100 } });
     expect(codes(await t.gql(EVALUATE, { models: ['test/no-such-model'], limit: 1 }, { admin: true }))).toEqual(['MODEL_UNAVAILABLE']);
