@@ -216,6 +216,29 @@ suite('storefront compare view in headless Chromium', () => {
     expect(pageErrors).toEqual([]);
   });
 
+  it('fits a phone screen: the columns scroll sideways, the page does not', async () => {
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+    await phone.route(
+      (url) =>
+        !['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname) && !url.protocol.startsWith('data') && !url.protocol.startsWith('blob'),
+      (route) => route.abort('blockedbyclient'),
+    );
+    try {
+      const p = await phone.newPage();
+      await p.goto(`${t.url}/#compare`);
+      await p.setInputFiles('#photo', { name: 'my-photo.png', mimeType: 'image/png', buffer: photo });
+      await waitForCompare(p, 'Models compared: products like your photo');
+      expect(await p.evaluate(() => (globalThis as any).document.documentElement.scrollWidth <= (globalThis as any).innerWidth)).toBe(true);
+      await p.screenshot({ path: path.join(SHOTS, 'storefront-compare-phone.png') });
+      const widths = await p.locator('#compare-cols .compare-col').evaluateAll((els) => els.map((e) => e.getBoundingClientRect().width));
+      for (const w of widths) expect(w).toBeGreaterThanOrEqual(230); // readable columns, side by side
+      const cols = p.locator('#compare-cols');
+      expect(await cols.evaluate((e: any) => e.scrollWidth > e.clientWidth)).toBe(true);
+    } finally {
+      await phone.close();
+    }
+  });
+
   it('opens in compare mode from a link, and explains when only one model can answer', async () => {
     const single = await startTestService({}, { model: A.dir });
     try {
