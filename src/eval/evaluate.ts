@@ -86,6 +86,8 @@ export interface EvalReport {
   /** Distinct products the queries were made for. */
   products: number;
   queries: number;
+  /** Queries left out because search refused their image (IMAGE_TOO_LARGE, INVALID_IMAGE). */
+  skipped: number;
   /** The transforms used, or ['labelled']. */
   sources: string[];
   models: ModelEvaluation[];
@@ -196,6 +198,7 @@ export async function evaluateModels(deps: EvalDeps, opts: EvalOptions = {}, kee
   }
   const limiter = pLimit(Math.max(1, opts.concurrency ?? 2));
   let done = 0;
+  let skipped = 0;
   const perUnit = await Promise.all(
     units.map((u) =>
       limiter(async (): Promise<QueryOutcome[]> => {
@@ -204,10 +207,18 @@ export async function evaluateModels(deps: EvalDeps, opts: EvalOptions = {}, kee
         for (const q of await u.queries()) {
           const hits: ModelHit[] = [];
           for (const m of models) {
-            const { matches } = await deps.search.similarToImage(
-              { kind: 'bytes', bytes: q.image },
-              { k: EVAL_K, model: m.id, ...(opts.signal ? { signal: opts.signal } : {}) },
-            );
+            let matches;
+            try {
+              ({ matches } = await deps.search.similarToImage(
+                { kind: 'bytes', bytes: q.image },
+                { k: EVAL_K, model: m.id, ...(opts.signal ? { signal: opts.signal } : {}) },
+              ));
+            } catch (err) {
+              // A query image search refuses (over SEARCH_IMAGE_MAX_PIXELS, undecodable) says nothing about
+              // the models: it is left out of the figures for every model, and counted.
+              if (err instanceof AppError && (err.code === ErrorCode.IMAGE_TOO_LARGE || err.code === ErrorCode.INVALID_IMAGE)) break;
+              throw err;
+            }
             const at = matches.findIndex((x) => x.product.id === u.product.id);
             hits.push({
               model: m.id,
@@ -215,6 +226,11 @@ export async function evaluateModels(deps: EvalDeps, opts: EvalOptions = {}, kee
               top: matches.map((x) => ({ productId: x.product.id, score: x.score })),
             });
             opts.onProgress?.(++done, total);
+          }
+          if (hits.length < models.length) {
+            skipped++;
+            done += models.length - hits.length;
+            continue;
           }
           out.push({ product: u.product, source: q.source, label: q.label, preview: keepPreviews ? await previewOf(q.image) : null, hits });
         }
@@ -237,6 +253,7 @@ export async function evaluateModels(deps: EvalDeps, opts: EvalOptions = {}, kee
     k: EVAL_K,
     products: new Set(outcomes.map((o) => o.product.id)).size,
     queries: outcomes.length,
+    skipped,
     sources: [...new Set(outcomes.map((o) => o.source))],
     models: evaluations,
     outcomes,

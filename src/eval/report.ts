@@ -42,7 +42,8 @@ export function formatTable(report: EvalReport): string {
   }
   lines.push(
     '',
-    `${report.queries} queries on ${report.products} products (${report.sources.join(', ')}), top ${report.k}; recall in %, MRR@${report.k}; ${report.seconds.toFixed(1)} s`,
+    `${report.queries} queries on ${report.products} products (${report.sources.join(', ')}), top ${report.k}; recall in %, MRR@${report.k}; ${report.seconds.toFixed(1)} s` +
+      (report.skipped ? `; ${report.skipped} queries left out (their image was refused by search: too large or undecodable)` : ''),
   );
   return lines.join('\n');
 }
@@ -53,6 +54,7 @@ export function toJson(report: EvalReport): Record<string, unknown> {
     k: report.k,
     products: report.products,
     queries: report.queries,
+    skipped: report.skipped,
     sources: report.sources,
     seconds: Math.round(report.seconds * 1000) / 1000,
     models: report.models,

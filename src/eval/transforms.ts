@@ -19,18 +19,27 @@ export type Transform = (typeof TRANSFORMS)[number];
 /** The transforms `vps eval` uses when none is named: every realistic change (identity is opt-in). */
 export const DEFAULT_TRANSFORMS: readonly Transform[] = ['crop', 'scale', 'jpeg', 'brightness', 'background'];
 
+const MAX_QUERY_PIXELS = 4_000_000;
+
 export function isTransform(s: string): s is Transform {
   return (TRANSFORMS as readonly string[]).includes(s);
 }
 
 /** The query image for a catalog image under a transform (PNG unless the transform is about JPEG). */
 export async function applyTransform(image: Buffer, transform: Transform): Promise<Buffer> {
-  // rotate(): EXIF orientation applied first, as decode does for real queries
-  const img = sharp(image, { failOn: 'error' }).rotate();
-  const { width, height } = await img.clone().metadata().then(orientedSize);
+  if (transform === 'identity') return image;
+  // rotate(): EXIF orientation applied first, as decode does for real queries. A large catalog original
+  // is first brought within a phone photo's size (4 MP), as a shopper's photo would be, so the query is
+  // not refused over SEARCH_IMAGE_MAX_PIXELS for its size alone.
+  let img = sharp(image, { failOn: 'error' }).rotate();
+  let { width, height } = await img.clone().metadata().then(orientedSize);
+  if (width * height > MAX_QUERY_PIXELS) {
+    const f = Math.sqrt(MAX_QUERY_PIXELS / (width * height));
+    width = Math.max(1, Math.floor(width * f));
+    height = Math.max(1, Math.floor(height * f));
+    img = sharp(await img.resize(width, height, { fit: 'fill' }).png().toBuffer());
+  }
   switch (transform) {
-    case 'identity':
-      return image;
     case 'crop': {
       const w = Math.max(1, Math.round(width * 0.8));
       const h = Math.max(1, Math.round(height * 0.8));

@@ -21,6 +21,7 @@ function reportDto(r: EvalReport): ModelEvaluationReport {
     k: r.k,
     products: r.products,
     queries: r.queries,
+    skipped: r.skipped,
     transforms: r.sources.map(fromTransform),
     seconds: r.seconds,
     models: r.models.map((m) => ({

@@ -130,6 +130,8 @@ export type ModelEvaluationReport = {
   /** Queries asked of each model (products × transforms). */
   queries: Scalars['Int']['output'];
   seconds: Scalars['Float']['output'];
+  /** Queries left out because search refused their image (over SEARCH_IMAGE_MAX_PIXELS, undecodable). */
+  skipped: Scalars['Int']['output'];
   transforms: Array<EvalTransform>;
 };
 
@@ -773,6 +775,7 @@ export type ModelEvaluationReportResolvers<ContextType = RequestContext, ParentT
   products?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   queries?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   seconds?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  skipped?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
   transforms?: Resolver<Array<ResolversTypes['EvalTransform']>, ParentType, ContextType>;
 };
 

@@ -17,7 +17,7 @@ import { JOB, REINDEX, sleep, writeCachedModel, writeModelA } from './reindex-su
 
 const EVALUATE = `query($models: [ID!], $transforms: [EvalTransform!], $limit: Int, $category: String) {
   evaluateModels(models: $models, transforms: $transforms, limit: $limit, category: $category) {
-    k products queries transforms seconds
+    k products queries skipped transforms seconds
     models { model active overall { queries recallAt1 recallAt5 recallAt10 mrr }
              byCategory { category metrics { queries recallAt1 mrr } } byTransform { transform metrics { queries recallAt1 recallAt10 mrr } } } } }`;
 
@@ -88,7 +88,7 @@ describe('evaluateModels over GraphQL', () => {
     const r = await t.gql(EVALUATE, { transforms: ['IDENTITY'], limit: 40 }, { admin: true });
     expect(r.errors).toBeUndefined();
     const e = r.data.evaluateModels;
-    expect(e).toMatchObject({ k: 10, products: 40, queries: 40, transforms: ['IDENTITY'] });
+    expect(e).toMatchObject({ k: 10, products: 40, queries: 40, skipped: 0, transforms: ['IDENTITY'] });
     expect(e.models.map((m: { model: string }) => m.model)).toEqual([A.id, B.id]); // default: all, active first
     expect(e.models[0].active).toBe(true);
     for (const m of e.models) {
@@ -175,6 +175,19 @@ describe('labelled query sets and reports', () => {
       (e: unknown) => e,
     );
     expect(bad).toMatchObject({ code: 'BAD_USER_INPUT' });
+  });
+
+  it('leaves out (and counts) a query whose image search refuses', async () => {
+    const p = catalog[5]!;
+    const report = await evaluateModels(deps(), {
+      queries: [
+        { label: 'good.png', image: p.image, sku: p.sku },
+        { label: 'notes.txt', image: Buffer.from('not an image at all'), sku: p.sku },
+      ],
+    });
+    expect(report).toMatchObject({ queries: 1, skipped: 1 });
+    expect(report.models[0]!.overall).toMatchObject({ queries: 1, recallAt1: 1 });
+    expect(formatTable(report)).toContain('1 queries left out');
   });
 
   it('transformed catalog images with misses: the HTML shows the misses first', async () => {
