@@ -1,5 +1,5 @@
 /**
- * The command-line entry: `serve` (default), `migrate [up|status|down]`, `import`, `reindex`, `model`.
+ * The command-line entry: `serve` (default), `migrate [up|status|down]`, `import`, `reindex`, `model`, `eval`.
  * Run as `npm start`, `npm run migrate -- status`, or `npm run cli -- <command> --help`.
  */
 import { parseArgs } from 'node:util';
@@ -8,6 +8,7 @@ import { blockUnneededLoaders } from './images/decode.js';
 import { loadConfigOrReport, type Config } from './config.js';
 import { migrateDown, migrateToLatest, migrationStatus } from './db/migrate.js';
 import { IMPORT_USAGE, importCommand, MODEL_USAGE, modelCommand, REINDEX_USAGE, reindexCommand } from './cli/admin.js';
+import { EVAL_USAGE, evalCommand } from './eval/cli.js';
 import { createLogger, type Logger } from './log.js';
 import { openConfiguredDatabase } from './services.js';
 
@@ -47,6 +48,11 @@ const commands: Record<string, Command> = {
     summary: 'Re-embed the catalog with a model on the job queue, then switch search to it atomically.',
     usage: REINDEX_USAGE,
     run: reindexCommand,
+  },
+  eval: {
+    summary: 'Measure retrieval (recall@1/5/10, MRR) of one or more models on the catalog; table, HTML report, --json.',
+    usage: EVAL_USAGE,
+    run: evalCommand,
   },
   migrate: {
     summary: 'Apply migrations: up (default, to the latest), status, or down (one step).',

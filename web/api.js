@@ -89,6 +89,8 @@ export function describeError(err) {
     case 'MODEL_UNAVAILABLE':
       return 'Search by photo or text is unavailable right now: the service has no embedding model loaded. You can still browse the catalog.';
     case 'BAD_USER_INPUT':
+      if (d.field === 'models')
+        return 'Comparing needs at least two models ready on the service: index a second model (docs/compare.md), then try again.';
       return `Please check your search: ${err.message}`;
     case 'NOT_FOUND':
       return 'That product is no longer in the catalog.';

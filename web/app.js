@@ -10,6 +10,9 @@ const Q = {
   browse: `${CARD} query Browse($filter: ProductFilter, $first: Int, $after: String) { products(filter: $filter, first: $first, after: $after) { totalCount edges { node { ...Card } } pageInfo { hasNextPage endCursor } } }`,
   image: `${CARD} query ByImage($image: ImageInput!, $filter: ProductFilter, $k: Int) { similarProducts(image: $image, filter: $filter, k: $k) { score product { ...Card } } }`,
   text: `${CARD} query ByText($text: String!, $filter: ProductFilter, $k: Int) { searchProducts(text: $text, filter: $filter, k: $k) { score product { ...Card } } }`,
+  // every model the service has ready (the active one first): the public API picks them, the page needs no list
+  // (the product's fields listed inline: a fragment spread there would pass the API's depth limit of 6)
+  compare: `query Compare($image: ImageInput, $text: String, $filter: ProductFilter, $k: Int) { compareModels(image: $image, text: $text, filter: $filter, k: $k) { k results { model active dimension matches { score product { id sku title category brand price currency inStock thumbnailUrl imageUrl } } } overlap { models shared jaccard rankCorrelation } sharedByAll } }`,
 };
 
 /**
@@ -45,7 +48,13 @@ const el = {
   more: $('more'),
   model: $('model'),
   notice: $('model-notice'),
+  compareMode: /** @type {HTMLInputElement} */ ($('compare-mode')),
+  compare: $('compare'),
+  overlap: $('overlap'),
+  cols: $('compare-cols'),
 };
+
+const comparing = () => el.compareMode.checked && query.kind !== 'browse';
 
 // ---------- filters ----------
 
@@ -84,6 +93,16 @@ async function run() {
       items = data.products.edges.map((e) => ({ product: e.node, score: null }));
       total = data.products.totalCount;
       if (mine === seq) nextCursor = data.products.pageInfo.hasNextPage ? data.products.pageInfo.endCursor : null;
+    } else if (comparing()) {
+      const image = query.kind === 'photo' ? { file: null } : query.kind === 'similar' ? { productId: query.product.id } : undefined;
+      const vars = { ...(image ? { image } : { text: query.text }), filter, k };
+      const data =
+        query.kind === 'photo'
+          ? await gqlUpload(Q.compare, vars, { 'variables.image.file': query.file }, controller.signal)
+          : await gql(Q.compare, vars, controller.signal);
+      if (mine !== seq) return;
+      renderCompare(data.compareModels);
+      return;
     } else if (query.kind === 'photo') {
       const data = await gqlUpload(
         Q.image,
@@ -115,6 +134,7 @@ async function run() {
 
 function setLoading(on) {
   el.grid.setAttribute('aria-busy', String(on));
+  el.compare.setAttribute('aria-busy', String(on));
   document.body.classList.toggle('loading', on);
   if (on) el.status.innerHTML = `<span class="spinner" aria-hidden="true"></span> ${query.kind === 'browse' ? 'Loading…' : 'Searching…'}`;
 }
@@ -141,6 +161,11 @@ function formatPrice(price, currency) {
 }
 
 function heading() {
+  if (comparing()) return `Models compared: ${baseHeading().replace(/^./, (c) => c.toLowerCase())}`;
+  return baseHeading();
+}
+
+function baseHeading() {
   switch (query.kind) {
     case 'browse':
       return 'Catalog';
@@ -153,11 +178,7 @@ function heading() {
   }
 }
 
-/**
- * @param {Array<{ product: any, score: number | null }>} items
- * @param {{ silent?: boolean, total?: number | null }} [opts]
- */
-function render(items, opts = {}) {
+function renderHead() {
   el.title.textContent = heading();
   el.clear.hidden = query.kind === 'browse';
   const thumb =
@@ -165,6 +186,18 @@ function render(items, opts = {}) {
   el.queryThumb.hidden = !thumb;
   if (thumb) el.queryThumb.src = thumb;
   else el.queryThumb.removeAttribute('src');
+}
+
+/**
+ * @param {Array<{ product: any, score: number | null }>} items
+ * @param {{ silent?: boolean, total?: number | null }} [opts]
+ */
+function render(items, opts = {}) {
+  renderHead();
+  el.compare.hidden = true;
+  el.grid.hidden = false;
+  el.cols.replaceChildren();
+  el.overlap.replaceChildren();
   el.grid.replaceChildren(...items.map(card));
   if (opts.silent) {
     el.status.textContent = '';
@@ -179,7 +212,193 @@ function render(items, opts = {}) {
     const [one, many] = query.kind === 'browse' ? ['product', 'products'] : ['match', 'matches'];
     const n = opts.total != null && opts.total > items.length ? `${items.length} of ${opts.total}` : String(items.length);
     el.status.textContent = `${n} ${(opts.total ?? items.length) === 1 ? one : many}`;
+    if (el.compareMode.checked && query.kind === 'browse')
+      el.status.textContent += ' · to compare models, drop a photo, type a text or choose a product';
   }
+}
+
+// ---------- the compare view: one column per model ----------
+
+const MARKS = 8; // distinct mark colours (styles.css .mark-0 … .mark-7); past that they repeat, the numbers do not
+
+/**
+ * compareModels' answer: the overlap figures, then a column per model with its ranked matches. A product
+ * that two or more models returned carries the same numbered, coloured mark in every column it is in.
+ * @param {{ k: number, results: Array<{ model: string, active: boolean, dimension: number, matches: Array<{ score: number, product: any }> }>, overlap: Array<{ models: string[], shared: string[], jaccard: number, rankCorrelation: number | null }>, sharedByAll: string[] }} c
+ */
+function renderCompare(c) {
+  renderHead();
+  el.grid.hidden = true;
+  el.grid.replaceChildren();
+  el.compare.hidden = false;
+
+  /** product id → the columns (model, rank) that returned it */
+  const seen = new Map();
+  for (const r of c.results) {
+    r.matches.forEach((m, i) => {
+      const list = seen.get(m.product.id) ?? [];
+      list.push({ model: r.model, rank: i + 1 });
+      seen.set(m.product.id, list);
+    });
+  }
+  // marks numbered in the first column's order, then the next column's, …
+  const marks = new Map();
+  for (const r of c.results)
+    for (const m of r.matches) if (seen.get(m.product.id).length >= 2 && !marks.has(m.product.id)) marks.set(m.product.id, marks.size);
+  const inAll = new Set(c.sharedByAll);
+
+  el.overlap.replaceChildren(overlapTable(c));
+  el.cols.replaceChildren(
+    ...c.results.map((r) => {
+      const col = document.createElement('section');
+      col.className = 'compare-col';
+      col.dataset.model = r.model;
+      const h = document.createElement('h2');
+      h.className = 'compare-model';
+      const name = document.createElement('span');
+      name.className = 'model-name';
+      name.textContent = r.model;
+      h.append(name);
+      if (r.active) {
+        const b = document.createElement('span');
+        b.className = 'chip active-model';
+        b.textContent = 'active';
+        h.append(b);
+      }
+      const sub = document.createElement('p');
+      sub.className = 'compare-sub';
+      const mine = r.matches.filter((m) => marks.has(m.product.id)).length;
+      sub.textContent = `${r.matches.length} ${r.matches.length === 1 ? 'match' : 'matches'} · ${mine} shared · ${r.dimension}-d`;
+      const ol = document.createElement('ol');
+      ol.className = 'compare-list';
+      r.matches.forEach((m, i) =>
+        ol.append(compareItem(m, i + 1, r.model, marks.get(m.product.id), seen.get(m.product.id), inAll.has(m.product.id))),
+      );
+      col.append(h, sub, ol);
+      return col;
+    }),
+  );
+  const n = c.results.length;
+  el.status.textContent = `${n} models · top ${c.k} each · ${c.sharedByAll.length} in every model's top ${c.k}`;
+}
+
+function overlapTable(c) {
+  const table = document.createElement('table');
+  table.className = 'overlap-table';
+  const caption = document.createElement('caption');
+  caption.textContent = `How far the models agree on their top ${c.k}`;
+  const head = document.createElement('tr');
+  for (const t of ['Models', 'Shared', `Jaccard@${c.k}`, 'Rank correlation']) {
+    const th = document.createElement('th');
+    th.scope = 'col';
+    th.textContent = t;
+    head.append(th);
+  }
+  const thead = document.createElement('thead');
+  thead.append(head);
+  const tbody = document.createElement('tbody');
+  for (const o of c.overlap) {
+    const tr = document.createElement('tr');
+    tr.className = 'overlap-pair';
+    tr.dataset.models = o.models.join(' ');
+    const cells = [
+      o.models.join(' vs '),
+      String(o.shared.length),
+      o.jaccard.toFixed(2),
+      o.rankCorrelation == null ? '—' : o.rankCorrelation.toFixed(2),
+    ];
+    cells.forEach((text, i) => {
+      const td = document.createElement(i === 0 ? 'th' : 'td');
+      if (i === 0) td.scope = 'row';
+      td.textContent = text;
+      if (i === 2) td.className = 'jaccard';
+      if (i === 3) td.className = 'rank-correlation';
+      tr.append(td);
+    });
+    tbody.append(tr);
+  }
+  table.append(caption, thead, tbody);
+  const note = document.createElement('p');
+  note.className = 'hint';
+  note.textContent =
+    'Jaccard: shared products over all products the two returned (1 = the same). Rank correlation: whether they order the shared ones alike (1 = the same order, — under two shared).';
+  const wrap = document.createElement('div');
+  wrap.append(table, note);
+  return wrap;
+}
+
+/**
+ * @param {{ score: number, product: any }} match
+ * @param {number} rank
+ * @param {string} model this column's model
+ * @param {number | undefined} mark the shared product's number (undefined: only this model returned it)
+ * @param {Array<{ model: string, rank: number }>} where every column that returned it
+ * @param {boolean} everywhere whether every model returned it
+ */
+function compareItem({ score, product }, rank, model, mark, where, everywhere) {
+  const li = document.createElement('li');
+  li.className = 'compare-item';
+  li.dataset.sku = product.sku;
+  li.dataset.productId = product.id;
+  li.dataset.rank = String(rank);
+  if (mark !== undefined) {
+    li.classList.add('shared', `mark-${mark % MARKS}`);
+    li.dataset.mark = String(mark + 1);
+    if (everywhere) li.classList.add('in-all');
+  }
+  const btn = document.createElement('button');
+  btn.type = 'button';
+  btn.className = 'compare-hit';
+  btn.addEventListener('click', () => showSimilar(product));
+  const r = document.createElement('span');
+  r.className = 'rank';
+  r.textContent = String(rank);
+  const src = product.thumbnailUrl ?? product.imageUrl;
+  const media = document.createElement('span');
+  media.className = 'thumb';
+  if (src) {
+    const img = document.createElement('img');
+    img.src = src;
+    img.alt = '';
+    img.loading = 'lazy';
+    img.width = 72;
+    img.height = 72;
+    media.append(img);
+  }
+  const body = document.createElement('span');
+  body.className = 'compare-body';
+  const title = document.createElement('span');
+  title.className = 'card-title';
+  title.textContent = product.title;
+  const s = document.createElement('span');
+  s.className = 'score-value';
+  s.textContent = `score ${score.toFixed(3)}`;
+  body.append(title, s);
+  btn.append(r, media, body);
+  if (mark !== undefined) {
+    const badge = document.createElement('span');
+    badge.className = 'mark';
+    badge.textContent = String(mark + 1);
+    const others = where.filter((w) => w.model !== model);
+    const label = everywhere ? 'in every model' : `also in ${others.map((w) => `${w.model} at ${w.rank}`).join(', ')}`;
+    badge.title = everywhere ? `Shared product ${mark + 1}: in every model's results` : `Shared product ${mark + 1}: ${label}`;
+    const hidden = document.createElement('span');
+    hidden.className = 'visually-hidden';
+    hidden.textContent = ` (shared, ${label})`;
+    btn.append(badge, hidden);
+  }
+  li.append(btn);
+  return li;
+}
+
+// Pointing at a shared product lights it up in every column.
+for (const type of ['mouseover', 'focusin']) {
+  el.cols.addEventListener(type, (e) => {
+    const item = /** @type {HTMLElement} */ (e.target).closest?.('.compare-item.shared');
+    for (const x of el.cols.querySelectorAll('.compare-item.lit')) x.classList.remove('lit');
+    if (!item) return;
+    for (const x of el.cols.querySelectorAll('.compare-item')) if (x.dataset.productId === item.dataset.productId) x.classList.add('lit');
+  });
 }
 
 /** @param {{ product: any, score: number | null }} item */
@@ -363,6 +582,10 @@ $('reset-filters').addEventListener('click', () => {
   el.inStock.checked = false;
   run();
 });
+el.compareMode.addEventListener('change', () => {
+  history.replaceState(null, '', el.compareMode.checked ? '#compare' : location.pathname + location.search);
+  run();
+});
 el.clear.addEventListener('click', () => {
   clearPhoto();
   el.q.value = '';
@@ -443,6 +666,7 @@ async function loadCategories() {
 }
 
 if (window.matchMedia('(min-width: 900px)').matches) el.filters.open = true;
+if (location.hash === '#compare') el.compareMode.checked = true; // a link straight to the compare view
 loadModel();
 loadCategories();
 run();

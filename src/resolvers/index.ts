@@ -2,6 +2,7 @@ import GraphQLUpload from 'graphql-upload/GraphQLUpload.mjs';
 import type { Resolvers } from '../schema/generated.js';
 import { adminResolvers } from './admin.js';
 import { catalogResolvers } from './catalog.js';
+import { evalResolvers } from './eval.js';
 import { searchResolvers } from './search.js';
 import { DateTimeScalar, JSONScalar } from './scalars.js';
 
@@ -10,4 +11,5 @@ export const resolvers: Resolvers[] = [
   catalogResolvers,
   searchResolvers,
   adminResolvers,
+  evalResolvers,
 ];

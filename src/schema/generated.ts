@@ -36,6 +36,45 @@ export type EmbeddingModelInfo = {
   provider: Scalars['String']['output'];
 };
 
+export type EvalCategoryMetrics = {
+  __typename?: 'EvalCategoryMetrics';
+  category: Scalars['String']['output'];
+  metrics: EvalMetrics;
+};
+
+/**
+ * Retrieval figures over a set of queries whose right product is known. recallAt1/5/10: the share (0–1) of
+ * queries whose product is among a model's first 1, 5, 10 results; mrr: the mean of 1/rank over the top 10
+ * (0 when not found).
+ */
+export type EvalMetrics = {
+  __typename?: 'EvalMetrics';
+  mrr: Scalars['Float']['output'];
+  queries: Scalars['Int']['output'];
+  recallAt1: Scalars['Float']['output'];
+  recallAt5: Scalars['Float']['output'];
+  recallAt10: Scalars['Float']['output'];
+};
+
+/**
+ * How a query image is made from a catalog image for evaluateModels: IDENTITY (the image as stored), CROP (the
+ * central 80 %), SCALE (half each side), JPEG (quality 25), BRIGHTNESS (30 % brighter), BACKGROUND (the plain
+ * backdrop replaced by a darker, textured one).
+ */
+export type EvalTransform =
+  | 'BACKGROUND'
+  | 'BRIGHTNESS'
+  | 'CROP'
+  | 'IDENTITY'
+  | 'JPEG'
+  | 'SCALE';
+
+export type EvalTransformMetrics = {
+  __typename?: 'EvalTransformMetrics';
+  metrics: EvalMetrics;
+  transform: EvalTransform;
+};
+
 /**
  * Reciprocal rank fusion for HYBRID: a product's fused score is vector / (rrfK + its vector rank) +
  * keyword / (rrfK + its keyword rank).
@@ -67,6 +106,33 @@ export type ModelComparison = {
   results: Array<ModelResults>;
   /** Ids of the products every model returned, in the first model's order. */
   sharedByAll: Array<Scalars['ID']['output']>;
+};
+
+/** One model's figures in evaluateModels. */
+export type ModelEvaluation = {
+  __typename?: 'ModelEvaluation';
+  /** Whether this is the active model. */
+  active: Scalars['Boolean']['output'];
+  byCategory: Array<EvalCategoryMetrics>;
+  byTransform: Array<EvalTransformMetrics>;
+  model: Scalars['ID']['output'];
+  overall: EvalMetrics;
+};
+
+/** evaluateModels' answer. */
+export type ModelEvaluationReport = {
+  __typename?: 'ModelEvaluationReport';
+  /** Results searched per query. */
+  k: Scalars['Int']['output'];
+  models: Array<ModelEvaluation>;
+  /** Distinct catalog products the queries were made from. */
+  products: Scalars['Int']['output'];
+  /** Queries asked of each model (products × transforms). */
+  queries: Scalars['Int']['output'];
+  seconds: Scalars['Float']['output'];
+  /** Queries left out because search refused their image (over SEARCH_IMAGE_MAX_PIXELS, undecodable). */
+  skipped: Scalars['Int']['output'];
+  transforms: Array<EvalTransform>;
 };
 
 /** How far two models' top k agree. */
@@ -294,6 +360,16 @@ export type Query = {
   compareModels: ModelComparison;
   /** The loaded embedding model, or null when the service runs without one. */
   embeddingModel?: Maybe<EmbeddingModelInfo>;
+  /**
+   * Offline retrieval evaluation (as `vps eval`): a sample of `limit` catalog products (1–100, default 20,
+   * spread over the catalog; optionally of one category), each image changed by each transform (default CROP,
+   * SCALE, JPEG, BRIGHTNESS, BACKGROUND), searched by each model (ready and loaded, 1–8; default every such
+   * model, the active one first) through the shoppers' search path; figures overall, per category, per
+   * transform. Bounded: at most 1000 searches (products × transforms × models, else BAD_USER_INPUT), one
+   * evaluation at a time per process (else OVERLOADED, details.stage eval), the request deadline applies.
+   * Requires the admin token.
+   */
+  evaluateModels: ModelEvaluationReport;
   /** The model registry. Requires the admin token. */
   models: Array<RegisteredModel>;
   product?: Maybe<Product>;
@@ -333,6 +409,14 @@ export type QueryCompareModelsArgs = {
   minScore?: InputMaybe<Scalars['Float']['input']>;
   models?: InputMaybe<Array<Scalars['ID']['input']>>;
   text?: InputMaybe<Scalars['String']['input']>;
+};
+
+
+export type QueryEvaluateModelsArgs = {
+  category?: InputMaybe<Scalars['String']['input']>;
+  limit?: InputMaybe<Scalars['Int']['input']>;
+  models?: InputMaybe<Array<Scalars['ID']['input']>>;
+  transforms?: InputMaybe<Array<EvalTransform>>;
 };
 
 
@@ -563,6 +647,10 @@ export type ResolversTypes = {
   Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
   DateTime: ResolverTypeWrapper<Scalars['DateTime']['output']>;
   EmbeddingModelInfo: ResolverTypeWrapper<EmbeddingModelInfo>;
+  EvalCategoryMetrics: ResolverTypeWrapper<EvalCategoryMetrics>;
+  EvalMetrics: ResolverTypeWrapper<EvalMetrics>;
+  EvalTransform: EvalTransform;
+  EvalTransformMetrics: ResolverTypeWrapper<EvalTransformMetrics>;
   Float: ResolverTypeWrapper<Scalars['Float']['output']>;
   FusionWeights: FusionWeights;
   ID: ResolverTypeWrapper<Scalars['ID']['output']>;
@@ -570,6 +658,8 @@ export type ResolversTypes = {
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   JSON: ResolverTypeWrapper<Scalars['JSON']['output']>;
   ModelComparison: ResolverTypeWrapper<Omit<ModelComparison, 'results'> & { results: Array<ResolversTypes['ModelResults']> }>;
+  ModelEvaluation: ResolverTypeWrapper<ModelEvaluation>;
+  ModelEvaluationReport: ResolverTypeWrapper<ModelEvaluationReport>;
   ModelOverlap: ResolverTypeWrapper<ModelOverlap>;
   ModelResults: ResolverTypeWrapper<Omit<ModelResults, 'matches'> & { matches: Array<ResolversTypes['ProductMatch']> }>;
   ModelStatus: ModelStatus;
@@ -598,6 +688,9 @@ export type ResolversParentTypes = {
   Boolean: Scalars['Boolean']['output'];
   DateTime: Scalars['DateTime']['output'];
   EmbeddingModelInfo: EmbeddingModelInfo;
+  EvalCategoryMetrics: EvalCategoryMetrics;
+  EvalMetrics: EvalMetrics;
+  EvalTransformMetrics: EvalTransformMetrics;
   Float: Scalars['Float']['output'];
   FusionWeights: FusionWeights;
   ID: Scalars['ID']['output'];
@@ -605,6 +698,8 @@ export type ResolversParentTypes = {
   Int: Scalars['Int']['output'];
   JSON: Scalars['JSON']['output'];
   ModelComparison: Omit<ModelComparison, 'results'> & { results: Array<ResolversParentTypes['ModelResults']> };
+  ModelEvaluation: ModelEvaluation;
+  ModelEvaluationReport: ModelEvaluationReport;
   ModelOverlap: ModelOverlap;
   ModelResults: Omit<ModelResults, 'matches'> & { matches: Array<ResolversParentTypes['ProductMatch']> };
   Mutation: Record<PropertyKey, never>;
@@ -637,6 +732,24 @@ export type EmbeddingModelInfoResolvers<ContextType = RequestContext, ParentType
   provider?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
 };
 
+export type EvalCategoryMetricsResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['EvalCategoryMetrics'] = ResolversParentTypes['EvalCategoryMetrics']> = {
+  category?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  metrics?: Resolver<ResolversTypes['EvalMetrics'], ParentType, ContextType>;
+};
+
+export type EvalMetricsResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['EvalMetrics'] = ResolversParentTypes['EvalMetrics']> = {
+  mrr?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  queries?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  recallAt1?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  recallAt5?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  recallAt10?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+};
+
+export type EvalTransformMetricsResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['EvalTransformMetrics'] = ResolversParentTypes['EvalTransformMetrics']> = {
+  metrics?: Resolver<ResolversTypes['EvalMetrics'], ParentType, ContextType>;
+  transform?: Resolver<ResolversTypes['EvalTransform'], ParentType, ContextType>;
+};
+
 export interface JsonScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['JSON'], any> {
   name: 'JSON';
 }
@@ -646,6 +759,24 @@ export type ModelComparisonResolvers<ContextType = RequestContext, ParentType ex
   overlap?: Resolver<Array<ResolversTypes['ModelOverlap']>, ParentType, ContextType>;
   results?: Resolver<Array<ResolversTypes['ModelResults']>, ParentType, ContextType>;
   sharedByAll?: Resolver<Array<ResolversTypes['ID']>, ParentType, ContextType>;
+};
+
+export type ModelEvaluationResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ModelEvaluation'] = ResolversParentTypes['ModelEvaluation']> = {
+  active?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  byCategory?: Resolver<Array<ResolversTypes['EvalCategoryMetrics']>, ParentType, ContextType>;
+  byTransform?: Resolver<Array<ResolversTypes['EvalTransformMetrics']>, ParentType, ContextType>;
+  model?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  overall?: Resolver<ResolversTypes['EvalMetrics'], ParentType, ContextType>;
+};
+
+export type ModelEvaluationReportResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ModelEvaluationReport'] = ResolversParentTypes['ModelEvaluationReport']> = {
+  k?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  models?: Resolver<Array<ResolversTypes['ModelEvaluation']>, ParentType, ContextType>;
+  products?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  queries?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  seconds?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  skipped?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  transforms?: Resolver<Array<ResolversTypes['EvalTransform']>, ParentType, ContextType>;
 };
 
 export type ModelOverlapResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ModelOverlap'] = ResolversParentTypes['ModelOverlap']> = {
@@ -726,6 +857,7 @@ export type ProductMatchPageResolvers<ContextType = RequestContext, ParentType e
 export type QueryResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
   compareModels?: Resolver<ResolversTypes['ModelComparison'], ParentType, ContextType, RequireFields<QueryCompareModelsArgs, 'k'>>;
   embeddingModel?: Resolver<Maybe<ResolversTypes['EmbeddingModelInfo']>, ParentType, ContextType>;
+  evaluateModels?: Resolver<ResolversTypes['ModelEvaluationReport'], ParentType, ContextType, RequireFields<QueryEvaluateModelsArgs, 'limit'>>;
   models?: Resolver<Array<ResolversTypes['RegisteredModel']>, ParentType, ContextType>;
   product?: Resolver<Maybe<ResolversTypes['Product']>, ParentType, ContextType, RequireFields<QueryProductArgs, 'id'>>;
   products?: Resolver<ResolversTypes['ProductConnection'], ParentType, ContextType, Partial<QueryProductsArgs>>;
@@ -784,8 +916,13 @@ export interface UploadScalarConfig extends GraphQLScalarTypeConfig<ResolversTyp
 export type Resolvers<ContextType = RequestContext> = {
   DateTime?: GraphQLScalarType;
   EmbeddingModelInfo?: EmbeddingModelInfoResolvers<ContextType>;
+  EvalCategoryMetrics?: EvalCategoryMetricsResolvers<ContextType>;
+  EvalMetrics?: EvalMetricsResolvers<ContextType>;
+  EvalTransformMetrics?: EvalTransformMetricsResolvers<ContextType>;
   JSON?: GraphQLScalarType;
   ModelComparison?: ModelComparisonResolvers<ContextType>;
+  ModelEvaluation?: ModelEvaluationResolvers<ContextType>;
+  ModelEvaluationReport?: ModelEvaluationReportResolvers<ContextType>;
   ModelOverlap?: ModelOverlapResolvers<ContextType>;
   ModelResults?: ModelResultsResolvers<ContextType>;
   Mutation?: MutationResolvers<ContextType>;
