@@ -9,7 +9,7 @@
  *     fp32's over a catalog (random weights are not trained ones: a trained model's embeddings spread
  *     differently, so these figures say that the quantized graph computes the same function, not how a
  *     trained model's ranking moves);
- *  3. memory: RSS added by one worker for each variant, each in a fresh process, for the B/16 tower with
+ *  3. memory: RSS added by one worker for each variant (fp32, int8, fp16), each in a fresh process, for the B/16 tower with
  *     the stand-in text tower and with a text tower of the real SigLIP 2 base's size (256k vocabulary).
  *
  *   npm run bench -- embedding-int8                          (or: npx tsx bench/embedding/int8.ts)
@@ -280,14 +280,14 @@ const measure = (label: string, d: string, variant: string) => {
     'peak (MiB)': Math.round(mib(m.peak - m.base)),
   });
 };
-for (const v of ['fp32', 'quantized']) measure('B/16-224 vision + stand-in text tower', dir, v);
+for (const v of ['fp32', 'quantized', 'fp16']) measure('B/16-224 vision + stand-in text tower', dir, v);
 if (textBase) {
   const baseDir = resolve(process.env.BENCH_BASE_MODEL_DIR ?? 'models/siglip2-base-random');
-  if (!existsSync(resolve(baseDir, 'onnx', 'text_model_quantized.onnx'))) {
+  if (!['text_model_quantized.onnx', 'text_model_fp16.onnx'].every((f) => existsSync(resolve(baseDir, 'onnx', f)))) {
     console.error(`generating ${baseDir} (B/16 vision + base-size text tower, ~1.5 GB) …`);
     await writeSiglipVisionModel(baseDir, { textTower: 'base' });
   }
-  for (const v of ['fp32', 'quantized']) measure('B/16-224 vision + base-size text (256k vocab)', baseDir, v);
+  for (const v of ['fp32', 'quantized', 'fp16']) measure('B/16-224 vision + base-size text (256k vocab)', baseDir, v);
 }
 table(`Memory: RSS one worker adds (both towers loaded, after 8 images and 2 texts), ${threads} threads`, memRows);
 console.log(`end: ${loadLine()}; ${((performance.now() - benchStarted) / 1000).toFixed(0)} s in all`);
