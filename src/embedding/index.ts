@@ -2,7 +2,8 @@
  * In-process SigLIP 2 embedding engine.
  *
  *   pixels (8-bit RGB of any size, decoded and bounded by images/) ─► resize + normalise (preprocess.ts;
- *         NaFlex: aspect-preserving resize, patches, mask, spatial shape in naflex.ts)
+ *         NaFlex: aspect-preserving resize, patches, mask, spatial shape in naflex.ts), on a
+ *         preprocessing thread for images over 320×320 (preprocess-pool.ts), inline for smaller ones
  *   text  ─► lowercase + tokenizer.json + EOS + pad to 64 (tokenizer.ts)
  *         ─► micro-batcher (batcher.ts) ─► worker pool (pool.ts; one ORT session per tower per worker)
  *         ─► pooler_output, L2-normalised
