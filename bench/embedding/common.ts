@@ -6,10 +6,10 @@ import { writeSiglipVisionModel } from '../../scripts/models/siglip-vision.js';
 
 export const B16_DIR = resolve(process.env.BENCH_MODEL_DIR ?? 'models/siglip2-b16-random');
 
-/** The compute-faithful SigLIP 2 B/16-224 tower (random weights); generated once (~6 s, ~370 MB). */
+/** The compute-faithful SigLIP 2 B/16-224 tower (random weights); generated once (~15 s; ~370 MB fp32, ~100 MB int8, ~185 MB fp16). */
 export async function ensureB16(): Promise<string> {
-  // the int8 files came later: a directory generated before them is regenerated
-  if (!existsSync(resolve(B16_DIR, 'onnx', 'vision_model_quantized.onnx'))) {
+  // the int8 and fp16 files came later: a directory generated before them is regenerated
+  if (!['vision_model_quantized.onnx', 'vision_model_fp16.onnx'].every((f) => existsSync(resolve(B16_DIR, 'onnx', f)))) {
     console.error(`generating ${B16_DIR} …`);
     await writeSiglipVisionModel(B16_DIR);
   }

@@ -9,11 +9,15 @@
  *     fp32's over a catalog (random weights are not trained ones: a trained model's embeddings spread
  *     differently, so these figures say that the quantized graph computes the same function, not how a
  *     trained model's ranking moves);
- *  3. memory: RSS added by one worker for each variant, each in a fresh process, for the B/16 tower with
+ *  3. memory: RSS added by one worker for each variant (fp32, int8, fp16), each in a fresh process, for the B/16 tower with
  *     the stand-in text tower and with a text tower of the real SigLIP 2 base's size (256k vocabulary).
  *
  *   npm run bench -- embedding-int8                          (or: npx tsx bench/embedding/int8.ts)
- *   npx tsx bench/embedding/int8.ts --reps 2 --catalog 60 --no-text-base     (a quick check)
+ *   npx tsx bench/embedding/int8.ts --reps 3 --catalog 200 --no-text-base    (quicker: no base-size text tower)
+ *   npx tsx bench/embedding/int8.ts --reps 1 --catalog 20 --no-text-base     (does it run; figures meaningless)
+ *
+ * Every throughput row also gives CPU milliseconds per image (process.cpuUsage, all threads of this
+ * process): on a shared machine wall-clock rates swing with the load, CPU time per image much less.
  *
  * The load average is printed first and last: a run that starts above 1.0 on a 2-core machine is not
  * quotable (rerun it on a quiet machine).
@@ -33,6 +37,15 @@ import { arg } from '../lib/report.js';
 import { ensureB16, loadLine, median, mib, photoJpegs, table } from './common.js';
 
 const threads = availableParallelism();
+
+/** Wall and CPU milliseconds (process.cpuUsage: every thread of this process) of one call. */
+async function timed(fn: () => Promise<unknown>): Promise<{ wall: number; cpu: number }> {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  await fn();
+  const c = process.cpuUsage(c0);
+  return { wall: performance.now() - t0, cpu: (c.user + c.system) / 1000 };
+}
 const self = fileURLToPath(import.meta.url);
 
 // ---- memory child: `int8.ts --memory-child <dir> <variant>` prints one JSON line ------------------------
@@ -53,6 +66,7 @@ if (process.argv[2] === '--memory-child') {
 }
 
 console.log(`start: ${loadLine()}`);
+const benchStarted = performance.now();
 const reps = Number(arg('reps', '5'));
 const catalogSize = Number(arg('catalog', '300'));
 const B = Number(arg('batch', '8'));
@@ -109,14 +123,16 @@ const modes: [string, number, (f: Engine[1]) => Promise<unknown>][] = [
 const rows: Record<string, string | number>[] = [];
 for (const [mode, n, run] of modes) {
   const times = engines.map(() => [] as number[]);
+  const cpus = engines.map(() => [] as number[]);
   for (let r = 0; r < reps; r++) {
     for (const [i, [, f]] of engines.entries()) {
-      const t0 = performance.now();
-      await run(f);
-      times[i]!.push(performance.now() - t0);
+      const t = await timed(() => run(f));
+      times[i]!.push(t.wall);
+      cpus[i]!.push(t.cpu);
     }
   }
   const rate = times.map((t) => (n * 1000) / median(t));
+  const cpuPer = cpus.map((c) => median(c) / n);
   rows.push({
     mode,
     'ours fp32 img/s': rate[0]!,
@@ -124,6 +140,7 @@ for (const [mode, n, run] of modes) {
     'transformers.js int8 img/s': rate[2]!,
     'int8 / fp32': `${(rate[1]! / rate[0]!).toFixed(2)}×`,
     'ours int8 / transformers.js': `${(rate[1]! / rate[2]!).toFixed(2)}×`,
+    'CPU ms/img fp32 / int8 / peer': cpuPer.map((c) => c.toFixed(0)).join(' / '),
     'per-rep ours/peer': times[1]!.map((t, i) => (times[2]![i]! / t).toFixed(2)).join(' '),
   });
 }
@@ -136,15 +153,25 @@ const rawRows: Record<string, string | number>[] = [];
 for (const b of [1, B]) {
   const data = new Float32Array(b * 3 * S * S).map(() => Math.random() * 2 - 1);
   const t = [[], []] as number[][];
+  const c = [[], []] as number[][];
   for (let r = 0; r < reps; r++) {
     for (const [i, e] of [fp32, int8].entries()) {
-      const t0 = performance.now();
-      await pool(e).run('image', b, data.slice());
-      t[i]!.push(performance.now() - t0);
+      const x = await timed(() => pool(e).run('image', b, data.slice()));
+      t[i]!.push(x.wall);
+      c[i]!.push(x.cpu);
     }
   }
   const [a, q] = t.map((x) => (b * 1000) / median(x));
-  rawRows.push({ batch: b, 'fp32 img/s': a!, 'int8 img/s': q!, 'int8 / fp32': `${(q! / a!).toFixed(2)}×` });
+  const [ca, cq] = c.map((x) => median(x) / b);
+  rawRows.push({
+    batch: b,
+    'fp32 img/s': a!,
+    'int8 img/s': q!,
+    'int8 / fp32': `${(q! / a!).toFixed(2)}×`,
+    'CPU ms/img fp32': ca!,
+    'CPU ms/img int8': cq!,
+    'int8 / fp32 by CPU time': `${(ca! / cq!).toFixed(2)}×`,
+  });
 }
 table('Raw tower throughput (tensors in, vectors out, through the worker pool)', rawRows);
 
@@ -154,6 +181,13 @@ const sessionSets: [string, ort.InferenceSession.SessionOptions][] = [
   ['ours: all, sequential, no spinning', { graphOptimizationLevel: 'all', extra: { session: { intra_op: { allow_spinning: '0' } } } }],
   ['spinning threads', { graphOptimizationLevel: 'all', extra: { session: { intra_op: { allow_spinning: '1' } } } }],
   ['graph optimisation "extended"', { graphOptimizationLevel: 'extended', extra: { session: { intra_op: { allow_spinning: '0' } } } }],
+  [
+    'dynamic_block_base 4',
+    {
+      graphOptimizationLevel: 'all',
+      extra: { session: { intra_op: { allow_spinning: '0' }, dynamic_block_base: '4' } },
+    },
+  ],
   [
     'no CPU memory arena',
     { graphOptimizationLevel: 'all', enableCpuMemArena: false, extra: { session: { intra_op: { allow_spinning: '0' } } } },
@@ -181,16 +215,17 @@ for (const b of [1, B]) {
   };
   for (const s of sessions) await s.run(feeds);
   const t = sessions.map(() => [] as number[]);
+  const c = sessions.map(() => [] as number[]);
   for (let r = 0; r < reps; r++) {
     for (const [i, s] of sessions.entries()) {
-      const t0 = performance.now();
-      await s.run(feeds);
-      t[i]!.push(performance.now() - t0);
+      const x = await timed(() => s.run(feeds));
+      t[i]!.push(x.wall);
+      c[i]!.push(x.cpu);
     }
   }
-  const row: Record<string, string | number> = { batch: b };
-  sessionSets.forEach(([name], i) => (row[`${name} img/s`] = (b * 1000) / median(t[i]!)));
-  optRows.push(row);
+  sessionSets.forEach(([name], i) =>
+    optRows.push({ batch: b, options: name, 'img/s': (b * 1000) / median(t[i]!), 'CPU ms/img': median(c[i]!) / b }),
+  );
 }
 await Promise.all(sessions.map((s) => s.release()));
 table('ONNX Runtime session options on the int8 B/16 tower (alternating, raw, this thread)', optRows);
@@ -245,14 +280,14 @@ const measure = (label: string, d: string, variant: string) => {
     'peak (MiB)': Math.round(mib(m.peak - m.base)),
   });
 };
-for (const v of ['fp32', 'quantized']) measure('B/16-224 vision + stand-in text tower', dir, v);
+for (const v of ['fp32', 'quantized', 'fp16']) measure('B/16-224 vision + stand-in text tower', dir, v);
 if (textBase) {
   const baseDir = resolve(process.env.BENCH_BASE_MODEL_DIR ?? 'models/siglip2-base-random');
-  if (!existsSync(resolve(baseDir, 'onnx', 'text_model_quantized.onnx'))) {
+  if (!['text_model_quantized.onnx', 'text_model_fp16.onnx'].every((f) => existsSync(resolve(baseDir, 'onnx', f)))) {
     console.error(`generating ${baseDir} (B/16 vision + base-size text tower, ~1.5 GB) …`);
     await writeSiglipVisionModel(baseDir, { textTower: 'base' });
   }
-  for (const v of ['fp32', 'quantized']) measure('B/16-224 vision + base-size text (256k vocab)', baseDir, v);
+  for (const v of ['fp32', 'quantized', 'fp16']) measure('B/16-224 vision + base-size text (256k vocab)', baseDir, v);
 }
 table(`Memory: RSS one worker adds (both towers loaded, after 8 images and 2 texts), ${threads} threads`, memRows);
-console.log(`end: ${loadLine()}`);
+console.log(`end: ${loadLine()}; ${((performance.now() - benchStarted) / 1000).toFixed(0)} s in all`);

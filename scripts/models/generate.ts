@@ -7,7 +7,7 @@
  *   npx tsx scripts/models/generate.ts v1-384 [dir=models/siglip-b16-384-random] [--layers 12]
  *   npx tsx scripts/models/generate.ts naflex [dir=models/siglip2-b16-naflex-random] [--layers 12] [--max-patches 256]
  *
- * b16 and v1-384 write fp32 and int8 (`*_quantized.onnx`) graphs of both towers (v1-384: SigLIP v1 base
+ * b16 and v1-384 write fp32, int8 (`*_quantized.onnx`) and fp16 (`*_fp16.onnx`) graphs of both towers (v1-384: SigLIP v1 base
  * at 384 px with SiglipTokenizer's files); naflex writes SigLIP 2 NaFlex in its export layout (patch inputs,
  * *.onnx_data weights, image_embeds/text_embeds, logit_scale.json); `--text-tower base` makes the text
  * tower the real SigLIP 2 base's size (256k vocabulary, 1.1 GB fp32) instead of the small stand-in.

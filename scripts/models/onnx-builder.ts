@@ -3,6 +3,7 @@
  * result when it loads the file). Used by the model generators in this folder.
  */
 import onnxProto from 'onnx-proto';
+import { toHalf } from '../../src/embedding/fp16.js';
 
 const { onnx } = onnxProto;
 
@@ -11,6 +12,7 @@ export const UINT8 = 2;
 export const INT8 = 3;
 export const INT32 = 6;
 export const INT64 = 7;
+export const FLOAT16 = 10;
 
 export type Dim = number | string;
 
@@ -286,7 +288,41 @@ export class GraphBuilder {
     return this.encodeGraph(nodes, inits, opset);
   }
 
-  private encodeGraph(nodes: NodeSpec[], initializers: TensorSpec[], opset: number): Uint8Array {
+  /**
+   * The graph in float16, as the hub's `*_fp16.onnx` exports are (onnxconverter-common's
+   * convert_float_to_float16 with keep_io_types off): every float initializer, graph input and output
+   * becomes float16, and Casts to float cast to float16, so the whole tower computes in half precision
+   * (on CUDA: tensor cores, half the weight memory). Integer tensors (ids, shapes) are untouched.
+   */
+  encodeFloat16(opset = 17): Uint8Array {
+    const half = (t: TensorSpec): TensorSpec => {
+      if (t.dataType !== FLOAT) return t;
+      const f = new Float32Array(t.rawData.buffer.slice(t.rawData.byteOffset, t.rawData.byteOffset + t.rawData.byteLength));
+      const h = toHalf(f);
+      return { ...t, dataType: FLOAT16, rawData: new Uint8Array(h.buffer) };
+    };
+    type Attr = { name: string; type: number; i?: number; t?: TensorSpec };
+    const nodes = this.nodes.map((n) => ({
+      ...n,
+      attribute: (n.attribute as Attr[]).map((a) =>
+        n.opType === 'Cast' && a.name === 'to' && a.i === FLOAT ? { ...a, i: FLOAT16 } : a.t ? { ...a, t: half(a.t) } : a,
+      ),
+    }));
+    type ValueInfo = { type: { tensorType: { elemType: number } } };
+    const io = (vs: unknown[]) =>
+      (vs as ValueInfo[]).map((v) =>
+        v.type.tensorType.elemType === FLOAT ? { ...v, type: { tensorType: { ...v.type.tensorType, elemType: FLOAT16 } } } : v,
+      );
+    return this.encodeGraph(nodes, this.initializers.map(half), opset, io(this.inputs), io(this.outputs));
+  }
+
+  private encodeGraph(
+    nodes: NodeSpec[],
+    initializers: TensorSpec[],
+    opset: number,
+    inputs: unknown[] = this.inputs,
+    outputs: unknown[] = this.outputs,
+  ): Uint8Array {
     const model = onnx.ModelProto.create({
       irVersion: 8,
       producerName: 'visual-product-search/scripts/models',
@@ -295,8 +331,8 @@ export class GraphBuilder {
         name: this.name,
         node: nodes,
         initializer: initializers,
-        input: this.inputs,
-        output: this.outputs,
+        input: inputs,
+        output: outputs,
       } as never,
     });
     return onnx.ModelProto.encode(model).finish();

@@ -34,6 +34,11 @@ export interface SiglipVisionOptions {
    */
   quantized?: boolean;
   /**
+   * Also write the float16 variants onnx/{vision,text}_model_fp16.onnx (default true): the whole graph
+   * in half precision with float16 inputs and outputs, as the hub's fp16 exports (GraphBuilder.encodeFloat16).
+   */
+  fp16?: boolean;
+  /**
    * 'siglip2' (default): SigLIP 2 FixRes (Gemma tokenizer). 'siglip': SigLIP v1 as the hub exports it
    * (google/siglip-base-patch16-384: the same vision tower, SiglipTokenizer with </s> as EOS and pad).
    */
@@ -96,7 +101,7 @@ export function transformerBlocks(g: GraphBuilder, rng: Rng, H: number, NH: numb
   return { W, zeros, linear, layerNorm, mlpBlock, attention, encoder };
 }
 
-function buildVision(o: Required<Omit<SiglipVisionOptions, 'modelId' | 'textTower' | 'quantized' | 'family'>>): GraphBuilder {
+function buildVision(o: Required<Omit<SiglipVisionOptions, 'modelId' | 'textTower' | 'quantized' | 'fp16' | 'family'>>): GraphBuilder {
   const { imageSize: S, patchSize: P, hidden: H, layers: L, heads: NH, mlp: M } = o;
   if (S % P !== 0) throw new Error('imageSize must be a multiple of patchSize');
   if (H % NH !== 0) throw new Error('hidden must be a multiple of heads');
@@ -196,6 +201,11 @@ export async function writeSiglipVisionModel(dir: string, opts: SiglipVisionOpti
     : tinyTextGraph({ vocabSize, hidden: 64, dimension: o.hidden, seed: o.seed + 1 });
   await writeLayout(dir, { config, imageSize: o.imageSize, tokenizer, vision: vision.encode(), text: text.encode() });
   if (v1) await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(v1.config, null, 2));
+  if (opts.fp16 ?? true) {
+    // the variant EMBEDDING_VARIANT=auto opens on CUDA (model-dir.ts)
+    await writeFile(join(dir, 'onnx', 'vision_model_fp16.onnx'), vision.encodeFloat16());
+    await writeFile(join(dir, 'onnx', 'text_model_fp16.onnx'), text.encodeFloat16());
+  }
   if (opts.quantized ?? true) {
     // per output channel: a finer fit than one scale per matrix at no extra work (ONNX Runtime's fused
     // DynamicQuantizeMatMul takes per-column scales natively); per-matrix is encodeQuantized({ perChannel:

@@ -2,7 +2,8 @@
  * In-process SigLIP 2 embedding engine.
  *
  *   pixels (8-bit RGB of any size, decoded and bounded by images/) ─► resize + normalise (preprocess.ts;
- *         NaFlex: aspect-preserving resize, patches, mask, spatial shape in naflex.ts)
+ *         NaFlex: aspect-preserving resize, patches, mask, spatial shape in naflex.ts), on a
+ *         preprocessing thread for images over 320×320 (preprocess-pool.ts), inline for smaller ones
  *   text  ─► lowercase + tokenizer.json + EOS + pad to 64 (tokenizer.ts)
  *         ─► micro-batcher (batcher.ts) ─► worker pool (pool.ts; one ORT session per tower per worker)
  *         ─► pooler_output, L2-normalised
@@ -17,8 +18,8 @@ import { MicroBatcher } from './batcher.js';
 import { DEFAULT_MODEL_REPO, modelCachePath } from './hub-paths.js';
 import { loadModelDir, modelIdFor, type ModelFiles } from './model-dir.js';
 import { WorkerPool, type Logger } from './pool.js';
-import { naflexPreprocess, type NaflexInput } from './naflex.js';
-import { resizeForModel, rgbToTensor } from './preprocess.js';
+import type { NaflexInput } from './naflex.js';
+import { PreprocessPool } from './preprocess-pool.js';
 import type { Kind } from './protocol.js';
 import { PROVIDERS, type ProviderName } from './providers.js';
 import { createTokenizer, type TextTokenizer } from './tokenizer.js';
@@ -41,6 +42,11 @@ export interface EmbedderOptions {
    * 'auto' (the default): the fastest present for the execution provider (int8 on CPU, fp16 on CUDA).
    */
   variant?: string;
+  /**
+   * Threads that resize and normalise images larger than 320×320 off the main thread (default 1; see
+   * preprocess-pool.ts). One keeps up with the inference of a CPU tower many times over.
+   */
+  preprocessWorkers?: number;
 }
 
 /** Decoded pixels: interleaved 8-bit RGB, row-major, `data.length === width * height * 3`. */
@@ -112,6 +118,9 @@ function validateOptions(o: EmbedderOptions): void {
   for (const k of ['workers', 'intraOpThreads', 'maxBatch'] as const) {
     if (!Number.isInteger(o[k]) || o[k] < 1) throw bad(`${k} must be a positive integer`);
   }
+  if (o.preprocessWorkers !== undefined && !(Number.isInteger(o.preprocessWorkers) && o.preprocessWorkers >= 1)) {
+    throw bad('preprocessWorkers must be a positive integer');
+  }
   if (!(Number.isFinite(o.maxWaitMs) && o.maxWaitMs >= 0)) throw bad('maxWaitMs must be ≥ 0');
 }
 
@@ -125,6 +134,7 @@ class EmbedderImpl implements Embedder {
     readonly pool: WorkerPool,
     readonly batcher: MicroBatcher<Kind, Payload, Float32Array>,
     private readonly provider: string,
+    readonly preprocessPool: PreprocessPool,
   ) {
     // Queue depth is read when /metrics is scraped (nothing is recorded per request).
     this.untrackQueue = metrics.trackEmbeddingQueue(files.modelId, files.variant ?? 'fp32', () => batcher.pending());
@@ -144,18 +154,17 @@ class EmbedderImpl implements Embedder {
 
   async embedImages(images: RgbPixels[]): Promise<Float32Array[]> {
     if (!Array.isArray(images)) throw new AppError(ErrorCode.BAD_USER_INPUT, 'embedImages expects an array of images');
-    const spec = this.files.preprocess;
-    const tensors = images.map((img, index) => {
+    images.forEach((img, index) => {
       if (!(img.width >= 1 && img.height >= 1) || img.data.length !== img.width * img.height * 3) {
         throw new AppError(ErrorCode.BAD_USER_INPUT, `Image ${index} is not ${img.width}×${img.height} RGB (${img.data.length} bytes)`, {
           index,
         });
       }
-      // NaFlex keeps the aspect ratio (naflex.ts); FixRes squashes to S×S
-      if (spec.naflex) return naflexPreprocess(img, spec, spec.naflex);
-      return rgbToTensor(resizeForModel(img, spec), spec.width, spec.height, spec);
     });
-    return Promise.all(tensors.map((t) => this.batcher.submit('image', t)));
+    // resize + normalise (NaFlex: patches) on the preprocessing threads; all of one call's images are
+    // submitted together, so a multi-image call still forms one batch as it did when this was synchronous
+    const inputs = await Promise.all(images.map((img) => this.preprocessPool.run(img)));
+    return Promise.all(inputs.map((t) => this.batcher.submit('image', t)));
   }
 
   async embedTexts(texts: string[]): Promise<Float32Array[]> {
@@ -190,7 +199,7 @@ class EmbedderImpl implements Embedder {
   async close(): Promise<void> {
     this.untrackQueue();
     this.batcher.close();
-    await this.pool.close();
+    await Promise.all([this.pool.close(), this.preprocessPool.close()]);
   }
 }
 
@@ -306,5 +315,6 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
     },
     'embedding engine ready',
   );
-  return new EmbedderImpl(opts, files, tokenizer, pool, batcher, ready.provider);
+  const preprocessPool = new PreprocessPool(files.preprocess, opts.preprocessWorkers ?? 1);
+  return new EmbedderImpl(opts, files, tokenizer, pool, batcher, ready.provider, preprocessPool);
 }

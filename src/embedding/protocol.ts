@@ -1,4 +1,5 @@
 /** Messages between the engine (main thread) and its inference workers. */
+import type { PreprocessSpec } from './model-dir.js';
 import type { ProviderName } from './providers.js';
 
 export interface WorkerInit {
@@ -55,3 +56,17 @@ export type FromWorker =
   | { type: 'result'; id: number; data: Float32Array }
   | { type: 'error'; id: number; code: string; message: string }
   | { type: 'memory'; id: number; rss: number; heapUsed: number; external: number; arrayBuffers: number };
+
+/** The preprocessing workers (preprocess-pool.ts): full-resolution RGB in, the tower's input out. */
+export interface PreprocessWorkerInit {
+  spec: PreprocessSpec;
+}
+
+export type PreprocessToWorker =
+  /** crash: test hook, die with an uncaught error instead of preprocessing. */
+  { type: 'run'; id: number; data: Uint8Array; width: number; height: number; crash?: boolean };
+
+export type PreprocessFromWorker =
+  | { type: 'tensor'; id: number; data: Float32Array }
+  | { type: 'naflex'; id: number; pixels: Float32Array; mask: Uint8Array; rows: number; cols: number }
+  | { type: 'error'; id: number; message: string };

@@ -50,6 +50,11 @@ function sessionOptions(provider: 'cuda' | 'webgpu' | 'cpu'): ort.InferenceSessi
     // image decoding, GraphQL and often Postgres; with spinning, measured throughput on a loaded 2-core
     // machine dropped by up to half (bench notes in BENCHMARKS.md).
     extra: { session: { intra_op: { allow_spinning: '0' } } },
+    // The rest stay at what measured best or no worse (bench embedding-int8's session-options table, int8
+    // B/16, alternating, CPU ms per image): 'extended' instead of 'all' was 5–11 % more CPU per image,
+    // no memory arena and dynamic_block_base 4 were within the noise of a machine at load 17, so the
+    // defaults (arena on, ORT's block size) stay until a quiet run shows otherwise; sequential
+    // execution and one inter-op thread because the towers are a chain of ops with nothing to run beside.
     // quiet while probing providers; real failures surface as exceptions
     logSeverityLevel: 3,
   };

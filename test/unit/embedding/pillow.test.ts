@@ -221,6 +221,22 @@ describe.skipIf(!hasPillow)('preprocessing vs Pillow BILINEAR (the HF SigLIP pro
     for (const [i, c] of items.entries()) expect(diff(await ours(c), refs[i]!).max, c.name).toBe(0);
   });
 
+  it('is bit-identical to Pillow on 40 random sizes and targets (up, down and mixed per axis)', { timeout: 120_000 }, async () => {
+    let seed = 20261201;
+    const rnd = (n: number) => 1 + Math.floor(((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 4294967296) * n);
+    const items: Case[] = [];
+    for (let k = 0; k < 40; k++) {
+      // widths and heights from 1 to ~900 (squared: small sizes, where upscaling happens, are common)
+      const w = rnd(30) * rnd(30);
+      const h = rnd(30) * rnd(30);
+      items.push({ name: `${w}×${h} → ${k % 4 === 0 ? 384 : 224}`, bytes: await rgbPng(w, h, k), size: k % 4 === 0 ? 384 : 224 });
+    }
+    const refs = await pillow(dir, items);
+    const off: string[] = [];
+    for (const [i, c] of items.entries()) if (diff(await ours(c), refs[i]!).max !== 0) off.push(c.name);
+    expect(off).toEqual([]);
+  });
+
   it('takes the first frame of an animated GIF, as Pillow does', async () => {
     // the GIF is made by Pillow (sharp's GIF writer is not needed for this): red frame, then blue
     const path = join(dir, 'anim.gif');

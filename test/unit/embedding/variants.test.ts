@@ -73,6 +73,59 @@ describe('int8 variants (*_quantized.onnx)', () => {
   });
 });
 
+describe('fp16 variants (*_fp16.onnx)', () => {
+  it('are written beside fp32 in half precision, inputs and outputs float16 as in the hub exports', async () => {
+    const FLOAT16 = 10;
+    const m = onnxProto.onnx.ModelProto.decode(await readFile(join(dir, 'onnx', 'vision_model_fp16.onnx')));
+    const elem = (v: { type?: { tensorType?: { elemType?: number | null } | null } | null }) => v.type?.tensorType?.elemType;
+    expect(m.graph?.input?.map(elem)).toEqual([FLOAT16]);
+    expect(new Set(m.graph?.output?.map(elem))).toEqual(new Set([FLOAT16]));
+    // no float32 weight is left
+    expect((m.graph?.initializer ?? []).filter((t) => t.dataType === 1)).toHaveLength(0);
+    const t = onnxProto.onnx.ModelProto.decode(await readFile(join(dir, 'onnx', 'text_model_fp16.onnx')));
+    expect(t.graph?.input?.map(elem)).toEqual([7]); // input_ids stays int64
+    const size = async (f: string) => (await readFile(join(dir, 'onnx', f))).length;
+    expect(await size('vision_model_fp16.onnx')).toBeLessThan((await size('vision_model.onnx')) * 0.55);
+  });
+
+  it('load (CPU runs fp16 graphs too) and embed like fp32: cosine ≥ 0.999 per image and text', { timeout: 60_000 }, async () => {
+    const images = await Promise.all(
+      Array.from({ length: 4 }, (_, k) => {
+        const w = 90,
+          h = 70;
+        const raw = new Uint8Array(w * h * 3);
+        for (let i = 0; i < raw.length; i++) raw[i] = (Math.cos(i * (0.02 + k * 0.005)) * 0.5 + 0.5) * 255;
+        return fromRaw(raw, w, h, 'png');
+      }),
+    );
+    const fp32 = await createEmbedder(opts(dir, { variant: 'fp32' }));
+    const fp16 = await createEmbedder(opts(dir, { variant: 'fp16' }));
+    try {
+      expect(fp16.info().variant).toBe('fp16');
+      expect(fp16.info().modelId).toBe(`${fp32.info().modelId}@fp16`);
+      const [a, b] = [await embedImageBytes(fp32, images), await embedImageBytes(fp16, images)];
+      const dot = (x: Float32Array, y: Float32Array) => x.reduce((s, v, i) => s + v * y[i]!, 0);
+      for (let i = 0; i < a.length; i++) {
+        expect(Math.abs(dot(b[i]!, b[i]!) - 1)).toBeLessThan(1e-3); // normalised in float32 after the half output
+        expect(dot(a[i]!, b[i]!)).toBeGreaterThan(0.999);
+      }
+      const [ta, tb] = [await fp32.embedTexts(['red shoes']), await fp16.embedTexts(['red shoes'])];
+      expect(dot(ta[0]!, tb[0]!)).toBeGreaterThan(0.999);
+    } finally {
+      await Promise.all([fp32.close(), fp16.close()]);
+    }
+  });
+
+  it('are what auto opens on CUDA (and int8 on CPU) in a generated directory', async () => {
+    const files = await loadModelDir(dir, 'auto', 'auto');
+    expect(files.autoVariants?.cuda.variant).toBe('fp16');
+    expect(files.autoVariants?.cuda.visionModelPath).toMatch(/vision_model_fp16\.onnx$/);
+    expect(files.autoVariants?.cuda.textModelPath).toMatch(/text_model_fp16\.onnx$/);
+    expect(files.autoVariants?.cpu.variant).toBe('quantized');
+    expect((await loadModelDir(dir, 'auto', 'cuda')).visionModelPath).toMatch(/vision_model_fp16\.onnx$/);
+  });
+});
+
 describe('EMBEDDING_VARIANT=auto', () => {
   it('is the default, picks int8 on CPU when present, and logs the choice', async () => {
     expect(defaultEmbedderOptions().variant).toBe('auto');
