@@ -21,6 +21,11 @@ const schema = z.object({
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
     .optional(),
+  // Streaming replicas for search traffic (comma-separated; README "Read replicas"). Each gets a pool of
+  // DATABASE_POOL_SIZE with the same timeouts.
+  DATABASE_READ_URL: list
+    .pipe(z.array(z.string().regex(/^postgres(ql)?:\/\//, 'must be postgres:// or postgresql:// URLs, comma-separated')).max(16))
+    .optional(),
   DATABASE_POOL_SIZE: int(1, 200).default(10),
   PORT: int(0, 65535).default(4000),
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -163,6 +168,8 @@ export interface PostgresSettings {
   adminStatementTimeoutMs?: number;
   /** How long a request waits for a connection (new or from the pool) before DATABASE_UNAVAILABLE. */
   connectTimeoutMs?: number;
+  /** Read replicas for the service's search traffic (DATABASE_READ_URL); empty: reads on the primary. */
+  readUrls?: string[];
 }
 
 export interface PgliteSettings {
@@ -257,6 +264,11 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (env.PGLITE_PSQL_TRUST && production) {
     throw new ConfigError('Invalid configuration:\n  PGLITE_PSQL_TRUST: is for local development only, not with NODE_ENV=production');
   }
+  if (env.DATABASE_READ_URL?.length && !env.DATABASE_URL) {
+    throw new ConfigError(
+      'Invalid configuration:\n  DATABASE_READ_URL: needs DATABASE_URL (the embedded database is one process-local session and has no replicas)',
+    );
+  }
   const dataDir = path.resolve(env.DATA_DIR);
   return {
     env,
@@ -269,6 +281,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
           statementTimeoutMs: env.DATABASE_STATEMENT_TIMEOUT_MS,
           adminStatementTimeoutMs: env.DATABASE_ADMIN_STATEMENT_TIMEOUT_MS,
           connectTimeoutMs: env.DATABASE_CONNECT_TIMEOUT_MS,
+          readUrls: env.DATABASE_READ_URL ?? [],
         }
       : {
           kind: 'pglite',

@@ -121,6 +121,9 @@ export async function openConfiguredDatabase(
           poolSize: c.poolSize,
           statementTimeoutMs: opts.purpose === 'service' ? c.statementTimeoutMs : c.adminStatementTimeoutMs,
           connectTimeoutMs: c.connectTimeoutMs,
+          // Replicas serve the service's searches only: admin commands (migrate, import, reindex) and
+          // everything they read stay on the primary.
+          ...(opts.purpose === 'service' && c.readUrls?.length ? { readUrls: c.readUrls } : {}),
         }
       : {
           kind: 'pglite',
@@ -135,6 +138,8 @@ export async function openConfiguredDatabase(
     if (database.kind === 'postgres') {
       const version = await checkVectorExtension(database.db);
       log.info({ pgvector: version }, 'connected to PostgreSQL');
+      // A replica down at start is no reason to refuse it: reads fall back to the primary until it answers.
+      if (database.readRouter) log.info({ replicas: database.readRouter.replicaNames }, 'search reads go to the read replicas');
     }
   } catch (err) {
     await database.close();
@@ -249,7 +254,8 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
     await close();
     throw err;
   }
-  const search = new SearchService(database.db, models, fetchOptions, imageLimits, {
+  // Search reads (statements, product hydration, planner statistics) tolerate replication lag: replicas.
+  const search = new SearchService(database.reads, models, fetchOptions, imageLimits, {
     admission: new Admission(config.limits.admission),
     maxQueryPixels: config.limits.searchMaxPixels,
   });

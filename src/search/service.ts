@@ -11,6 +11,7 @@ import { metrics } from '../metrics/index.js';
 import { storedVector, vectorLiteral } from '../db/embeddings.js';
 import type { EmbeddingModel } from '../db/models.js';
 import { getProduct, type Product, type ProductFilter } from '../db/products.js';
+import { primaryRequired, readFromPrimary } from '../db/read-routing.js';
 import type { DB } from '../db/types.js';
 import type { ImageLimits } from '../images/decode.js';
 import { decodeForModel } from '../images/embed.js';
@@ -243,6 +244,13 @@ export class SearchService {
       }
       if (outcome) return outcome;
       this.models.invalidateActiveModel();
+      // On a read replica the guard can be behind instead: the switch to this model is committed on the
+      // primary (whose answer the cache holds) but not replayed there yet, so the replica may also lack
+      // the model's newest vectors. When the primary says the model is active, the primary answers.
+      if (!primaryRequired() && (await this.models.activeModel())?.id === model.id) {
+        const again = await readFromPrimary(() => run(model));
+        if (again) return again;
+      }
       if (attempt >= 1) throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'The active model changed twice during this query; try again.');
     }
   }
