@@ -12,7 +12,7 @@ import { metrics } from '../metrics/index.js';
 import type { DB } from './types.js';
 import { dbErrorFields } from './faults.js';
 import { openPglite, PgliteDialect } from './pglite.js';
-import { ReadRouter, RoutedPostgresDialect } from './read-routing.js';
+import { markRouted, ReadRouter, RoutedPostgresDialect } from './read-routing.js';
 import { startPsqlPort, type PsqlPortOptions } from './psql-port.js';
 
 export type DatabaseTarget =
@@ -85,6 +85,7 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
     const replicas = (target.readUrls ?? []).map((url) => ({ name: hostOf(url), pool: createPool(url, target, log, 'read replica') }));
     const readRouter = replicas.length ? new ReadRouter(pool, replicas, log) : null;
     const reads = readRouter ? new Kysely<DB>({ dialect: new RoutedPostgresDialect(readRouter, pool) }) : db;
+    if (reads !== db) markRouted(reads);
     const close = async () => {
       untrack();
       // The routed handle ends the replicas' pools only; the primary's pool is ended by its own handle.

@@ -40,6 +40,22 @@ export function readFromPrimary<T>(fn: () => T): T {
   return preference.run('primary', fn);
 }
 
+const routedHandles = new WeakSet<object>();
+
+/** Records a Kysely handle as routed to replicas (db/connect.ts). */
+export function markRouted(handle: object): void {
+  routedHandles.add(handle);
+}
+
+/**
+ * Whether statements on `handle` may run on a replica here and now: it is routed, and the current async
+ * context did not ask for the primary. Code that can tell a lagging replica from a real answer (the
+ * search's model guard) asks this before paying for a second look.
+ */
+export function mayReadReplica(handle: object): boolean {
+  return routedHandles.has(handle) && !primaryRequired();
+}
+
 /** Whether the current async context asked for the primary. */
 export function primaryRequired(): boolean {
   return preference.getStore() === 'primary';
