@@ -101,6 +101,13 @@ const schema = z.object({
   HTTP_HEADERS_TIMEOUT_MS: int(1, 3_600_000).default(10_000),
   HTTP_UPLOAD_MAX_BYTES: int(1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
   IMAGE_FETCH_DNS_TIMEOUT_MS: int(50, 60_000).default(2_000),
+  // The catalog's full-text language: a PostgreSQL text search configuration (english, german, french,
+  // simple, …). Unset: whatever the database holds (migration 0009: english unless set when it ran).
+  SEARCH_LANGUAGE: z
+    .string()
+    .transform((s) => s.trim().toLowerCase())
+    .pipe(z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must name a text search configuration (e.g. english, german, simple)'))
+    .optional(),
   RATE_LIMIT_ENABLED: bool.default(true),
   // Generous per address: a storefront's backend may send every shopper's search from one address; the
   // budget and the admission gates bound what each request may cost.
@@ -213,6 +220,8 @@ export interface Config {
   hub: HubSettings;
   /** What one client may ask of the public API (src/admission/, README "Public API limits"). */
   limits: LimitSettings;
+  /** Keyword search: the full-text language to build and parse with (unset: the database's own). */
+  search: { language: string | undefined };
   /** Reindex/import jobs on the pg-boss queue (docs/reindex.md). */
   jobs: {
     enabled: boolean;
@@ -324,6 +333,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     },
     hub: hubOf(env),
     limits: limitsOf(env),
+    search: { language: env.SEARCH_LANGUAGE },
     jobs: {
       enabled: env.JOBS_ENABLED,
       batchSize: env.REINDEX_BATCH_SIZE,
