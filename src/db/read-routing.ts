@@ -32,6 +32,13 @@ import { databaseFault, dbErrorFields } from './faults.js';
 export const DOWN_MS = 5_000;
 /** How often, at most, a replica's replay position is asked while a write fence waits for it. */
 const REPLAY_POLL_MS = 50;
+/**
+ * The longest a write fence holds. At a WAL page boundary the insert position points past the next page's
+ * header while a replica's replay position stops at the last record's end, so on an idle primary the
+ * replica reaches the fence only with the next WAL record; and a replica lagging this far is better
+ * answered late than pinned to the primary. So a fence ends when a replica has replayed it, or after this.
+ */
+export const FENCE_MAX_MS = 5_000;
 
 const preference = new AsyncLocalStorage<'primary'>();
 
@@ -93,6 +100,7 @@ export class ReadRouter {
   private next = 0;
   /** The primary's WAL insert position after the last fenced write; 0: no fence. */
   private fence = 0n;
+  private fenceUntil = 0;
   readonly stats: ReadRouterStats = { statements: { primary: 0 }, fallbacks: 0 };
 
   constructor(
@@ -120,6 +128,7 @@ export class ReadRouter {
   pick(): Replica | null {
     if (primaryRequired() || !this.replicas.length) return null;
     const now = Date.now();
+    if (this.fence && this.fenceUntil <= now) this.fence = 0n;
     for (let i = 0; i < this.replicas.length; i++) {
       const r = this.replicas[(this.next + i) % this.replicas.length]!;
       if (r.downUntil > now) continue;
@@ -157,6 +166,7 @@ export class ReadRouter {
     const { rows } = await this.primaryPool.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn');
     const lsn = parseLsn(rows[0]!.lsn);
     if (lsn > this.fence) this.fence = lsn;
+    this.fenceUntil = Date.now() + FENCE_MAX_MS;
     for (const r of this.replicas) if (this.fence > r.replayed) this.pollReplay(r);
   }
 
