@@ -16,6 +16,7 @@ const benches: Array<[string, string[]]> = [
   ['bench/search/hybrid.ts', ['--rows', '20000']],
   ['bench/search/graphql-load.ts', ['--rows', '20000']],
   ['bench/search/graphql-load.ts', ['--rows', '20000', '--backend', 'pglite']],
+  ['bench/search/replica.ts', ['--rows', '20000']],
   ['bench/reindex/reindex.ts', []],
   ['bench/reliability/reliability.ts', []],
 ];

@@ -21,6 +21,11 @@ const schema = z.object({
     .string()
     .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
     .optional(),
+  // Streaming replicas for search traffic (comma-separated; README "Read replicas"). Each gets a pool of
+  // DATABASE_POOL_SIZE with the same timeouts.
+  DATABASE_READ_URL: list
+    .pipe(z.array(z.string().regex(/^postgres(ql)?:\/\//, 'must be postgres:// or postgresql:// URLs, comma-separated')).max(16))
+    .optional(),
   DATABASE_POOL_SIZE: int(1, 200).default(10),
   PORT: int(0, 65535).default(4000),
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -96,6 +101,13 @@ const schema = z.object({
   HTTP_HEADERS_TIMEOUT_MS: int(1, 3_600_000).default(10_000),
   HTTP_UPLOAD_MAX_BYTES: int(1024, 1024 * 1024 * 1024).default(64 * 1024 * 1024),
   IMAGE_FETCH_DNS_TIMEOUT_MS: int(50, 60_000).default(2_000),
+  // The catalog's full-text language: a PostgreSQL text search configuration (english, german, french,
+  // simple, …). Unset: whatever the database holds (migration 0009: english unless set when it ran).
+  SEARCH_LANGUAGE: z
+    .string()
+    .transform((s) => s.trim().toLowerCase())
+    .pipe(z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must name a text search configuration (e.g. english, german, simple)'))
+    .optional(),
   RATE_LIMIT_ENABLED: bool.default(true),
   // Generous per address: a storefront's backend may send every shopper's search from one address; the
   // budget and the admission gates bound what each request may cost.
@@ -181,6 +193,8 @@ export interface PostgresSettings {
   adminStatementTimeoutMs?: number;
   /** How long a request waits for a connection (new or from the pool) before DATABASE_UNAVAILABLE. */
   connectTimeoutMs?: number;
+  /** Read replicas for the service's search traffic (DATABASE_READ_URL); empty: reads on the primary. */
+  readUrls?: string[];
 }
 
 export interface PgliteSettings {
@@ -224,6 +238,8 @@ export interface Config {
   hub: HubSettings;
   /** What one client may ask of the public API (src/admission/, README "Public API limits"). */
   limits: LimitSettings;
+  /** Keyword search: the full-text language to build and parse with (unset: the database's own). */
+  search: { language: string | undefined };
   /** Reindex/import jobs on the pg-boss queue (docs/reindex.md). */
   jobs: {
     enabled: boolean;
@@ -288,6 +304,11 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (env.PGLITE_PSQL_TRUST && production) {
     throw new ConfigError('Invalid configuration:\n  PGLITE_PSQL_TRUST: is for local development only, not with NODE_ENV=production');
   }
+  if (env.DATABASE_READ_URL?.length && !env.DATABASE_URL) {
+    throw new ConfigError(
+      'Invalid configuration:\n  DATABASE_READ_URL: needs DATABASE_URL (the embedded database is one process-local session and has no replicas)',
+    );
+  }
   const dataDir = path.resolve(env.DATA_DIR);
   return {
     env,
@@ -300,6 +321,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
           statementTimeoutMs: env.DATABASE_STATEMENT_TIMEOUT_MS,
           adminStatementTimeoutMs: env.DATABASE_ADMIN_STATEMENT_TIMEOUT_MS,
           connectTimeoutMs: env.DATABASE_CONNECT_TIMEOUT_MS,
+          readUrls: env.DATABASE_READ_URL ?? [],
         }
       : {
           kind: 'pglite',
@@ -342,6 +364,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     },
     hub: hubOf(env),
     limits: limitsOf(env),
+    search: { language: env.SEARCH_LANGUAGE },
     jobs: {
       enabled: env.JOBS_ENABLED,
       batchSize: env.REINDEX_BATCH_SIZE,

@@ -7,6 +7,7 @@ import { startService, stopOnSignals } from './app.js';
 import { blockUnneededLoaders } from './images/decode.js';
 import { loadConfigOrReport, type Config } from './config.js';
 import { migrateDown, migrateToLatest, migrationStatus } from './db/migrate.js';
+import { applySearchLanguage } from './db/search-language.js';
 import { IMPORT_USAGE, importCommand, MODEL_USAGE, modelCommand, REINDEX_USAGE, reindexCommand } from './cli/admin.js';
 import { EVAL_USAGE, evalCommand } from './eval/cli.js';
 import { createLogger, type Logger } from './log.js';
@@ -73,6 +74,10 @@ const commands: Record<string, Command> = {
         } else {
           const applied = await migrateToLatest(database.db);
           process.stdout.write(applied.length ? `applied ${applied.join(', ')}\n` : 'already up to date\n');
+          // SEARCH_LANGUAGE changed since the documents were built: rebuild them (src/db/search-language.ts).
+          const language = config.search.language;
+          if (language && (await applySearchLanguage(database.db, language)))
+            process.stdout.write(`rebuilt the full-text documents with the '${language}' configuration\n`);
         }
       } finally {
         await database.close();

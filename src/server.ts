@@ -17,6 +17,7 @@ import { isProductId } from './catalog/validate.js';
 import { databaseFaultError, dbErrorFields } from './db/faults.js';
 import { getThumbnail } from './db/images.js';
 import { pendingMigrations } from './db/migrate.js';
+import { readFromPrimary } from './db/read-routing.js';
 import { maskInternalErrors } from './http/errors.js';
 import { registerClientLimits } from './http/rate-limit.js';
 import { registerMultipart, uploadOverflowed } from './http/multipart.js';
@@ -305,11 +306,23 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   app.route({
     url: '/graphql',
     method: ['GET', 'POST', 'OPTIONS'],
+    // Read replicas: the admin's requests read from the primary (they see their own writes at once), and
+    // before an admin request's answer leaves, a write fence sends this process's replica reads to the
+    // primary until a replica has replayed that far (db/read-routing.ts). No-ops without replicas.
+    onSend: async (request, _reply, payload) => {
+      const router = services.database.readRouter;
+      if (router && isAdminRequest(request))
+        await router
+          .fenceWrites()
+          .catch((err: unknown) => request.log.warn({ err: dbErrorFields(err) }, 'could not read the write position'));
+      return payload;
+    },
     // The request's logger is the current one for everything that runs for it (formatError included).
     handler: function (request, reply) {
       // The integration types its handler with its own route generic; same request and reply objects.
       type Args = Parameters<typeof graphqlHandler>;
-      return runWithLog(request.log as Logger, () => graphqlHandler.call(this, request as Args[0], reply as Args[1]));
+      const run = () => runWithLog(request.log as Logger, () => graphqlHandler.call(this, request as Args[0], reply as Args[1]));
+      return isAdminRequest(request) ? readFromPrimary(run) : run();
     },
   });
   if (config.metrics.enabled && config.metrics.port === undefined) registerMetricsRoute(app);
@@ -322,7 +335,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
     const id = req.params.id;
     let found: Awaited<ReturnType<typeof getThumbnail>>;
     try {
-      found = isProductId(id) ? await getThumbnail(services.database.db, id) : null;
+      found = isProductId(id) ? await getThumbnail(services.database.reads, id) : null;
     } catch (err) {
       // Like GraphQL: a database outage is a 503 with its stable code, not a 500.
       const fault = databaseFaultError(err);

@@ -11,6 +11,7 @@ import type { Config } from './config.js';
 import { openDatabase, type Database } from './db/connect.js';
 import { checkVectorExtension } from './db/extension.js';
 import { migrateToLatest, pendingMigrations } from './db/migrate.js';
+import { applySearchLanguage, checkSearchLanguage } from './db/search-language.js';
 import { ensureModel } from './embedding/hub.js';
 import { findCachedModel } from './embedding/hub-paths.js';
 import { createEmbedder, DEFAULT_MODEL_REPO, type Embedder } from './embedding/index.js';
@@ -121,6 +122,9 @@ export async function openConfiguredDatabase(
           poolSize: c.poolSize,
           statementTimeoutMs: opts.purpose === 'service' ? c.statementTimeoutMs : c.adminStatementTimeoutMs,
           connectTimeoutMs: c.connectTimeoutMs,
+          // Replicas serve the service's searches only: admin commands (migrate, import, reindex) and
+          // everything they read stay on the primary.
+          ...(opts.purpose === 'service' && c.readUrls?.length ? { readUrls: c.readUrls } : {}),
         }
       : {
           kind: 'pglite',
@@ -135,6 +139,8 @@ export async function openConfiguredDatabase(
     if (database.kind === 'postgres') {
       const version = await checkVectorExtension(database.db);
       log.info({ pgvector: version }, 'connected to PostgreSQL');
+      // A replica down at start is no reason to refuse it: reads fall back to the primary until it answers.
+      if (database.readRouter) log.info({ replicas: database.readRouter.replicaNames }, 'search reads go to the read replicas');
     }
   } catch (err) {
     await database.close();
@@ -147,10 +153,13 @@ export async function openConfiguredDatabase(
  * The embedded database belongs to this process and is kept migrated; a server's migrations are an
  * operator's step, so pending ones are refused rather than applied behind their back.
  */
-async function migrateOrRefuse(database: Database, log: Logger): Promise<void> {
+async function migrateOrRefuse(database: Database, log: Logger, config: Config): Promise<void> {
+  const language = config.search.language;
   if (database.kind === 'pglite') {
     const applied = await migrateToLatest(database.db);
     if (applied.length) log.info({ applied }, 'migrated the embedded database');
+    if (language && (await applySearchLanguage(database.db, language)))
+      log.info({ language }, 'rebuilt the full-text documents in the configured language');
     return;
   }
   const pending = await pendingMigrations(database.db);
@@ -161,6 +170,8 @@ async function migrateOrRefuse(database: Database, log: Logger): Promise<void> {
       { pending },
     );
   }
+  // Like a migration: rebuilding the documents is the operator's step (vps migrate), not the service's.
+  if (language) await checkSearchLanguage(database.db, language);
 }
 
 /**
@@ -219,7 +230,7 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
   };
   let given = overrides.embedder;
   try {
-    await migrateOrRefuse(database, log);
+    await migrateOrRefuse(database, log, config);
 
     let loaded = given;
     given = undefined; // from here on, models owns it (closed by close())
@@ -249,7 +260,8 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
     await close();
     throw err;
   }
-  const search = new SearchService(database.db, models, fetchOptions, imageLimits, {
+  // Search reads (statements, product hydration, planner statistics) tolerate replication lag: replicas.
+  const search = new SearchService(database.reads, models, fetchOptions, imageLimits, {
     admission: new Admission(config.limits.admission),
     maxQueryPixels: config.limits.searchMaxPixels,
   });

@@ -6,10 +6,11 @@ import { decodeCursor, encodeCursor, toProductInputs } from './inputs.js';
 
 export const catalogResolvers: Resolvers = {
   Query: {
-    product: (_, { id }, ctx) => findProduct(ctx.services.database.db, id),
+    // Storefront reads: the read replicas when configured (the admin's requests are routed to the primary).
+    product: (_, { id }, ctx) => findProduct(ctx.services.database.reads, id),
     products: async (_, { filter, first, after }, ctx) => {
       const afterId = after != null ? decodeCursor(after) : null;
-      const page = await pageProducts(ctx.services.database.db, { filter, first, afterId });
+      const page = await pageProducts(ctx.services.database.reads, { filter, first, afterId });
       const edges = page.products.map((p) => ({ cursor: encodeCursor(p.id), node: p }));
       return {
         edges,

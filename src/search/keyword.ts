@@ -3,8 +3,10 @@
  * description; migrations/0006_product_search.ts), with the same filters as similarity search, in one
  * statement that also hydrates the products.
  *
- * The query text is parsed twice and OR-ed: with 'english' (stems, as title and description were
- * indexed) and with 'simple' (identifiers kept whole, as SKU and brand were). A text that is exactly a
+ * The query text is parsed twice and OR-ed: with the catalog's language (search_settings.language,
+ * migrations/0009: stems, as title and description were indexed; read inside the statement, so a query
+ * is parsed as the documents it searches were built, on a replica too) and with 'simple' (identifiers
+ * kept whole, as SKU and brand were). A text that is exactly a
  * product's SKU or brand (any case) ranks those products first: a shopper who types an identifier
  * wants that product, whatever the prose says.
  */
@@ -26,7 +28,9 @@ export async function keywordSearch(db: Kysely<DB>, q: { text: string; filter: P
   const text = q.text.trim();
   const rows = await sql<Row>`
     WITH q AS (
-      SELECT websearch_to_tsquery('english', ${text}) || websearch_to_tsquery('simple', ${text}) AS tq, lower(${text}) AS lt
+      SELECT websearch_to_tsquery(coalesce((SELECT language FROM search_settings), 'english'::regconfig), ${text}) ||
+             websearch_to_tsquery('simple', ${text}) AS tq,
+             lower(${text}) AS lt
     )
     SELECT ${productColumns('p')},
            ts_rank_cd(p.search_document, q.tq, 32)::float8 AS rank,

@@ -11,6 +11,7 @@ import { metrics } from '../metrics/index.js';
 import { storedVector, vectorLiteral } from '../db/embeddings.js';
 import type { EmbeddingModel } from '../db/models.js';
 import { getProduct, type Product, type ProductFilter } from '../db/products.js';
+import { mayReadReplica, readFromPrimary } from '../db/read-routing.js';
 import type { DB } from '../db/types.js';
 import type { ImageLimits } from '../images/decode.js';
 import { decodeForModel } from '../images/embed.js';
@@ -238,11 +239,21 @@ export class SearchService {
         // files not loaded here): on an error, check once whether the active model is still this one.
         if (attempt > 0 || ref?.trim() || !(err instanceof AppError)) throw err;
         const current = await this.models.activeModel();
-        if (current?.id === model.id) throw err;
-        outcome = null;
+        if (current?.id !== model.id) outcome = null;
+        // A read replica behind the switch to this model may lack its vectors (a product's stored vector:
+        // NOT_FOUND there): the primary has them. Other errors (the image, the fetch) would only repeat.
+        else if (err.code === ErrorCode.NOT_FOUND && mayReadReplica(this.db)) outcome = await readFromPrimary(() => run(model));
+        else throw err;
       }
       if (outcome) return outcome;
       this.models.invalidateActiveModel();
+      // On a read replica the guard can be behind instead: the switch to this model is committed on the
+      // primary (whose answer the cache holds) but not replayed there yet, so the replica may also lack
+      // the model's newest vectors. When the primary says the model is active, the primary answers.
+      if (mayReadReplica(this.db) && (await this.models.activeModel())?.id === model.id) {
+        const again = await readFromPrimary(() => run(model));
+        if (again) return again;
+      }
       if (attempt >= 1) throw new AppError(ErrorCode.MODEL_UNAVAILABLE, 'The active model changed twice during this query; try again.');
     }
   }
