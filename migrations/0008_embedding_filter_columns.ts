@@ -11,6 +11,45 @@
 // missing product still fails on the foreign key, as it did before.
 import { sql, type Kysely } from 'kysely';
 
+// The analysts' similar_products() (migration 0003) with its category filter on the carried column:
+// the walk then reads only product_embeddings. FILTER is the WHERE of the inner walk.
+function similarProducts(filter: string) {
+  return sql`
+    CREATE OR REPLACE FUNCTION similar_products(of_product bigint, k integer DEFAULT 10, in_category text DEFAULT NULL)
+    RETURNS TABLE (id bigint, sku text, title text, category text, brand text, price numeric, score double precision, distance double precision)
+    LANGUAGE plpgsql STABLE
+    SET hnsw.iterative_scan = 'relaxed_order'
+    SET hnsw.ef_search = '100'
+    AS $fn$
+    DECLARE
+      m record;
+      q halfvec;
+    BEGIN
+      IF k IS NULL OR k < 1 OR k > 1000 THEN
+        RAISE EXCEPTION 'k must be between 1 and 1000';
+      END IF;
+      SELECT em.id, em.dimension INTO m FROM embedding_models em WHERE em.is_active;
+      IF NOT FOUND THEN
+        RAISE EXCEPTION 'no embedding model is active';
+      END IF;
+      SELECT e.embedding INTO q FROM product_embeddings e WHERE e.product_id = of_product AND e.model_id = m.id;
+      IF q IS NULL THEN
+        RAISE EXCEPTION 'product % has no vector for the active model %', of_product, m.id;
+      END IF;
+      RETURN QUERY EXECUTE format(
+        'SELECT n.product_id, p.sku, p.title, p.category, p.brand, p.price, 1 - n.distance, n.distance
+         FROM (SELECT e.product_id, (e.embedding::halfvec(%1$s) <=> $1::halfvec(%1$s))::float8 AS distance
+               ${sql.raw(filter)}
+               ORDER BY e.embedding::halfvec(%1$s) <=> $1::halfvec(%1$s)
+               LIMIT $3) n
+         JOIN products p ON p.id = n.product_id
+         ORDER BY n.distance, (n.product_id = $4) DESC, n.product_id',
+        m.dimension, m.id)
+      USING q, in_category, k, of_product;
+    END
+    $fn$`;
+}
+
 export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`
     ALTER TABLE product_embeddings
@@ -66,6 +105,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
   // (model_id, category) leads with model_id, so the single-column model index is redundant.
   await sql`DROP INDEX IF EXISTS product_embeddings_model_idx`.execute(db);
 
+  await similarProducts(`FROM product_embeddings e WHERE e.model_id = %2$L AND ($2::text IS NULL OR e.category = $2)`).execute(db);
+
   const comments: Array<[string, string]> = [
     ['COLUMN product_embeddings.category', 'Copy of products.category, kept equal by triggers, so filtered search reads only this table.'],
     ['COLUMN product_embeddings.brand', 'Copy of products.brand, kept equal by triggers (see category).'],
@@ -78,6 +119,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 }
 
 export async function down(db: Kysely<unknown>): Promise<void> {
+  await similarProducts(
+    `FROM product_embeddings e JOIN products p ON p.id = e.product_id WHERE e.model_id = %2$L AND ($2::text IS NULL OR p.category = $2)`,
+  ).execute(db);
   await sql`CREATE INDEX IF NOT EXISTS product_embeddings_model_idx ON product_embeddings (model_id)`.execute(db);
   await sql`DROP TRIGGER IF EXISTS products_push_filters ON products`.execute(db);
   await sql`DROP FUNCTION IF EXISTS products_push_filters()`.execute(db);
