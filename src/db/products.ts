@@ -138,7 +138,11 @@ export async function countProducts(db: Db, filter?: ProductFilter | null): Prom
   return Number(row.n);
 }
 
-/** Inserts or updates by SKU; returns the stored rows in input order. Call inside a transaction for all-or-nothing. */
+/**
+ * Inserts or updates by SKU; returns the stored rows in input order. Call inside a transaction for all-or-nothing.
+ * A changed category, brand, price or stock is copied to the product's vector rows by a trigger in the
+ * same statement (migration 0008), so search's filters on product_embeddings follow without code here.
+ */
 export async function upsertProductRows(db: Db, products: ProductWrite[]): Promise<Product[]> {
   if (products.length === 0) return [];
   const rows = await db
