@@ -77,11 +77,12 @@ export function toProduct(row: Selectable<ProductsTable>): Product {
 
 /**
  * The WHERE conditions of a ProductFilter over the products table (by its name, or the alias `p` that
- * search/query.ts joins it as), as one SQL expression: usable in `.where()` and inside sql templates.
+ * search/ joins it as), or over product_embeddings as `e`, whose copies of the filter columns have the
+ * same names and values (migration 0008), as one SQL expression: usable in `.where()` and sql templates.
  */
 export function productFilterCondition(
   filter: ProductFilter | null | undefined,
-  table: 'products' | 'p' = 'products',
+  table: 'products' | 'p' | 'e' = 'products',
 ): RawBuilder<boolean> {
   const col = (c: 'category' | 'brand' | 'price' | 'in_stock') => sql.ref(`${table}.${c}`);
   const conds: RawBuilder<boolean>[] = [];
@@ -137,7 +138,11 @@ export async function countProducts(db: Db, filter?: ProductFilter | null): Prom
   return Number(row.n);
 }
 
-/** Inserts or updates by SKU; returns the stored rows in input order. Call inside a transaction for all-or-nothing. */
+/**
+ * Inserts or updates by SKU; returns the stored rows in input order. Call inside a transaction for all-or-nothing.
+ * A changed category, brand, price or stock is copied to the product's vector rows by a trigger in the
+ * same statement (migration 0008), so search's filters on product_embeddings follow without code here.
+ */
 export async function upsertProductRows(db: Db, products: ProductWrite[]): Promise<Product[]> {
   if (products.length === 0) return [];
   const rows = await db

@@ -39,6 +39,11 @@ export interface ProductEmbeddingsTable {
   embedding: string; // pgvector text form '[x,y,...]' (pgvector's toSql / fromSql)
   image_sha256: string;
   created_at: Generated<Date>;
+  /** Copies of the product's filter columns, set by triggers (migration 0008); never written by the app. */
+  category: Generated<string | null>;
+  brand: Generated<string | null>;
+  price: Generated<string | null>;
+  in_stock: Generated<boolean | null>;
 }
 
 export interface ProductImagesTable {
