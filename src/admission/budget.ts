@@ -1,6 +1,7 @@
 /**
- * The budget of one GraphQL operation: how many similarity fields (similarProducts, searchProducts) it
- * may select, the sum of their `k`, and the sum of `first` of products pages. graphql-armor's cost rule
+ * The budget of one GraphQL operation: how many similarity fields (similarProducts, searchProducts, their
+ * cursor pages, compareModels) it may select, the sum of their `k` (a page's `first`; compareModels' k once
+ * per model it compares), and the sum of `first` of products pages. graphql-armor's cost rule
  * counts fields but cannot see argument values, and a value given as a variable is only known once the
  * request's variables are: so this runs in Apollo's didResolveOperation hook, with them, before any resolver.
  */
@@ -16,6 +17,8 @@ import {
 } from 'graphql';
 import { LIMITS } from '../catalog/validate.js';
 import { ErrorCode } from '../errors.js';
+import { MAX_COMPARED_MODELS } from '../search/compare.js';
+import { MAX_PAGE } from '../search/service.js';
 import { MAX_K } from '../search/strategy.js';
 
 export interface Budget {
@@ -31,7 +34,9 @@ export interface OperationCost {
 }
 
 const SIMILARITY_FIELDS = new Set(['similarProducts', 'searchProducts']);
-const DEFAULT_K = 10; // the schema's default of k
+/** Cursor pages of similarity results: a similarity query whose k is `first`. */
+const SIMILARITY_PAGES = new Set(['similarProductsPage', 'searchProductsPage']);
+const DEFAULT_K = 10; // the schema's default of k (and of first on the similarity pages)
 const DEFAULT_FIRST = LIMITS.pageSize.default;
 
 /** Counts the operation's similarity fields, Σk and Σfirst, following fragments (each spread counted). */
@@ -57,9 +62,20 @@ export function operationCost(
     for (const sel of set.selections) {
       if (sel.kind === Kind.FIELD) {
         const name = sel.name.value;
+        const arg = (n: string) => sel.arguments?.find((a) => a.name.value === n)?.value;
         if (SIMILARITY_FIELDS.has(name)) {
           cost.similarityFields++;
-          cost.similarityK += intArg(sel.arguments?.find((a) => a.name.value === 'k')?.value, DEFAULT_K, MAX_K);
+          cost.similarityK += intArg(arg('k'), DEFAULT_K, MAX_K);
+        } else if (SIMILARITY_PAGES.has(name)) {
+          cost.similarityFields++;
+          cost.similarityK += intArg(arg('first'), DEFAULT_K, MAX_PAGE);
+        } else if (name === 'compareModels') {
+          // One field that runs the query once per model: k × the models listed, or the most it compares
+          // when none are (every ready model answers then, and how many that is is not known here).
+          const models: unknown = arg('models') ? valueFromASTUntyped(arg('models')!, variables) : null;
+          const n = Array.isArray(models) ? Math.min(models.length, MAX_COMPARED_MODELS) : MAX_COMPARED_MODELS;
+          cost.similarityFields++;
+          cost.similarityK += intArg(arg('k'), DEFAULT_K, MAX_K) * n;
         } else if (name === 'products') {
           cost.pageFirst += intArg(sel.arguments?.find((a) => a.name.value === 'first')?.value, DEFAULT_FIRST, LIMITS.pageSize.max);
         }

@@ -87,4 +87,14 @@ describe('operationCost', () => {
     ).toMatchObject({ similarityFields: 2, similarityK: 800 });
     expect(cost('query($n: Int) { products(first: $n) { totalCount } }', { n: 300 }).pageFirst).toBe(300);
   });
+
+  it('counts similarity pages by first, and compareModels by k once per model it compares', () => {
+    const pages =
+      '{ a: similarProductsPage(image: {productId: "1"}, first: 100) { pageInfo { hasNextPage } } b: searchProductsPage(text: "x") { pageInfo { hasNextPage } } }';
+    expect(cost(pages)).toMatchObject({ similarityFields: 2, similarityK: 110 });
+    expect(cost('{ compareModels(models: ["a", "b"], text: "x", k: 50) { k } }')).toMatchObject({ similarityFields: 1, similarityK: 100 });
+    expect(cost('query($m: [ID!]) { compareModels(models: $m, text: "x") { k } }', { m: ['a', 'b', 'c'] }).similarityK).toBe(30);
+    // No models named: every ready model answers, up to 8, so it counts as 8.
+    expect(cost('{ compareModels(text: "x", k: 200) { k } }').similarityK).toBe(1600);
+  });
 });
