@@ -91,11 +91,23 @@ export async function up(db: Kysely<unknown>): Promise<void> {
           OR OLD.price IS DISTINCT FROM NEW.price OR OLD.in_stock IS DISTINCT FROM NEW.in_stock)
     EXECUTE FUNCTION products_push_filters()`.execute(db);
 
-  // Existing rows: one pass (the BEFORE trigger would do the same row by row).
-  await sql`
-    UPDATE product_embeddings e
-    SET category = p.category, brand = p.brand, price = p.price, in_stock = p.in_stock
-    FROM products p WHERE p.id = e.product_id`.execute(db);
+  // Existing rows: one pass (the BEFORE trigger would do the same row by row). Heap pages of 768-d
+  // halfvecs are full, so the updated rows move and every index gets an entry for each: into an HNSW
+  // graph that is far slower than building it again (and leaves it with a dead copy of every row), so
+  // the models' HNSW indexes are dropped first and rebuilt from their own definitions afterwards. On a
+  // large catalog give the migrate command memory for the rebuild (PGOPTIONS='-c maintenance_work_mem=2GB').
+  const filled = await sql<{ any: boolean }>`SELECT EXISTS (SELECT 1 FROM product_embeddings) AS any`.execute(db);
+  if (filled.rows[0]?.any) {
+    const hnsw = await sql<{ indexname: string; indexdef: string }>`
+      SELECT indexname, indexdef FROM pg_indexes
+      WHERE schemaname = current_schema() AND tablename = 'product_embeddings' AND indexdef ILIKE '% USING hnsw %'`.execute(db);
+    for (const ix of hnsw.rows) await sql`DROP INDEX ${sql.id(ix.indexname)}`.execute(db);
+    await sql`
+      UPDATE product_embeddings e
+      SET category = p.category, brand = p.brand, price = p.price, in_stock = p.in_stock
+      FROM products p WHERE p.id = e.product_id`.execute(db);
+    for (const ix of hnsw.rows) await sql.raw(ix.indexdef).execute(db);
+  }
 
   // The exact path's access paths for the filters that can be selective; in_stock is two values and is
   // left to the filter. model_id first: every search names one model.

@@ -10,7 +10,7 @@ import type { Database } from '../../src/db/connect.js';
 import { insertComputedVectors, upsertEmbeddings, vectorLiteral } from '../../src/db/embeddings.js';
 import { activateModel } from '../../src/db/models.js';
 import { upsertProductRows, type ProductFilter, type ProductWrite } from '../../src/db/products.js';
-import { ensureModelIndex } from '../../src/models/hnsw.js';
+import { ensureModelIndex, modelIndexName, modelIndexState } from '../../src/models/hnsw.js';
 import { registerModel } from '../../src/models/lifecycle.js';
 import { SelectivityEstimator } from '../../src/search/estimate.js';
 import { explainNeighbours, nearestNeighbours, searchNeighbours } from '../../src/search/query.js';
@@ -165,6 +165,10 @@ describe('the carried columns stay equal to products', () => {
     await migration0008.up(db);
     expect(await disagreeing()).toEqual([]);
     expect((await copyOf(idOf.get(1)!))?.category).toBe('moved');
+    // The HNSW index it dropped for the backfill is back, under its name, and walked.
+    expect(await modelIndexState(database.db, model.id)).toBe('valid');
+    const walk = await explainNeighbours(database.db, { model, vector: vectorLiteral(space.query(2)), filter: null, k: 10 }, 'hnsw');
+    expect(walk).toMatch(new RegExp(`Index Scan using ${modelIndexName(model.id)}`));
   });
 });
 
