@@ -23,55 +23,9 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 STATE_DIR="${PG_REPLICA_STATE:-$SCRIPT_DIR/../.cache/pg-replica}"
 STATE_FILE="$STATE_DIR/state"
 
-log() { printf '[pg-replica] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-find_bin() {
-  if [[ -n "${PG_BIN:-}" ]]; then echo "$PG_BIN"; return; fi
-  local d best="" bestv=0 v
-  for d in /usr/lib/postgresql/*/bin; do
-    [[ -x "$d/postgres" ]] || continue
-    v="$(basename "$(dirname "$d")")"
-    if [[ "$v" =~ ^[0-9]+$ ]] && ((v > bestv)); then best="$d"; bestv="$v"; fi
-  done
-  if [[ -z "$best" ]] && command -v pg_config >/dev/null 2>&1; then best="$(pg_config --bindir)"; fi
-  [[ -n "$best" && -x "$best/postgres" ]] || die "no PostgreSQL server found; run scripts/provision-postgres.sh (as root) first"
-  echo "$best"
-}
-
-# PostgreSQL refuses to run as root: as root, its programs run as the `postgres` system user.
-as_pg() {
-  if [[ "$(id -u)" -eq 0 ]]; then
-    (cd "$BASE" && runuser -u postgres -- "$@")
-  else
-    (cd "$BASE" && "$@")
-  fi
-}
-
-read_state() {
-  [[ -f "$STATE_FILE" ]] || return 1
-  BASE="" PORT="" URL="" BIN=""
-  # shellcheck disable=SC1090
-  source "$STATE_FILE"
-  [[ -n "$BASE" && -n "$PORT" && -n "$URL" && -n "$BIN" ]]
-}
-
-is_running() {
-  [[ -d "$BASE/data" ]] || return 1
-  as_pg "$BIN/pg_ctl" status -D "$BASE/data" >/dev/null 2>&1 || return 1
-  as_pg "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" -t 5
-}
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-pick_port() {
-  local p i
-  for i in $(seq 1 50); do
-    p=$((20000 + RANDOM % 40000))
-    port_in_use "$p" || { echo "$p"; return; }
-  done
-  die "no free port found"
-}
+LOG_PREFIX=pg-replica
+# shellcheck source=lib/pg-cluster.sh
+source "$SCRIPT_DIR/lib/pg-cluster.sh"
 
 cmd_stop() {
   if ! read_state; then
