@@ -13,25 +13,9 @@ import { demoProducts, seedOverHttp, type DemoProduct } from '../../src/demo/see
 import { perturb } from '../../src/demo/synthetic-catalog.js';
 import { ADMIN_TOKEN, startTestService, type TestService } from '../support/service.js';
 import { JOB, REINDEX, sleep, writeCachedModel, writeModelA } from '../integration/reindex-support.js';
+import { findChromium } from '../support/chromium.js';
 
 const SHOTS = path.resolve('test-results');
-
-function findChromium(): string | null {
-  const explicit = process.env.CHROMIUM_PATH;
-  if (explicit) return fs.existsSync(explicit) ? explicit : null;
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter).filter(Boolean)) {
-    for (const name of ['chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable']) {
-      const candidate = path.join(dir, name);
-      try {
-        fs.accessSync(candidate, fs.constants.X_OK);
-        return candidate;
-      } catch {
-        // not here
-      }
-    }
-  }
-  return null;
-}
 
 const executablePath = findChromium();
 const suite = executablePath || process.env.CI ? describe : describe.skip;

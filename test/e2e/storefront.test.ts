@@ -14,31 +14,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { demoProducts, seedOverHttp, type DemoProduct } from '../../src/demo/seed.js';
 import { perturb, renderProductImage } from '../../src/demo/synthetic-catalog.js';
 import { ADMIN_TOKEN, startTestService, tinyModelDir, type TestService } from '../support/service.js';
+import { CHROMIUM_INSTALL_HINT, findChromium } from '../support/chromium.js';
 
-const INSTALL_HINT = "install Debian's chromium (`apt-get install -y chromium`) or set CHROMIUM_PATH to a Chromium/Chrome executable";
 const SHOTS = path.resolve('test-results');
 const MAX_IMAGE_PIXELS = 150_000;
 
-function findChromium(): string | null {
-  const explicit = process.env.CHROMIUM_PATH;
-  if (explicit) return fs.existsSync(explicit) ? explicit : null;
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter).filter(Boolean)) {
-    for (const name of ['chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable']) {
-      const candidate = path.join(dir, name);
-      try {
-        fs.accessSync(candidate, fs.constants.X_OK);
-        return candidate;
-      } catch {
-        // not here
-      }
-    }
-  }
-  return null;
-}
-
 const executablePath = findChromium();
 const suite = executablePath || process.env.CI ? describe : describe.skip;
-if (!executablePath && !process.env.CI) console.warn(`[e2e] storefront test skipped: no Chromium found; ${INSTALL_HINT}`);
+if (!executablePath && !process.env.CI) console.warn(`[e2e] storefront test skipped: no Chromium found; ${CHROMIUM_INSTALL_HINT}`);
 
 suite('storefront page in headless Chromium', () => {
   let t: TestService;
@@ -50,7 +33,7 @@ suite('storefront page in headless Chromium', () => {
   let photo: Buffer;
 
   beforeAll(async () => {
-    if (!executablePath) throw new Error(`No Chromium for the browser test: ${INSTALL_HINT}.`);
+    if (!executablePath) throw new Error(`No Chromium for the browser test: ${CHROMIUM_INSTALL_HINT}.`);
     fs.mkdirSync(SHOTS, { recursive: true });
     // A small pixel cap (the generated photos are 320×320) so that "too large" is quick to provoke.
     t = await startTestService({ IMAGE_MAX_PIXELS: String(MAX_IMAGE_PIXELS) }, { model: await tinyModelDir() });
