@@ -39,9 +39,10 @@ export async function startTestService(env: Record<string, string> = {}, opts: {
     LOG_LEVEL: 'silent',
     ADMIN_TOKEN,
     DATA_DIR: '.cache/test-data',
-    // Every request of a test file comes from one address: the query allowance would turn heavy tests
-    // into RATE_LIMITED ones. test/integration/rate-limit.test.ts sets its own.
+    // Every request of a test file comes from one address: the query allowances (per connection and per
+    // address) would turn heavy tests into RATE_LIMITED ones. test/integration/rate-limit.test.ts sets its own.
     RATE_LIMIT_POINTS: '1000000000',
+    RATE_LIMIT_ADDRESS_POINTS: '1000000000',
     ...env,
   });
   const log = createLogger(config.logLevel);
