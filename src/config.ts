@@ -116,7 +116,7 @@ const schema = z.object({
   // The query allowance per window (admission/allowance.ts), in budget units: an operation costs
   // 1 + Σk + Σfirst. 20 000 per 10 s lets one connection send 180 storefront-sized queries (k: 10) a
   // second, or two of the largest the anonymous budget accepts (3 × k: 333); one address, all its
-  // connections together, ten times as much.
+  // connections' heavy operations (Σk over ADMISSION_HEAVY_K) together, ten times as much.
   RATE_LIMIT_POINTS: int(1, 1_000_000_000).default(20_000),
   RATE_LIMIT_ADDRESS_POINTS: int(1, 1_000_000_000).default(200_000),
   RATE_LIMIT_ADMIN_POINTS: int(1, 1_000_000_000).default(10_000_000),
@@ -279,6 +279,8 @@ export interface LimitSettings {
     /** Query allowance points per window (admission/allowance.ts): per connection, per address. */
     points: number;
     addressPoints: number;
+    /** An operation costing more than this is heavy: charged to its address's allowance too (ADMISSION_HEAVY_K + 1). */
+    heavyPoints: number;
     adminPoints: number;
     refusalPenalty: number;
     tarpitMs: number;
@@ -410,6 +412,7 @@ function limitsOf(env: Env): LimitSettings {
       windowMs: env.RATE_LIMIT_WINDOW_MS,
       points: env.RATE_LIMIT_POINTS,
       addressPoints: env.RATE_LIMIT_ADDRESS_POINTS,
+      heavyPoints: env.ADMISSION_HEAVY_K + 1,
       adminPoints: env.RATE_LIMIT_ADMIN_POINTS,
       refusalPenalty: env.RATE_LIMIT_REFUSAL_PENALTY,
       tarpitMs: env.RATE_LIMIT_TARPIT_MS,

@@ -4,12 +4,14 @@
  * of its pages. The request-count rate limit (@fastify/rate-limit, src/http/rate-limit.ts) cannot tell a
  * shopper's `k: 10` from a scraper's `3 × k: 333`, which costs a hundred times more to answer; this can.
  *
- * Two allowances are charged for an anonymous operation: its connection's (`points`) and its address's
- * (`addressPoints`, several times larger). The connection's stops one abusive client without refusing the
- * others behind the same address (a storefront's backend, an office NAT, or every client of a test on one
- * machine); the address's stops a client that opens a new connection for each request. Behind a trusted
- * proxy the connections are the proxy's, so the client's forwarded address takes the connection's place.
- * The admin token has one allowance of its own.
+ * An anonymous operation is charged to its connection's allowance (`points`), and a heavy one (costing more
+ * than `heavyPoints`: the heavy-query gate's k) to its address's too (`addressPoints`, several times larger).
+ * The connection's stops one abusive client without refusing the others behind the same address (a
+ * storefront's backend, an office NAT, or every client of a test on one machine). The address's stops a
+ * client that opens a new connection for each heavy request; it refuses only heavy operations, so that such
+ * a client cannot get a storefront's small queries from the same address refused. Behind a trusted proxy
+ * the connections are the proxy's, so the client's forwarded address takes the connection's place. The
+ * admin token has one allowance of its own.
  *
  * A client spends its allowance on what it asks for, served or not: the cost is charged before the
  * operation runs (so one turned away by a full gate, OVERLOADED, has paid too), and an operation refused for
@@ -28,8 +30,10 @@ export interface AllowanceSettings {
   enabled: boolean;
   /** Points per window of one connection without a valid token (behind a trusted proxy: one client address). */
   points: number;
-  /** Points per window of one address without a valid token, all its connections together. */
+  /** Points per window of one address without a valid token, all its connections' heavy operations together. */
   addressPoints: number;
+  /** An operation costing more than this is heavy (charged to its address too). */
+  heavyPoints: number;
   /** Points per window for the admin token. */
   adminPoints: number;
   windowMs: number;
@@ -54,20 +58,26 @@ export class ClientAllowance {
     };
   }
 
-  private bucketsOf(payer: Payer): Array<[Bucket, string]> {
-    return payer.caller === 'admin'
-      ? [['admin', 'token']]
-      : [
+  /** The allowances an operation of `payer` is charged to; `heavy`: the address's too. */
+  private bucketsOf(payer: Payer, heavy: boolean): Array<[Bucket, string]> {
+    if (payer.caller === 'admin') return [['admin', 'token']];
+    return heavy
+      ? [
           ['connection', payer.connection],
           ['address', payer.address],
-        ];
+        ]
+      : [['connection', payer.connection]];
   }
 
-  /** When an allowance of `payer` is spent: which, and the milliseconds until it refills; else null. */
+  /**
+   * When the allowance that refuses any operation of `payer` is spent (its connection's, or the admin
+   * token's): which, and the milliseconds until it refills; else null. The address's allowance is not
+   * looked at here: it refuses heavy operations only, and an operation's cost is known once it is parsed.
+   */
   async spent(payer: Payer): Promise<{ bucket: Bucket; msBeforeNext: number } | null> {
     if (!this.settings.enabled) return null;
     let spent: { bucket: Bucket; msBeforeNext: number } | null = null;
-    for (const [bucket, key] of this.bucketsOf(payer)) {
+    for (const [bucket, key] of this.bucketsOf(payer, false)) {
       const res = await this.limiters[bucket].get(key);
       if (res && res.remainingPoints <= 0 && (!spent || res.msBeforeNext > spent.msBeforeNext))
         spent = { bucket, msBeforeNext: Math.max(1, res.msBeforeNext) };
@@ -75,11 +85,11 @@ export class ClientAllowance {
     return spent;
   }
 
-  /** Charges `points` to each allowance of `payer`; throws RATE_LIMITED when they do not fit in one of them. */
+  /** Charges `points` to the allowances of `payer`; throws RATE_LIMITED when they do not fit in one of them. */
   async charge(payer: Payer, points: number): Promise<void> {
     if (!this.settings.enabled || points <= 0) return;
     let refused: { msBeforeNext: number; bucket: Bucket } | null = null;
-    for (const [bucket, key] of this.bucketsOf(payer)) {
+    for (const [bucket, key] of this.bucketsOf(payer, points > this.settings.heavyPoints)) {
       try {
         await this.limiters[bucket].consume(key, points);
       } catch (err) {
@@ -93,7 +103,7 @@ export class ClientAllowance {
   /** Charges the refusal penalty (never throws: the request is being refused anyway). */
   async penalise(payer: Payer): Promise<void> {
     if (!this.settings.enabled) return;
-    for (const [bucket, key] of this.bucketsOf(payer)) await this.limiters[bucket].penalty(key, this.settings.refusalPenalty);
+    for (const [bucket, key] of this.bucketsOf(payer, true)) await this.limiters[bucket].penalty(key, this.settings.refusalPenalty);
   }
 
   /** The RATE_LIMITED error for a spent allowance of `payer`, `msBeforeNext` before it refills. */

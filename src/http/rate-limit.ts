@@ -66,6 +66,7 @@ export async function registerClientLimits(
     enabled: settings.enabled,
     points: settings.points,
     addressPoints: settings.addressPoints,
+    heavyPoints: settings.heavyPoints,
     adminPoints: settings.adminPoints,
     windowMs: settings.windowMs,
     refusalPenalty: settings.refusalPenalty,

@@ -57,11 +57,11 @@ async function post(url: string, body: string, headers: Record<string, string> =
 describe('the query allowance (cost per client and window)', () => {
   let a: TestService;
   beforeAll(async () => {
-    // The address's allowance as small as the connection's: this is about the address (fetch may use any
-    // of its pooled connections); connections are the next test's.
+    // TRUST_PROXY: the client is its address (no X-Forwarded-For is sent, so the socket's), whichever of its
+    // pooled connections fetch uses; connections are a later test's.
     a = await startTestService({
+      TRUST_PROXY: '127.0.0.1',
       RATE_LIMIT_POINTS: '100',
-      RATE_LIMIT_ADDRESS_POINTS: '100',
       RATE_LIMIT_WINDOW_MS: '60000',
       RATE_LIMIT_TARPIT_MS: '0',
     });
@@ -85,8 +85,8 @@ describe('the query allowance (cost per client and window)', () => {
 
   it('charges a refused operation the refusal penalty', async () => {
     const b = await startTestService({
+      TRUST_PROXY: '127.0.0.1',
       RATE_LIMIT_POINTS: '2500',
-      RATE_LIMIT_ADDRESS_POINTS: '2500',
       RATE_LIMIT_REFUSAL_PENALTY: '1000',
       RATE_LIMIT_TARPIT_MS: '0',
       BUDGET_PAGE_FIRST: '50',
@@ -102,7 +102,7 @@ describe('the query allowance (cost per client and window)', () => {
   });
 
   it('holds refusals (an oversized operation, a 429) for RATE_LIMIT_TARPIT_MS before sending them (a closed loop cannot resend at once)', async () => {
-    const c = await startTestService({ RATE_LIMIT_POINTS: '5', RATE_LIMIT_ADDRESS_POINTS: '5', RATE_LIMIT_TARPIT_MS: '600' });
+    const c = await startTestService({ TRUST_PROXY: '127.0.0.1', RATE_LIMIT_POINTS: '5', RATE_LIMIT_TARPIT_MS: '600' });
     try {
       // An operation refused for its size is held too (and its penalty spends the allowance)...
       const twoPages = '{ a: products(first: 300) { totalCount } b: products(first: 300) { totalCount } }'; // Σfirst 600 > 500
@@ -118,8 +118,9 @@ describe('the query allowance (cost per client and window)', () => {
     }
   });
 
-  it('charges each connection its own allowance, and all of an address together the larger one', async () => {
-    const c = await startTestService({ RATE_LIMIT_POINTS: '30', RATE_LIMIT_ADDRESS_POINTS: '70', RATE_LIMIT_TARPIT_MS: '0' });
+  it('charges each connection its own allowance, and the heavy operations of all of an address the larger one', async () => {
+    // heavy: Σk + Σfirst over ADMISSION_HEAVY_K (100), i.e. a cost over 101.
+    const c = await startTestService({ RATE_LIMIT_POINTS: '300', RATE_LIMIT_ADDRESS_POINTS: '700', RATE_LIMIT_TARPIT_MS: '0' });
     // Three keep-alive connections from the one loopback address.
     const agents = [0, 1, 2].map(() => new http.Agent({ keepAlive: true, maxSockets: 1 }));
     const send = (agent: http.Agent, n: number) =>
@@ -145,12 +146,14 @@ describe('the query allowance (cost per client and window)', () => {
       });
     try {
       const [one, two, three] = agents as [http.Agent, http.Agent, http.Agent];
-      expect(await send(one, 25)).toBe(200); // connection 1: 26 of 30; address: 26 of 70
-      expect(await send(one, 25)).toBe(429); // connection 1 spent
+      expect(await send(one, 250)).toBe(200); // connection 1: 251 of 300; address: 251 of 700
+      expect(await send(one, 250)).toBe(429); // connection 1 spent (502); address 502
       // Another connection from the same address is not refused for the first one's spending.
-      expect(await send(two, 15)).toBe(200); // address: 26 + 26 + 16 = 68 of 70
-      // The address's allowance covers all its connections: a third, fresh one is refused once it is spent.
-      expect(await send(three, 5)).toBe(429); // 74 > 70
+      expect(await send(two, 150)).toBe(200); // address: 653 of 700
+      // The address's allowance covers the heavy operations of all its connections: a third, fresh one is
+      // refused a heavy operation once it is spent, but not a small one.
+      expect(await send(three, 150)).toBe(429); // 804 > 700
+      expect(await send(three, 5)).toBe(200);
     } finally {
       for (const a of agents) a.destroy();
       await c.stop();
@@ -158,20 +161,21 @@ describe('the query allowance (cost per client and window)', () => {
   });
 
   it('tells clients behind a trusted proxy apart by X-Forwarded-For, and only then', async () => {
-    const proxied = await startTestService({ RATE_LIMIT_POINTS: '20', RATE_LIMIT_TARPIT_MS: '0', TRUST_PROXY: '127.0.0.1' });
-    const direct = await startTestService({ RATE_LIMIT_POINTS: '20', RATE_LIMIT_ADDRESS_POINTS: '20', RATE_LIMIT_TARPIT_MS: '0' });
+    // Heavy operations (first: 150), so that the address's allowance applies whichever connection fetch uses.
+    const proxied = await startTestService({ RATE_LIMIT_POINTS: '200', RATE_LIMIT_TARPIT_MS: '0', TRUST_PROXY: '127.0.0.1' });
+    const direct = await startTestService({ RATE_LIMIT_POINTS: '200', RATE_LIMIT_ADDRESS_POINTS: '200', RATE_LIMIT_TARPIT_MS: '0' });
     try {
       // Documentation addresses (RFC 5737) in a header only: nothing connects to them.
       const shopperA = { 'x-forwarded-for': '203.0.113.5' };
       const shopperB = { 'x-forwarded-for': '203.0.113.6' };
       for (const t of [proxied, direct]) {
-        expect((await t.gql(page(15), {}, { headers: shopperA })).status).toBe(200);
-        expect((await t.gql(page(15), {}, { headers: shopperA })).status).toBe(429);
+        expect((await t.gql(page(150), {}, { headers: shopperA })).status).toBe(200);
+        expect((await t.gql(page(150), {}, { headers: shopperA })).status).toBe(429);
       }
       // Behind the trusted proxy, shopper B has an allowance of its own; without TRUST_PROXY the header is
       // ignored and both shoppers are the proxy's one address.
-      expect((await proxied.gql(page(15), {}, { headers: shopperB })).status).toBe(200);
-      expect((await direct.gql(page(15), {}, { headers: shopperB })).status).toBe(429);
+      expect((await proxied.gql(page(150), {}, { headers: shopperB })).status).toBe(200);
+      expect((await direct.gql(page(150), {}, { headers: shopperB })).status).toBe(429);
     } finally {
       await proxied.stop();
       await direct.stop();
