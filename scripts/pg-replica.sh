@@ -124,17 +124,9 @@ cmd_status() {
   return 1
 }
 
-cmd_down() {
-  read_state || die "no replica is recorded"
-  log "stopping the replica on port $PORT (-m fast), keeping its data"
-  as_pg "$BIN/pg_ctl" stop -D "$BASE/data" -m fast -w -t 30 >/dev/null
-}
+cmd_down() { stop_keeping_data "replica"; }
 
-cmd_up() {
-  read_state || die "no replica is recorded"
-  log "starting the replica on port $PORT again"
-  as_pg "$BIN/pg_ctl" start -D "$BASE/data" -l "$BASE/log" -w -t 60 -o "-p $PORT" >/dev/null
-}
+cmd_up() { start_again "replica" 60; }
 
 case "${1:-}" in
   start) cmd_start "${2:-}" ;;

@@ -159,17 +159,9 @@ cmd_restart() {
   as_pg "$BIN/pg_ctl" restart -D "$BASE/data" -l "$BASE/log" -m fast -w -t 30 -o "-p $PORT" >/dev/null
 }
 
-cmd_down() {
-  read_state || die "no throwaway cluster is recorded"
-  log "stopping the server on port $PORT (-m fast), keeping its data"
-  as_pg "$BIN/pg_ctl" stop -D "$BASE/data" -m fast -w -t 30 >/dev/null
-}
+cmd_down() { stop_keeping_data "throwaway cluster"; }
 
-cmd_up() {
-  read_state || die "no throwaway cluster is recorded"
-  log "starting the server on port $PORT again"
-  as_pg "$BIN/pg_ctl" start -D "$BASE/data" -l "$BASE/log" -w -t 30 -o "-p $PORT" >/dev/null
-}
+cmd_up() { start_again "throwaway cluster" 30; }
 
 case "${1:-}" in
   start) cmd_start ;;

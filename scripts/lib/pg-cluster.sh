@@ -52,3 +52,17 @@ pick_port() {
   done
   die "no free port found"
 }
+
+# `down` and `up` of a recorded server: stop it keeping its data and port, and start it again. $1 names
+# what is recorded in messages ("throwaway cluster", "replica"); up's $2 is its start timeout in seconds.
+stop_keeping_data() {
+  read_state || die "no $1 is recorded"
+  log "stopping the server on port $PORT (-m fast), keeping its data"
+  as_pg "$BIN/pg_ctl" stop -D "$BASE/data" -m fast -w -t 30 >/dev/null
+}
+
+start_again() {
+  read_state || die "no $1 is recorded"
+  log "starting the server on port $PORT again"
+  as_pg "$BIN/pg_ctl" start -D "$BASE/data" -l "$BASE/log" -w -t "$2" -o "-p $PORT" >/dev/null
+}
