@@ -168,7 +168,7 @@ async function run(
     const dims = [batch, N, 3 * init.naflex.patchSize * init.naflex.patchSize];
     feeds[tower.inputName] =
       tower.inputType === 'float16'
-        ? new ort.Tensor('float16', toHalf(data as Float32Array), dims)
+        ? halfTensor(toHalf(data as Float32Array), dims)
         : new ort.Tensor('float32', data as Float32Array, dims);
     feeds['pixel_attention_mask'] = ints(tower.naflex.maskType, mask ?? new BigInt64Array(batch * N).fill(1n), [batch, N]);
     feeds['spatial_shapes'] = ints(tower.naflex.shapesType, shapes ?? new BigInt64Array(batch * 2), [batch, 2]);
@@ -176,7 +176,7 @@ async function run(
     const dims = [batch, 3, init.imageHeight, init.imageWidth];
     feeds[tower.inputName] =
       tower.inputType === 'float16'
-        ? new ort.Tensor('float16', toHalf(data as Float32Array), dims)
+        ? halfTensor(toHalf(data as Float32Array), dims)
         : new ort.Tensor('float32', data as Float32Array, dims);
   } else {
     feeds[tower.inputName] = new ort.Tensor('int64', data as BigInt64Array, [batch, init.textMaxLength]);
@@ -194,8 +194,26 @@ async function run(
       `${tower.file}: output "${tower.outputName}" has shape [${dims.join(',')}], expected [${batch},${init.dimension}] (config.json)`,
     );
   }
-  const raw = out.type === 'float16' ? fromHalf(out.data as Uint16Array) : (out.data as Float32Array);
+  const raw = out.type === 'float16' ? halfOutput(out.data) : (out.data as Float32Array);
   return l2normalise(raw, batch, init.dimension);
+}
+
+/**
+ * A float16 input tensor the native binding can read on every Node version. Where Node has a global
+ * Float16Array (Node 24), onnxruntime-common stores float16 data as one, and onnxruntime-node's binding
+ * (1.30) does not recognise that typed array: it reads it as empty ("not enough space: expected …,
+ * got 0"). An own `data` property on the tensor hands the binding the Uint16Array of the same bits,
+ * which it takes on every version.
+ */
+function halfTensor(bits: Uint16Array, dims: number[]): ort.Tensor {
+  const tensor = new ort.Tensor('float16', bits, dims);
+  if (!(tensor.data instanceof Uint16Array)) Object.defineProperty(tensor, 'data', { value: bits });
+  return tensor;
+}
+
+/** A float16 output as float32: IEEE half bits (Node 20, 22), or a Float16Array of numbers (Node 24). */
+function halfOutput(data: ort.Tensor['data']): Float32Array {
+  return data instanceof Uint16Array ? fromHalf(data) : Float32Array.from(data as ArrayLike<number>);
 }
 
 let towers: Record<Kind, Tower>;

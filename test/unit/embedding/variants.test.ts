@@ -88,40 +88,35 @@ describe('fp16 variants (*_fp16.onnx)', () => {
     expect(await size('vision_model_fp16.onnx')).toBeLessThan((await size('vision_model.onnx')) * 0.55);
   });
 
-  // Node 24 has a global Float16Array: onnxruntime-common then turns float16 tensor data into one, and
-  // onnxruntime-node 1.x's native binding reads it as empty ("not enough space: expected …, got 0"). Until
-  // the binding takes Float16Array, fp16 variants load on Node 20 only here (README: EMBEDDING_VARIANT).
-  it.skipIf(typeof (globalThis as { Float16Array?: unknown }).Float16Array === 'function')(
-    'load (CPU runs fp16 graphs too) and embed like fp32: cosine ≥ 0.999 per image and text',
-    { timeout: 60_000 },
-    async () => {
-      const images = await Promise.all(
-        Array.from({ length: 4 }, (_, k) => {
-          const w = 90,
-            h = 70;
-          const raw = new Uint8Array(w * h * 3);
-          for (let i = 0; i < raw.length; i++) raw[i] = (Math.cos(i * (0.02 + k * 0.005)) * 0.5 + 0.5) * 255;
-          return fromRaw(raw, w, h, 'png');
-        }),
-      );
-      const fp32 = await createEmbedder(opts(dir, { variant: 'fp32' }));
-      const fp16 = await createEmbedder(opts(dir, { variant: 'fp16' }));
-      try {
-        expect(fp16.info().variant).toBe('fp16');
-        expect(fp16.info().modelId).toBe(`${fp32.info().modelId}@fp16`);
-        const [a, b] = [await embedImageBytes(fp32, images), await embedImageBytes(fp16, images)];
-        const dot = (x: Float32Array, y: Float32Array) => x.reduce((s, v, i) => s + v * y[i]!, 0);
-        for (let i = 0; i < a.length; i++) {
-          expect(Math.abs(dot(b[i]!, b[i]!) - 1)).toBeLessThan(1e-3); // normalised in float32 after the half output
-          expect(dot(a[i]!, b[i]!)).toBeGreaterThan(0.999);
-        }
-        const [ta, tb] = [await fp32.embedTexts(['red shoes']), await fp16.embedTexts(['red shoes'])];
-        expect(dot(ta[0]!, tb[0]!)).toBeGreaterThan(0.999);
-      } finally {
-        await Promise.all([fp32.close(), fp16.close()]);
+  // On Node 24 (a global Float16Array) this also covers the worker's halfTensor/halfOutput: without them
+  // the binding read the float16 input as empty ("not enough space: expected …, got 0").
+  it('load (CPU runs fp16 graphs too) and embed like fp32: cosine ≥ 0.999 per image and text', { timeout: 60_000 }, async () => {
+    const images = await Promise.all(
+      Array.from({ length: 4 }, (_, k) => {
+        const w = 90,
+          h = 70;
+        const raw = new Uint8Array(w * h * 3);
+        for (let i = 0; i < raw.length; i++) raw[i] = (Math.cos(i * (0.02 + k * 0.005)) * 0.5 + 0.5) * 255;
+        return fromRaw(raw, w, h, 'png');
+      }),
+    );
+    const fp32 = await createEmbedder(opts(dir, { variant: 'fp32' }));
+    const fp16 = await createEmbedder(opts(dir, { variant: 'fp16' }));
+    try {
+      expect(fp16.info().variant).toBe('fp16');
+      expect(fp16.info().modelId).toBe(`${fp32.info().modelId}@fp16`);
+      const [a, b] = [await embedImageBytes(fp32, images), await embedImageBytes(fp16, images)];
+      const dot = (x: Float32Array, y: Float32Array) => x.reduce((s, v, i) => s + v * y[i]!, 0);
+      for (let i = 0; i < a.length; i++) {
+        expect(Math.abs(dot(b[i]!, b[i]!) - 1)).toBeLessThan(1e-3); // normalised in float32 after the half output
+        expect(dot(a[i]!, b[i]!)).toBeGreaterThan(0.999);
       }
-    },
-  );
+      const [ta, tb] = [await fp32.embedTexts(['red shoes']), await fp16.embedTexts(['red shoes'])];
+      expect(dot(ta[0]!, tb[0]!)).toBeGreaterThan(0.999);
+    } finally {
+      await Promise.all([fp32.close(), fp16.close()]);
+    }
+  });
 
   it('are what auto opens on CUDA (and int8 on CPU) in a generated directory', async () => {
     const files = await loadModelDir(dir, 'auto', 'auto');
