@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import type { AdmissionSettings } from './admission/index.js';
+import { DEFAULT_CATEGORY_INDEX_POLICY, type CategoryIndexPolicy } from './models/category-indexes.js';
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
@@ -108,6 +109,10 @@ const schema = z.object({
     .transform((s) => s.trim().toLowerCase())
     .pipe(z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must name a text search configuration (e.g. english, german, simple)'))
     .optional(),
+  // Per-category HNSW indexes (src/models/category-indexes.ts): categories with at least this many of a
+  // model's vectors (0: none) and at most this share of them get an index of their own.
+  SEARCH_CATEGORY_INDEX_MIN_VECTORS: int(0, 1_000_000_000).default(DEFAULT_CATEGORY_INDEX_POLICY.minVectors),
+  SEARCH_CATEGORY_INDEX_MAX_SHARE: z.coerce.number().min(0).max(1).default(DEFAULT_CATEGORY_INDEX_POLICY.maxShare),
   RATE_LIMIT_ENABLED: bool.default(true),
   // Generous per address: a storefront's backend may send every shopper's search from one address; the
   // budget and the admission gates bound what each request may cost.
@@ -239,7 +244,7 @@ export interface Config {
   /** What one client may ask of the public API (src/admission/, README "Public API limits"). */
   limits: LimitSettings;
   /** Keyword search: the full-text language to build and parse with (unset: the database's own). */
-  search: { language: string | undefined };
+  search: { language: string | undefined; categoryIndexes: CategoryIndexPolicy };
   /** Reindex/import jobs on the pg-boss queue (docs/reindex.md). */
   jobs: {
     enabled: boolean;
@@ -366,7 +371,10 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     },
     hub: hubOf(env),
     limits: limitsOf(env),
-    search: { language: env.SEARCH_LANGUAGE },
+    search: {
+      language: env.SEARCH_LANGUAGE,
+      categoryIndexes: { minVectors: env.SEARCH_CATEGORY_INDEX_MIN_VECTORS, maxShare: env.SEARCH_CATEGORY_INDEX_MAX_SHARE },
+    },
     jobs: {
       enabled: env.JOBS_ENABLED,
       batchSize: env.REINDEX_BATCH_SIZE,

@@ -221,6 +221,7 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
     ...config.jobs,
     work: jobsMode === 'work' && config.jobs.enabled,
     imageLimits,
+    categoryIndexes: config.search.categoryIndexes,
   });
   let jobsStarted = false;
   const close = async () => {

@@ -5,12 +5,14 @@
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Config } from '../config.js';
+import { getModel } from '../db/models.js';
 import { getReindexJob } from '../db/reindex-jobs.js';
 import { runModelCommand } from '../embedding/cli.js';
 import { importHfDataset, isHfDataset, parseMapping } from '../jobs/hf-dataset.js';
 import { importCatalog, type ImportProgress } from '../jobs/import.js';
 import { JobRunner } from '../jobs/runner.js';
 import type { Logger } from '../log.js';
+import { syncCategoryIndexes } from '../models/category-indexes.js';
 import { imageLimitsOf } from '../services.js';
 import { CliError, openCliContext } from './context.js';
 import { ProgressBar } from './progress.js';
@@ -131,6 +133,7 @@ export async function reindexCommand(args: string[], config: Config, log: Logger
       ...config.jobs,
       work: !values.detach,
       imageLimits: imageLimitsOf(config),
+      categoryIndexes: config.search.categoryIndexes,
     });
     await runner.start();
     const job = await runner.enqueueReindex({ model, onlyMissing: values['only-missing'] ?? false, activate: !values['no-activate'] });
@@ -174,6 +177,8 @@ export const MODEL_USAGE = `model <list|activate ID|drop ID|fetch [repo]|path [r
   list               the model registry: status, active, vectors stored
   activate ID        make ID the active model (roll back a switch); refused while a product lacks its vector
   drop ID            delete a non-active model's vectors and index (keeps the registry row, status retired)
+  categories ID      build or drop ID's per-category HNSW indexes to match its vectors (a reindex does it
+                     too; run it after imports that grow or shrink categories; SEARCH_CATEGORY_INDEX_*)
   fetch [repo]       download a model from the Hugging Face Hub into the Hugging Face hub cache (--variant, --revision, --cache-dir)
   path [repo]        print where a model lives (its hub cache snapshot, or its former .cache/models entry)
 
@@ -181,7 +186,7 @@ Generated stand-in models (tests, demo, benchmarks): npm run model:generate -- t
 
 export async function modelCommand(args: string[], config: Config, log: Logger): Promise<void> {
   const [sub, id] = args;
-  if (sub !== 'list' && sub !== 'activate' && sub !== 'drop') {
+  if (sub !== 'list' && sub !== 'activate' && sub !== 'drop' && sub !== 'categories') {
     const code = await runModelCommand(args);
     if (code !== 0) throw new CliError(`model ${args.join(' ')} failed`);
     return;
@@ -200,6 +205,12 @@ export async function modelCommand(args: string[], config: Config, log: Logger):
     } else if (sub === 'activate') {
       const m = await ctx.models.activate(id!, { requireLoaded: false });
       out(`${m.id} is the active model`);
+    } else if (sub === 'categories') {
+      const model = await getModel(ctx.database.db, id!);
+      if (!model) throw new CliError(`model ${id} is not registered`);
+      const r = await syncCategoryIndexes(ctx.database.db, model, ctx.database.kind, config.search.categoryIndexes);
+      const names = (xs: string[]) => (xs.length ? xs.map((c) => JSON.stringify(c)).join(', ') : 'none');
+      out(`category indexes of ${model.id}: built ${names(r.built)}; dropped ${names(r.dropped)}; kept ${names(r.kept)}`);
     } else {
       const n = await ctx.models.dropEmbeddings(id!);
       out(`dropped ${n} vectors of ${id}`);

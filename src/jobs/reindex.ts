@@ -27,6 +27,7 @@ import type { DB } from '../db/types.js';
 import type { Embedder } from '../embedding/index.js';
 import type { Logger } from '../log.js';
 import { metrics } from '../metrics/index.js';
+import { dropCategoryIndexes, syncCategoryIndexes, type CategoryIndexPolicy } from '../models/category-indexes.js';
 import { buildModelIndex, dropModelIndex } from '../models/hnsw.js';
 import { markBuildEnded, markBuilding, switchActiveModel } from '../models/lifecycle.js';
 
@@ -47,6 +48,8 @@ export interface ReindexContext {
   deferIndex?: boolean;
   /** Decode limits for the stored originals (default: the service's defaults). */
   imageLimits?: ImageLimits;
+  /** Which categories get an HNSW index of their own once the model's index is built (default policy). */
+  categoryIndexes?: CategoryIndexPolicy;
   /** True once the job should stop at the next batch boundary (service stopping). */
   stopping(): boolean;
   /** True once the heartbeat found the job cancelled or taken over. */
@@ -109,6 +112,7 @@ export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder:
   // the load is much faster than maintaining it row by row (BENCHMARKS.md, "Reindex").
   if (ctx.deferIndex !== false && !model.isActive && job.pass === 1 && job.cursor === '0' && !(await countModelVectors(db)).get(model.id)) {
     await dropModelIndex(db, model.id);
+    await dropCategoryIndexes(db, model.id);
   }
 
   if (job.pass === 1) {
@@ -176,6 +180,9 @@ export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder:
     const t0 = Date.now();
     await buildModelIndex(db, model, ctx.kind);
     log.info({ job: job.id, model: model.id, ms: Date.now() - t0 }, 'reindex: index ready');
+    const t1 = Date.now();
+    const categories = await syncCategoryIndexes(db, model, ctx.kind, ctx.categoryIndexes);
+    log.info({ job: job.id, model: model.id, ms: Date.now() - t1, ...categories }, 'reindex: category indexes ready');
     if (ctx.lost()) throw new LostJobError(`job ${job.id} was cancelled or taken over`);
 
     if (!job.activate || model.isActive) {

@@ -25,6 +25,7 @@ import {
 import type { DB } from '../db/types.js';
 import type { Logger } from '../log.js';
 import { markBuildEnded, markBuilding } from '../models/lifecycle.js';
+import type { CategoryIndexPolicy } from '../models/category-indexes.js';
 import type { ModelService } from '../models/service.js';
 import { ReindexQueue } from './queue.js';
 import { giveUp, recoverOrphans, startHeartbeat } from './recovery.js';
@@ -46,6 +47,8 @@ export interface JobRunnerOptions {
   deferIndex?: boolean;
   /** Decode limits for reindexing stored originals (the configured image limits). */
   imageLimits?: ImageLimits;
+  /** See ReindexContext.categoryIndexes. */
+  categoryIndexes?: CategoryIndexPolicy;
 }
 
 export class JobRunner {
@@ -218,6 +221,7 @@ export class JobRunner {
           throttleMs: this.opts.throttleMs,
           ...(this.opts.deferIndex !== undefined ? { deferIndex: this.opts.deferIndex } : {}),
           ...(this.opts.imageLimits ? { imageLimits: this.opts.imageLimits } : {}),
+          ...(this.opts.categoryIndexes ? { categoryIndexes: this.opts.categoryIndexes } : {}),
           stopping: () => this.stopping,
           lost: () => beat.lost(),
         },

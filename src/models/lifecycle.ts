@@ -10,6 +10,7 @@ import { countMissing, countModelVectors, deleteModelEmbeddings } from '../db/em
 import { activateModel, getModel, insertModel, listModels, setModelStatus, type EmbeddingModel } from '../db/models.js';
 import { openJobForModel } from '../db/reindex-jobs.js';
 import type { DB, Db } from '../db/types.js';
+import { dropCategoryIndexes } from './category-indexes.js';
 import { buildModelIndex, dropModelIndex, modelIndexState, type IndexState } from './hnsw.js';
 import { MODEL_ID } from './ids.js';
 import { lockOutIngest } from './switch-lock.js';
@@ -129,6 +130,7 @@ export async function dropEmbeddingsChecked(db: Kysely<DB>, id: string): Promise
     });
   const deleted = await deleteModelEmbeddings(db, id);
   await dropModelIndex(db, id);
+  await dropCategoryIndexes(db, id);
   await setModelStatus(db, id, 'retired');
   return deleted;
 }

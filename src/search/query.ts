@@ -193,6 +193,12 @@ function hydratedStatement(q: NeighbourQuery, strategy: Strategy) {
     ORDER BY ${hydratedOrder}`;
 }
 
+/** The plan of the hot path's one statement (EXPLAIN), for operators and tests: which index serves it. */
+export async function explainSearch(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy): Promise<string> {
+  const plan = await sql<{ 'QUERY PLAN': string }>`EXPLAIN ${hydratedStatement(q, strategy)}`.execute(db);
+  return plan.rows.map((r) => r['QUERY PLAN'].replace(/'\[[^']*\]'/g, "'[…]'")).join('\n');
+}
+
 async function runHydrated(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy) {
   const rows = (await hydratedStatement(q, strategy).execute(db)).rows;
   const modelActive = rows[0]?.model_active === true;
