@@ -20,6 +20,7 @@
  * scan (iterative scans off, defaults), and hnswlib-node in memory (unfiltered only: it has no
  * relational filters).
  */
+import os from 'node:os';
 import { sql } from 'kysely';
 import { vectorLiteral } from '../../src/db/embeddings.js';
 import { activateModel } from '../../src/db/models.js';
@@ -63,6 +64,8 @@ const sharedBuffers = arg('shared-buffers', '') || null;
 const { database, stop } = await benchDatabase(backend, { keepState, sharedBuffers });
 const db = database.db;
 console.error(`[bench] ${backend}, ${rows} rows of ${dim}-d vectors${keepState ? ` (kept in ${keepState})` : ''}`);
+// Quote figures only from runs that start on a quiet machine (BENCHMARKS.md).
+console.log(`load average at start: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} (${os.availableParallelism()} cores)`);
 
 // ---- load ---------------------------------------------------------------------------------------
 // What was loaded is recorded, so a kept database is reused only for the same dataset.

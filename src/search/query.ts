@@ -176,9 +176,11 @@ function hydratedStatement(q: NeighbourQuery, strategy: Strategy) {
       AND set_config('hnsw.max_scan_tuples', ${String(maxScanTuples)}, true) IS NOT NULL)`;
   const found =
     strategy === 'hnsw'
-      ? sql`SELECT e.product_id, (e.embedding::halfvec(${dim}) <=> ${q.vector}::halfvec(${dim}))::float8 AS distance
+      ? // ORDER BY the output column (the index's expression; <=> is already float8): the query vector is
+        // sent and parsed once, not once for the distance and again for the order.
+        sql`SELECT e.product_id, e.embedding::halfvec(${dim}) <=> ${q.vector}::halfvec(${dim}) AS distance
           ${filtered(q)} AND ${settings}
-          ORDER BY e.embedding::halfvec(${dim}) <=> ${q.vector}::halfvec(${dim})
+          ORDER BY distance
           LIMIT ${q.k}`
       : sql`SELECT e.product_id, (e.embedding <=> ${q.vector}::halfvec)::float8 AS distance
           ${filtered(q)}
