@@ -65,7 +65,12 @@ const { database, stop } = await benchDatabase(backend, { keepState, sharedBuffe
 const db = database.db;
 console.error(`[bench] ${backend}, ${rows} rows of ${dim}-d vectors${keepState ? ` (kept in ${keepState})` : ''}`);
 // Quote figures only from runs that start on a quiet machine (BENCHMARKS.md).
-console.log(`load average at start: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} (${os.availableParallelism()} cores)`);
+console.log(
+  `load average at start: ${os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')} (${os.availableParallelism()} cores)`,
+);
 
 // ---- load ---------------------------------------------------------------------------------------
 // What was loaded is recorded, so a kept database is reused only for the same dataset.
