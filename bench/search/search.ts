@@ -61,16 +61,16 @@ const selectivities = [
 
 const keepState = arg('keep-state', '') || null;
 const sharedBuffers = arg('shared-buffers', '') || null;
-const { database, stop } = await benchDatabase(backend, { keepState, sharedBuffers });
-const db = database.db;
-console.error(`[bench] ${backend}, ${rows} rows of ${dim}-d vectors${keepState ? ` (kept in ${keepState})` : ''}`);
-// Quote figures only from runs that start on a quiet machine (BENCHMARKS.md).
+// Quote figures only from runs that start on a quiet machine (BENCHMARKS.md): read before the cluster starts.
 console.log(
   `load average at start: ${os
     .loadavg()
     .map((l) => l.toFixed(2))
     .join(' ')} (${os.availableParallelism()} cores)`,
 );
+const { database, stop } = await benchDatabase(backend, { keepState, sharedBuffers });
+const db = database.db;
+console.error(`[bench] ${backend}, ${rows} rows of ${dim}-d vectors${keepState ? ` (kept in ${keepState})` : ''}`);
 
 // ---- load ---------------------------------------------------------------------------------------
 // What was loaded is recorded, so a kept database is reused only for the same dataset.
