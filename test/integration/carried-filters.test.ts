@@ -185,15 +185,32 @@ const filters: Array<{ label: string; filter: ProductFilter | null }> = [
 ];
 
 describe.each(filters)('filter: $label', ({ filter }) => {
-  it('gives the same neighbours on the carried columns as on the products join, on both strategies', async () => {
+  it('gives the same neighbours on the carried columns as on the products join: exactly, and through HNSW as many and as close', async () => {
+    let found = { carried: 0, joined: 0 };
+    let wanted = 0;
     for (let j = 0; j < 4; j++) {
       const vector = vectorLiteral(space.query(j));
-      for (const strategy of ['exact', 'hnsw'] as const) {
-        const q = { model, vector, filter, k: 10, strategy };
-        const carried = await nearestNeighbours(database.db, q);
-        const joined = await nearestNeighbours(database.db, { ...q, filterOn: 'products' });
-        expect(carried.neighbours).toEqual(joined.neighbours);
-      }
+      const q = { model, vector, filter, k: 10 };
+      const exact = await nearestNeighbours(database.db, { ...q, strategy: 'exact' });
+      expect(exact.neighbours).toEqual(
+        (await nearestNeighbours(database.db, { ...q, strategy: 'exact', filterOn: 'products' })).neighbours,
+      );
+      // Two plans walk the index approximately (ef_search 40 for k = 10) and may differ in a neighbour
+      // at the edge: both must return as many and find the exact answer's neighbours.
+      const truth = new Set(exact.neighbours.map((n) => n.productId));
+      const carried = await nearestNeighbours(database.db, { ...q, strategy: 'hnsw' });
+      const joined = await nearestNeighbours(database.db, { ...q, strategy: 'hnsw', filterOn: 'products' });
+      expect(carried.neighbours).toHaveLength(exact.neighbours.length);
+      expect(joined.neighbours).toHaveLength(exact.neighbours.length);
+      found = {
+        carried: found.carried + carried.neighbours.filter((n) => truth.has(n.productId)).length,
+        joined: found.joined + joined.neighbours.filter((n) => truth.has(n.productId)).length,
+      };
+      wanted += truth.size;
+    }
+    if (wanted > 0) {
+      expect(found.carried / wanted).toBeGreaterThanOrEqual(0.95);
+      expect(found.joined / wanted).toBeGreaterThanOrEqual(0.95);
     }
   });
 });

@@ -7,6 +7,7 @@
 import fs from 'node:fs/promises';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listCategoryIndexes } from '../../src/models/category-indexes.js';
 import { registerModel } from '../../src/models/lifecycle.js';
 import { codes, startTestService, type TestService } from '../support/service.js';
 import { catalogInputs, JOB, MODELS, REINDEX, SIMILAR, sleep, UPSERT, writeCachedModel, writeModelA } from './reindex-support.js';
@@ -26,7 +27,17 @@ beforeAll(async () => {
   A = await writeModelA();
   B = await writeCachedModel();
   cleanup.push(A.dir, B.dir);
-  t = await startTestService({ REINDEX_BATCH_SIZE: '4', REINDEX_THROTTLE_MS: '120', JOBS_POLL_INTERVAL_MS: '500' }, { model: A.dir });
+  t = await startTestService(
+    {
+      REINDEX_BATCH_SIZE: '4',
+      REINDEX_THROTTLE_MS: '120',
+      JOBS_POLL_INTERVAL_MS: '500',
+      // Small enough that a reindex of this catalog builds per-category indexes (models/category-indexes.ts).
+      SEARCH_CATEGORY_INDEX_MIN_VECTORS: '6',
+      SEARCH_CATEGORY_INDEX_MAX_SHARE: '0.5',
+    },
+    { model: A.dir },
+  );
   const inputs = await catalogInputs(N);
   for (let i = 0; i < N; i += 32) {
     const res = await t.gql(UPSERT, { p: inputs.slice(i, i + 32) }, { admin: true });
@@ -153,6 +164,17 @@ describe('reindex: zero-downtime switch', () => {
     // exactly one current vector of B per product, products written during the job included
     expect(await countExact(B.id)).toEqual({ products: N + 12, vectors: N + 12, current: N + 12 });
 
+    // the job built B's category indexes after its own, for categories in the configured range
+    const indexed = await listCategoryIndexes(db(), B.id);
+    expect(indexed.length).toBeGreaterThan(0);
+    const sizes = await sql<{ category: string; n: string }>`
+      SELECT category, count(*)::text AS n FROM product_embeddings WHERE model_id = ${B.id} GROUP BY category`.execute(db());
+    const size = new Map(sizes.rows.map((r) => [r.category, Number(r.n)]));
+    for (const i of indexed) {
+      expect(i.valid).toBe(true);
+      expect(size.get(i.category)).toBeGreaterThanOrEqual(6);
+    }
+
     // every observed result: k results, all scored by one model's vectors (A before the switch, B after)
     const vectors = await vectorsByModel();
     const fits = (model: string, probe: string, r: { id: string; score: number }) => {
@@ -224,6 +246,7 @@ describe('reindex: zero-downtime switch', () => {
     expect(dropped.data.dropModelEmbeddings).toBeGreaterThan(0);
     const models = (await t.gql(MODELS, {}, { admin: true })).data.models;
     expect(models.find((m: any) => m.id === B.id)).toMatchObject({ vectors: 0, status: 'RETIRED', active: false });
+    expect(await listCategoryIndexes(db(), B.id)).toEqual([]);
     const r = await t.gql(SIMILAR, { image: { productId: ids[1] }, k: K });
     expect(r.data.similarProducts).toHaveLength(K);
   });
