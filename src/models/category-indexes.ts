@@ -21,8 +21,7 @@ import { createHash } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/connect.js';
 import type { DB, Db } from '../db/types.js';
-import { buildsIndexConcurrently } from './hnsw.js';
-import { MODEL_ID } from './ids.js';
+import { buildsIndexConcurrently, createIndexSql, onBuildSession } from './hnsw.js';
 
 export interface CategoryIndexPolicy {
   /** Categories with at least this many of the model's vectors get their own index; 0 turns them off. */
@@ -112,25 +111,10 @@ async function buildIndex(
   category: string,
   concurrently: boolean,
 ): Promise<void> {
-  if (!MODEL_ID.test(model.id) || !Number.isInteger(model.dimension)) throw new Error('invalid model for index');
   const name = categoryIndexName(model.id, category);
-  await db.connection().execute(async (c) => {
-    // A build is a job, not a request: it may outlast the request-path statement_timeout.
-    if (concurrently) await sql`SET maintenance_work_mem = '512MB'`.execute(c);
-    if (concurrently) await sql`SET statement_timeout = 0`.execute(c);
-    try {
-      // The same expression, operator class and model predicate as the model's index (models/hnsw.ts), so
-      // search's statement matches either; the category is a literal because an index predicate is.
-      await sql`
-        CREATE INDEX ${concurrently ? sql`CONCURRENTLY` : sql``} IF NOT EXISTS ${sql.id(name)} ON product_embeddings
-        USING hnsw ((embedding::halfvec(${sql.raw(String(model.dimension))})) halfvec_cosine_ops)
-        WITH (m = 16, ef_construction = 64)
-        WHERE model_id = ${sql.lit(model.id)} AND category = ${sql.lit(category)}`.execute(c);
-      await sql`COMMENT ON INDEX ${sql.id(name)} IS ${sql.lit(COMMENT_PREFIX + JSON.stringify({ model: model.id, category }))}`.execute(c);
-    } finally {
-      if (concurrently) await sql`RESET maintenance_work_mem`.execute(c);
-      if (concurrently) await sql`RESET statement_timeout`.execute(c);
-    }
+  await onBuildSession(db, concurrently, async (c) => {
+    await createIndexSql(model, concurrently, { name, category }).execute(c);
+    await sql`COMMENT ON INDEX ${sql.id(name)} IS ${sql.lit(COMMENT_PREFIX + JSON.stringify({ model: model.id, category }))}`.execute(c);
   });
 }
 

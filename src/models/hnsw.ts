@@ -29,13 +29,22 @@ export function modelIndexName(id: string): string {
   return `product_embeddings_hnsw_${slug}_${hash}`;
 }
 
-function createIndexSql(model: { id: string; dimension: number }, concurrently: boolean) {
+/**
+ * The one definition of an HNSW index over a model's vectors: the model's own, or (with `category`) one
+ * category's (models/category-indexes.ts), so that search's statement matches either. Literals, because
+ * an index predicate cannot take parameters.
+ */
+export function createIndexSql(
+  model: { id: string; dimension: number },
+  concurrently: boolean,
+  only?: { name: string; category: string },
+) {
   if (!MODEL_ID.test(model.id) || !Number.isInteger(model.dimension)) throw new Error('invalid model for index');
   return sql`
-    CREATE INDEX ${concurrently ? sql`CONCURRENTLY` : sql``} IF NOT EXISTS ${sql.id(modelIndexName(model.id))} ON product_embeddings
+    CREATE INDEX ${concurrently ? sql`CONCURRENTLY` : sql``} IF NOT EXISTS ${sql.id(only?.name ?? modelIndexName(model.id))} ON product_embeddings
     USING hnsw ((embedding::halfvec(${sql.raw(String(model.dimension))})) halfvec_cosine_ops)
     WITH (m = 16, ef_construction = 64)
-    WHERE model_id = ${sql.lit(model.id)}`;
+    WHERE model_id = ${sql.lit(model.id)} ${only ? sql`AND category = ${sql.lit(only.category)}` : sql``}`;
 }
 
 /** Creates the index if missing, plainly (registration: ingest then maintains it row by row). */
@@ -66,12 +75,20 @@ export async function buildModelIndex(db: Kysely<DB>, model: { id: string; dimen
   if (state === 'valid') return;
   if (state === 'invalid')
     await sql`DROP INDEX ${concurrently ? sql`CONCURRENTLY` : sql``} IF EXISTS ${sql.id(modelIndexName(model.id))}`.execute(db);
+  await onBuildSession(db, concurrently, (c) => createIndexSql(model, concurrently).execute(c));
+}
+
+/**
+ * Runs an index build on one pooled connection set up for it: a concurrent build (PostgreSQL) gets
+ * 512 MB of maintenance memory and no statement timeout (a build is a job, not a request: it may
+ * outlast the request path's statement_timeout), reset before the connection goes back to the pool.
+ */
+export async function onBuildSession(db: Kysely<DB>, concurrently: boolean, build: (c: Kysely<DB>) => Promise<unknown>): Promise<void> {
   await db.connection().execute(async (c) => {
     if (concurrently) await sql`SET maintenance_work_mem = '512MB'`.execute(c);
-    // An index build is a job, not a request: it may outlast the request-path statement_timeout.
     if (concurrently) await sql`SET statement_timeout = 0`.execute(c);
     try {
-      await createIndexSql(model, concurrently).execute(c);
+      await build(c);
     } finally {
       if (concurrently) await sql`RESET maintenance_work_mem`.execute(c);
       if (concurrently) await sql`RESET statement_timeout`.execute(c);

@@ -121,13 +121,16 @@ async function hnsw(trx: Transaction<DB>, q: NeighbourQuery): Promise<Neighbour[
   return toNeighbours((await hnswStatement(q).execute(trx)).rows);
 }
 
+type PlanRow = { 'QUERY PLAN': string };
+/** EXPLAIN's lines, with the query vector's literal elided (768 numbers per line otherwise). */
+const planText = (plan: { rows: PlanRow[] }) => plan.rows.map((r) => r['QUERY PLAN'].replace(/'\[[^']*\]'/g, "'[…]'")).join('\n');
+
 /** The plan PostgreSQL picks for a strategy's statement (EXPLAIN), for operators and tests. */
 export async function explainNeighbours(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy, analyze = false): Promise<string> {
   return db.transaction().execute(async (trx) => {
     if (strategy === 'hnsw') await applyHnswSettings(trx, q.k);
     const statement = strategy === 'hnsw' ? hnswStatement(q) : exactStatement(q);
-    const plan = await sql<{ 'QUERY PLAN': string }>`EXPLAIN ${analyze ? sql`(ANALYZE, BUFFERS)` : sql``} ${statement}`.execute(trx);
-    return plan.rows.map((r) => r['QUERY PLAN'].replace(/'\[[^']*\]'/g, "'[…]'")).join('\n');
+    return planText(await sql<PlanRow>`EXPLAIN ${analyze ? sql`(ANALYZE, BUFFERS)` : sql``} ${statement}`.execute(trx));
   });
 }
 
@@ -197,8 +200,7 @@ function hydratedStatement(q: NeighbourQuery, strategy: Strategy) {
 
 /** The plan of the hot path's one statement (EXPLAIN), for operators and tests: which index serves it. */
 export async function explainSearch(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy): Promise<string> {
-  const plan = await sql<{ 'QUERY PLAN': string }>`EXPLAIN ${hydratedStatement(q, strategy)}`.execute(db);
-  return plan.rows.map((r) => r['QUERY PLAN'].replace(/'\[[^']*\]'/g, "'[…]'")).join('\n');
+  return planText(await sql<PlanRow>`EXPLAIN ${hydratedStatement(q, strategy)}`.execute(db));
 }
 
 async function runHydrated(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy) {
