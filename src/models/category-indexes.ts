@@ -2,10 +2,10 @@
  * Per-category HNSW indexes: a partial HNSW index over one model's vectors of one category, for the
  * categories where neither of the two plain strategies is fast (search/strategy.ts).
  *
- * Why: at 1 000 000 vectors a category holding 1 % of them (10 000) costs ~19 ms read exactly (every
- * row's heap page and distance) and 53–79 ms walked through the model's whole index (the iterative scan
+ * Why: at 1 000 000 vectors a category holding 1 % of them (10 000) costs 13–23 ms read exactly (every
+ * row's heap page and distance) and 21 ms walked through the model's whole index (the iterative scan
  * passes over ~99 filtered-out neighbours for each match), while the same category's own index answers
- * in ~2 ms (BENCHMARKS.md "Search"). A category below `minVectors` is cheap to read exactly; one above
+ * in 2.5–3.3 ms (BENCHMARKS.md "Search", warm buffers). A category below `minVectors` is cheap to read exactly; one above
  * `maxShare` of the model's vectors passes the whole-index walk quickly (a match every few neighbours)
  * and would only duplicate most of that index.
  *
