@@ -244,9 +244,14 @@ const abuserClients = {
 
 const stats = (xs: Answer[]) => {
   const t = xs.filter((a) => a.ok).map((a) => a.ms);
-  return { p50: t.length ? median(t) : NaN, p99: t.length ? percentile(t, 99) : NaN, errors: xs.length - t.length, n: xs.length };
+  const codes = new Map<string, number>();
+  for (const a of xs) if (!a.ok) codes.set(a.code ?? 'UNKNOWN', (codes.get(a.code ?? 'UNKNOWN') ?? 0) + 1);
+  return { p50: t.length ? median(t) : NaN, p99: t.length ? percentile(t, 99) : NaN, errors: xs.length - t.length, n: xs.length, codes };
 };
-const fmt = (s: ReturnType<typeof stats>) => `p50 ${s.p50.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms, ${s.errors}/${s.n} errors`;
+// A well-behaved client's errors name their codes: which limit or fault turned it away.
+const codeList = (codes: Map<string, number>) => (codes.size ? ` (${[...codes].map(([c, n]) => `${c} ${n}`).join(', ')})` : '');
+const fmt = (s: ReturnType<typeof stats>) =>
+  `p50 ${s.p50.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms, ${s.errors}/${s.n} errors${codeList(s.codes)}`;
 const rows: Array<{ measure: string; value: string }> = [];
 const row = (measure: string, value: string) => {
   rows.push({ measure, value });
@@ -357,6 +362,7 @@ try {
     p50: [] as number[],
     p99: [] as number[],
     errors: 0,
+    codes: new Map<string, number>(),
     n: 0,
     served: 0,
     refused: new Map<string, number>(),
@@ -371,6 +377,7 @@ try {
       acc.p50.push(s.p50);
       acc.p99.push(s.p99);
       acc.errors += s.errors;
+      for (const [c, n] of s.codes) acc.codes.set(c, (acc.codes.get(c) ?? 0) + n);
       acc.n += s.n;
       acc.served += out.served;
       for (const [c, n] of out.refused) acc.refused.set(c, (acc.refused.get(c) ?? 0) + n);
@@ -385,7 +392,7 @@ try {
     const runs = acc.p99.map((p99, r) => `${acc.p50[r]!.toFixed(1)}/${p99.toFixed(1)}`).join(', ');
     row(
       phase.heavy ? `storefront with ${ABUSERS} abusive clients (${phase.label})` : 'storefront alone',
-      `median of ${ROUNDS}: p50 ${median(acc.p50).toFixed(1)} ms, p99 ${median(acc.p99).toFixed(1)} ms, ${acc.errors}/${acc.n} errors (rounds p50/p99: ${runs})`,
+      `median of ${ROUNDS}: p50 ${median(acc.p50).toFixed(1)} ms, p99 ${median(acc.p99).toFixed(1)} ms, ${acc.errors}/${acc.n} errors${codeList(acc.codes)} (rounds p50/p99: ${runs})`,
     );
     if (phase.heavy)
       row(
