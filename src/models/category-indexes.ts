@@ -5,9 +5,9 @@
  * Why: at 1 000 000 vectors a category holding 1 % of them (10 000) costs 13–23 ms read exactly (every
  * row's heap page and distance) and 21 ms walked through the model's whole index (the iterative scan
  * passes over ~99 filtered-out neighbours for each match), while the same category's own index answers
- * in 2.5–3.3 ms (BENCHMARKS.md "Search", warm buffers). A category below `minVectors` is cheap to read exactly; one above
- * `maxShare` of the model's vectors passes the whole-index walk quickly (a match every few neighbours)
- * and would only duplicate most of that index.
+ * in 2.5–3.3 ms (BENCHMARKS.md "Search", warm buffers). A category below `minVectors` is cheap to read
+ * exactly; one above `maxShare` of the model's vectors passes the whole-index walk quickly (a match
+ * every few neighbours) and would only duplicate most of that index.
  *
  * Nothing in search names these indexes: a query whose filter is `category = X` (with or without other
  * filters) carries the index's predicate, and PostgreSQL's planner takes the smaller index by cost. Writes
@@ -21,7 +21,7 @@ import { createHash } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/connect.js';
 import type { DB, Db } from '../db/types.js';
-import { buildsIndexConcurrently, createIndexSql, onBuildSession } from './hnsw.js';
+import { buildsIndexConcurrently, createIndexSql, dropIndexNamed, onBuildSession } from './hnsw.js';
 
 export interface CategoryIndexPolicy {
   /** Categories with at least this many of the model's vectors get their own index; 0 turns them off. */
@@ -101,10 +101,6 @@ async function vectorsPerCategory(db: Db, modelId: string): Promise<{ counts: Ma
   return { counts, total };
 }
 
-async function dropIndex(db: Kysely<DB>, name: string, concurrently: boolean): Promise<void> {
-  await sql`DROP INDEX ${concurrently ? sql`CONCURRENTLY` : sql``} IF EXISTS ${sql.id(name)}`.execute(db);
-}
-
 async function buildIndex(
   db: Kysely<DB>,
   model: { id: string; dimension: number },
@@ -148,7 +144,7 @@ export async function syncCategoryIndexes(
       result.kept.push(index.category);
       continue;
     }
-    await dropIndex(db, index.name, concurrently);
+    await dropIndexNamed(db, index.name, concurrently);
     if (index.modelId === model.id && !wanted.has(index.category)) result.dropped.push(index.category);
   }
   for (const category of [...wanted].sort()) {
@@ -166,6 +162,6 @@ export async function syncCategoryIndexes(
  */
 export async function dropCategoryIndexes(db: Kysely<DB>, modelId: string): Promise<void> {
   for (const index of await listCategoryIndexes(db, modelId)) {
-    if (index.modelId === modelId) await dropIndex(db, index.name, false);
+    if (index.modelId === modelId) await dropIndexNamed(db, index.name, false);
   }
 }

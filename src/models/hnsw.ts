@@ -53,7 +53,12 @@ export async function ensureModelIndex(db: Db, model: { id: string; dimension: n
 }
 
 export async function dropModelIndex(db: Db, id: string): Promise<void> {
-  await sql`DROP INDEX IF EXISTS ${sql.id(modelIndexName(id))}`.execute(db);
+  await dropIndexNamed(db, modelIndexName(id), false);
+}
+
+/** Drops one of these indexes if it exists; CONCURRENTLY (outside a transaction) lets writes go on. */
+export async function dropIndexNamed(db: Db, name: string, concurrently: boolean): Promise<void> {
+  await sql`DROP INDEX ${concurrently ? sql`CONCURRENTLY` : sql``} IF EXISTS ${sql.id(name)}`.execute(db);
 }
 
 /** 'valid', 'invalid' (a failed concurrent build left it) or 'missing'. */
@@ -73,8 +78,7 @@ export async function buildModelIndex(db: Kysely<DB>, model: { id: string; dimen
   const concurrently = buildsIndexConcurrently(kind);
   const state = await modelIndexState(db, model.id);
   if (state === 'valid') return;
-  if (state === 'invalid')
-    await sql`DROP INDEX ${concurrently ? sql`CONCURRENTLY` : sql``} IF EXISTS ${sql.id(modelIndexName(model.id))}`.execute(db);
+  if (state === 'invalid') await dropIndexNamed(db, modelIndexName(model.id), concurrently);
   await onBuildSession(db, concurrently, (c) => createIndexSql(model, concurrently).execute(c));
 }
 
