@@ -62,6 +62,20 @@ describe('configuration', () => {
     for (const name of ['PORT', 'EMBEDDING_PROVIDER', 'ADMIN_TOKEN', 'DATABASE_URL']) expect(message).toContain(name);
     expect(message).not.toMatch(/hunter2|hunter3/);
   });
+
+  it('takes a model calibration as a pair (EMBEDDING_LOGIT_SCALE and _BIAS), never one alone', () => {
+    expect(loadConfig({ EMBEDDING_LOGIT_SCALE: '4.72', EMBEDDING_LOGIT_BIAS: '-16.77' }).embedding.calibration).toEqual({
+      logitScale: 4.72,
+      logitBias: -16.77,
+    });
+    expect(loadConfig({}).embedding.calibration).toBeUndefined();
+    expect(() => loadConfig({ EMBEDDING_LOGIT_SCALE: '4.72' })).toThrow(/set both/);
+  });
+
+  it('resolves the hub cache as huggingface_hub does, and HF_HUB_OFFLINE', () => {
+    const c = loadConfig({ HF_HOME: '/srv/hf', HF_HUB_OFFLINE: '1' });
+    expect(c.hub).toMatchObject({ cacheDir: '/srv/hf/hub', offline: true });
+  });
 });
 
 describe('TRUST_PROXY', () => {
