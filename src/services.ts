@@ -15,8 +15,8 @@ import { applySearchLanguage, checkSearchLanguage } from './db/search-language.j
 import { fetchProgressBar } from './cli/model.js';
 import { createEmbedder, type Embedder } from './embedding/index.js';
 import { expectedProvider } from './embedding/providers.js';
-import { ensureModel } from './hub/locate.js';
-import { DEFAULT_MODEL_REPO, findCachedModel } from './hub/paths.js';
+import { ensureModel, findCachedModel } from './hub/locate.js';
+import { DEFAULT_MODEL_REPO } from './hub/paths.js';
 import { AppError, ErrorCode } from './errors.js';
 import type { ImageLimits } from './images/decode.js';
 import type { FetchImageOptions } from './images/fetch.js';

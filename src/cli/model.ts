@@ -17,7 +17,8 @@ import { hubSettings, modelFetchSettings } from '../config.js';
 import { expectedProvider } from '../embedding/providers.js';
 import { isAppError } from '../errors.js';
 import { fetchModel, type FetchProgress } from '../hub/fetch.js';
-import { DEFAULT_MODEL_REPO, findCachedModel, hubRepoDir } from '../hub/paths.js';
+import { findCachedModel } from '../hub/locate.js';
+import { DEFAULT_MODEL_REPO, hubRepoDir } from '../hub/paths.js';
 import { ProgressBar } from './progress.js';
 
 /** A fetch's progress as the command line's progress bar, in MiB, on stderr. */

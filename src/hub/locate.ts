@@ -2,17 +2,32 @@
  * The lookup order: where this machine has a model's files, and the fetch when it has none. One answer for
  * the service's first start, the CLI and the models service (which loads a model by id on demand).
  */
-import { resolve } from 'node:path';
+import fs from 'node:fs';
+import { join, resolve } from 'node:path';
 import { hubSettings } from '../config.js';
 import { AppError, ErrorCode } from '../errors.js';
 import { fetchModel, type FetchOptions } from './fetch.js';
-import { DEFAULT_MODEL_REPO, defaultModelCacheDir, findCachedModel, hubRepoDir, hubSnapshotDir, modelCachePath } from './paths.js';
+import { DEFAULT_MODEL_REPO, defaultModelCacheDir, hubRepoDir, hubSnapshotDir, modelCachePath, REPO_ID } from './paths.js';
 import { hasVariantFiles } from './variants.js';
 
 const fail = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
   new AppError(ErrorCode.MODEL_UNAVAILABLE, message, details, cause === undefined ? undefined : { cause });
 
 const reason = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+/**
+ * A model repository's directory as found on this machine: its snapshot in the hub cache, else the
+ * project's former cache entry (revision main only: that layout kept no revisions); null when neither
+ * holds its config.json.
+ */
+export function findCachedModel(repo: string, opts: { revision?: string; hubCache?: string; cacheDir?: string } = {}): string | null {
+  if (!REPO_ID.test(repo)) return null;
+  const snapshot = hubSnapshotDir(repo, opts.revision ?? 'main', opts.hubCache ?? hubSettings().cacheDir);
+  if (snapshot && fs.existsSync(join(snapshot, 'config.json'))) return snapshot;
+  if ((opts.revision ?? 'main') !== 'main') return null;
+  const own = modelCachePath(repo, opts.cacheDir ?? defaultModelCacheDir());
+  return fs.existsSync(join(own, 'config.json')) ? own : null;
+}
 
 /**
  * The directory of a hub reference (owner/name): its snapshot in the Hugging Face hub cache (HF_HUB_CACHE /

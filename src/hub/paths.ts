@@ -1,5 +1,6 @@
 /**
- * Where models live on disk (the hub cache's layout, and this project's former cache). Two layouts are read:
+ * Where models live on disk: the layouts, as pure functions of a cache directory (config.ts resolves the
+ * hub cache from HF_HUB_CACHE / HF_HOME; locate.ts says in which order places are tried). Two layouts:
  * - the Hugging Face hub cache that @huggingface/hub, Python's huggingface_hub, transformers and
  *   transformers.js share: <HF_HUB_CACHE | HF_HOME/hub | ~/.cache/huggingface/hub>/models--<owner>--<name>/
  *   {blobs/, refs/<revision> (a commit hash), snapshots/<commit>/<files>}: a model another tool
@@ -12,11 +13,11 @@
  */
 import fs from 'node:fs';
 import { join, resolve, sep } from 'node:path';
-import { hubSettings } from '../config.js';
 
 export const DEFAULT_MODEL_REPO = 'onnx-community/siglip2-base-patch16-224-ONNX';
 
-const REPO_ID = /^[\w.-]+\/[\w.-]+$/;
+/** A hub repository id: owner/name (an id with @variant is no repository). */
+export const REPO_ID = /^[\w.-]+\/[\w.-]+$/;
 
 /** The project's former model cache (relative to the working directory; gitignored): read, no longer written. */
 export function defaultModelCacheDir(): string {
@@ -28,18 +29,8 @@ export function modelCachePath(repo: string, cacheDir: string = defaultModelCach
   return join(cacheDir, repo.replace('/', '--'));
 }
 
-/** The hub cache directory (HF_HUB_CACHE / HF_HOME / ~/.cache/huggingface/hub: config.ts resolves it as huggingface_hub does). */
-export function hubCacheDir(): string {
-  return hubSettings().cacheDir;
-}
-
-/** HF_HUB_OFFLINE (config.ts): use what the caches hold, never ask the hub. */
-export function hubOffline(): boolean {
-  return hubSettings().offline;
-}
-
 /** models--<owner>--<name> inside a hub cache. */
-export function hubRepoDir(repo: string, cache: string = hubCacheDir()): string {
+export function hubRepoDir(repo: string, cache: string): string {
   if (!REPO_ID.test(repo)) throw new Error(`Invalid model repository id: ${repo}`);
   return join(cache, `models--${repo.replace('/', '--')}`);
 }
@@ -48,7 +39,7 @@ export function hubRepoDir(repo: string, cache: string = hubCacheDir()): string 
  * The snapshot directory of a revision in the hub cache, or null: a branch or tag is looked up in
  * refs/ (the commit it pointed to when last downloaded), a commit hash names the snapshot itself.
  */
-export function hubSnapshotDir(repo: string, revision = 'main', cache: string = hubCacheDir()): string | null {
+export function hubSnapshotDir(repo: string, revision: string, cache: string): string | null {
   const repoDir = hubRepoDir(repo, cache);
   let commit = revision;
   if (!/^[0-9a-f]{40}$/.test(revision)) {
@@ -61,20 +52,6 @@ export function hubSnapshotDir(repo: string, revision = 'main', cache: string = 
   }
   const dir = join(repoDir, 'snapshots', commit);
   return fs.existsSync(dir) ? dir : null;
-}
-
-/**
- * A model repository's directory as found on this machine: its snapshot in the hub cache, else the
- * project's former cache entry (revision main only: that layout kept no revisions); null when neither
- * holds its config.json.
- */
-export function findCachedModel(repo: string, opts: { revision?: string; hubCache?: string; cacheDir?: string } = {}): string | null {
-  if (!REPO_ID.test(repo)) return null;
-  const snapshot = hubSnapshotDir(repo, opts.revision ?? 'main', opts.hubCache ?? hubCacheDir());
-  if (snapshot && fs.existsSync(join(snapshot, 'config.json'))) return snapshot;
-  if ((opts.revision ?? 'main') !== 'main') return null;
-  const own = modelCachePath(repo, opts.cacheDir ?? defaultModelCacheDir());
-  return fs.existsSync(join(own, 'config.json')) ? own : null;
 }
 
 /** The repository a directory is a hub-cache snapshot of (…/models--<owner>--<name>/snapshots/<rev>), else null. */

@@ -47,8 +47,8 @@ function run(args: string[], env: Record<string, string>): { child: ChildProcess
   });
   children.push(child);
   let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
   return { child, output: () => out, exited: new Promise((r) => child.on('exit', (code) => r(code))) };
 }
 

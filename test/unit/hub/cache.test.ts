@@ -7,8 +7,8 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { hubSettings } from '../../../src/config.js';
 import { loadModelDir } from '../../../src/embedding/model-dir.js';
 import { deriveModelId } from '../../../src/hub/ids.js';
-import { ensureModel } from '../../../src/hub/locate.js';
-import { findCachedModel, hubSnapshotDir, repoOfHubSnapshot } from '../../../src/hub/paths.js';
+import { ensureModel, findCachedModel } from '../../../src/hub/locate.js';
+import { hubSnapshotDir, repoOfHubSnapshot } from '../../../src/hub/paths.js';
 import { cleanupDirs, tempDir, tinyModel } from '../embedding/helpers.js';
 import { layOutAsHuggingfaceHub } from './hub-imitation.js';
 
@@ -41,9 +41,9 @@ describe('the Hugging Face hub cache', () => {
     const cache = await tempDir('vps-hfcache-');
     const snapshot = await intoHubCache(await tinyModel(), cache);
     process.env.HF_HUB_CACHE = cache;
-    expect(hubSnapshotDir(REPO)).toBe(snapshot);
-    expect(hubSnapshotDir(REPO, COMMIT)).toBe(snapshot);
-    expect(hubSnapshotDir(REPO, 'v2')).toBeNull();
+    expect(hubSnapshotDir(REPO, 'main', cache)).toBe(snapshot);
+    expect(hubSnapshotDir(REPO, COMMIT, cache)).toBe(snapshot);
+    expect(hubSnapshotDir(REPO, 'v2', cache)).toBeNull();
     expect(findCachedModel(REPO, { cacheDir: await tempDir() })).toBe(snapshot);
     expect(repoOfHubSnapshot(snapshot)).toBe(REPO);
     expect(deriveModelId({ dir: snapshot, nameInConfig: 'some/other-checkpoint' })).toBe(REPO);

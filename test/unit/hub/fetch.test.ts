@@ -5,8 +5,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { runModelCommand } from '../../../src/cli/model.js';
 import { loadModelDir } from '../../../src/embedding/model-dir.js';
 import { destinationInside, fetchModel } from '../../../src/hub/fetch.js';
-import { cachedModelDir, ensureModel } from '../../../src/hub/locate.js';
-import { findCachedModel, hubRepoDir, modelCachePath } from '../../../src/hub/paths.js';
+import { cachedModelDir, ensureModel, findCachedModel } from '../../../src/hub/locate.js';
+import { hubRepoDir, modelCachePath } from '../../../src/hub/paths.js';
 import { selectFiles } from '../../../src/hub/variants.js';
 import { cleanupDirs, tempDir, tinyModel } from '../embedding/helpers.js';
 import { blobName, COMMIT, layOutAsHuggingfaceHub, REPO, sha256, startHub, type Hub } from './hub-imitation.js';
