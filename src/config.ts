@@ -73,7 +73,7 @@ const schema = z.object({
   DATABASE_STATEMENT_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
   DATABASE_ADMIN_STATEMENT_TIMEOUT_MS: int(0, 86_400_000).default(3_600_000),
   DATABASE_CONNECT_TIMEOUT_MS: int(100, 60_000).default(2_000),
-  PGLITE_PSQL_PASSWORD: z.string().min(12, 'must be at least 12 characters').optional(),
+  PGLITE_PSQL_PASSWORD: z.string().min(16, 'must be at least 16 characters').optional(), // PSQL_MIN_PASSWORD_LENGTH (db/psql-port.ts)
   PGLITE_PSQL_TRUST: bool.default(false),
   PGLITE_PSQL_MAX_HOLD_MS: int(100, 86_400_000).default(60_000),
   // --- admission control, budgets, timeouts, rate limits (README: Configuration, "Public API limits") ---
