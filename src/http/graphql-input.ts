@@ -40,14 +40,13 @@ function walk(value: unknown, path: string, key: string | undefined, depth: numb
 export function invalidInput(document: DocumentNode, variables: Record<string, unknown> | undefined): InvalidInput | null {
   let found: InvalidInput | null = null;
   visit(document, {
-    StringValue(node, _key, _parent, _path, ancestors) {
+    StringValue(node, _key, parent, _path, ancestors) {
       if (found) return;
-      // The nearest named ancestor (an argument or an input object's field) names the value.
-      const named = [...ancestors]
+      // The nearest named ancestor (an argument or an input object's field) names the value; the
+      // direct parent is not among graphql-js's `ancestors`.
+      const named = [...ancestors, parent]
         .reverse()
-        .find(
-          (a): a is ASTNode & { name: { value: string } } => !Array.isArray(a) && (a as ASTNode).kind in NAMED && 'name' in (a as object),
-        );
+        .find((a): a is ASTNode & { name: { value: string } } => !!a && !Array.isArray(a) && (a as ASTNode).kind in NAMED);
       const key = named?.name.value;
       found = check(node.value, key ?? 'a string in the query', key);
     },
