@@ -43,6 +43,9 @@ const schema = z.object({
   METRICS_ENABLED: bool.default(true),
   // Unset: /metrics on the service's own port; set: on this port only (e.g. one not exposed publicly).
   METRICS_PORT: int(1, 65535).optional(),
+  // /metrics on the public port needs this bearer token when set; in production, without METRICS_PORT or
+  // this, /metrics is not served on the public port.
+  METRICS_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   NODE_ENV: z.string().default('development'),
   GRAPHQL_INTROSPECTION: bool.optional(),
   // graphql-armor's own defaults (depth 6, 15 aliases, 1000 tokens) except its cost: the storefront's own
@@ -80,7 +83,7 @@ const schema = z.object({
   DATABASE_STATEMENT_TIMEOUT_MS: int(0, 3_600_000).default(30_000),
   DATABASE_ADMIN_STATEMENT_TIMEOUT_MS: int(0, 86_400_000).default(3_600_000),
   DATABASE_CONNECT_TIMEOUT_MS: int(100, 60_000).default(2_000),
-  PGLITE_PSQL_PASSWORD: z.string().min(12, 'must be at least 12 characters').optional(),
+  PGLITE_PSQL_PASSWORD: z.string().min(16, 'must be at least 16 characters').optional(), // PSQL_MIN_PASSWORD_LENGTH (db/psql-port.ts)
   PGLITE_PSQL_TRUST: bool.default(false),
   PGLITE_PSQL_MAX_HOLD_MS: int(100, 86_400_000).default(60_000),
   // --- admission control, budgets, timeouts, rate limits (README: Configuration, "Public API limits") ---
@@ -120,6 +123,11 @@ const schema = z.object({
   // model's vectors (0: none) and at most this share of them get an index of their own.
   SEARCH_CATEGORY_INDEX_MIN_VECTORS: int(0, 1_000_000_000).default(DEFAULT_CATEGORY_INDEX_POLICY.minVectors),
   SEARCH_CATEGORY_INDEX_MAX_SHARE: z.coerce.number().min(0).max(1).default(DEFAULT_CATEGORY_INDEX_POLICY.maxShare),
+  // Page cursors are signed (src/search/cursor.ts): the key (unset: one generated per process, so cursors
+  // do not survive a restart or cross replicas), the key before a rotation (still accepted), their age limit.
+  SEARCH_CURSOR_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  SEARCH_CURSOR_PREVIOUS_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  SEARCH_CURSOR_TTL_S: int(10, 7 * 86_400).default(3600),
   RATE_LIMIT_ENABLED: bool.default(true),
   // Generous per address: a storefront's backend may send every shopper's search from one address; the
   // budget and the admission gates bound what each request may cost.
@@ -263,7 +271,7 @@ export interface Config {
   logLevel: Env['LOG_LEVEL'];
   logFormat: Env['LOG_FORMAT'];
   /** Prometheus metrics at /metrics (src/metrics/); port: their own listener, on the service's host. */
-  metrics: { enabled: boolean; port: number | undefined };
+  metrics: { enabled: boolean; port: number | undefined; token: string | undefined };
   graphql: { introspection: boolean; maxDepth: number; maxAliases: number; maxCost: number; maxTokens: number };
   dataDir: string;
   embedding: {
@@ -290,7 +298,12 @@ export interface Config {
   /** What one client may ask of the public API (src/admission/, README "Public API limits"). */
   limits: LimitSettings;
   /** Keyword search: the full-text language to build and parse with (unset: the database's own). */
-  search: { language: string | undefined; categoryIndexes: CategoryIndexPolicy };
+  search: {
+    language: string | undefined;
+    categoryIndexes: CategoryIndexPolicy;
+    /** Page cursor keys (search/cursor.ts); secret unset: generated per process. */
+    cursors: { secret: string | undefined; previousSecret: string | undefined; ttlSeconds: number };
+  };
   /** Reindex/import jobs on the pg-boss queue (docs/reindex.md). */
   jobs: {
     enabled: boolean;
@@ -391,7 +404,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     adminToken: env.ADMIN_TOKEN,
     logLevel: env.LOG_LEVEL,
     logFormat: env.LOG_FORMAT,
-    metrics: { enabled: env.METRICS_ENABLED, port: env.METRICS_PORT },
+    metrics: { enabled: env.METRICS_ENABLED, port: env.METRICS_PORT, token: env.METRICS_TOKEN },
     graphql: {
       introspection: env.GRAPHQL_INTROSPECTION ?? !production,
       maxDepth: env.GRAPHQL_MAX_DEPTH,
@@ -429,6 +442,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     search: {
       language: env.SEARCH_LANGUAGE,
       categoryIndexes: { minVectors: env.SEARCH_CATEGORY_INDEX_MIN_VECTORS, maxShare: env.SEARCH_CATEGORY_INDEX_MAX_SHARE },
+      cursors: { secret: env.SEARCH_CURSOR_SECRET, previousSecret: env.SEARCH_CURSOR_PREVIOUS_SECRET, ttlSeconds: env.SEARCH_CURSOR_TTL_S },
     },
     jobs: {
       enabled: env.JOBS_ENABLED,

@@ -16,6 +16,8 @@ export const ErrorCode = {
   EMBEDDING_FAILED: 'EMBEDDING_FAILED',
   ADMIN_DISABLED: 'ADMIN_DISABLED',
   CONFLICT: 'CONFLICT',
+  /** A page cursor that was not issued by this service (forged, altered, another key) or has expired. */
+  INVALID_CURSOR: 'INVALID_CURSOR',
   /** The database cannot be reached (down, restarting, failing over); retrying later can succeed. */
   DATABASE_UNAVAILABLE: 'DATABASE_UNAVAILABLE',
   /** A statement ran past its statement_timeout, or a request past its deadline (GRAPHQL_REQUEST_TIMEOUT_MS). */

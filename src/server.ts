@@ -19,6 +19,7 @@ import { getThumbnail } from './db/images.js';
 import { pendingMigrations } from './db/migrate.js';
 import { readFromPrimary } from './db/read-routing.js';
 import { maskInternalErrors } from './http/errors.js';
+import { invalidInput } from './http/graphql-input.js';
 import { registerClientLimits } from './http/rate-limit.js';
 import { registerMultipart, uploadOverflowed } from './http/multipart.js';
 import { ErrorCode, isAppError } from './errors.js';
@@ -41,6 +42,8 @@ export function loadTypeDefs(): string[] {
     .map((f) => fs.readFileSync(new URL(f, SCHEMA_DIR), 'utf8'));
 }
 
+const APQ_MISMATCH = 'provided sha does not match query';
+
 /** AppErrors keep their code and message; GraphQL's own errors pass; anything else is masked. */
 export function formatError(services: Services) {
   return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
@@ -57,6 +60,11 @@ export function formatError(services: Services) {
     // GraphQL's own errors (parse, validation, variable coercion, graphql-armor's limits) are safe to
     // show. Matched by class name along the prototype chain (Apollo subclasses it, and more than one
     // copy of graphql's classes can be loaded: ESM and CommonJS builds).
+    // Apollo answers an APQ hash that does not match its query with a GraphQLError without a code
+    // (@apollo/server requestPipeline: 'provided sha does not match query', HTTP 400): BAD_REQUEST, the
+    // code Apollo gives its other malformed-request errors.
+    if (isGraphQLError(original) && formatted.message === APQ_MISMATCH)
+      return { message: formatted.message, extensions: { code: ApolloServerErrorCode.BAD_REQUEST } };
     const code = formatted.extensions?.code;
     if (isGraphQLError(original) && code !== ApolloServerErrorCode.INTERNAL_SERVER_ERROR) {
       return code
@@ -84,10 +92,12 @@ function isGraphQLError(e: unknown): boolean {
   return false;
 }
 
-/** GET /metrics: the Prometheus exposition of this process (src/metrics/). */
-export function registerMetricsRoute(app: FastifyInstance): void {
+/** GET /metrics: the Prometheus exposition of this process (src/metrics/); with a token, for its bearer only. */
+export function registerMetricsRoute(app: FastifyInstance, token?: string): void {
   const prometheus = enablePrometheus();
-  app.get('/metrics', async (_req, reply) => {
+  app.get('/metrics', async (req, reply) => {
+    if (token !== undefined && !isAdminToken(token, bearerOf(req)))
+      return reply.code(401).send({ error: 'metrics need their bearer token' });
     const { contentType, body } = await prometheus.scrape();
     return reply.header('content-type', contentType).header('cache-control', 'no-store').send(body);
   });
@@ -180,11 +190,13 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
     metrics.httpRequest(req.routeOptions.url ?? 'unmatched', req.method, reply.statusCode, reply.elapsedTime / 1000);
     done();
   });
+  // A name becomes a label once an operation of that name succeeded: a client cannot fill the labels
+  // with names of refused or failing requests (it still can with succeeding ones, up to the cap).
   const operationNames = new Set<string>();
-  const operationLabel = (name: string | null | undefined): string => {
+  const operationLabel = (name: string | null | undefined, succeeded: boolean): string => {
     if (!name) return 'anonymous';
     if (operationNames.has(name)) return name;
-    if (operationNames.size >= MAX_OPERATION_LABELS) return 'other';
+    if (!succeeded || operationNames.size >= MAX_OPERATION_LABELS) return 'other';
     operationNames.add(name);
     return name;
   };
@@ -193,7 +205,9 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
     maxDepth: { n: config.graphql.maxDepth },
     maxAliases: { n: config.graphql.maxAliases },
     costLimit: { maxCost: config.graphql.maxCost },
-    maxTokens: { n: config.graphql.maxTokens },
+    // The token limit is Apollo's own parse option (below): graphql-armor's runs its own parse in a
+    // plugin hook, where a syntax error escapes Apollo's handling and answers 500 without a code.
+    maxTokens: { enabled: false },
     maxDirectives: { n: 50 },
     blockFieldSuggestion: { enabled: config.production },
   });
@@ -203,6 +217,8 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
     typeDefs: loadTypeDefs(),
     resolvers,
     introspection: config.graphql.introspection,
+    // Past it, parsing stops: 400 GRAPHQL_PARSE_FAILED, penalised and held like any parse error.
+    parseOptions: { maxTokens: config.graphql.maxTokens },
     csrfPrevention: true,
     includeStacktraceInErrorResponses: false,
     allowBatchedHttpRequests: false,
@@ -219,9 +235,19 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
             // The operation's budget (similarity fields, Σk, Σfirst), with the variables' values known.
             async didResolveOperation(ctx: GraphQLRequestContext<RequestContext>) {
               if (!ctx.document || !ctx.operation) return;
+              // Text PostgreSQL cannot store, and strings past any field's bound (http/graphql-input.ts).
+              const invalid = invalidInput(ctx.document, ctx.request.variables);
+              if (invalid) {
+                ctx.contextValue.log.warn({ field: invalid.path }, `refused input: ${invalid.message}`);
+                throw new GraphQLError(invalid.message, {
+                  extensions: { code: ErrorCode.BAD_USER_INPUT, field: invalid.path, http: { status: 400 } },
+                });
+              }
               const admin = isAdminToken(config.adminToken, ctx.contextValue.bearerToken);
               const b = limits.budget;
-              const cost = operationCost(ctx.document, ctx.operation, ctx.request.variables);
+              const cost = operationCost(ctx.document, ctx.operation, ctx.request.variables, (after) =>
+                services.search.cursors.depthOf(after),
+              );
               enforceBudget(cost, { ...(admin ? b.admin : b.anonymous), pageFirst: b.pageFirst }, admin ? 'admin' : 'anonymous');
               // The client's allowance pays for what the operation asks for (admission/allowance.ts).
               const client = ctx.contextValue.client;
@@ -260,7 +286,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
               // ctx.operationName is set once the document parsed and the operation was found.
               const code = errors?.[0]?.extensions?.code;
               const outcome = errors?.length ? (typeof code === 'string' ? code : 'error') : 'ok';
-              metrics.graphqlOperation(operationLabel(ctx.operationName), outcome, (performance.now() - started) / 1000);
+              metrics.graphqlOperation(operationLabel(ctx.operationName, outcome === 'ok'), outcome, (performance.now() - started) / 1000);
             },
             didEncounterErrors(ctx: GraphQLRequestContext<RequestContext>) {
               for (const err of ctx.errors ?? []) {
@@ -325,7 +351,11 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
       return isAdminRequest(request) ? readFromPrimary(run) : run();
     },
   });
-  if (config.metrics.enabled && config.metrics.port === undefined) registerMetricsRoute(app);
+  // On the public port only outside production or behind METRICS_TOKEN (METRICS_PORT: a listener of their own).
+  if (config.metrics.enabled && config.metrics.port === undefined) {
+    if (config.metrics.token !== undefined || !config.production) registerMetricsRoute(app, config.metrics.token);
+    else services.log.warn('/metrics is not served on the public port in production: set METRICS_PORT or METRICS_TOKEN');
+  }
 
   app.get('/healthz', { config: { rateLimit: false } }, () => Promise.resolve({ status: 'ok' }));
   registerStorefront(app); // the storefront page (web/) at /

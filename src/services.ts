@@ -4,6 +4,7 @@
  * and the demo build them here, so the migrate-or-refuse rule, the fetch options, the image limits and
  * the way a model is loaded exist once.
  */
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Admission } from './admission/index.js';
 import type { IngestContext } from './catalog/ingest.js';
@@ -24,6 +25,7 @@ import { JobRunner } from './jobs/runner.js';
 import type { Logger } from './log.js';
 import { ModelService } from './models/service.js';
 import { CompareService } from './search/compare.js';
+import { PageCursors } from './search/cursor.js';
 import { SearchService } from './search/service.js';
 
 export interface Services {
@@ -273,6 +275,7 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
   const search = new SearchService(database.reads, models, fetchOptions, imageLimits, {
     admission: new Admission(config.limits.admission),
     maxQueryPixels: config.limits.searchMaxPixels,
+    cursors: pageCursors(config),
   });
   return {
     config,
@@ -288,4 +291,12 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
     loadEmbedder: (dir) => loadEmbedder(config, dir, log),
     close,
   };
+}
+
+/** Page cursors signed with the configured key; without one, a key of this process's own. */
+function pageCursors(config: Config): PageCursors {
+  const c = config.search.cursors;
+  return c.secret
+    ? new PageCursors({ current: c.secret, previous: c.previousSecret, ttlSeconds: c.ttlSeconds })
+    : new PageCursors({ current: randomBytes(32).toString('base64url'), ttlSeconds: c.ttlSeconds });
 }

@@ -1,6 +1,7 @@
 /**
  * The budget of one GraphQL operation: how many similarity fields (similarProducts, searchProducts, their
- * cursor pages, compareModels) it may select, the sum of their `k` (a page's `first`; compareModels' k once
+ * cursor pages, compareModels) it may select, the sum of their `k` (a page's depth: its cursor's offset +
+ * first + 1, what its statement ranks; compareModels' k once
  * per model it compares), and the sum of `first` of products pages. graphql-armor's cost rule
  * counts fields but cannot see argument values, and a value given as a variable is only known once the
  * request's variables are: so this runs in Apollo's didResolveOperation hook, with them, before any resolver.
@@ -44,6 +45,8 @@ export function operationCost(
   document: DocumentNode,
   operation: OperationDefinitionNode,
   variables: Record<string, unknown> | undefined,
+  /** How deep a similarity page's cursor starts (search/cursor.ts: verified, else 0). */
+  pageDepth: (after: unknown) => number = () => 0,
 ): OperationCost {
   const fragments = new Map<string, FragmentDefinitionNode>();
   for (const d of document.definitions) if (d.kind === Kind.FRAGMENT_DEFINITION) fragments.set(d.name.value, d);
@@ -67,8 +70,11 @@ export function operationCost(
           cost.similarityFields++;
           cost.similarityK += intArg(arg('k'), DEFAULT_K, MAX_K);
         } else if (SIMILARITY_PAGES.has(name)) {
+          // The page's statement ranks every match up to the end of the page, plus one (search/service.ts).
+          const after = arg('after');
+          const depth = after ? pageDepth(valueFromASTUntyped(after, variables)) : 0;
           cost.similarityFields++;
-          cost.similarityK += intArg(arg('first'), DEFAULT_K, MAX_PAGE);
+          cost.similarityK += Math.min(MAX_K, depth + intArg(arg('first'), DEFAULT_K, MAX_PAGE) + 1);
         } else if (name === 'compareModels') {
           // One field that runs the query once per model: k × the models listed, or the most it compares
           // when none are (every ready model answers then, and how many that is is not known here).

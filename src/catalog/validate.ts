@@ -185,6 +185,10 @@ export function validateFilter(filter: ProductFilter | null | undefined): Produc
   if (filter.categories && filter.categories.length > LIMITS.filterCategories) {
     throw badInput(`filter.categories takes at most ${LIMITS.filterCategories} names`, { field: 'filter.categories' });
   }
+  for (const name of filter.categories ?? []) {
+    if (name.length > LIMITS.category)
+      throw badInput(`filter.categories names are at most ${LIMITS.category} characters`, { field: 'filter.categories' });
+  }
   for (const [field, value, max] of [
     ['filter.category', filter.category, LIMITS.category],
     ['filter.brand', filter.brand, LIMITS.brand],

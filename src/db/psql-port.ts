@@ -1,40 +1,64 @@
 /**
  * The embedded database's psql port for analysts: a small PostgreSQL wire-protocol front for PGlite.
  *
- * Why not @electric-sql/pglite-socket as is: it hands the StartupMessage straight to PGlite, which
- * accepts anyone (it has no authentication, and the socket server no hook for one), a client that
- * leaves keeps whatever it SET for the service's session, and a client that opens a transaction holds
- * the single session for as long as it likes. So this module speaks the few protocol messages that
- * matter before PGlite sees any (SSLRequest, StartupMessage, PasswordMessage) and passes every later
- * message to PGlite under the service's session lock, as the socket server did:
+ * PGlite is one PostgreSQL session in this process, shared with the service. So the port is not a
+ * pipe to PGlite but a gatekeeper that speaks the protocol itself wherever a client could change what
+ * the service's session is (docs/ARCHITECTURE.md, "The embedded database's psql port", has the
+ * reasoning; SECURITY.md what it promises):
  *
- * - a password is required (cleartext password authentication: the port listens on loopback only, so
- *   the password never leaves the machine, and every client speaks it), unless `trust` is asked for;
- * - the lock is taken per message and kept until a Sync or simple Query leaves no transaction open, so
- *   app statements never run inside a psql transaction or between an extended-protocol Parse and Sync;
- * - one client holds the lock at most `maxHoldMs` at a stretch: past it, it is cut off (FATAL 25P03);
- * - when a client leaves, by Terminate, a dropped socket, idle timeout or being cut off, its transaction
- *   is rolled back and its session state reset (DISCARD ALL: settings, role, prepared statements, temp
- *   tables, advisory locks) before the service uses the session again.
+ * - The client's StartupMessage never reaches PGlite. The port authenticates (cleartext password: the
+ *   port listens on loopback only, so it never leaves the machine, and every client speaks it) and
+ *   answers the startup itself. Startup parameters other than user, database, application_name (and a
+ *   client_encoding that is UTF8 already) are refused: `replication=database` once turned the
+ *   service's session into a walsender, `options=-c …` would set what the service runs with.
+ * - Every message's declared length is checked against a bound before a byte of it is buffered
+ *   (a password 1 KiB, a startup packet 10 KB, any later message PSQL_MAX_MESSAGE_BYTES), and a message
+ *   is assembled once from the chunks it arrived in.
+ * - A socket has AUTH_TIMEOUT_MS from connecting to being authenticated, and unauthenticated sockets
+ *   do not hold the session slots (they have a cap of their own). Failed passwords are slowed per
+ *   client address: each one waits longer before the next try from that address is looked at.
+ * - After authentication only the messages of the simple and extended query protocols pass (Query,
+ *   Parse, Bind, Describe, Execute, Close, Flush, Sync); COPY data, function calls and a second startup
+ *   are protocol violations. A COPY … FROM STDIN is refused before PGlite sees it (psql-statements.ts).
+ * - The lock (the service's session lock) is taken per unit of work (up to a Sync or a simple Query
+ *   that leaves no transaction open), so app statements never run inside a psql transaction. One
+ *   client holds it at most `maxHoldMs` at a stretch: past it, it is cut off (FATAL 25P03).
+ * - Every time a client hands the session back, the port restores the service's session: DISCARD ALL
+ *   (settings, prepared statements, temp tables, advisory locks), SET SESSION AUTHORIZATION to the
+ *   service's own role (PGlite's DISCARD ALL and SET SESSION AUTHORIZATION DEFAULT keep a role a client
+ *   switched to), and a fresh random seed (setseed() would make the service's random() predictable).
+ *   So an analyst's SET lasts for one unit of work: a transaction keeps several statements together.
+ *
+ * What this does not bound: one statement. PGlite runs on the main thread and cannot be interrupted
+ * (statement_timeout needs a timer signal the WASM build does not have), so a `pg_sleep(60)` holds the
+ * service for its length; the client is cut off when it ends. See docs/ARCHITECTURE.md.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { PGlite } from '@electric-sql/pglite';
 import type { Mutex } from 'async-mutex';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from '../log.js';
+import { mayCopyFromClient } from './psql-statements.js';
 
 export interface PsqlPortOptions {
   /** Loopback port (0: any free one). */
   port: number;
-  /** The password clients must send; unset: a random one is generated (see the returned `password`). */
+  /** The password clients must send (at least PSQL_MIN_PASSWORD_LENGTH); unset: a random one is generated. */
   password?: string | undefined;
   /** No password at all (local development only). */
   trust?: boolean;
   /** The longest one client may hold the session at a stretch (an open transaction); default 60 s. */
   maxHoldMs?: number;
-  /** A client silent this long is closed; default 5 minutes. */
+  /** An authenticated client silent this long is closed; default 5 minutes. */
   idleTimeoutMs?: number;
+  /** Authenticated sessions at once; default 4. */
   maxConnections?: number;
+  /** From connecting to authenticated, at most; default AUTH_TIMEOUT_MS. */
+  authTimeoutMs?: number;
+  /** The wait after an address's first failed password, doubled per further failure; default 250 ms. */
+  failedPasswordDelayMs?: number;
 }
 
 export interface PsqlPort {
@@ -46,29 +70,48 @@ export interface PsqlPort {
   stop(): Promise<void>;
 }
 
+/** The shortest password the port accepts (a generated one has 24 characters). */
+export const PSQL_MIN_PASSWORD_LENGTH = 16;
+/** The largest message a client may send after authentication (an analyst's statement text and its parameters). */
+export const PSQL_MAX_MESSAGE_BYTES = 1024 * 1024;
+const AUTH_TIMEOUT_MS = 5_000;
+/** Sockets connected but not yet authenticated, at once. */
+const MAX_PENDING = 16;
+const MAX_STARTUP_BYTES = 10_000;
+const MAX_PASSWORD_BYTES = 1024;
+const MAX_FAILED_PASSWORD_DELAY_MS = 10_000;
+
 const SSL_REQUEST = 80877103;
 const GSSENC_REQUEST = 80877104;
 const CANCEL_REQUEST = 80877102;
 const PROTOCOL_V3 = 196608;
 const SYNC = Uint8Array.from([0x53, 0, 0, 0, 4]); // 'S', length 4
-const MAX_STARTUP_BYTES = 10_000;
+
+/** Startup parameters a client may send (others are refused): none of them reaches PGlite. */
+const STARTUP_PARAMETERS = new Set(['user', 'database', 'application_name', 'client_encoding']);
+/** Frontend messages of the simple and extended query protocols (PostgreSQL docs, "Message Formats"). */
+const QUERY_MESSAGES = new Set('QPBDECHS'.split('').map((c) => c.charCodeAt(0)));
+
+/** One backend message: its type, a 4-byte length that counts itself, and the body. */
+function backendMessage(type: string, body: Buffer): Buffer {
+  const head = Buffer.alloc(5);
+  head.write(type, 0);
+  head.writeInt32BE(4 + body.length, 1);
+  return Buffer.concat([head, body]);
+}
 
 function errorResponse(severity: 'FATAL' | 'ERROR', code: string, message: string): Buffer {
-  const fields = Buffer.concat([Buffer.from(`S${severity}\0V${severity}\0C${code}\0M${message}\0`, 'utf8'), Buffer.from([0])]);
-  const head = Buffer.alloc(5);
-  head.write('E', 0);
-  head.writeInt32BE(4 + fields.length, 1);
-  return Buffer.concat([head, fields]);
+  return backendMessage('E', Buffer.from(`S${severity}\0V${severity}\0C${code}\0M${message}\0\0`, 'utf8'));
 }
+
+const readyForQuery = (status: number) => backendMessage('Z', Buffer.from([status]));
 
 /** A simple-protocol Query message. */
 function simpleQuery(text: string): Uint8Array {
-  const body = Buffer.from(`${text}\0`, 'utf8');
-  const head = Buffer.alloc(5);
-  head.write('Q', 0);
-  head.writeInt32BE(4 + body.length, 1);
-  return new Uint8Array(Buffer.concat([head, body]));
+  return new Uint8Array(backendMessage('Q', Buffer.from(`${text}\0`, 'utf8')));
 }
+
+const quoteIdent = (name: string) => `"${name.replaceAll('"', '""')}"`;
 
 /**
  * Follows PGlite's answers (a stream of typed messages, split anywhere) to the last ReadyForQuery's
@@ -79,7 +122,7 @@ class TransactionStatus {
   private header = Buffer.alloc(0);
   private remaining = 0;
   private wantStatus = false;
-  private last = 0x49; // 'I'
+  last = 0x49; // 'I'
 
   get inTransaction() {
     return this.last !== 0x49;
@@ -110,19 +153,107 @@ class TransactionStatus {
   }
 }
 
+/**
+ * The bytes received and not yet consumed, as the chunks they came in: a message is copied out once,
+ * when all of it is there (concatenating per chunk made a large declared message quadratic).
+ */
+class Inbox {
+  private chunks: Buffer[] = [];
+  length = 0;
+
+  push(chunk: Buffer) {
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+  }
+
+  /** The first `n` bytes (n ≤ length), without consuming them. */
+  peek(n: number): Buffer {
+    if (this.chunks[0]!.length < n) this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0]!.subarray(0, n);
+  }
+
+  /** Removes and returns the first `n` bytes (n ≤ length). */
+  take(n: number): Buffer {
+    const out = Buffer.from(this.peek(n));
+    let left = n;
+    while (left > 0) {
+      const head = this.chunks[0]!;
+      if (head.length <= left) {
+        this.chunks.shift();
+        left -= head.length;
+      } else {
+        this.chunks[0] = head.subarray(left);
+        left = 0;
+      }
+    }
+    this.length -= n;
+    return out;
+  }
+}
+
+/**
+ * Failed passwords per client address: an address's tries are looked at one after another, and each
+ * failure makes the next one wait longer (delay × 2^(failures−1), at most 10 s), forgotten after 15
+ * minutes without one. On a loopback-only port every client has the same address, so a guesser slows
+ * the analysts too; it cannot keep them out, and the service itself is not affected.
+ */
+class PasswordThrottle {
+  private readonly addresses = new LRUCache<string, { failures: number; turn: Promise<void> }>({ max: 10_000, ttl: 15 * 60_000 });
+
+  constructor(private readonly delayMs: number) {}
+
+  /** Runs `check` in the address's turn; a failed check delays the turns after it. */
+  async attempt(address: string, check: () => boolean): Promise<boolean> {
+    const entry = this.addresses.get(address) ?? { failures: 0, turn: Promise.resolve() };
+    this.addresses.set(address, entry);
+    let ok = false;
+    const mine = entry.turn.then(async () => {
+      ok = check();
+      if (ok) {
+        entry.failures = 0;
+        return;
+      }
+      entry.failures++;
+      await sleep(Math.min(MAX_FAILED_PASSWORD_DELAY_MS, this.delayMs * 2 ** (entry.failures - 1)));
+    });
+    entry.turn = mine;
+    await mine;
+    return ok;
+  }
+}
+
 const digest = (s: string | Buffer) => createHash('sha256').update(s).digest();
 
+interface ConnectionSettings {
+  passwordDigest: Buffer | null;
+  maxHoldMs: number;
+  idleTimeoutMs: number;
+  authTimeoutMs: number;
+  throttle: PasswordThrottle;
+  /** The role the service's session runs as, restored whenever a client hands the session back. */
+  serviceRole: string;
+  /** ParameterStatus messages sent at startup (server_version and the like, read from PGlite). */
+  parameterStatus: Buffer;
+  /** May another client become a session now? Counts it when yes. */
+  admit(): boolean;
+}
+
 class PsqlConnection {
-  private buffer = Buffer.alloc(0);
-  private phase: 'startup' | 'password' | 'ready' | 'closed' = 'startup';
-  private startup: Buffer | null = null;
+  private readonly inbox = new Inbox();
+  private phase: 'startup' | 'password' | 'checking' | 'ready' | 'closed' = 'startup';
   private user = 'postgres';
   /** Messages run one after another, in order. */
   private chain: Promise<void> = Promise.resolve();
   private release: (() => void) | null = null;
   private readonly status = new TransactionStatus();
   private holdTimer: NodeJS.Timeout | null = null;
+  private heldSince = 0;
   private idleTimer: NodeJS.Timeout | null = null;
+  private authTimer: NodeJS.Timeout | null = null;
+  /** After a refused Parse, the messages up to the next Sync are dropped (as PostgreSQL does after an error). */
+  private skipToSync = false;
+  /** Whether this connection counts as a session (authenticated). */
+  admitted = false;
   /** Resolves once the session is rolled back, reset and handed back. */
   readonly closed: Promise<void>;
   private resolveClosed!: () => void;
@@ -131,20 +262,20 @@ class PsqlConnection {
     private readonly socket: net.Socket,
     private readonly pg: PGlite,
     private readonly lock: Mutex,
-    private readonly opts: { passwordDigest: Buffer | null; maxHoldMs: number; idleTimeoutMs: number },
+    private readonly opts: ConnectionSettings,
     private readonly log: Logger | undefined,
   ) {
     this.closed = new Promise((r) => (this.resolveClosed = r));
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => {
-      this.touch();
-      this.onData(chunk);
-    });
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => this.close()); // ECONNRESET and the like: the client went away
     socket.on('close', () => this.close());
-    this.touch();
+    // Unlike the idle timeout, no byte sent extends this: a socket authenticates in time or goes.
+    this.authTimer = setTimeout(() => this.refuse('08006', 'authentication timed out'), opts.authTimeoutMs);
+    this.authTimer.unref();
   }
 
+  /** Restarts the idle timeout; called per complete message, not per byte. */
   private touch() {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = setTimeout(() => this.cutOff('57P05', 'closing the psql session after its idle timeout'), this.opts.idleTimeoutMs);
@@ -153,15 +284,17 @@ class PsqlConnection {
 
   private onData(chunk: Buffer) {
     if (this.phase === 'closed') return;
-    this.buffer = Buffer.concat([this.buffer, chunk]);
+    this.inbox.push(chunk);
     for (;;) {
+      // While a password is checked the socket is paused: what already arrived waits.
+      if (this.isClosed() || this.phase === 'checking') return;
       if (this.phase === 'startup') {
-        if (this.buffer.length < 8) return;
-        const len = this.buffer.readInt32BE(0);
+        if (this.inbox.length < 8) return;
+        const head = this.inbox.peek(8);
+        const len = head.readInt32BE(0);
         if (len < 8 || len > MAX_STARTUP_BYTES) return this.refuse('08P01', 'invalid startup packet');
-        if (this.buffer.length < len) return;
-        const packet = this.buffer.subarray(0, len);
-        this.buffer = this.buffer.subarray(len);
+        if (this.inbox.length < len) return;
+        const packet = this.inbox.take(len);
         const code = packet.readInt32BE(4);
         if (code === SSL_REQUEST || code === GSSENC_REQUEST) {
           this.socket.write('N'); // no TLS on a loopback port; the client goes on in plain text
@@ -169,41 +302,125 @@ class PsqlConnection {
         }
         if (code === CANCEL_REQUEST) return this.close(); // cancelling a running PGlite statement is not possible
         if (code !== PROTOCOL_V3) return this.refuse('0A000', 'unsupported frontend protocol');
-        this.startup = Buffer.from(packet);
-        const params = packet.subarray(8).toString('utf8').split('\0');
-        const i = params.indexOf('user');
-        if (i >= 0 && params[i + 1]) this.user = params[i + 1]!;
+        if (!this.readStartup(packet.subarray(8))) return;
         if (this.opts.passwordDigest) {
           this.phase = 'password';
-          this.socket.write(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 3])); // AuthenticationCleartextPassword
+          this.socket.write(backendMessage('R', Buffer.from([0, 0, 0, 3]))); // AuthenticationCleartextPassword
         } else {
-          this.phase = 'ready';
-          this.enqueue(this.startup);
+          this.authenticated();
         }
         continue;
       }
-      if (this.buffer.length < 5) return;
-      const len = this.buffer.readInt32BE(1);
-      if (len < 4) return this.refuse('08P01', 'invalid message length');
-      if (this.buffer.length < 1 + len) return;
-      const message = Buffer.from(this.buffer.subarray(0, 1 + len));
-      this.buffer = this.buffer.subarray(1 + len);
-      const type = String.fromCharCode(message[0]!);
+      if (this.inbox.length < 5) return;
+      const head = this.inbox.peek(5);
+      const type = head[0]!;
+      const len = head.readInt32BE(1);
+      // Bounded before a byte of the body is kept: the type and length say what may follow.
       if (this.phase === 'password') {
-        if (type !== 'p') return this.refuse('28000', 'expected a password message');
-        const given = message.subarray(5, message.indexOf(0, 5) >= 0 ? message.indexOf(0, 5) : message.length);
-        // Compared as digests so the comparison takes the same time whatever the length.
-        if (!timingSafeEqual(digest(given), this.opts.passwordDigest!)) {
-          this.log?.warn({ user: this.user }, 'psql port: password authentication failed');
-          return this.refuse('28P01', `password authentication failed for user "${this.user}"`);
-        }
-        this.phase = 'ready';
-        this.enqueue(this.startup!); // PGlite answers AuthenticationOk, parameters and ReadyForQuery
-        continue;
+        if (type !== 0x70) return this.refuse('08P01', 'expected a password message');
+        if (len < 5 || len > MAX_PASSWORD_BYTES) return this.refuse('08P01', 'invalid password message length');
+      } else if (len < 4 || len > PSQL_MAX_MESSAGE_BYTES) {
+        return this.refuse('54000', `message too long for the psql port (at most ${PSQL_MAX_MESSAGE_BYTES} bytes)`);
       }
-      if (type === 'X') return this.close(); // Terminate
-      this.enqueue(message);
+      if (this.inbox.length < 1 + len) return;
+      const message = this.inbox.take(1 + len);
+      if (this.phase === 'password') {
+        this.phase = 'checking';
+        this.socket.pause();
+        void this.checkPassword(message);
+        return;
+      }
+      this.touch();
+      if (type === 0x58) return this.close(); // Terminate
+      if (!QUERY_MESSAGES.has(type))
+        return this.refuse(
+          '08P01',
+          `unexpected message type '${String.fromCharCode(type)}' on the psql port (COPY FROM STDIN is not available)`,
+        );
+      this.onQueryMessage(message);
     }
+  }
+
+  /** Reads the startup parameters; false (and refused) when one is not allowed. */
+  private readStartup(body: Buffer): boolean {
+    const fields = body.toString('utf8').split('\0');
+    for (let i = 0; i + 1 < fields.length && fields[i]; i += 2) {
+      const [name, value] = [fields[i]!, fields[i + 1]!];
+      if (!STARTUP_PARAMETERS.has(name)) {
+        this.refuse('08P01', `startup parameter "${name}" is not accepted by the psql port (only user, database, application_name)`);
+        return false;
+      }
+      // psql sends its terminal's encoding; the session's is UTF8 and no other is set on it.
+      if (name === 'client_encoding' && !/^(utf-?8|unicode)$/i.test(value)) {
+        this.refuse('08P01', 'the psql port speaks UTF8 only (set PGCLIENTENCODING=UTF8)');
+        return false;
+      }
+      if (name === 'user') this.user = value.slice(0, 64);
+    }
+    return true;
+  }
+
+  private async checkPassword(message: Buffer) {
+    const end = message.indexOf(0, 5);
+    const given = message.subarray(5, end >= 0 ? end : message.length);
+    // Compared as digests so the comparison takes the same time whatever the length.
+    const ok = await this.opts.throttle.attempt(this.socket.remoteAddress ?? '?', () =>
+      timingSafeEqual(digest(given), this.opts.passwordDigest!),
+    );
+    if (this.isClosed()) return;
+    if (!ok) {
+      this.log?.warn({ user: this.user, address: this.socket.remoteAddress }, 'psql port: password authentication failed');
+      return this.refuse('28P01', `password authentication failed for user "${this.user}"`);
+    }
+    this.authenticated();
+    if (this.isClosed()) return;
+    this.socket.resume();
+    if (this.inbox.length) this.onData(Buffer.alloc(0));
+  }
+
+  /** AuthenticationOk, the server's parameters and ReadyForQuery, answered by the port itself. */
+  private authenticated() {
+    if (this.authTimer) clearTimeout(this.authTimer);
+    this.authTimer = null;
+    if (!this.opts.admit()) return this.refuse('53300', 'too many psql clients on the embedded database');
+    this.admitted = true;
+    this.phase = 'ready';
+    const key = Buffer.alloc(8);
+    key.writeInt32BE(process.pid, 0);
+    key.writeInt32BE(randomInt(2 ** 31 - 1), 4);
+    this.socket.write(
+      Buffer.concat([
+        backendMessage('R', Buffer.alloc(4)), // AuthenticationOk
+        this.opts.parameterStatus,
+        backendMessage('K', key), // BackendKeyData (a CancelRequest with it is answered by closing)
+        readyForQuery(0x49),
+      ]),
+    );
+    this.touch();
+  }
+
+  private onQueryMessage(message: Buffer) {
+    const type = message[0]!;
+    if (this.skipToSync && type !== 0x53) return;
+    if (type === 0x53 && this.skipToSync) this.skipToSync = false;
+    const text = type === 0x51 ? message.subarray(5, message.indexOf(0, 5)) : type === 0x50 ? this.parseText(message) : null;
+    if (text && mayCopyFromClient(text.toString('utf8'))) {
+      const refusal = errorResponse('ERROR', '0A000', 'COPY FROM STDIN is not available on the embedded database (psql port); use INSERT');
+      if (type === 0x50) this.skipToSync = true;
+      // In order after the answers to the messages before it; a Query is answered in full here.
+      this.chain = this.chain.then(() => {
+        if (this.socket.writable) this.socket.write(type === 0x51 ? Buffer.concat([refusal, readyForQuery(this.status.last)]) : refusal);
+      });
+      return;
+    }
+    this.enqueue(message);
+  }
+
+  /** A Parse message's statement text (after the statement name). */
+  private parseText(message: Buffer): Buffer {
+    const nameEnd = message.indexOf(0, 5);
+    const textEnd = message.indexOf(0, nameEnd + 1);
+    return message.subarray(nameEnd + 1, textEnd < 0 ? message.length : textEnd);
   }
 
   private enqueue(message: Buffer) {
@@ -225,6 +442,7 @@ class PsqlConnection {
         this.opts.maxHoldMs,
       );
       this.holdTimer.unref();
+      this.heldSince = Date.now();
     }
     await this.pg.runExclusive(() =>
       this.pg.execProtocolRawStream(new Uint8Array(message), {
@@ -234,15 +452,38 @@ class PsqlConnection {
         },
       }),
     );
+    // A statement cannot be interrupted, and while it runs no timer fires: one that ran past the bound
+    // ends the session here (the client learns why) rather than letting it go on.
+    if (Date.now() - this.heldSince > this.opts.maxHoldMs && !this.isClosed())
+      return this.cutOff('25P03', 'the psql session held the embedded database longer than PGLITE_PSQL_MAX_HOLD_MS');
     const type = message[0];
-    // A Sync or a simple Query ends a unit of work; the lock goes back unless a transaction stays open.
-    const unitEnded = type === 0x53 || type === 0x51 || message === this.startup;
-    if (unitEnded && !this.status.inTransaction) this.handBack();
+    // A Sync or a simple Query ends a unit of work; the session goes back, restored, unless a transaction stays open.
+    if ((type === 0x53 || type === 0x51) && !this.status.inTransaction && !this.isClosed()) {
+      await this.restoreServiceSession();
+      this.handBack();
+    }
   }
 
-  /** One protocol message to PGlite from the cleanup, its answers read for the status and dropped. */
+  /**
+   * One protocol message to PGlite from the port itself, its answers read for the status and dropped.
+   * As a stream with a callback of its own: PGlite keeps the last stream's callback for execProtocolRaw
+   * too (0.5), which would send these answers to the client.
+   */
   private async raw(message: Uint8Array) {
-    this.status.feed(await this.pg.execProtocolRaw(message));
+    await this.pg.execProtocolRawStream(message, { onRawData: (data) => this.status.feed(data) });
+  }
+
+  /**
+   * The service's session as it was before the client's unit of work: see the header. Each a Query of
+   * its own (DISCARD ALL cannot run in the implicit transaction of a multi-statement Query), sent as
+   * protocol messages: PGlite's exec() takes the same PGlite-internal lock and would wait for this one.
+   */
+  private async restoreServiceSession() {
+    await this.pg.runExclusive(async () => {
+      await this.raw(simpleQuery('DISCARD ALL'));
+      await this.raw(simpleQuery(`SET SESSION AUTHORIZATION ${quoteIdent(this.opts.serviceRole)}`));
+      await this.raw(simpleQuery(`SELECT setseed(${(randomInt(2_000_001) - 1_000_000) / 1_000_000})`));
+    });
   }
 
   // A method, so TypeScript does not narrow `phase` across the awaits above.
@@ -275,23 +516,20 @@ class PsqlConnection {
     if (this.phase === 'closed') return;
     const started = this.phase === 'ready';
     this.phase = 'closed';
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    if (this.holdTimer) clearTimeout(this.holdTimer);
+    for (const t of [this.idleTimer, this.holdTimer, this.authTimer]) if (t) clearTimeout(t);
     this.socket.end();
     this.socket.destroySoon();
     // After the message in flight (a PGlite statement cannot be interrupted), reset the session.
     this.chain = this.chain
       .then(async () => {
-        if (!started) return;
-        this.release ??= await this.lock.acquire();
+        if (!started || !this.release) return; // it does not hold the session: restored when handed back
+        // A Sync ends an unfinished extended-protocol exchange (and its error state), then the
+        // transaction is rolled back and the service's session restored.
         await this.pg.runExclusive(async () => {
-          // A Sync ends an unfinished extended-protocol exchange (and its error state); then no
-          // transaction and no session state of this client survive it. Sent as protocol messages:
-          // PGlite's exec() takes the same PGlite-internal lock and would wait for this one forever.
           await this.raw(SYNC);
           if (this.status.inTransaction) await this.raw(simpleQuery('ROLLBACK'));
-          await this.raw(simpleQuery('DISCARD ALL'));
         });
+        await this.restoreServiceSession();
       })
       .catch((err: unknown) =>
         this.log?.error({ err: err instanceof Error ? err.message : String(err) }, 'psql port: session reset failed'),
@@ -303,20 +541,56 @@ class PsqlConnection {
   }
 }
 
+/** The ParameterStatus messages a client expects at startup (psql reads server_version from them). */
+async function startupParameters(pg: PGlite): Promise<{ parameterStatus: Buffer; serviceRole: string }> {
+  const names = [
+    'server_version',
+    'server_encoding',
+    'DateStyle',
+    'IntervalStyle',
+    'TimeZone',
+    'integer_datetimes',
+    'standard_conforming_strings',
+  ];
+  const res = await pg.query<{ name: string; setting: string }>(
+    `SELECT name, current_setting(name) AS setting FROM unnest($1::text[]) AS name`,
+    [names],
+  );
+  const role = (await pg.query<{ role: string }>('SELECT session_user AS role')).rows[0]!.role;
+  const params: Array<[string, string]> = [
+    ...res.rows.map((r) => [r.name, r.setting] as [string, string]),
+    ['client_encoding', 'UTF8'],
+    ['application_name', 'psql'],
+    ['is_superuser', 'on'],
+    ['session_authorization', role],
+  ];
+  return {
+    parameterStatus: Buffer.concat(params.map(([k, v]) => backendMessage('S', Buffer.from(`${k}\0${v}\0`, 'utf8')))),
+    serviceRole: role,
+  };
+}
+
 /** Serves the embedded database on a loopback port so analysts can connect with psql. */
 export async function startPsqlPort(pg: PGlite, lock: Mutex, opts: PsqlPortOptions, log?: Logger): Promise<PsqlPort> {
+  if (!opts.trust && opts.password !== undefined && opts.password.length < PSQL_MIN_PASSWORD_LENGTH)
+    throw new Error(`the psql port's password must be at least ${PSQL_MIN_PASSWORD_LENGTH} characters`);
   const password = opts.trust ? null : (opts.password ?? randomBytes(18).toString('base64url'));
-  const settings = {
-    passwordDigest: password === null ? null : digest(password),
-    maxHoldMs: opts.maxHoldMs ?? 60_000,
-    idleTimeoutMs: opts.idleTimeoutMs ?? 5 * 60_000,
-  };
   const maxConnections = opts.maxConnections ?? 4;
   const connections = new Set<PsqlConnection>();
   await pg.waitReady;
+  const startup = await lock.runExclusive(() => startupParameters(pg));
+  const settings: ConnectionSettings = {
+    passwordDigest: password === null ? null : digest(password),
+    maxHoldMs: opts.maxHoldMs ?? 60_000,
+    idleTimeoutMs: opts.idleTimeoutMs ?? 5 * 60_000,
+    authTimeoutMs: opts.authTimeoutMs ?? AUTH_TIMEOUT_MS,
+    throttle: new PasswordThrottle(opts.failedPasswordDelayMs ?? 250),
+    ...startup,
+    admit: () => [...connections].filter((c) => c.admitted).length < maxConnections,
+  };
   const server = net.createServer((socket) => {
-    if (connections.size >= maxConnections) {
-      socket.end(errorResponse('FATAL', '53300', 'too many psql clients on the embedded database'));
+    if (connections.size - [...connections].filter((c) => c.admitted).length >= MAX_PENDING) {
+      socket.end(errorResponse('FATAL', '53300', 'too many unauthenticated connections to the psql port'));
       return;
     }
     const c = new PsqlConnection(socket, pg, lock, settings, log);

@@ -17,7 +17,7 @@
  * Other settings (PORT, HOST, LOG_LEVEL, EMBEDDING_*) come from the environment as for `npm start`;
  * DATABASE_URL is ignored (the demo never writes to a configured server).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -28,6 +28,7 @@ import { loadConfigOrReport, type Config } from '../config.js';
 import { createLogger, type Logger } from '../log.js';
 import { configuredModelDir, loadEmbedder } from '../services.js';
 import { catalogSize, demoProducts, seedOverHttp } from './seed.js';
+import { demoDatabase, demoEnvironment } from './settings.js';
 
 const TINY_DIR = path.resolve('.cache', 'models', 'tiny-demo');
 const TINY_ID = 'vps/tiny-siglip-demo';
@@ -68,16 +69,15 @@ async function main(): Promise<number> {
     process.stderr.write('--limit must be a positive integer\n');
     return 2;
   }
-  const env = { ...process.env };
-  delete env.DATABASE_URL;
+  const env = demoEnvironment(process.env);
   const products = Number(env.DEMO_PRODUCTS ?? 320);
   if (!Number.isInteger(products) || products < 1 || products > 5000) {
     process.stderr.write('DEMO_PRODUCTS must be an integer from 1 to 5000\n');
     return 2;
   }
-  const adminToken = randomBytes(24).toString('base64url');
-  const config = loadConfigOrReport({ ...env, ADMIN_TOKEN: adminToken, DATA_DIR: env.DEMO_DATA_DIR ?? './data/demo' });
+  const config = loadConfigOrReport(env);
   if (!config) return 2;
+  const adminToken = config.adminToken!; // demoEnvironment always sets one
   const log = createLogger(config.logLevel, { format: config.logFormat });
 
   const model = await chooseModel(config, log);
@@ -108,7 +108,7 @@ async function main(): Promise<number> {
   const demoConfig: Config = {
     ...config,
     dataDir,
-    database: { kind: 'pglite', dataDir: pgliteDir, psqlPort: config.database.kind === 'pglite' ? config.database.psqlPort : 54320 },
+    database: demoDatabase(config, pgliteDir),
   };
 
   // The demo database is disposable: one the migrations do not recognise (made by another version of

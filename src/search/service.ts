@@ -19,6 +19,7 @@ import type { FetchImageOptions } from '../images/fetch.js';
 import { loadImageBytes } from '../images/source.js';
 import type { ModelService } from '../models/service.js';
 import { validateFilter, type QueryImage } from '../catalog/validate.js';
+import { PageCursors } from './cursor.js';
 import { SelectivityEstimator } from './estimate.js';
 import { DEFAULT_FUSION, fuse, keywordSearch, type FusionWeights } from './keyword.js';
 import { searchNeighbours, type NeighbourResult } from './query.js';
@@ -42,6 +43,8 @@ export interface SearchLimits {
   admission: Admission;
   /** Pixel cap of a query image (a shopper's photo needs far fewer than an ingest master). */
   maxQueryPixels?: number;
+  /** Signs and verifies page cursors (cursor.ts); unset: a key generated for this process. */
+  cursors?: PageCursors;
 }
 
 export interface ProductMatch {
@@ -80,37 +83,11 @@ export interface MatchPage {
 
 export const MAX_PAGE = 100;
 
-/** What a page cursor holds: where the previous page ended, and which query it belongs to. */
-interface Cursor {
-  /** Matches before this page. */
-  o: number;
-  /** Id and score of the last match of the previous page. */
-  id: string;
-  s: number;
-  /** Fingerprint of the query (text or image reference, filters, mode, model). */
-  q: string;
-}
-
 function fingerprint(parts: unknown): string {
   return createHash('sha256').update(JSON.stringify(parts)).digest('base64url').slice(0, 16);
 }
 
-function encodeCursor(c: Cursor): string {
-  return Buffer.from(JSON.stringify(c)).toString('base64url');
-}
-
-function decodeCursor(after: string, q: string): Cursor {
-  let c: Partial<Cursor>;
-  try {
-    c = JSON.parse(Buffer.from(after, 'base64url').toString('utf8')) as Partial<Cursor>;
-  } catch {
-    throw badInput('after is not a cursor of these results', { field: 'after' });
-  }
-  if (typeof c.o !== 'number' || typeof c.id !== 'string' || typeof c.s !== 'number' || typeof c.q !== 'string' || c.o < 1)
-    throw badInput('after is not a cursor of these results', { field: 'after' });
-  if (c.q !== q) throw badInput('after belongs to another query (text, image, filters, mode or model differ)', { field: 'after' });
-  return c as Cursor;
-}
+const MAX_FUSION_WEIGHT = 1000;
 
 function validateWeights(w: TextSearchArgs['weights']): FusionWeights {
   const weights = {
@@ -120,6 +97,9 @@ function validateWeights(w: TextSearchArgs['weights']): FusionWeights {
   };
   if (!(weights.vector >= 0 && weights.keyword >= 0 && weights.vector + weights.keyword > 0))
     throw badInput('weights must be ≥ 0 and not both 0', { field: 'weights' });
+  // Only their ratio matters to the ranking; a huge weight made scores of 3e306 (issue 21).
+  if (!(weights.vector <= MAX_FUSION_WEIGHT && weights.keyword <= MAX_FUSION_WEIGHT))
+    throw badInput(`weights must be at most ${MAX_FUSION_WEIGHT}`, { field: 'weights', max: MAX_FUSION_WEIGHT });
   if (!(weights.rrfK >= 0 && weights.rrfK <= 10_000)) throw badInput('weights.rrfK must be between 0 and 10000', { field: 'weights.rrfK' });
   return weights;
 }
@@ -159,7 +139,11 @@ export class SearchService {
     private readonly limits: SearchLimits = { admission: unboundedAdmission() },
   ) {
     this.estimator = new SelectivityEstimator(db);
+    this.cursors = limits.cursors ?? new PageCursors();
   }
+
+  /** Page cursors: also read by the operation budget, which charges a page its depth (admission/budget.ts). */
+  readonly cursors: PageCursors;
 
   private get gates() {
     return this.limits.admission.gates;
@@ -370,7 +354,9 @@ export class SearchService {
     if (!Number.isInteger(first) || first < 1 || first > MAX_PAGE)
       throw badInput(`first must be between 1 and ${MAX_PAGE}`, { field: 'first', max: MAX_PAGE });
     const q = fingerprint(query);
-    const cursor = args.after ? decodeCursor(args.after, q) : null;
+    const cursor = args.after ? this.cursors.verify(args.after) : null;
+    if (cursor && cursor.q !== q)
+      throw badInput('after belongs to another query (text, image, filters, mode or model differ)', { field: 'after' });
     const offset = cursor?.o ?? 0;
     if (offset >= MAX_K) return { edges: [], pageInfo: { hasNextPage: false, endCursor: null } };
     const k = Math.min(MAX_K, offset + first + 1);
@@ -389,7 +375,10 @@ export class SearchService {
       start = at + 1;
     }
     const nodes = matches.slice(start, start + first);
-    const edges = nodes.map((node, i) => ({ node, cursor: encodeCursor({ o: offset + i + 1, id: node.product.id, s: node.score, q }) }));
+    const edges = nodes.map((node, i) => ({
+      node,
+      cursor: this.cursors.encode({ o: offset + i + 1, id: node.product.id, s: node.score, q }),
+    }));
     const hasNextPage = matches.length > start + first && offset + nodes.length < MAX_K;
     return { edges, pageInfo: { hasNextPage, endCursor: edges.at(-1)?.cursor ?? null } };
   }

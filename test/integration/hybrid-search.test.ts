@@ -146,11 +146,11 @@ describe('cursor pages', () => {
     }
   });
 
-  it('refuses a cursor of another query, and a malformed one, as BAD_USER_INPUT', async () => {
+  it('refuses a cursor of another query as BAD_USER_INPUT, and a malformed one as INVALID_CURSOR', async () => {
     const res = await t.gql(SEARCH_PAGE, { text: 'blue', mode: 'HYBRID', first: 3 });
     const after = res.data.searchProductsPage.pageInfo.endCursor as string;
     expect(codes(await t.gql(SEARCH_PAGE, { text: 'red', mode: 'HYBRID', first: 3, after }))).toEqual(['BAD_USER_INPUT']);
-    expect(codes(await t.gql(SEARCH_PAGE, { text: 'blue', mode: 'HYBRID', first: 3, after: 'not-a-cursor' }))).toEqual(['BAD_USER_INPUT']);
+    expect(codes(await t.gql(SEARCH_PAGE, { text: 'blue', mode: 'HYBRID', first: 3, after: 'not-a-cursor' }))).toEqual(['INVALID_CURSOR']);
   });
 
   it('answers CONFLICT when the previous page’s last match has left the catalog', async () => {

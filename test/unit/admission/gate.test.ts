@@ -88,10 +88,10 @@ describe('operationCost', () => {
     expect(cost('query($n: Int) { products(first: $n) { totalCount } }', { n: 300 }).pageFirst).toBe(300);
   });
 
-  it('counts similarity pages by first, and compareModels by k once per model it compares', () => {
+  it('counts similarity pages by what they rank (first + 1 on a first page), and compareModels by k once per model it compares', () => {
     const pages =
       '{ a: similarProductsPage(image: {productId: "1"}, first: 100) { pageInfo { hasNextPage } } b: searchProductsPage(text: "x") { pageInfo { hasNextPage } } }';
-    expect(cost(pages)).toMatchObject({ similarityFields: 2, similarityK: 110 });
+    expect(cost(pages)).toMatchObject({ similarityFields: 2, similarityK: 112 });
     expect(cost('{ compareModels(models: ["a", "b"], text: "x", k: 50) { k } }')).toMatchObject({ similarityFields: 1, similarityK: 100 });
     expect(cost('query($m: [ID!]) { compareModels(models: $m, text: "x") { k } }', { m: ['a', 'b', 'c'] }).similarityK).toBe(30);
     // No models named: every ready model answers, up to 8, so it counts as 8.
