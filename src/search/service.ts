@@ -161,6 +161,11 @@ export class SearchService {
     this.estimator = new SelectivityEstimator(db);
   }
 
+  /** The admission gates search waits in; federation's entity batches use its `query` gate (resolvers/entities.ts). */
+  get admission(): Admission {
+    return this.limits.admission;
+  }
+
   private get gates() {
     return this.limits.admission.gates;
   }
