@@ -4,7 +4,7 @@
  * from cached planner statistics that agree with EXPLAIN; a model switch made elsewhere (another
  * replica) is seen by the next query although the active model is cached.
  */
-import { sql } from 'kysely';
+import { sql, type KyselyPlugin } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/connect.js';
 import { deleteModelEmbeddings, upsertEmbeddings, vectorLiteral } from '../../src/db/embeddings.js';
@@ -131,13 +131,27 @@ describe('selectivity estimate from cached statistics', () => {
 
 describe('the cached active model', () => {
   it('is read once, and a switch made by another replica is seen by the next query', async () => {
-    const models = new ModelService(database, createLogger('silent'));
+    // The registry reads of this process's model service: statements on embedding_models, counted.
+    let registryReads = 0;
+    const counter: KyselyPlugin = {
+      transformQuery(args) {
+        const from = (args.node as { from?: { froms?: Array<{ table?: { identifier?: { name?: string } } }> } }).from;
+        if (from?.froms?.some((f) => f.table?.identifier?.name === 'embedding_models')) registryReads++;
+        return args.node;
+      },
+      transformResult: (args) => Promise.resolve(args.result),
+    };
+    const models = new ModelService({ ...database, db: database.db.withPlugin(counter) }, createLogger('silent'));
     const search = new SearchService(database.db, models, {} as FetchImageOptions, {} as ImageLimits);
     const productId = String((await sql<{ id: string }>`SELECT id FROM products WHERE sku = 'hp-5'`.execute(database.db)).rows[0]!.id);
     const before = await search.similarToImage({ kind: 'product', id: productId }, { k: 5 });
     expect(before.model).toBe(model.id);
     expect(before.plan.roundTrips).toBe(1);
     expect(before.matches[0]!.product.id).toBe(productId);
+    // Read once: the first query read the active model; the next ones take it from the cache.
+    expect(registryReads).toBe(1);
+    for (let i = 0; i < 3; i++) await search.similarToImage({ kind: 'product', id: productId }, { k: 5 });
+    expect(registryReads).toBe(1);
     // Another process switches the model: this process's cache still names the old one.
     await activateModel(database.db, other.id);
     try {
@@ -146,6 +160,11 @@ describe('the cached active model', () => {
       expect(after.model).toBe(other.id);
       expect(after.matches[0]!.product.id).toBe(productId);
       expect((await models.cachedActiveModel())!.id).toBe(other.id);
+      // The switch cost one fresh read; after it, the new model is cached in turn.
+      const afterSwitch = registryReads;
+      expect(afterSwitch).toBe(2);
+      for (let i = 0; i < 3; i++) await search.similarToImage({ kind: 'product', id: productId }, { k: 5 });
+      expect(registryReads).toBe(afterSwitch);
     } finally {
       await activateModel(database.db, model.id);
     }
