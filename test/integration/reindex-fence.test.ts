@@ -2,6 +2,8 @@
  * The lease and the fence, on the repository directly: a job held by a live worker cannot be claimed; once
  * its heartbeat is older than the lease another worker takes it over, and from then on every commit of the
  * first worker is refused (so two workers never both advance one job). Cancel stops the holder the same way.
+ *
+ * @backend the lease and fence statements, the claim transaction
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, expect, it } from 'vitest';

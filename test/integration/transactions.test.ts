@@ -1,6 +1,8 @@
 /**
  * Concurrent transactions must never interleave, in particular on PGlite's single session: a
  * rollback in one request must not undo another's writes, and no reader sees uncommitted rows.
+ *
+ * @backend PGlite runs every statement on one session: interleaved transactions
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
