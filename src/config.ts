@@ -17,6 +17,10 @@ const list = z.string().transform((s) =>
     .filter(Boolean),
 );
 
+// shared by the service's schema and modelFetchSettings()
+const embeddingProvider = z.enum(['auto', 'cuda', 'webgpu', 'cpu']).default('auto');
+const embeddingVariant = z.string().min(1).default('auto');
+
 const schema = z.object({
   DATABASE_URL: z
     .string()
@@ -50,12 +54,15 @@ const schema = z.object({
   GRAPHQL_MAX_TOKENS: int(1, 1_000_000).default(1_000),
   HTTP_BODY_LIMIT_BYTES: int(1024, 1024 * 1024 * 1024).default(32 * 1024 * 1024),
   EMBEDDING_MODEL_DIR: z.string().min(1).optional(),
-  EMBEDDING_PROVIDER: z.enum(['auto', 'cuda', 'webgpu', 'cpu']).default('auto'),
+  EMBEDDING_PROVIDER: embeddingProvider,
   EMBEDDING_WORKERS: int(1, 64).default(1),
   EMBEDDING_THREADS: int(1, 256).default(Math.max(1, os.availableParallelism())),
   EMBEDDING_MAX_BATCH: int(1, 256).default(16),
   EMBEDDING_MAX_WAIT_MS: int(0, 1000).default(5),
-  EMBEDDING_VARIANT: z.string().min(1).default('auto'), // auto: int8 on CPU, fp16 on CUDA where present (docs/embedding.md)
+  EMBEDDING_VARIANT: embeddingVariant, // auto: 8-bit on CPU, fp16 on CUDA where present (docs/embedding.md)
+  // The model's calibration for matchProbability, where its directory does not say it (src/embedding/calibration.ts)
+  EMBEDDING_LOGIT_SCALE: z.coerce.number().min(-50).max(50).optional(),
+  EMBEDDING_LOGIT_BIAS: z.coerce.number().min(-1000).max(1000).optional(),
   MODEL_AUTO_FETCH: bool.default(true),
   IMAGE_MAX_BYTES: int(1024, 512 * 1024 * 1024).default(20 * 1024 * 1024),
   IMAGE_MAX_PIXELS: int(1, 1_000_000_000).default(40_000_000),
@@ -139,12 +146,17 @@ const schema = z.object({
   ...hubShape(),
 });
 
-/** The model hub's settings, shared by the service's schema and hubSettings(). */
+/** The model hub's settings (huggingface_hub's variables, read as it reads them), shared by the service's schema and hubSettings(). */
 function hubShape() {
   return {
     HF_ENDPOINT: z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }).optional(),
     HF_TOKEN: z.string().min(1).optional(),
     HUGGING_FACE_HUB_TOKEN: z.string().min(1).optional(),
+    HF_HUB_CACHE: z.string().min(1).optional(),
+    HUGGINGFACE_HUB_CACHE: z.string().min(1).optional(), // HF_HUB_CACHE's former name
+    HF_HOME: z.string().min(1).optional(),
+    XDG_CACHE_HOME: z.string().min(1).optional(),
+    HF_HUB_OFFLINE: z.string().optional(),
   };
 }
 
@@ -155,25 +167,57 @@ export interface HubSettings {
   hubUrl: string;
   /** Sent as a bearer token (private or gated repositories). */
   token: string | undefined;
+  /**
+   * The Hugging Face hub cache, resolved as huggingface_hub resolves it: HF_HUB_CACHE, then its former name
+   * HUGGINGFACE_HUB_CACHE, then HF_HOME/hub, then $XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub.
+   */
+  cacheDir: string;
+  /** HF_HUB_OFFLINE=1 (huggingface_hub's switch): use what the caches hold, never ask the hub. */
+  offline: boolean;
 }
 
 function hubOf(env: {
   HF_ENDPOINT?: string | undefined;
   HF_TOKEN?: string | undefined;
   HUGGING_FACE_HUB_TOKEN?: string | undefined;
+  HF_HUB_CACHE?: string | undefined;
+  HUGGINGFACE_HUB_CACHE?: string | undefined;
+  HF_HOME?: string | undefined;
+  XDG_CACHE_HOME?: string | undefined;
+  HF_HUB_OFFLINE?: string | undefined;
 }): HubSettings {
-  return { hubUrl: (env.HF_ENDPOINT ?? DEFAULT_HUB).replace(/\/+$/, ''), token: env.HF_TOKEN ?? env.HUGGING_FACE_HUB_TOKEN };
+  const home = env.HF_HOME
+    ? path.resolve(env.HF_HOME)
+    : path.join(env.XDG_CACHE_HOME ? path.resolve(env.XDG_CACHE_HOME) : path.join(os.homedir(), '.cache'), 'huggingface');
+  const cache = env.HF_HUB_CACHE ?? env.HUGGINGFACE_HUB_CACHE;
+  return {
+    hubUrl: (env.HF_ENDPOINT ?? DEFAULT_HUB).replace(/\/+$/, ''),
+    token: env.HF_TOKEN ?? env.HUGGING_FACE_HUB_TOKEN,
+    cacheDir: cache ? path.resolve(cache) : path.join(home, 'hub'),
+    offline: ['1', 'true', 'yes', 'on'].includes((env.HF_HUB_OFFLINE ?? '').trim().toLowerCase()),
+  };
 }
 
 /**
- * Only the hub settings, for `vps model fetch` and fetchModel's defaults, which run without the rest of
- * the service's configuration. Throws ConfigError naming a bad setting.
+ * Only the hub settings, for `vps model fetch` and the hub room's defaults (src/hub/), which run without
+ * the rest of the service's configuration. Throws ConfigError naming a bad setting.
  */
 export function hubSettings(source: NodeJS.ProcessEnv = process.env): HubSettings {
   const shape = z.object(hubShape());
   const parsed = shape.safeParse(present(source, Object.keys(shape.shape)));
   if (!parsed.success) throw configError(parsed.error);
   return hubOf(parsed.data);
+}
+
+/** What `vps model fetch` needs beside the hub: which variant, for which provider (EMBEDDING_VARIANT, EMBEDDING_PROVIDER). */
+export function modelFetchSettings(source: NodeJS.ProcessEnv = process.env): {
+  variant: string;
+  provider: 'auto' | 'cuda' | 'webgpu' | 'cpu';
+} {
+  const shape = z.object({ EMBEDDING_VARIANT: embeddingVariant, EMBEDDING_PROVIDER: embeddingProvider });
+  const parsed = shape.safeParse(present(source, Object.keys(shape.shape)));
+  if (!parsed.success) throw configError(parsed.error);
+  return { variant: parsed.data.EMBEDDING_VARIANT, provider: parsed.data.EMBEDDING_PROVIDER };
 }
 
 /** The settings that are set: unset and empty variables both mean "use the default". */
@@ -231,6 +275,8 @@ export interface Config {
     maxBatch: number;
     maxWaitMs: number;
     variant: string | undefined;
+    /** The configured model's logit_scale/logit_bias when both are set (matchProbability; src/embedding/calibration.ts). */
+    calibration: { logitScale: number; logitBias: number } | undefined;
     /** Fetch the default model from the hub when none is configured or cached. */
     autoFetch: boolean;
   };
@@ -357,6 +403,10 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       maxBatch: env.EMBEDDING_MAX_BATCH,
       maxWaitMs: env.EMBEDDING_MAX_WAIT_MS,
       variant: env.EMBEDDING_VARIANT,
+      calibration:
+        env.EMBEDDING_LOGIT_SCALE !== undefined && env.EMBEDDING_LOGIT_BIAS !== undefined
+          ? { logitScale: env.EMBEDDING_LOGIT_SCALE, logitBias: env.EMBEDDING_LOGIT_BIAS }
+          : undefined,
       autoFetch: env.MODEL_AUTO_FETCH,
     },
     images: {

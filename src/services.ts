@@ -12,9 +12,11 @@ import { openDatabase, type Database } from './db/connect.js';
 import { checkVectorExtension } from './db/extension.js';
 import { migrateToLatest, pendingMigrations } from './db/migrate.js';
 import { applySearchLanguage, checkSearchLanguage } from './db/search-language.js';
-import { ensureModel } from './embedding/hub.js';
-import { findCachedModel } from './embedding/hub-paths.js';
-import { createEmbedder, DEFAULT_MODEL_REPO, type Embedder } from './embedding/index.js';
+import { fetchProgressBar } from './cli/model.js';
+import { createEmbedder, type Embedder } from './embedding/index.js';
+import { expectedProvider } from './embedding/providers.js';
+import { ensureModel } from './hub/locate.js';
+import { DEFAULT_MODEL_REPO, findCachedModel } from './hub/paths.js';
 import { AppError, ErrorCode } from './errors.js';
 import type { ImageLimits } from './images/decode.js';
 import type { FetchImageOptions } from './images/fetch.js';
@@ -75,6 +77,9 @@ export function configuredModelDir(config: Config): { dir: string; source: strin
 }
 
 export async function loadEmbedder(config: Config, dir: string, log: Logger): Promise<Embedder> {
+  // EMBEDDING_LOGIT_SCALE/_BIAS describe the configured model (its directory, or the default model's)
+  const calibration = config.embedding.calibration;
+  const configured = calibration ? configuredModelDir(config) : null;
   return createEmbedder(
     {
       modelDir: dir,
@@ -84,6 +89,7 @@ export async function loadEmbedder(config: Config, dir: string, log: Logger): Pr
       maxBatch: config.embedding.maxBatch,
       maxWaitMs: config.embedding.maxWaitMs,
       ...(config.embedding.variant ? { variant: config.embedding.variant } : {}),
+      ...(calibration && (!configured || path.resolve(configured.dir) === path.resolve(dir)) ? { calibration } : {}),
     },
     log,
   );
@@ -187,6 +193,8 @@ async function fetchDefaultModel(config: Config, log: Logger): Promise<{ dir: st
         hubUrl: config.hub.hubUrl,
         ...(config.hub.token ? { token: config.hub.token } : {}),
         ...(config.embedding.variant ? { variant: config.embedding.variant } : {}),
+        provider: expectedProvider(config.embedding.provider),
+        onProgress: fetchProgressBar(),
       },
       log,
     );

@@ -3,9 +3,70 @@
  * (config.json, preprocessor_config.json, tokenizer.json, tokenizer_config.json, onnx/*.onnx),
  * a small Gemma-style tokenizer, and the text tower used by both generated models.
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { FLOAT, GraphBuilder, INT64, Rng } from './onnx-builder.js';
+
+/**
+ * The checkpoint families whose JSON files test/fixtures/models/ holds as the hub publishes them (written
+ * by hand from the public sources, listed in its README): every generated model directory starts from them.
+ */
+export type HubFamily = 'siglip2-base-patch16-224' | 'siglip2-base-patch16-naflex' | 'siglip-base-patch16-384';
+
+const HUB_FORMS = fileURLToPath(new URL('../../test/fixtures/models/', import.meta.url));
+
+export async function hubJson(family: HubFamily, name: string): Promise<Record<string, unknown>> {
+  return JSON.parse(await readFile(join(HUB_FORMS, family, name), 'utf8')) as Record<string, unknown>;
+}
+
+/**
+ * transformers' class defaults (SiglipVisionConfig / SiglipTextConfig; Siglip2's are the same for these
+ * fields): save_pretrained leaves out every value equal to them, so a generated config.json names only
+ * what differs from them, as the hub's files do.
+ */
+const CONFIG_DEFAULTS = {
+  vision: { hidden_size: 768, intermediate_size: 3072, num_hidden_layers: 12, num_attention_heads: 12, num_channels: 3, image_size: 224, patch_size: 16, num_patches: 256 },
+  text: { vocab_size: 32000, hidden_size: 768, intermediate_size: 3072, num_hidden_layers: 12, num_attention_heads: 12, max_position_embeddings: 64 },
+} as const;
+
+function nonDefault(values: Record<string, number>, defaults: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(values).filter(([k, v]) => defaults[k] !== v));
+}
+
+/** What a generated model is: the towers' hyperparameters as transformers' config classes name them. */
+export interface GeneratedModel {
+  family: HubFamily;
+  vision: Record<string, number>;
+  /** projection_size: the text head's output width, when it differs from the tower's hidden_size. */
+  text: Record<string, number>;
+  /** preprocessor_config.json values that differ from the family's published file (size, max_num_patches). */
+  preprocessor?: Record<string, unknown>;
+  /**
+   * `_name_or_path`, which save_pretrained writes for a model loaded from a local folder (the hub's own
+   * files have none): names the generated model, as a checkpoint saved from a folder is named.
+   */
+  nameOrPath?: string;
+}
+
+/**
+ * The JSON files of a generated model directory: the family's published files, config.json extended by
+ * the generated model's non-default values (the short form save_pretrained writes), preprocessor_config.json
+ * by the values that differ, tokenizer_config.json and special_tokens_map.json as published.
+ */
+export async function writeHubJson(dir: string, m: GeneratedModel): Promise<void> {
+  const config = await hubJson(m.family, 'config.json');
+  const vision = { ...(config['vision_config'] as Record<string, unknown>), ...nonDefault(m.vision, CONFIG_DEFAULTS.vision) };
+  const text = { ...(config['text_config'] as Record<string, unknown>), ...nonDefault(m.text, CONFIG_DEFAULTS.text) };
+  const out = { ...(m.nameOrPath ? { _name_or_path: m.nameOrPath } : {}), ...config, text_config: text, vision_config: vision };
+  await mkdir(join(dir, 'onnx'), { recursive: true });
+  await writeFile(join(dir, 'config.json'), JSON.stringify(out));
+  const pp = { ...(await hubJson(m.family, 'preprocessor_config.json')), ...(m.preprocessor ?? {}) };
+  await writeFile(join(dir, 'preprocessor_config.json'), JSON.stringify(pp, null, 2));
+  for (const name of ['tokenizer_config.json', 'special_tokens_map.json']) {
+    await writeFile(join(dir, name), await readFile(join(HUB_FORMS, m.family, name)));
+  }
+}
 
 export const TEXT_MAX_LENGTH = 64;
 export const PAD_ID = 0;
@@ -87,57 +148,13 @@ export function tinyTokenizerJson(): { json: object; vocabSize: number } {
   return { json, vocabSize: next };
 }
 
-export function tokenizerConfigJson() {
-  return {
-    add_bos_token: false,
-    add_eos_token: true,
-    bos_token: '<bos>',
-    eos_token: '<eos>',
-    pad_token: '<pad>',
-    unk_token: '<unk>',
-    model_max_length: TEXT_MAX_LENGTH,
-    padding_side: 'right',
-    tokenizer_class: 'GemmaTokenizer',
-    clean_up_tokenization_spaces: false,
-  };
-}
-
 /**
- * SigLIP v1's tokenizer files as the hub's exports have them: tokenizer_class SiglipTokenizer, </s> as
- * both EOS and pad, do_lower_case; the vocabulary is the small stand-in's with <eos> named </s>.
+ * The small stand-in vocabulary in SigLIP v1's form: SiglipTokenizer's `</s>` (EOS and pad) where Gemma's
+ * has `<eos>`; its tokenizer_config.json is the published one (test/fixtures/models/siglip-base-patch16-384).
  */
-export function siglipV1TokenizerFiles(): { json: object; config: Record<string, unknown>; vocabSize: number } {
+export function siglipV1TokenizerJson(): { json: object; vocabSize: number } {
   const { json, vocabSize } = tinyTokenizerJson();
-  const text = JSON.stringify(json).replaceAll('"<eos>"', '"</s>"');
-  return {
-    json: JSON.parse(text) as object,
-    vocabSize,
-    config: {
-      do_lower_case: true,
-      eos_token: '</s>',
-      pad_token: '</s>',
-      unk_token: '<unk>',
-      model_max_length: TEXT_MAX_LENGTH,
-      tokenizer_class: 'SiglipTokenizer',
-      clean_up_tokenization_spaces: true,
-    },
-  };
-}
-
-export function preprocessorConfigJson(imageSize: number) {
-  return {
-    do_convert_rgb: null,
-    do_normalize: true,
-    do_rescale: true,
-    do_resize: true,
-    image_mean: [0.5, 0.5, 0.5],
-    image_processor_type: 'SiglipImageProcessor',
-    image_std: [0.5, 0.5, 0.5],
-    processor_class: 'SiglipProcessor',
-    resample: 2,
-    rescale_factor: 0.00392156862745098,
-    size: { height: imageSize, width: imageSize },
-  };
+  return { json: JSON.parse(JSON.stringify(json).replaceAll('"<eos>"', '"</s>"')) as object, vocabSize };
 }
 
 /**
@@ -155,15 +172,25 @@ export function tinyTextGraph(opts: {
   seed: number;
   /** The embedding output's name: pooler_output (default) or text_embeds, as some exports name it. */
   outputName?: string;
+  /**
+   * Declare an attention_mask input [B,64] int64, as some third-party exports of SigLIP's text tower do,
+   * and use it as such (masked positions contribute nothing to the pooled vector). With a mask of ones the
+   * tower computes exactly what the same tower without the input computes.
+   */
+  attentionMask?: boolean;
 }): GraphBuilder {
   const outName = opts.outputName ?? 'pooler_output';
   const rng = new Rng(opts.seed);
   const g = new GraphBuilder('text_model');
   const ids = g.input('input_ids', INT64, ['batch_size', TEXT_MAX_LENGTH]);
+  const mask = opts.attentionMask ? g.input('attention_mask', INT64, ['batch_size', TEXT_MAX_LENGTH]) : null;
   const table = g.weight('embed_tokens', [opts.vocabSize, opts.hidden], rng.normals(opts.vocabSize * opts.hidden, 1));
   const pos = g.weight('position_embedding', [TEXT_MAX_LENGTH, opts.hidden], rng.normals(TEXT_MAX_LENGTH * opts.hidden, 0.1));
   const emb = g.op('Gather', [table, ids], { axis: 0 });
-  const hidden = g.op('Add', [emb, pos], {}, 'last_hidden_state');
+  const summed = g.op('Add', [emb, pos], {}, mask ? undefined : 'last_hidden_state');
+  const hidden = mask
+    ? g.op('Mul', [summed, g.op('Unsqueeze', [g.op('Cast', [mask], { to: FLOAT }), g.ints('axes', [2])])], {}, 'last_hidden_state')
+    : summed;
   const mean = g.op('ReduceMean', [hidden], { axes: [1], keepdims: 0 });
   const act = g.op('Tanh', [mean]);
   const proj = g.weight('head', [opts.hidden, opts.dimension], rng.normals(opts.hidden * opts.dimension, 1 / Math.sqrt(opts.hidden)));
@@ -173,56 +200,53 @@ export function tinyTextGraph(opts: {
   return g;
 }
 
-/**
- * config.json as the hub's SigLIP exports write it. The text tower here is always the small stand-in
- * (no transformer layers); `vision` adds the vision tower's own fields.
- */
-export function siglipConfigJson(opts: {
-  modelId: string;
-  vocabSize: number;
-  textHidden: number;
-  dimension: number;
-  vision: {
-    image_size: number;
-    patch_size: number;
-    num_hidden_layers: number;
-    num_attention_heads: number;
-    intermediate_size: number;
-  } & Record<string, unknown>;
-}) {
-  return {
-    _name_or_path: opts.modelId,
-    architectures: ['SiglipModel'],
-    model_type: 'siglip',
-    initializer_factor: 1.0,
-    text_config: {
-      model_type: 'siglip_text_model',
-      hidden_size: opts.textHidden,
-      projection_size: opts.dimension,
-      vocab_size: opts.vocabSize,
-      max_position_embeddings: TEXT_MAX_LENGTH,
-      num_hidden_layers: 0,
-      num_attention_heads: 1,
-      intermediate_size: opts.textHidden,
-    },
-    vision_config: { model_type: 'siglip_vision_model', hidden_size: opts.dimension, num_channels: 3, ...opts.vision },
-  };
-}
-
-export interface LayoutFiles {
-  config: object;
-  imageSize: number;
-  vision: Uint8Array;
-  text: Uint8Array;
+export interface LayoutFiles extends GeneratedModel {
+  vision: Record<string, number>;
+  visionGraph: Uint8Array;
+  textGraph: Uint8Array;
   tokenizer: object;
 }
 
+/** A model directory in the ONNX export's layout: the hub's JSON files (writeHubJson), tokenizer.json, the fp32 graphs. */
 export async function writeLayout(dir: string, files: LayoutFiles): Promise<void> {
-  await mkdir(join(dir, 'onnx'), { recursive: true });
-  await writeFile(join(dir, 'config.json'), JSON.stringify(files.config, null, 2));
-  await writeFile(join(dir, 'preprocessor_config.json'), JSON.stringify(preprocessorConfigJson(files.imageSize), null, 2));
+  await writeHubJson(dir, files);
   await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(files.tokenizer));
-  await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfigJson(), null, 2));
-  await writeFile(join(dir, 'onnx', 'vision_model.onnx'), files.vision);
-  await writeFile(join(dir, 'onnx', 'text_model.onnx'), files.text);
+  await writeFile(join(dir, 'onnx', 'vision_model.onnx'), files.visionGraph);
+  await writeFile(join(dir, 'onnx', 'text_model.onnx'), files.textGraph);
+}
+
+/**
+ * The combined export's graph (onnx/model.onnx in onnx-community/siglip2-*-ONNX, ~1.5 GB there), reduced to
+ * its outputs' structure: inputs input_ids and pixel_values; text_embeds and image_embeds (unit length);
+ * logits_per_text = MatMul(text_embeds, image_embedsᵀ) · exp(logit_scale) + logit_bias, with the two
+ * parameters constant-folded into float32 initializers under exporter-generated names (the exported file
+ * holds exp(logit_scale) = 112.66889953613281 and −16.771724700927734 for siglip2-base-patch16-224);
+ * logits_per_image its transpose. The towers are small stand-ins: the calibration is what this file is for.
+ */
+export function combinedModelGraph(opts: { logitScaleExp: number; logitBias: number; imageSize: number; vocabSize: number }): GraphBuilder {
+  const rng = new Rng(7);
+  const g = new GraphBuilder('main_graph');
+  const ids = g.input('input_ids', INT64, ['batch_size', TEXT_MAX_LENGTH]);
+  const pixels = g.input('pixel_values', FLOAT, ['batch_size', 3, opts.imageSize, opts.imageSize]);
+  const D = 8;
+  const unit = (x: string, name: string) => g.op('Div', [x, g.op('ReduceL2', [x], { axes: [-1], keepdims: 1 })], {}, name);
+  const text = g.op('MatMul', [
+    g.op('ReduceMean', [g.op('Gather', [g.weight('embed_tokens', [opts.vocabSize, D], rng.normals(opts.vocabSize * D, 1)), ids], { axis: 0 })], {
+      axes: [1],
+      keepdims: 0,
+    }),
+    g.weight('text_head', [D, D], rng.normals(D * D, 0.5)),
+  ]);
+  const image = g.op('MatMul', [g.op('ReduceMean', [pixels], { axes: [2, 3], keepdims: 0 }), g.weight('image_head', [3, D], rng.normals(3 * D, 0.5))]);
+  const textEmbeds = unit(text, 'text_embeds');
+  const imageEmbeds = unit(image, 'image_embeds');
+  const sims = g.op('MatMul', [textEmbeds, g.op('Transpose', [imageEmbeds], { perm: [1, 0] })]);
+  const scaled = g.op('Mul', [sims, g.scalar('onnx::Mul_3411', opts.logitScaleExp)]);
+  const logitsPerText = g.op('Add', [scaled, g.scalar('onnx::Add_3412', opts.logitBias)], {}, 'logits_per_text');
+  g.op('Transpose', [logitsPerText], { perm: [1, 0] }, 'logits_per_image');
+  g.output('logits_per_image', FLOAT, ['image_batch_size', 'text_batch_size']);
+  g.output('logits_per_text', FLOAT, ['text_batch_size', 'image_batch_size']);
+  g.output('text_embeds', FLOAT, ['text_batch_size', D]);
+  g.output('image_embeds', FLOAT, ['image_batch_size', D]);
+  return g;
 }

@@ -19,8 +19,19 @@ export type Dim = number | string;
 type AttrValue = number | number[] | string | { floats: number[] } | { tensor: TensorSpec };
 
 export interface QuantizeOptions {
-  /** One scale per output column of each weight matrix (else one per matrix). */
-  perChannel: boolean;
+  /**
+   * The weights' type, as transformers.js's scripts/quantize.py chooses it: `_int8` QInt8 (symmetric, zero
+   * point 0), `_uint8` QUInt8 (asymmetric: zero point from the weights' min/max), `_quantized` (q8) QUInt8
+   * where the graph has a Conv (ONNX Runtime has no ConvInteger kernel for signed weights) and QInt8 otherwise.
+   */
+  weightType: 'int8' | 'uint8';
+  /** One scale per output column of each weight matrix, else one per tensor (transformers.js's default: per tensor). */
+  perChannel?: boolean;
+}
+
+/** The weight type transformers.js's `q8` mode (the `_quantized` files) picks for a graph. */
+export function q8WeightType(g: GraphBuilder): 'int8' | 'uint8' {
+  return g.opTypes().has('Conv') ? 'uint8' : 'int8';
 }
 
 interface NodeSpec {
@@ -159,6 +170,10 @@ export class GraphBuilder {
     return this.encodeGraph(this.nodes, this.initializers, opset);
   }
 
+  opTypes(): Set<string> {
+    return new Set(this.nodes.map((n) => n.opType));
+  }
+
   /**
    * The graph with its large initializers (≥ minBytes) in an external data file, as exports over 2 GB
    * must be and many hub exports are (`onnx/vision_model.onnx` + `onnx/vision_model.onnx_data`):
@@ -198,25 +213,28 @@ export class GraphBuilder {
   }
 
   /**
-   * The graph as ONNX Runtime's `quantize_dynamic` (MatMul and Gather, weights QInt8 symmetric,
-   * activations QUInt8) writes it, i.e. the form of the hub's `*_quantized.onnx` exports, built here from
-   * the fp32 weights because the Python quantizer is not available to this project:
+   * The graph as transformers.js's scripts/quantize.py writes its 8-bit files: ONNX Runtime's ONNXQuantizer in
+   * IntegerOps mode (dynamic), activations QUInt8, weights of `opts.weightType`, per tensor unless asked
+   * otherwise — built here from the fp32 weights because the Python quantizer is not available to this
+   * project:
    *
-   *   MatMul(x, W)   → DynamicQuantizeLinear(x) → (x_q uint8, x_scale, x_zp)
-   *                    MatMulInteger(x_q, W_q int8, x_zp, W_zp = 0) → int32 → Cast(float)
-   *                    · Mul(x_scale, W_scale)                      (ORT fuses all of it into
-   *                                                                  DynamicQuantizeMatMul)
-   *   Gather(T, ids) → Gather(T_q int8, ids) → DequantizeLinear(·, T_scale, 0)
+   *   MatMul(x, W)     → DynamicQuantizeLinear(x) → (x_q uint8, x_scale, x_zp)
+   *                      MatMulInteger(x_q, W_q, x_zp, W_zp) → int32 → Cast(float) · Mul(x_scale, W_scale)
+   *   Conv(x, W, b)    → DynamicQuantizeLinear(x) → ConvInteger(x_q, W_q, x_zp, W_zp) → Cast(float)
+   *                      · Mul(x_scale, W_scale) → Add(b)
+   *   Gather(T, ids)   → Gather(T_q, ids) → DequantizeLinear(·, T_scale, T_zp)
    *
-   * Only MatMuls whose second input is a 2-D float initializer are quantized (the weight projections);
-   * attention's activation × activation MatMuls, convolutions, norms and the rest stay float, as they do
-   * in the exports. The builder itself is not changed: encode() still gives the fp32 graph.
+   * QInt8 weights are symmetric (zero point 0, scale max|w|/127), QUInt8 asymmetric (range [min(w,0),
+   * max(w,0)] over 255 steps), as the quantizer's WeightSymmetric default has them. Only MatMuls whose second
+   * input is a 2-D float initializer are quantized (the weight projections: MatMulConstBOnly); attention's
+   * activation × activation MatMuls, norms and the rest stay float. encode() still gives the fp32 graph.
    */
   encodeQuantized(opts: QuantizeOptions, opset = 17): Uint8Array {
     const byName = new Map(this.initializers.map((t) => [t.name, t]));
     const inits: TensorSpec[] = [];
     const nodes: NodeSpec[] = [];
     const quantized = new Set<string>();
+    const signed = opts.weightType === 'int8';
     let k = 0;
     const fresh = (p: string) => `${p}_q${k++}`;
     const floats = (t: TensorSpec) => new Float32Array(t.rawData.buffer, t.rawData.byteOffset, t.rawData.byteLength / 4);
@@ -228,60 +246,94 @@ export class GraphBuilder {
     });
     const node = (opType: string, input: string[], output: string[], attribute: unknown[] = []) =>
       nodes.push({ opType, input, output, name: fresh(`n_${opType}`), attribute });
-    for (const n of this.nodes) {
-      const w = n.opType === 'MatMul' ? byName.get(n.input[1]!) : n.opType === 'Gather' ? byName.get(n.input[0]!) : undefined;
-      if (!w || w.dataType !== FLOAT || w.dims.length !== 2) {
-        nodes.push(n);
-        continue;
-      }
-      const [K, N] = w.dims as [number, number];
-      const data = floats(w);
-      // symmetric int8: zero point 0, scale = max|w| / 127 (per output column, or per matrix)
-      const perChannel = opts.perChannel && n.opType === 'MatMul';
-      const groups = perChannel ? N : 1;
-      const absMax = new Float32Array(groups);
-      for (let i = 0; i < K; i++) {
-        for (let j = 0; j < N; j++) {
-          const g = perChannel ? j : 0;
-          const a = Math.abs(data[i * N + j]!);
-          if (a > absMax[g]!) absMax[g] = a;
-        }
-      }
-      const scale = absMax.map((a) => (a > 0 ? a / 127 : 1));
-      const q = new Int8Array(K * N);
-      for (let i = 0; i < K; i++) {
-        for (let j = 0; j < N; j++) {
-          const v = Math.round(data[i * N + j]! / scale[perChannel ? j : 0]!);
-          q[i * N + j] = v > 127 ? 127 : v < -127 ? -127 : v;
-        }
-      }
+    /** Quantize weight w (groups along its last axis when per channel); returns the initializer names. */
+    const quantize = (w: TensorSpec, perChannel: boolean) => {
       const qName = `${w.name}_quantized`;
       const sName = `${w.name}_scale`;
       const zName = `${w.name}_zero_point`;
-      if (!quantized.has(w.name)) {
-        quantized.add(w.name);
-        const sDims = perChannel ? [N] : [];
-        inits.push(tensor(qName, [K, N], INT8, q));
-        inits.push(tensor(sName, sDims, FLOAT, scale));
-        inits.push(tensor(zName, sDims, INT8, new Int8Array(groups)));
+      if (quantized.has(w.name)) return { qName, sName, zName };
+      quantized.add(w.name);
+      const data = floats(w);
+      const N = perChannel ? w.dims[w.dims.length - 1]! : 1;
+      const min = new Float32Array(N);
+      const max = new Float32Array(N);
+      for (let i = 0; i < data.length; i++) {
+        const g = perChannel ? i % N : 0;
+        if (data[i]! < min[g]!) min[g] = data[i]!;
+        if (data[i]! > max[g]!) max[g] = data[i]!;
       }
-      const out = n.output[0]!;
-      if (n.opType === 'Gather') {
-        const g = fresh(`${out}_int8`);
-        node('Gather', [qName, n.input[1]!], [g], n.attribute);
-        node('DequantizeLinear', [g, sName, zName], [out]);
-        continue;
+      const scale = new Float32Array(N);
+      const zero = signed ? new Int8Array(N) : new Uint8Array(N);
+      for (let g = 0; g < N; g++) {
+        if (signed) {
+          const a = Math.max(-min[g]!, max[g]!);
+          scale[g] = a > 0 ? a / 127 : 1;
+        } else {
+          const range = max[g]! - min[g]!;
+          scale[g] = range > 0 ? range / 255 : 1;
+          zero[g] = Math.round(-min[g]! / scale[g]!);
+        }
       }
-      const x = n.input[0]!;
+      const q = signed ? new Int8Array(data.length) : new Uint8Array(data.length);
+      const [lo, hi] = signed ? [-127, 127] : [0, 255];
+      for (let i = 0; i < data.length; i++) {
+        const g = perChannel ? i % N : 0;
+        const v = Math.round(data[i]! / scale[g]!) + zero[g]!;
+        q[i] = v > hi ? hi : v < lo ? lo : v;
+      }
+      const type = signed ? INT8 : UINT8;
+      const sDims = perChannel ? [N] : [];
+      inits.push(tensor(qName, w.dims, type, q));
+      inits.push(tensor(sName, sDims, FLOAT, scale));
+      inits.push(tensor(zName, sDims, type, zero));
+      return { qName, sName, zName };
+    };
+    const integerOp = (opType: 'MatMulInteger' | 'ConvInteger', x: string, w: { qName: string; sName: string; zName: string }, out: string, attribute: unknown[] = []) => {
       const [xq, xs, xz] = [fresh(`${x}_quantized`), fresh(`${x}_scale`), fresh(`${x}_zero_point`)];
       node('DynamicQuantizeLinear', [x], [xq, xs, xz]);
       const yi = fresh(`${out}_int32`);
-      node('MatMulInteger', [xq, qName, xz, zName], [yi]);
+      node(opType, [xq, w.qName, xz, w.zName], [yi], attribute);
       const yf = fresh(`${out}_float`);
       node('Cast', [yi], [yf], [{ name: 'to', type: 2, i: FLOAT }]);
       const s = fresh(`${out}_scales`);
-      node('Mul', [xs, sName], [s]);
-      node('Mul', [yf, s], [out]);
+      node('Mul', [xs, w.sName], [s]);
+      return { yf, s };
+    };
+    for (const n of this.nodes) {
+      const w =
+        n.opType === 'MatMul' || n.opType === 'Conv' ? byName.get(n.input[1]!) : n.opType === 'Gather' ? byName.get(n.input[0]!) : undefined;
+      const quantizable = w && w.dataType === FLOAT && (n.opType === 'Conv' ? w.dims.length === 4 : w.dims.length === 2);
+      if (!w || !quantizable) {
+        nodes.push(n);
+        continue;
+      }
+      const out = n.output[0]!;
+      if (n.opType === 'Gather') {
+        const q = quantize(w, false);
+        const g = fresh(`${out}_${opts.weightType}`);
+        node('Gather', [q.qName, n.input[1]!], [g], n.attribute);
+        node('DequantizeLinear', [g, q.sName, q.zName], [out]);
+      } else if (n.opType === 'MatMul') {
+        const { yf, s } = integerOp('MatMulInteger', n.input[0]!, quantize(w, opts.perChannel === true), out);
+        node('Mul', [yf, s], [out]);
+      } else {
+        // ConvInteger has no bias input: the float bias is added after the rescale, as the quantizer does
+        const { yf, s } = integerOp('ConvInteger', n.input[0]!, quantize(w, false), out, n.attribute);
+        const bias = n.input[2];
+        if (bias) {
+          const scaled = fresh(`${out}_scaled`);
+          node('Mul', [yf, s], [scaled]);
+          const b = byName.get(bias)!;
+          // Conv's bias is [C]; after ConvInteger it is added per channel: reshaped to [C,1,1] as the quantizer does
+          const shape = fresh(`${bias}_shape`);
+          inits.push(tensor(shape, [3], INT64, BigInt64Array.from([BigInt(b.dims[0]!), 1n, 1n])));
+          const b3 = fresh(`${bias}_reshaped`);
+          node('Reshape', [bias, shape], [b3]);
+          node('Add', [scaled, b3], [out]);
+        } else {
+          node('Mul', [yf, s], [out]);
+        }
+      }
     }
     const used = new Set(nodes.flatMap((n) => n.input));
     for (const t of this.initializers) if (!quantized.has(t.name) && used.has(t.name)) inits.push(t);
@@ -289,12 +341,16 @@ export class GraphBuilder {
   }
 
   /**
-   * The graph in float16, as the hub's `*_fp16.onnx` exports are (onnxconverter-common's
-   * convert_float_to_float16 with keep_io_types off): every float initializer, graph input and output
-   * becomes float16, and Casts to float cast to float16, so the whole tower computes in half precision
-   * (on CUDA: tensor cores, half the weight memory). Integer tensors (ids, shapes) are untouched.
+   * The graph in float16, as transformers.js's scripts/quantize.py writes the `*_fp16.onnx` files
+   * (onnxconverter-common's convert_float_to_float16 with keep_io_types=True): every float initializer
+   * becomes float16 and Casts to float cast to float16, so the tower computes in half precision (on CUDA:
+   * tensor cores, half the weight memory), while the graph's float inputs and outputs stay float32, with a
+   * Cast after each input and before each output. Integer tensors (ids, shapes) are untouched.
+   * `keepIoTypes: false` gives the other form in the wild, float16 inputs and outputs (Optimum's
+   * `--dtype fp16` exports), which the engine also runs.
    */
-  encodeFloat16(opset = 17): Uint8Array {
+  encodeFloat16(opts: { keepIoTypes?: boolean } = {}, opset = 17): Uint8Array {
+    const keepIo = opts.keepIoTypes ?? true;
     const half = (t: TensorSpec): TensorSpec => {
       if (t.dataType !== FLOAT) return t;
       const f = new Float32Array(t.rawData.buffer.slice(t.rawData.byteOffset, t.rawData.byteOffset + t.rawData.byteLength));
@@ -302,18 +358,48 @@ export class GraphBuilder {
       return { ...t, dataType: FLOAT16, rawData: new Uint8Array(h.buffer) };
     };
     type Attr = { name: string; type: number; i?: number; t?: TensorSpec };
-    const nodes = this.nodes.map((n) => ({
-      ...n,
-      attribute: (n.attribute as Attr[]).map((a) =>
-        n.opType === 'Cast' && a.name === 'to' && a.i === FLOAT ? { ...a, i: FLOAT16 } : a.t ? { ...a, t: half(a.t) } : a,
-      ),
-    }));
-    type ValueInfo = { type: { tensorType: { elemType: number } } };
-    const io = (vs: unknown[]) =>
-      (vs as ValueInfo[]).map((v) =>
-        v.type.tensorType.elemType === FLOAT ? { ...v, type: { tensorType: { ...v.type.tensorType, elemType: FLOAT16 } } } : v,
-      );
-    return this.encodeGraph(nodes, this.initializers.map(half), opset, io(this.inputs), io(this.outputs));
+    type ValueInfo = { name: string; type: { tensorType: { elemType: number } } };
+    if (!keepIo) {
+      const io = (vs: unknown[]) =>
+        (vs as ValueInfo[]).map((v) =>
+          v.type.tensorType.elemType === FLOAT ? { ...v, type: { tensorType: { ...v.type.tensorType, elemType: FLOAT16 } } } : v,
+        );
+      const nodes = this.nodes.map((n) => ({
+        ...n,
+        attribute: (n.attribute as Attr[]).map((a) =>
+          n.opType === 'Cast' && a.name === 'to' && a.i === FLOAT ? { ...a, i: FLOAT16 } : a.t ? { ...a, t: half(a.t) } : a,
+        ),
+      }));
+      return this.encodeGraph(nodes, this.initializers.map(half), opset, io(this.inputs), io(this.outputs));
+    }
+    const floatInputs = (this.inputs as ValueInfo[]).filter((v) => v.type.tensorType.elemType === FLOAT).map((v) => v.name);
+    const floatOutputs = (this.outputs as ValueInfo[]).filter((v) => v.type.tensorType.elemType === FLOAT).map((v) => v.name);
+    // inside the graph, a float input is read as its float16 cast, a float output written under an inner name
+    const rename = new Map<string, string>([
+      ...floatInputs.map((n): [string, string] => [n, `${n}_fp16`]),
+      ...floatOutputs.map((n): [string, string] => [n, `${n}_fp16`]),
+    ]);
+    const renamed = (x: string) => rename.get(x) ?? x;
+    const cast = (from: string, to: string, type: number, name: string): NodeSpec => ({
+      opType: 'Cast',
+      input: [from],
+      output: [to],
+      name,
+      attribute: [{ name: 'to', type: 2, i: type }],
+    });
+    const nodes = [
+      ...floatInputs.map((n) => cast(n, `${n}_fp16`, FLOAT16, `graph_input_cast_${n}`)),
+      ...this.nodes.map((n) => ({
+        ...n,
+        input: n.input.map(renamed),
+        output: n.output.map(renamed),
+        attribute: (n.attribute as Attr[]).map((a) =>
+          n.opType === 'Cast' && a.name === 'to' && a.i === FLOAT ? { ...a, i: FLOAT16 } : a.t ? { ...a, t: half(a.t) } : a,
+        ),
+      })),
+      ...floatOutputs.map((n) => cast(`${n}_fp16`, n, FLOAT, `graph_output_cast_${n}`)),
+    ];
+    return this.encodeGraph(nodes, this.initializers.map(half), opset);
   }
 
   private encodeGraph(

@@ -14,8 +14,8 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FLOAT, GraphBuilder, INT64, Rng } from './onnx-builder.js';
-import { siglipConfigJson, siglipV1TokenizerFiles, TEXT_MAX_LENGTH, tinyTextGraph, tinyTokenizerJson, writeLayout } from './common.js';
+import { FLOAT, GraphBuilder, INT64, q8WeightType, Rng } from './onnx-builder.js';
+import { siglipV1TokenizerJson, TEXT_MAX_LENGTH, tinyTextGraph, tinyTokenizerJson, writeLayout } from './common.js';
 
 export interface SiglipVisionOptions {
   imageSize?: number;
@@ -29,13 +29,14 @@ export interface SiglipVisionOptions {
   /** 'tiny' (default): the small stand-in text tower; 'base': one of SigLIP 2 base's size (BASE_TEXT). */
   textTower?: 'tiny' | 'base';
   /**
-   * Also write the int8 variants onnx/{vision,text}_model_quantized.onnx (default true): dynamic int8
-   * weights with uint8 activations, per output channel (see GraphBuilder.encodeQuantized).
+   * Also write the 8-bit variants onnx/{vision,text}_model_{quantized,int8,uint8}.onnx (default true):
+   * dynamic 8-bit weights with uint8 activations, as transformers.js quantises (GraphBuilder.encodeQuantized).
    */
   quantized?: boolean;
   /**
    * Also write the float16 variants onnx/{vision,text}_model_fp16.onnx (default true): the whole graph
-   * in half precision with float16 inputs and outputs, as the hub's fp16 exports (GraphBuilder.encodeFloat16).
+   * in half precision with float32 inputs and outputs (keep_io_types), as the hub's fp16 exports
+   * (GraphBuilder.encodeFloat16).
    */
   fp16?: boolean;
   /**
@@ -166,52 +167,50 @@ export async function writeSiglipVisionModel(dir: string, opts: SiglipVisionOpti
     mlp: opts.mlp ?? 3072,
     seed: opts.seed ?? 20250220,
   };
-  const v1 = opts.family === 'siglip' ? siglipV1TokenizerFiles() : null;
-  const { json: tokenizer, vocabSize } = v1 ?? tinyTokenizerJson();
-  const config = siglipConfigJson({
-    modelId: opts.modelId ?? B16_MODEL_ID,
-    vocabSize,
-    textHidden: 64,
-    dimension: o.hidden,
+  const v1 = opts.family === 'siglip';
+  const { json: tokenizer, vocabSize } = v1 ? siglipV1TokenizerJson() : tinyTokenizerJson();
+  const baseText = opts.textTower === 'base';
+  const vision = buildVision(o);
+  const text = baseText
+    ? buildBaseText(o.seed + 1, o.hidden)
+    : tinyTextGraph({ vocabSize, hidden: 64, dimension: o.hidden, seed: o.seed + 1 });
+  await writeLayout(dir, {
+    // the family's published JSON files (test/fixtures/models), config.json extended by what differs here
+    family: v1 ? 'siglip-base-patch16-384' : 'siglip2-base-patch16-224',
+    nameOrPath: opts.modelId ?? B16_MODEL_ID,
     vision: {
+      hidden_size: o.hidden,
       image_size: o.imageSize,
       patch_size: o.patchSize,
       num_hidden_layers: o.layers,
       num_attention_heads: o.heads,
       intermediate_size: o.mlp,
-      hidden_act: 'gelu_pytorch_tanh',
-      layer_norm_eps: 1e-6,
-      vision_use_head: true,
     },
+    text: baseText
+      ? { vocab_size: BASE_TEXT.vocabSize, hidden_size: BASE_TEXT.hidden, num_hidden_layers: BASE_TEXT.layers, num_attention_heads: BASE_TEXT.heads, intermediate_size: BASE_TEXT.mlp }
+      : { vocab_size: vocabSize, hidden_size: 64, projection_size: o.hidden, num_hidden_layers: 0, num_attention_heads: 1, intermediate_size: 64 },
+    preprocessor: { size: { height: o.imageSize, width: o.imageSize } },
+    tokenizer,
+    visionGraph: vision.encode(),
+    textGraph: text.encode(),
   });
-  const baseText = opts.textTower === 'base';
-  if (baseText) {
-    config.text_config = {
-      ...config.text_config,
-      hidden_size: BASE_TEXT.hidden,
-      vocab_size: BASE_TEXT.vocabSize,
-      num_hidden_layers: BASE_TEXT.layers,
-      num_attention_heads: BASE_TEXT.heads,
-      intermediate_size: BASE_TEXT.mlp,
-    };
-  }
-  const vision = buildVision(o);
-  const text = baseText
-    ? buildBaseText(o.seed + 1, o.hidden)
-    : tinyTextGraph({ vocabSize, hidden: 64, dimension: o.hidden, seed: o.seed + 1 });
-  await writeLayout(dir, { config, imageSize: o.imageSize, tokenizer, vision: vision.encode(), text: text.encode() });
-  if (v1) await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(v1.config, null, 2));
   if (opts.fp16 ?? true) {
     // the variant EMBEDDING_VARIANT=auto opens on CUDA (model-dir.ts)
     await writeFile(join(dir, 'onnx', 'vision_model_fp16.onnx'), vision.encodeFloat16());
     await writeFile(join(dir, 'onnx', 'text_model_fp16.onnx'), text.encodeFloat16());
   }
   if (opts.quantized ?? true) {
-    // per output channel: a finer fit than one scale per matrix at no extra work (ONNX Runtime's fused
-    // DynamicQuantizeMatMul takes per-column scales natively); per-matrix is encodeQuantized({ perChannel:
-    // false }), not yet measured against it on a quiet machine
-    await writeFile(join(dir, 'onnx', 'vision_model_quantized.onnx'), vision.encodeQuantized({ perChannel: true }));
-    await writeFile(join(dir, 'onnx', 'text_model_quantized.onnx'), text.encodeQuantized({ perChannel: true }));
+    // as transformers.js's scripts/quantize.py names and quantises them (GraphBuilder.encodeQuantized):
+    // `_quantized` (q8: unsigned weights in the vision tower, which has a Conv; signed in the text tower),
+    // `_int8` (signed weights everywhere, the vision tower's patch Conv included) and `_uint8`
+    for (const [name, g] of [
+      ['vision_model', vision],
+      ['text_model', text],
+    ] as const) {
+      await writeFile(join(dir, 'onnx', `${name}_quantized.onnx`), g.encodeQuantized({ weightType: q8WeightType(g) }));
+      await writeFile(join(dir, 'onnx', `${name}_int8.onnx`), g.encodeQuantized({ weightType: 'int8' }));
+      await writeFile(join(dir, 'onnx', `${name}_uint8.onnx`), g.encodeQuantized({ weightType: 'uint8' }));
+    }
   }
   return dir;
 }

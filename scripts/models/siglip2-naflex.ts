@@ -17,10 +17,10 @@
  * The resampling is plain bilinear (align_corners false); the model's antialias only changes the weights
  * of a downscale, not the work. Usage: writeNaflexModel(dir, { hidden: 64, layers: 1, maxNumPatches: 64 }).
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FLOAT, GraphBuilder, INT64, Rng } from './onnx-builder.js';
-import { TEXT_MAX_LENGTH, tinyTextGraph, tinyTokenizerJson, tokenizerConfigJson } from './common.js';
+import { tinyTextGraph, tinyTokenizerJson, writeHubJson } from './common.js';
 import { transformerBlocks } from './siglip-vision.js';
 
 export interface NaflexOptions {
@@ -122,52 +122,23 @@ export async function writeNaflexModel(dir: string, opts: NaflexOptions = {}): P
   const { json: tokenizer, vocabSize } = tinyTokenizerJson();
   const vision = buildNaflexVision(o);
   const text = tinyTextGraph({ vocabSize, hidden: 64, dimension: o.hidden, seed: o.seed + 1, outputName: 'text_embeds' });
-  const config = {
-    _name_or_path: opts.modelId ?? NAFLEX_MODEL_ID,
-    architectures: ['Siglip2Model'],
-    model_type: 'siglip2',
-    text_config: {
-      model_type: 'siglip2_text_model',
-      hidden_size: 64,
-      projection_size: o.hidden,
-      vocab_size: vocabSize,
-      max_position_embeddings: TEXT_MAX_LENGTH,
-      num_hidden_layers: 0,
-      num_attention_heads: 1,
-      intermediate_size: 64,
-    },
-    vision_config: {
-      model_type: 'siglip2_vision_model',
+  await writeHubJson(dir, {
+    // google/siglip2-base-patch16-naflex's published JSON files (test/fixtures/models), config.json and
+    // preprocessor_config.json extended by what differs here
+    family: 'siglip2-base-patch16-naflex',
+    nameOrPath: opts.modelId ?? NAFLEX_MODEL_ID,
+    vision: {
       hidden_size: o.hidden,
-      num_channels: 3,
       num_patches: o.positionGrid ** 2,
       patch_size: o.patchSize,
       num_hidden_layers: o.layers,
       num_attention_heads: o.heads,
       intermediate_size: o.mlp,
-      hidden_act: 'gelu_pytorch_tanh',
-      layer_norm_eps: 1e-6,
     },
-  };
-  const preprocessor = {
-    do_convert_rgb: null,
-    do_normalize: true,
-    do_rescale: true,
-    do_resize: true,
-    image_mean: [0.5, 0.5, 0.5],
-    image_processor_type: 'Siglip2ImageProcessor',
-    image_std: [0.5, 0.5, 0.5],
-    max_num_patches: o.maxNumPatches,
-    patch_size: o.patchSize,
-    processor_class: 'Siglip2Processor',
-    resample: 2,
-    rescale_factor: 0.00392156862745098,
-  };
-  await mkdir(join(dir, 'onnx'), { recursive: true });
-  await writeFile(join(dir, 'config.json'), JSON.stringify(config, null, 2));
-  await writeFile(join(dir, 'preprocessor_config.json'), JSON.stringify(preprocessor, null, 2));
+    text: { vocab_size: vocabSize, hidden_size: 64, projection_size: o.hidden, num_hidden_layers: 0, num_attention_heads: 1, intermediate_size: 64 },
+    preprocessor: { max_num_patches: o.maxNumPatches, patch_size: o.patchSize },
+  });
   await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(tokenizer));
-  await writeFile(join(dir, 'tokenizer_config.json'), JSON.stringify(tokenizerConfigJson(), null, 2));
   for (const [name, graph] of [
     ['vision_model', vision],
     ['text_model', text],

@@ -14,14 +14,14 @@
  * Usage: writeTinyModel(dir, { dimension: 64, imageSize: 32 }).
  */
 import { FLOAT, GraphBuilder, Rng } from './onnx-builder.js';
-import { siglipConfigJson, tinyTextModel, tinyTokenizerJson, writeLayout } from './common.js';
+import { tinyTextModel, tinyTokenizerJson, writeLayout } from './common.js';
 
 export interface TinyModelOptions {
   /** Embedding dimension (default 64). */
   dimension?: number;
   /** Square input size S (multiple of 8; default 32). */
   imageSize?: number;
-  /** Model id written into config.json (`_name_or_path`). */
+  /** Model id written into config.json (`_name_or_path`, as save_pretrained writes for a model loaded from a folder). */
   modelId?: string;
   seed?: number;
 }
@@ -80,25 +80,23 @@ export async function writeTinyModel(dir: string, opts: TinyModelOptions = {}): 
   const seed = opts.seed ?? 1234;
   const { json: tokenizer, vocabSize } = tinyTokenizerJson();
   const textHidden = 32;
-  const config = siglipConfigJson({
-    modelId: opts.modelId ?? TINY_MODEL_ID,
-    vocabSize,
-    textHidden,
-    dimension,
+  await writeLayout(dir, {
+    // SigLIP 2's published JSON files (test/fixtures/models), config.json extended by this network's sizes
+    family: 'siglip2-base-patch16-224',
+    nameOrPath: opts.modelId ?? TINY_MODEL_ID,
     vision: {
+      hidden_size: dimension,
       image_size: imageSize,
       patch_size: imageSize / 8,
       num_hidden_layers: 0,
       num_attention_heads: 1,
       intermediate_size: dimension,
     },
-  });
-  await writeLayout(dir, {
-    config,
-    imageSize,
+    text: { vocab_size: vocabSize, hidden_size: textHidden, projection_size: dimension, num_hidden_layers: 0, num_attention_heads: 1, intermediate_size: textHidden },
+    preprocessor: { size: { height: imageSize, width: imageSize } },
     tokenizer,
-    vision: tinyVisionModel(dimension, imageSize, seed),
-    text: tinyTextModel({ vocabSize, hidden: textHidden, dimension, seed: seed + 1 }),
+    visionGraph: tinyVisionModel(dimension, imageSize, seed),
+    textGraph: tinyTextModel({ vocabSize, hidden: textHidden, dimension, seed: seed + 1 }),
   });
   return dir;
 }

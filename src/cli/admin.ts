@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import type { Config } from '../config.js';
 import { getModel } from '../db/models.js';
 import { getReindexJob } from '../db/reindex-jobs.js';
-import { runModelCommand } from '../embedding/cli.js';
+import { runModelCommand } from './model.js';
 import { importHfDataset, isHfDataset, parseMapping } from '../jobs/hf-dataset.js';
 import { importCatalog, type ImportProgress } from '../jobs/import.js';
 import { JobRunner } from '../jobs/runner.js';

@@ -15,7 +15,7 @@ import { availableParallelism } from 'node:os';
 import { AppError, ErrorCode } from '../errors.js';
 import { metrics } from '../metrics/index.js';
 import { MicroBatcher } from './batcher.js';
-import { DEFAULT_MODEL_REPO, modelCachePath } from './hub-paths.js';
+import type { Calibration } from './calibration.js';
 import { loadModelDir, modelIdFor, type ModelFiles } from './model-dir.js';
 import { WorkerPool, type Logger } from './pool.js';
 import type { NaflexInput } from './naflex.js';
@@ -26,9 +26,6 @@ import { createTokenizer, type TextTokenizer } from './tokenizer.js';
 
 export type { ProviderName } from './providers.js';
 export { loadModelDir } from './model-dir.js';
-export { DEFAULT_MODEL_REPO, defaultModelCacheDir, modelCachePath } from './hub-paths.js';
-export { ensureModel, fetchModel, type FetchOptions } from './hub.js';
-export { runModelCommand } from './cli.js';
 
 export interface EmbedderOptions {
   modelDir: string;
@@ -47,6 +44,8 @@ export interface EmbedderOptions {
    * preprocess-pool.ts). One keeps up with the inference of a CPU tower many times over.
    */
   preprocessWorkers?: number;
+  /** The user's logit_scale/logit_bias for this model, ahead of what its directory says (calibration.ts). */
+  calibration?: Calibration;
 }
 
 /** Decoded pixels: interleaved 8-bit RGB, row-major, `data.length === width * height * 3`. */
@@ -99,9 +98,9 @@ type LogLike = { info(...args: unknown[]): unknown; warn(...args: unknown[]): un
 
 export const MAX_TEXT_CHARS = 2000;
 
-export function defaultEmbedderOptions(): EmbedderOptions {
+/** Everything but the directory (src/hub/ says where a model's files are). */
+export function defaultEmbedderOptions(): Omit<EmbedderOptions, 'modelDir'> {
   return {
-    modelDir: modelCachePath(DEFAULT_MODEL_REPO),
     provider: 'auto',
     workers: 1,
     intraOpThreads: Math.max(1, availableParallelism()),
@@ -222,7 +221,10 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
       'embedding: workers × intraOpThreads exceeds the core count; threads will compete (set intraOpThreads ≈ cores / workers)',
     );
   }
-  let files = await loadModelDir(opts.modelDir, opts.variant, opts.provider);
+  let files = await loadModelDir(opts.modelDir, opts.variant, opts.provider, opts.calibration ? { calibration: opts.calibration } : {});
+  if ('reason' in files.calibration)
+    logger.warn({ model: files.baseModelId }, `embedding: matchProbability is null: ${files.calibration.reason}`);
+  else logger.info({ model: files.baseModelId, source: files.calibration.source }, 'embedding: calibration for matchProbability');
   const tokenizer = createTokenizer(files.tokenizerJson, files.tokenizerConfig, files.textMaxLength);
   const pool = new WorkerPool(
     {
@@ -288,13 +290,12 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
           out = await pool.run('image', B, data);
         } else {
           const ids = new BigInt64Array(B * L);
-          const mask = new BigInt64Array(B * L);
-          payloads.forEach((p, i) => {
-            const t = p as { ids: BigInt64Array; mask: BigInt64Array };
-            ids.set(t.ids, i * L);
-            mask.set(t.mask, i * L);
-          });
-          out = await pool.run('text', B, ids, mask);
+          payloads.forEach((p, i) => ids.set((p as { ids: BigInt64Array }).ids, i * L));
+          // No attention mask: SigLIP's text tower was trained on ids padded to max_length with every
+          // position attended (pooling reads the last position, a pad token). Where an export declares
+          // attention_mask, the worker feeds it all ones, which is what that training amounts to; the
+          // tokenizer's 0/1 mask would give another vector than transformers' model computes.
+          out = await pool.run('text', B, ids);
         }
         metrics.embeddingBatch(files.modelId, files.variant ?? 'fp32', kind, B, (performance.now() - started) / 1000);
         return Array.from({ length: B }, (_, i) => out.slice(i * dim, (i + 1) * dim));

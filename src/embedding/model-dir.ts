@@ -1,19 +1,37 @@
 /**
  * Model directory in the Hugging Face ONNX-export layout (as in onnx-community/siglip2-base-patch16-224-ONNX):
  *
- *   config.json  preprocessor_config.json  tokenizer.json  tokenizer_config.json
- *   onnx/vision_model{_variant}.onnx  onnx/text_model{_variant}.onnx
+ *   config.json  preprocessor_config.json  tokenizer.json  tokenizer_config.json  [special_tokens_map.json]
+ *   onnx/vision_model{_variant}.onnx  onnx/text_model{_variant}.onnx  [onnx/model.onnx]
  *
- * Reads and validates the JSON files; the ONNX graphs themselves are validated by the worker when it opens
- * them (tensor names, dtypes, dimension). Every failure is a MODEL_UNAVAILABLE naming the file and what
- * was expected.
+ * The engine opens the directory it is given (src/hub/ says where a model's files are and which files make
+ * a variant). Reads and validates the JSON files as the hub has them: config.json in transformers' short
+ * form (save_pretrained leaves out every value equal to the class default, so google/siglip2-base-patch16-224's
+ * config names no hidden_size, image_size or patch_size), read with the classes' defaults. The ONNX graphs
+ * are validated by the worker when it opens them (tensor names, dtypes, and the dimension read here
+ * against the graph's output). Every failure is a MODEL_UNAVAILABLE naming the file and what was expected.
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { AppError, ErrorCode } from '../errors.js';
-import { deriveModelId, modelIdFor } from '../models/ids.js';
+import { deriveModelId, modelIdFor } from '../hub/ids.js';
+import { variantFilesIn, type ExecutionProvider, type VariantFiles } from '../hub/variants.js';
+import { findCalibration, type Calibration } from './calibration.js';
+import { expectedProvider, type ProviderName } from './providers.js';
+import { isSupportedResample, PIL_RESAMPLE } from './resize.js';
 export { modelIdFor };
-import { cudaProviderInstalled, type ProviderName } from './providers.js';
+export type { ExecutionProvider, VariantFiles };
+
+/**
+ * transformers' defaults for what the short-form config.json leaves out (SiglipVisionConfig /
+ * SiglipTextConfig in models/siglip/configuration_siglip.py; Siglip2's are the same for these fields):
+ * a value the file does not name is this one.
+ */
+export const SIGLIP_CONFIG_DEFAULTS = {
+  vision: { hidden_size: 768, image_size: 224, patch_size: 16 },
+  // projection_size defaults to hidden_size (the text head projects to the width of the tower)
+  text: { hidden_size: 768, max_position_embeddings: 64 },
+} as const;
 
 export interface PreprocessSpec {
   /** Target width/height (SigLIP 2 FixRes squashes to S×S). */
@@ -25,7 +43,7 @@ export interface PreprocessSpec {
   doNormalize: boolean;
   mean: [number, number, number];
   std: [number, number, number];
-  /** PIL resample code from the config (2 = bilinear); informational: Pillow-identical bilinear (resize.ts) is used. */
+  /** PIL resample code from the config (2 = BILINEAR for SigLIP 2, 3 = BICUBIC for SigLIP v1): the filter resize.ts applies, as Pillow does. */
   resample: number;
   /**
    * SigLIP 2 NaFlex (Siglip2ImageProcessor): patches at the image's own aspect ratio (naflex.ts);
@@ -33,16 +51,6 @@ export interface PreprocessSpec {
    */
   naflex?: { patchSize: number; maxNumPatches: number };
 }
-
-/** The graph files of one variant. */
-export interface VariantFiles {
-  /** undefined: the fp32 files (onnx/vision_model.onnx, onnx/text_model.onnx). */
-  variant?: string;
-  visionModelPath: string;
-  textModelPath: string;
-}
-
-export type ExecutionProvider = 'cuda' | 'webgpu' | 'cpu';
 
 export interface ModelFiles {
   dir: string;
@@ -65,6 +73,8 @@ export interface ModelFiles {
   textMaxLength: number;
   logitScale?: number;
   logitBias?: number;
+  /** Where the calibration came from (calibration.ts), or why there is none (matchProbability is then null). */
+  calibration: { source: string } | { reason: string };
 }
 
 const unavailable = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
@@ -109,6 +119,17 @@ function triple(v: unknown, name: string, fallback: number): [number, number, nu
   throw unavailable(`preprocessor_config.json: ${name} must be a number or three numbers`, { file: 'preprocessor_config.json' });
 }
 
+function resampleOf(pp: Record<string, unknown>): number {
+  const resample = num(pp['resample']) ?? PIL_RESAMPLE.BILINEAR;
+  if (!isSupportedResample(resample)) {
+    throw unavailable(
+      `preprocessor_config.json: resample ${resample} is not a filter this engine reproduces (BILINEAR 2, BICUBIC 3, LANCZOS 1, BOX 4, HAMMING 5)`,
+      { file: 'preprocessor_config.json' },
+    );
+  }
+  return resample;
+}
+
 export function parsePreprocessorConfig(pp: Record<string, unknown>, fallbackSize?: number): PreprocessSpec {
   const processor = typeof pp['image_processor_type'] === 'string' ? pp['image_processor_type'] : '';
   if (/^Siglip2ImageProcessor/.test(processor) || pp['max_num_patches'] !== undefined) {
@@ -130,7 +151,7 @@ export function parsePreprocessorConfig(pp: Record<string, unknown>, fallbackSiz
       doNormalize: pp['do_normalize'] !== false,
       mean: triple(pp['image_mean'], 'image_mean', 0.5),
       std: triple(pp['image_std'], 'image_std', 0.5),
-      resample: num(pp['resample']) ?? 2,
+      resample: resampleOf(pp),
       naflex: { patchSize, maxNumPatches },
     };
   }
@@ -161,108 +182,21 @@ export function parsePreprocessorConfig(pp: Record<string, unknown>, fallbackSiz
     doNormalize: pp['do_normalize'] !== false,
     mean: triple(pp['image_mean'], 'image_mean', 0.5),
     std: triple(pp['image_std'], 'image_std', 0.5),
-    resample: num(pp['resample']) ?? 2,
+    resample: resampleOf(pp),
   };
 }
 
-/** onnx/<name>.onnx, or onnx/<name>_<variant>.onnx (fp16, quantized, q8, int8, uint8, q4, bnb4, …). */
-export function onnxFileName(name: 'vision_model' | 'text_model', variant?: string): string {
-  if (variant === 'auto') throw unavailable('onnxFileName: resolve the variant "auto" first (loadModelDir does)');
-  const v = variant && variant !== 'fp32' ? `_${variant}` : '';
-  if (variant && !/^[a-z0-9_]+$/i.test(variant)) throw unavailable(`Invalid model variant: ${variant}`);
-  return `onnx/${name}${v}.onnx`;
+export interface LoadOptions {
+  /** The user's calibration for this model (EMBEDDING_LOGIT_SCALE / _BIAS), ahead of what the directory says. */
+  calibration?: Calibration;
 }
 
-/**
- * `EMBEDDING_VARIANT=auto`: the fastest variant for each execution provider, first present wins. On CPU
- * the int8 exports (dynamic int8 weights, uint8 activations: ONNX Runtime runs them on the CPU's integer
- * dot-product units, several times the fp32 rate); on CUDA fp16 (tensor cores); fp32 otherwise. 'fp32'
- * closes each list; a directory with none of them falls back to any variant present (see resolve below).
- */
-export const AUTO_VARIANT_ORDER: Record<ExecutionProvider, readonly string[]> = {
-  cpu: ['quantized', 'int8', 'uint8', 'fp32'],
-  cuda: ['fp16', 'fp32'],
-  webgpu: ['fp32'],
-};
-
-/** The provider `auto` is expected to initialise: CUDA where its libraries are installed, else CPU. */
-export function expectedProvider(requested: ProviderName, cudaInstalled = cudaProviderInstalled): ExecutionProvider {
-  if (requested !== 'auto') return requested;
-  return cudaInstalled() === false ? 'cpu' : 'cuda';
-}
-
-/**
- * Pick the variant for `provider` among those `present` (a predicate on a variant name, 'fp32' for the
- * plain files): the first of AUTO_VARIANT_ORDER present, else the first of `fallbacks` present.
- */
-export function pickAutoVariant(
-  provider: ExecutionProvider,
-  present: (variant: string) => boolean,
-  fallbacks: readonly string[] = ['fp32', 'quantized', 'int8', 'uint8', 'fp16'],
-): string | undefined {
-  return [...AUTO_VARIANT_ORDER[provider], ...fallbacks].find(present);
-}
-
-/** A number, or a one-element array of one (how tensors are often dumped to JSON). */
-const scalarOf = (v: unknown): number | undefined => num(Array.isArray(v) && v.length === 1 ? v[0] : v);
-
-/**
- * SigLIP's logit scale (log space, as the model's parameter: ~4.7 trained) and bias. config.json carries
- * them in our exports; exports in the wild often put them in a side file instead (logit_scale.json,
- * logits.json, onnx/logit_params.json, …): any JSON file whose name mentions "logit", in the directory or
- * onnx/, with numeric logit_scale/logit_bias (top level or under one key). A scale above 20 cannot be a log
- * (exp(20) ≈ 5·10⁸) and is taken as the already-exponentiated factor.
- */
-export async function readLogitCalibration(
-  dir: string,
-  config: Record<string, unknown>,
-): Promise<{ logitScale?: number; logitBias?: number; file?: string }> {
-  const pick = (o: Record<string, unknown>) => {
-    const scale = scalarOf(o['logit_scale']);
-    const bias = scalarOf(o['logit_bias']);
-    return scale === undefined || bias === undefined ? null : { logitScale: scale > 20 ? Math.log(scale) : scale, logitBias: bias };
-  };
-  // config.json, when it names either, is read as it always was (no side file consulted)
-  if (config['logit_scale'] !== undefined || config['logit_bias'] !== undefined) {
-    return { logitScale: num(config['logit_scale']), logitBias: num(config['logit_bias']) };
-  }
-  for (const sub of ['', 'onnx']) {
-    let names: string[];
-    try {
-      names = (await readdir(join(dir, sub))).filter((n) => /logit/i.test(n) && n.endsWith('.json')).sort();
-    } catch {
-      continue;
-    }
-    for (const name of names) {
-      const rel = sub ? `${sub}/${name}` : name;
-      let value: Record<string, unknown>;
-      try {
-        value = await readJson(dir, rel);
-      } catch {
-        continue; // not ours to refuse the model for: the calibration is optional
-      }
-      const found =
-        pick(value) ??
-        Object.values(value)
-          .map((v) => pick(obj(v)))
-          .find((x) => x !== null) ??
-        null;
-      if (found) return { ...found, file: rel };
-    }
-  }
-  return {};
-}
-
-async function isFile(path: string): Promise<boolean> {
-  try {
-    const s = await stat(path);
-    return s.isFile() && s.size > 0;
-  } catch {
-    return false;
-  }
-}
-
-export async function loadModelDir(dirArg: string, variantArg?: string, provider: ProviderName = 'auto'): Promise<ModelFiles> {
+export async function loadModelDir(
+  dirArg: string,
+  variantArg?: string,
+  provider: ProviderName = 'auto',
+  opts: LoadOptions = {},
+): Promise<ModelFiles> {
   const dir = resolve(dirArg);
   try {
     const s = await stat(dir);
@@ -276,48 +210,29 @@ export async function loadModelDir(dirArg: string, variantArg?: string, provider
   const tokenizerConfig = await readJson(dir, 'tokenizer_config.json');
   const vision = obj(config['vision_config']);
   const text = obj(config['text_config']);
-  const dimension = num(vision['hidden_size']) ?? num(config['projection_dim']);
-  if (!dimension) {
-    throw unavailable('config.json: vision_config.hidden_size missing (the embedding dimension)', { file: 'config.json' });
-  }
-  const textDim = num(text['projection_size']) ?? num(text['hidden_size']);
-  if (textDim !== undefined && textDim !== dimension) {
+  const defaults = SIGLIP_CONFIG_DEFAULTS;
+  // the embedding dimension: the vision tower's width (its pooling head keeps it), the class default when
+  // the short form leaves it out; the worker checks it against the graph's own output shape
+  const dimension = num(vision['hidden_size']) ?? num(config['projection_dim']) ?? defaults.vision.hidden_size;
+  const textDim = num(text['projection_size']) ?? num(text['hidden_size']) ?? defaults.text.hidden_size;
+  if (textDim !== dimension) {
     throw unavailable(
       `config.json: text embedding size ${textDim} (text_config.projection_size) differs from image embedding size ${dimension} (vision_config.hidden_size)`,
       { file: 'config.json' },
     );
   }
-  const preprocess = parsePreprocessorConfig(pp, num(vision['image_size']));
-  const visionImage = preprocess.naflex ? undefined : num(vision['image_size']);
-  if (visionImage !== undefined && (preprocess.width !== visionImage || preprocess.height !== visionImage)) {
+  const visionImageSize = num(vision['image_size']) ?? defaults.vision.image_size;
+  const preprocess = parsePreprocessorConfig(pp, visionImageSize);
+  if (!preprocess.naflex && (preprocess.width !== visionImageSize || preprocess.height !== visionImageSize)) {
     throw unavailable(
-      `preprocessor_config.json size ${preprocess.width}×${preprocess.height} differs from config.json vision_config.image_size ${visionImage}`,
+      `preprocessor_config.json size ${preprocess.width}×${preprocess.height} differs from config.json vision_config.image_size ${visionImageSize}`,
       { file: 'preprocessor_config.json' },
     );
   }
-  let variant = variantArg;
-  let autoVariants: Record<ExecutionProvider, VariantFiles> | undefined;
-  if (variantArg === 'auto') {
-    const present = new Map<string, boolean>();
-    for (const v of new Set(Object.values(AUTO_VARIANT_ORDER).flat().concat(['fp16']))) {
-      present.set(
-        v,
-        (await isFile(join(dir, onnxFileName('vision_model', v)))) && (await isFile(join(dir, onnxFileName('text_model', v)))),
-      );
-    }
-    const pick = (p: ExecutionProvider): VariantFiles => {
-      const v = pickAutoVariant(p, (name) => present.get(name) === true) ?? 'fp32'; // none present: requireFile below names fp32
-      return {
-        variant: v === 'fp32' ? undefined : v,
-        visionModelPath: join(dir, onnxFileName('vision_model', v)),
-        textModelPath: join(dir, onnxFileName('text_model', v)),
-      };
-    };
-    autoVariants = { cpu: pick('cpu'), cuda: pick('cuda'), webgpu: pick('webgpu') };
-    variant = autoVariants[expectedProvider(provider)].variant;
-  }
-  const visionModelPath = await requireFile(dir, onnxFileName('vision_model', variant), 'the image tower');
-  const textModelPath = await requireFile(dir, onnxFileName('text_model', variant), 'the text tower');
+  const files = await variantFilesIn(dir, variantArg, expectedProvider(provider));
+  const variant = files.variant;
+  const visionModelPath = await requireFile(dir, files.visionModelPath.slice(dir.length + 1), 'the image tower');
+  const textModelPath = await requireFile(dir, files.textModelPath.slice(dir.length + 1), 'the text tower');
   let fetchedFrom: string | null = null;
   try {
     const source = JSON.parse(await readFile(join(dir, '.source.json'), 'utf8')) as { repo?: string };
@@ -325,7 +240,7 @@ export async function loadModelDir(dirArg: string, variantArg?: string, provider
   } catch {
     /* not fetched by us */
   }
-  // One derivation of model ids for the whole service (src/models/ids.ts), so lookups by reference agree;
+  // One derivation of model ids for the whole service (src/hub/ids.ts), so lookups by reference agree;
   // the variant suffix is added by modelIdFor, also when `auto` settles on a variant at load.
   const baseModelId = deriveModelId({
     dir,
@@ -337,14 +252,19 @@ export async function loadModelDir(dirArg: string, variantArg?: string, provider
     num(text['max_position_embeddings']) ??
     (num(tokenizerConfig['model_max_length']) !== undefined && (tokenizerConfig['model_max_length'] as number) <= 4096
       ? (tokenizerConfig['model_max_length'] as number)
-      : 64);
-  const calibration = await readLogitCalibration(dir, config);
+      : defaults.text.max_position_embeddings);
+  const calibration = await findCalibration({
+    dir,
+    config,
+    repoId: baseModelId,
+    ...(opts.calibration ? { override: opts.calibration } : {}),
+  });
   return {
     dir,
     modelId,
     baseModelId,
     variant,
-    ...(autoVariants ? { autoVariants } : {}),
+    ...(files.autoVariants ? { autoVariants: files.autoVariants } : {}),
     visionModelPath,
     textModelPath,
     dimension,
@@ -352,7 +272,8 @@ export async function loadModelDir(dirArg: string, variantArg?: string, provider
     tokenizerJson,
     tokenizerConfig,
     textMaxLength,
-    logitScale: calibration.logitScale,
-    logitBias: calibration.logitBias,
+    ...('reason' in calibration
+      ? { calibration: { reason: calibration.reason } }
+      : { logitScale: calibration.logitScale, logitBias: calibration.logitBias, calibration: { source: calibration.source } }),
   };
 }

@@ -10,7 +10,7 @@
  */
 import type { PreprocessSpec } from './model-dir.js';
 import type { RgbImage } from './preprocess.js';
-import { resizeBilinear } from './resize.js';
+import { resizePillow } from './resize.js';
 
 export interface NaflexSpec {
   patchSize: number;
@@ -61,7 +61,7 @@ export function naflexPreprocess(img: RgbImage, spec: PreprocessSpec, naflex: Na
   const data =
     target.width === img.width && target.height === img.height
       ? img.data
-      : resizeBilinear(img.data, img.width, img.height, target.width, target.height);
+      : resizePillow(img.data, img.width, img.height, target.width, target.height, spec.resample);
   const scale = spec.doRescale ? spec.rescaleFactor : 1;
   const luts = [0, 1, 2].map((c) => {
     const mean = spec.doNormalize ? spec.mean[c]! : 0;

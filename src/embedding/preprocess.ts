@@ -1,11 +1,11 @@
 /**
- * Image preprocessing driven by preprocessor_config.json (SigLIP 2 FixRes): squash to S×S exactly as
- * Pillow's BILINEAR does (resize.ts; no crop), rescale by 1/255, normalise with mean/std (0.5),
+ * Image preprocessing driven by preprocessor_config.json (SigLIP FixRes): squash to S×S exactly as
+ * Pillow does with the config's `resample` (resize.ts: BILINEAR for SigLIP 2, BICUBIC for SigLIP v1; no crop), rescale by 1/255, normalise with mean/std (0.5),
  * channels-first RGB. Pure functions on decoded pixels: decoding and validation of the untrusted bytes
  * happen in images/ (decode.ts, embed.ts).
  */
 import type { PreprocessSpec } from './model-dir.js';
-import { resizeBilinear } from './resize.js';
+import { resizePillow } from './resize.js';
 
 /** Interleaved 8-bit RGB (H×W×3) → float32 CHW normalised tensor, written into `out` at `offset`. */
 export function rgbToTensor(
@@ -39,12 +39,12 @@ export interface RgbImage {
 }
 
 /**
- * Full-resolution RGB → the model's S×S input pixels, Pillow-identical (resize.ts). The squash happens
+ * Full-resolution RGB → the model's S×S input pixels, Pillow-identical with the config's filter (resize.ts). The squash happens
  * whenever the sizes differ: with do_resize=false a non-matching input could not feed a fixed-size graph.
  */
 export function resizeForModel(img: RgbImage, spec: PreprocessSpec): Uint8Array {
   if (img.width === spec.width && img.height === spec.height) return img.data;
-  return resizeBilinear(img.data, img.width, img.height, spec.width, spec.height);
+  return resizePillow(img.data, img.width, img.height, spec.width, spec.height, spec.resample);
 }
 
 /** Decoded RGB → resized and normalised [3,S,S] float32 tensor. Pure: no I/O, no sharp. */

@@ -84,3 +84,12 @@ export async function createWithProvider<S>(
     );
   }
 }
+
+/** The provider `auto` is expected to initialise: CUDA where its libraries are installed, else CPU. */
+export function expectedProvider(
+  requested: ProviderName,
+  cudaInstalled: () => boolean | undefined = cudaProviderInstalled,
+): 'cuda' | 'webgpu' | 'cpu' {
+  if (requested !== 'auto') return requested;
+  return cudaInstalled() === false ? 'cpu' : 'cuda';
+}

@@ -1,7 +1,8 @@
 /**
- * Squash-resize of interleaved 8-bit RGB to W×H, bit for bit as Pillow's `Image.resize((W, H),
- * resample=BILINEAR)` on an RGB image: the call the Hugging Face SigLIP processors make, hence the pixels
- * the model was trained and evaluated on.
+ * Squash-resize of interleaved 8-bit RGB to W×H, bit for bit as Pillow's `Image.resize((W, H), resample)`
+ * on an RGB image: the call the Hugging Face SigLIP processors make with the `resample` their
+ * preprocessor_config.json names (SigLIP 2: 2 = BILINEAR; SigLIP v1: 3 = BICUBIC), hence the pixels the
+ * model was trained and evaluated on.
  *
  * Why our own resize rather than sharp's: no npm library reproduces Pillow's resampling. sharp (libvips)
  * matches it closely when both dimensions shrink, but upsamples with another pixel-centre convention
@@ -11,9 +12,11 @@
  *
  *  - separable: a horizontal pass into an 8-bit intermediate image, then a vertical pass (a pass whose size
  *    does not change is skipped, as Pillow skips it);
- *  - triangle filter (support 1), its support scaled by the reduction factor when downscaling
- *    (antialiasing), not scaled when upscaling; per output pixel the window [trunc(c − s + ½),
- *    trunc(c + s + ½)) around the centre c = (x + ½)·scale, weights normalised to sum 1;
+ *  - Pillow's convolution filters (libImaging/Resample.c): BOX (support ½), BILINEAR (triangle, 1),
+ *    HAMMING (1), BICUBIC (a = −½, 2), LANCZOS (3); the support scaled by the reduction factor when
+ *    downscaling (antialiasing), not scaled when upscaling; per output pixel the window
+ *    [trunc(c − s + ½), trunc(c + s + ½)) around the centre c = (x + ½)·scale, weights normalised to sum 1
+ *    (BICUBIC and LANCZOS weights can be negative: the sums overshoot and are clamped, as in Pillow);
  *  - weights in fixed point with 22 fractional bits (Pillow's PRECISION_BITS for 8-bit images), rounded
  *    half away from zero; each sum starts at ½ (1 << 21) and is shifted back and clamped to 0…255.
  *
@@ -34,11 +37,59 @@ interface Coefficients {
   ksize: number;
 }
 
-/** Pillow's precompute_coeffs + normalize_coeffs_8bpc for the bilinear (triangle) filter. */
-function coefficients(inSize: number, outSize: number): Coefficients {
+/** PIL's resample codes (Image.Resampling), as preprocessor_config.json's `resample` gives them. */
+export const PIL_RESAMPLE = { NEAREST: 0, LANCZOS: 1, BILINEAR: 2, BICUBIC: 3, BOX: 4, HAMMING: 5 } as const;
+
+interface Filter {
+  support: number;
+  weight: (x: number) => number;
+}
+
+const sinc = (x: number) => (x === 0 ? 1 : Math.sin(x * Math.PI) / (x * Math.PI));
+
+/** Pillow's filters (libImaging/Resample.c: box_filter, bilinear_filter, hamming_filter, bicubic_filter, lanczos_filter). */
+const FILTERS: Record<number, Filter> = {
+  [PIL_RESAMPLE.BOX]: { support: 0.5, weight: (x) => (x > -0.5 && x <= 0.5 ? 1 : 0) },
+  [PIL_RESAMPLE.BILINEAR]: {
+    support: 1,
+    weight: (x) => {
+      const t = x < 0 ? -x : x;
+      return t < 1 ? 1 - t : 0;
+    },
+  },
+  [PIL_RESAMPLE.HAMMING]: {
+    support: 1,
+    weight: (x) => {
+      const t = x < 0 ? -x : x;
+      if (t === 0) return 1;
+      if (t >= 1) return 0;
+      const p = t * Math.PI;
+      return (Math.sin(p) / p) * (0.54 + 0.46 * Math.cos(p));
+    },
+  },
+  [PIL_RESAMPLE.BICUBIC]: {
+    support: 2,
+    weight: (x) => {
+      const a = -0.5; // Pillow's choice (Keys' cubic); some other libraries use −0.75
+      const t = x < 0 ? -x : x;
+      if (t < 1) return ((a + 2) * t - (a + 3)) * t * t + 1;
+      if (t < 2) return (((t - 5) * t + 8) * t - 4) * a;
+      return 0;
+    },
+  },
+  [PIL_RESAMPLE.LANCZOS]: { support: 3, weight: (x) => (x >= -3 && x < 3 ? sinc(x) * sinc(x / 3) : 0) },
+};
+
+/** Whether `resample` names a filter this module reproduces (NEAREST is not a convolution in Pillow, and no SigLIP uses it). */
+export function isSupportedResample(resample: number): boolean {
+  return FILTERS[resample] !== undefined;
+}
+
+/** Pillow's precompute_coeffs + normalize_coeffs_8bpc for one filter. */
+function coefficients(inSize: number, outSize: number, filter: Filter): Coefficients {
   const scale = inSize / outSize;
   const filterScale = scale < 1 ? 1 : scale;
-  const support = 1.0 * filterScale;
+  const support = filter.support * filterScale;
   const ksize = Math.ceil(support) * 2 + 1;
   const start = new Int32Array(outSize);
   const taps = new Int32Array(outSize);
@@ -55,9 +106,7 @@ function coefficients(inSize: number, outSize: number): Coefficients {
     xmax -= xmin;
     let total = 0;
     for (let x = 0; x < xmax; x++) {
-      let t = (x + xmin - center + 0.5) * ss;
-      if (t < 0) t = -t;
-      const v = t < 1 ? 1 - t : 0;
+      const v = filter.weight((x + xmin - center + 0.5) * ss);
       w[x] = v;
       total += v;
     }
@@ -78,8 +127,8 @@ const clip8 = (v: number) => {
   return s < 0 ? 0 : s > 255 ? 255 : s;
 };
 
-function horizontal(src: Uint8Array, w: number, h: number, outW: number): Uint8Array {
-  const { start, taps, weights, ksize } = coefficients(w, outW);
+function horizontal(src: Uint8Array, w: number, h: number, outW: number, filter: Filter): Uint8Array {
+  const { start, taps, weights, ksize } = coefficients(w, outW, filter);
   const out = new Uint8Array(outW * h * 3);
   for (let y = 0; y < h; y++) {
     const row = y * w * 3;
@@ -93,7 +142,7 @@ function horizontal(src: Uint8Array, w: number, h: number, outW: number): Uint8A
       let p = row + start[xx]! * 3;
       for (let x = 0; x < n; x++, p += 3) {
         const k = weights[kb + x]!;
-        // int32 throughout: each sum stays below 2^31 (255 · 2^22 + 2^21)
+        // int32 throughout: each sum stays below 2^31 (255 · Σ|w| · 2^22 + 2^21, Σ|w| < 1.3 for every filter)
         s0 = (s0 + src[p]! * k) | 0;
         s1 = (s1 + src[p + 1]! * k) | 0;
         s2 = (s2 + src[p + 2]! * k) | 0;
@@ -106,11 +155,11 @@ function horizontal(src: Uint8Array, w: number, h: number, outW: number): Uint8A
   return out;
 }
 
-function vertical(src: Uint8Array, w: number, h: number, outH: number): Uint8Array {
-  const { start, taps, weights, ksize } = coefficients(h, outH);
+function vertical(src: Uint8Array, w: number, h: number, outH: number, filter: Filter): Uint8Array {
+  const { start, taps, weights, ksize } = coefficients(h, outH, filter);
   const rowLen = w * 3;
   const out = new Uint8Array(rowLen * outH);
-  // integer sums below 2^31 (255 · 2^22 + 2^21): int32 arithmetic is exact
+  // integer sums below 2^31 (as in horizontal): int32 arithmetic is exact
   const acc = new Int32Array(rowLen);
   for (let yy = 0; yy < outH; yy++) {
     acc.fill(HALF);
@@ -129,13 +178,27 @@ function vertical(src: Uint8Array, w: number, h: number, outH: number): Uint8Arr
 
 /**
  * Interleaved RGB (width × height × 3) → RGB at outWidth × outHeight, no crop, aspect ratio not kept:
- * Pillow's `Image.resize((outWidth, outHeight), Image.BILINEAR)`, identical output.
+ * Pillow's `Image.resize((outWidth, outHeight), resample)`, identical output.
  */
-export function resizeBilinear(rgb: Uint8Array, width: number, height: number, outWidth: number, outHeight: number): Uint8Array {
-  if (!(width >= 1 && height >= 1 && outWidth >= 1 && outHeight >= 1)) throw new Error('resizeBilinear: sizes must be ≥ 1');
-  if (rgb.length !== width * height * 3) throw new Error(`resizeBilinear: expected ${width * height * 3} bytes, got ${rgb.length}`);
+export function resizePillow(
+  rgb: Uint8Array,
+  width: number,
+  height: number,
+  outWidth: number,
+  outHeight: number,
+  resample: number = PIL_RESAMPLE.BILINEAR,
+): Uint8Array {
+  const filter = FILTERS[resample];
+  if (!filter) throw new Error(`resizePillow: unsupported PIL resample ${resample}`);
+  if (!(width >= 1 && height >= 1 && outWidth >= 1 && outHeight >= 1)) throw new Error('resizePillow: sizes must be ≥ 1');
+  if (rgb.length !== width * height * 3) throw new Error(`resizePillow: expected ${width * height * 3} bytes, got ${rgb.length}`);
   let img = rgb;
-  if (outWidth !== width) img = horizontal(img, width, height, outWidth);
-  if (outHeight !== height) img = vertical(img, outWidth, height, outHeight);
+  if (outWidth !== width) img = horizontal(img, width, height, outWidth, filter);
+  if (outHeight !== height) img = vertical(img, outWidth, height, outHeight, filter);
   return img === rgb ? rgb.slice() : img;
+}
+
+/** Pillow's `Image.resize((outWidth, outHeight), Image.BILINEAR)` (SigLIP 2's processors). */
+export function resizeBilinear(rgb: Uint8Array, width: number, height: number, outWidth: number, outHeight: number): Uint8Array {
+  return resizePillow(rgb, width, height, outWidth, outHeight, PIL_RESAMPLE.BILINEAR);
 }

@@ -181,8 +181,11 @@ async function run(
   } else {
     feeds[tower.inputName] = new ort.Tensor('int64', data as BigInt64Array, [batch, init.textMaxLength]);
     if (tower.hasAttentionMask) {
-      const m = mask ?? new BigInt64Array(batch * init.textMaxLength).fill(1n);
-      feeds['attention_mask'] = new ort.Tensor('int64', m, [batch, init.textMaxLength]);
+      // all ones: SigLIP attends to every position, pads included, as it was trained (see index.ts)
+      feeds['attention_mask'] = new ort.Tensor('int64', new BigInt64Array(batch * init.textMaxLength).fill(1n), [
+        batch,
+        init.textMaxLength,
+      ]);
     }
   }
   const result = await tower.session.run(feeds, [tower.outputName]);

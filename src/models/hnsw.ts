@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/connect.js';
 import type { DB, Db } from '../db/types.js';
-import { MODEL_ID } from './ids.js';
+import { MODEL_ID } from '../hub/ids.js';
 
 export type IndexState = 'valid' | 'invalid' | 'missing';
 

@@ -12,7 +12,7 @@ import { openJobForModel } from '../db/reindex-jobs.js';
 import type { DB, Db } from '../db/types.js';
 import { dropCategoryIndexes } from './category-indexes.js';
 import { buildModelIndex, dropModelIndex, modelIndexState, type IndexState } from './hnsw.js';
-import { MODEL_ID } from './ids.js';
+import { MODEL_ID } from '../hub/ids.js';
 import { lockOutIngest } from './switch-lock.js';
 
 export type { EmbeddingModel };

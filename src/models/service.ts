@@ -11,7 +11,7 @@ import type { Database } from '../db/connect.js';
 import { getActiveModel, getModel, listModels, setModelKeepCurrent, type EmbeddingModel } from '../db/models.js';
 import type { Embedder } from '../embedding/index.js';
 import type { Logger } from '../log.js';
-import { cachedModelDir, type ModelLoader } from './files.js';
+import { cachedModelDir } from '../hub/locate.js';
 import { ensureModelIndex } from './hnsw.js';
 import {
   activateChecked,
@@ -23,6 +23,9 @@ import {
 } from './lifecycle.js';
 
 export type { EmbeddingModel, ModelRecord };
+
+/** Opens a model directory as an embedder (the composition root supplies it: provider, workers, limits). */
+export type ModelLoader = (dir: string) => Promise<Embedder>;
 
 export interface LoadedModel {
   id: string;
@@ -51,7 +54,7 @@ export class ModelService {
   ) {}
 
   /**
-   * Registers a loaded embedder's model (id: src/models/ids.ts, derived when its files were read);
+   * Registers a loaded embedder's model (id: src/hub/ids.ts, derived when its files were read);
    * with no active model yet (a fresh catalog), it becomes the active one.
    */
   async add(embedder: Embedder, source: string): Promise<EmbeddingModel> {

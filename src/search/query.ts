@@ -6,7 +6,7 @@
  */
 import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import { productColumns, productFilterCondition, toProduct, type Product, type ProductFilter } from '../db/products.js';
-import { MODEL_ID } from '../models/ids.js';
+import { MODEL_ID } from '../hub/ids.js';
 import type { DB, ProductsTable } from '../db/types.js';
 import type { SelectivityEstimator } from './estimate.js';
 import { chooseStrategy, hnswSettings, type Strategy } from './strategy.js';

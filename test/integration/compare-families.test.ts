@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { writeSiglipVisionModel } from '../../scripts/models/siglip-vision.js';
 import { writeNaflexModel } from '../../scripts/models/siglip2-naflex.js';
-import { modelCachePath } from '../../src/embedding/index.js';
+import { modelCachePath } from '../../src/hub/paths.js';
 import { startTestService, type TestService } from '../support/service.js';
 import { catalogInputs, JOB, MODELS, REINDEX, sleep, UPSERT, writeModelA } from './reindex-support.js';
 

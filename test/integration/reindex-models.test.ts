@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { claimReindexJob, getReindexJob, insertReindexJob } from '../../src/db/reindex-jobs.js';
-import { modelCachePath } from '../../src/embedding/index.js';
+import { modelCachePath } from '../../src/hub/paths.js';
 import { writeTinyModel } from '../../scripts/models/tiny-model.js';
 import { registerModel } from '../../src/models/lifecycle.js';
 import { startTestService, type TestService } from '../support/service.js';

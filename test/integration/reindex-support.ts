@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { writeTinyModel } from '../../scripts/models/tiny-model.js';
-import { modelCachePath } from '../../src/embedding/index.js';
+import { modelCachePath } from '../../src/hub/paths.js';
 import { renderProductImage, syntheticCatalog, type SyntheticProduct } from '../../src/demo/synthetic-catalog.js';
 
 /** Model A: the one the service starts with (directory), 32-d. */

@@ -66,8 +66,9 @@ describe('SigLIP v1 text conventions (SiglipTokenizer)', () => {
   });
 
   it('pads with </s> (= EOS) to 64 and gives punctuation variants one encoding', async () => {
-    const { siglipV1TokenizerFiles } = await import('../../../scripts/models/common.js');
-    const { json, config } = siglipV1TokenizerFiles();
+    const { hubJson, siglipV1TokenizerJson } = await import('../../../scripts/models/common.js');
+    const { json } = siglipV1TokenizerJson();
+    const config = await hubJson('siglip-base-patch16-384', 'tokenizer_config.json'); // as published
     const v1 = createTokenizer(json, config, 64);
     expect(v1.convention).toBe('siglip');
     expect(v1.padId).toBe(v1.eosId);

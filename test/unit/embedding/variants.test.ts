@@ -7,8 +7,9 @@ import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEmbedder, defaultEmbedderOptions, type EmbedderOptions } from '../../../src/embedding/index.js';
-import { selectFiles } from '../../../src/embedding/hub.js';
-import { expectedProvider, loadModelDir, pickAutoVariant } from '../../../src/embedding/model-dir.js';
+import { loadModelDir } from '../../../src/embedding/model-dir.js';
+import { expectedProvider } from '../../../src/embedding/providers.js';
+import { pickAutoVariant, selectFiles } from '../../../src/hub/variants.js';
 import { embedImageBytes } from '../../../src/images/embed.js';
 import { writeSiglipVisionModel } from '../../../scripts/models/siglip-vision.js';
 import { cleanupDirs, fromRaw, quietLog, tempDir, tinyModel } from './helpers.js';
@@ -74,12 +75,15 @@ describe('int8 variants (*_quantized.onnx)', () => {
 });
 
 describe('fp16 variants (*_fp16.onnx)', () => {
-  it('are written beside fp32 in half precision, inputs and outputs float16 as in the hub exports', async () => {
-    const FLOAT16 = 10;
+  it('are written beside fp32 in half precision, inputs and outputs float32 (keep_io_types) as transformers.js writes them', async () => {
+    const FLOAT = 1;
     const m = onnxProto.onnx.ModelProto.decode(await readFile(join(dir, 'onnx', 'vision_model_fp16.onnx')));
     const elem = (v: { type?: { tensorType?: { elemType?: number | null } | null } | null }) => v.type?.tensorType?.elemType;
-    expect(m.graph?.input?.map(elem)).toEqual([FLOAT16]);
-    expect(new Set(m.graph?.output?.map(elem))).toEqual(new Set([FLOAT16]));
+    expect(m.graph?.input?.map(elem)).toEqual([FLOAT]);
+    expect(new Set(m.graph?.output?.map(elem))).toEqual(new Set([FLOAT]));
+    // the graph casts its input to half first and its outputs back last
+    expect(m.graph?.node?.[0]?.opType).toBe('Cast');
+    expect(m.graph?.node?.at(-1)?.opType).toBe('Cast');
     // no float32 weight is left
     expect((m.graph?.initializer ?? []).filter((t) => t.dataType === 1)).toHaveLength(0);
     const t = onnxProto.onnx.ModelProto.decode(await readFile(join(dir, 'onnx', 'text_model_fp16.onnx')));

@@ -13,9 +13,22 @@
  * Returns the process exit code.
  */
 import { parseArgs } from 'node:util';
+import { hubSettings, modelFetchSettings } from '../config.js';
+import { expectedProvider } from '../embedding/providers.js';
 import { isAppError } from '../errors.js';
-import { DEFAULT_MODEL_REPO, findCachedModel, hubCacheDir, hubRepoDir } from './hub-paths.js';
-import { fetchModel } from './hub.js';
+import { fetchModel, type FetchProgress } from '../hub/fetch.js';
+import { DEFAULT_MODEL_REPO, findCachedModel, hubRepoDir } from '../hub/paths.js';
+import { ProgressBar } from './progress.js';
+
+/** A fetch's progress as the command line's progress bar, in MiB, on stderr. */
+export function fetchProgressBar(): (p: FetchProgress) => void {
+  const bar = new ProgressBar('model fetch', { unit: 'MiB', scale: 1048576 });
+  return (p) => {
+    const finished = p.done >= p.total;
+    bar.update(p.done, p.total, p.file.slice(-40), finished);
+    if (finished) bar.done();
+  };
+}
 
 export async function runModelCommand(argv: string[], out: (line: string) => void = (l) => console.log(l)): Promise<number> {
   const { positionals, values } = parseArgs({
@@ -28,15 +41,18 @@ export async function runModelCommand(argv: string[], out: (line: string) => voi
     },
   });
   const [cmd, arg] = positionals;
-  const cacheDir = values['cache-dir'] ?? hubCacheDir();
+  const cacheDir = values['cache-dir'] ?? hubSettings().cacheDir;
   try {
     switch (cmd) {
       case 'fetch': {
+        const fetchDefaults = modelFetchSettings(); // EMBEDDING_VARIANT / EMBEDDING_PROVIDER
         const dir = await fetchModel({
           repo: arg ?? DEFAULT_MODEL_REPO,
-          variant: values.variant ?? process.env.EMBEDDING_VARIANT ?? 'auto',
+          variant: values.variant ?? fetchDefaults.variant,
+          provider: expectedProvider(fetchDefaults.provider),
           revision: values.revision,
           cacheDir,
+          onProgress: fetchProgressBar(),
         });
         out(dir);
         return 0;

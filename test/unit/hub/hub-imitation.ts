@@ -45,7 +45,8 @@ export async function filesOf(dir: string, rel = ''): Promise<string[]> {
   return out;
 }
 
-export async function startHub(modelDir: string): Promise<Hub> {
+/** Serves `modelDir` as repository `repo` at COMMIT (main). */
+export async function startHub(modelDir: string, repo: string = REPO): Promise<Hub> {
   const files = new Map<string, Buffer>();
   for (const p of await filesOf(modelDir)) files.set(p, await readFile(join(modelDir, p)));
   const hub: Hub = {
@@ -64,15 +65,15 @@ export async function startHub(modelDir: string): Promise<Hub> {
     hub.requests.push({ method: req.method ?? 'GET', url: u.pathname, range: req.headers.range, auth: req.headers.authorization });
     const info = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/([^/]+)$/.exec(u.pathname);
     if (info) {
-      if (info[1] !== REPO) return res.writeHead(404, { 'X-Error-Code': 'RepoNotFound' }).end('{"error":"Repository not found"}');
+      if (info[1] !== repo) return res.writeHead(404, { 'X-Error-Code': 'RepoNotFound' }).end('{"error":"Repository not found"}');
       const sha = commitOf(decodeURIComponent(info[2]!));
       if (!sha) return res.writeHead(404, { 'X-Error-Code': 'RevisionNotFound' }).end('{"error":"Invalid rev id"}');
       res.writeHead(200, { 'content-type': 'application/json' });
-      return res.end(JSON.stringify({ _id: 'x', id: REPO, sha }));
+      return res.end(JSON.stringify({ _id: 'x', id: repo, sha }));
     }
     const tree = /^\/api\/models\/([^/]+\/[^/]+)\/tree\/([^/]+)$/.exec(u.pathname);
     if (tree) {
-      if (tree[1] !== REPO) return res.writeHead(404, { 'X-Error-Code': 'RepoNotFound' }).end('{"error":"Repository not found"}');
+      if (tree[1] !== repo) return res.writeHead(404, { 'X-Error-Code': 'RepoNotFound' }).end('{"error":"Repository not found"}');
       if (!commitOf(decodeURIComponent(tree[2]!))) return res.writeHead(404, { 'X-Error-Code': 'RevisionNotFound' }).end('{}');
       const list = [...files].map(([path, b]) =>
         hub.hashless
@@ -89,7 +90,7 @@ export async function startHub(modelDir: string): Promise<Hub> {
       res.writeHead(200, { 'content-type': 'application/json' });
       return res.end(JSON.stringify(list));
     }
-    const m = new RegExp(`^/${REPO}/resolve/([^/]+)/(.+)$`).exec(u.pathname);
+    const m = new RegExp(`^/${repo}/resolve/([^/]+)/(.+)$`).exec(u.pathname);
     const path = m ? decodeURIComponent(m[2]!) : '';
     const body = m ? files.get(path) : undefined;
     const commit = m ? commitOf(decodeURIComponent(m[1]!)) : undefined;

@@ -26,31 +26,36 @@
  *
  * Caches without symlinks (huggingface_hub's degraded mode on Windows without developer mode) are not
  * written: the service runs on Linux and macOS.
+ *
+ * Why the download is our own and not @huggingface/hub's downloadFileToCacheDir / snapshotDownload (its
+ * listFiles and the cache layout are the library's, and the paths match its getRepoFolderName): in the
+ * pinned version (2.17.5) those name the snapshot after each file's last commit rather than the commit
+ * the revision resolved to (one model's files then land in several snapshots, and refs/ is never
+ * written), download whole files without resuming a `.incomplete` after an interruption, verify no hash,
+ * report no progress, and download every file of the repository (gigabytes of variants the engine never
+ * opens) where snapshotDownload is used.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { hostname } from 'node:os';
 import { mkdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, win32 } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { listFiles } from '@huggingface/hub';
-import { ProgressBar } from '../cli/progress.js';
 import { hubSettings } from '../config.js';
 import { AppError, ErrorCode } from '../errors.js';
-import {
-  DEFAULT_MODEL_REPO,
-  defaultModelCacheDir,
-  hubCacheDir,
-  hubOffline,
-  hubRepoDir,
-  hubSnapshotDir,
-  modelCachePath,
-} from './hub-paths.js';
-import { expectedProvider, loadModelDir, onnxFileName, pickAutoVariant } from './model-dir.js';
-import type { ProviderName } from './providers.js';
+import { withBlobLock } from './lock.js';
+import { DEFAULT_MODEL_REPO, hubRepoDir, hubSnapshotDir } from './paths.js';
+import { hasVariantFiles, selectFiles, type ExecutionProvider, type RemoteFile } from './variants.js';
 
-export const REQUIRED_JSON = ['config.json', 'preprocessor_config.json', 'tokenizer.json', 'tokenizer_config.json'];
+/** One report per chunk received: the file, and bytes done of the file and of the whole fetch. */
+export interface FetchProgress {
+  file: string;
+  done: number;
+  total: number;
+  fileDone: number;
+  fileTotal: number;
+}
 
 export interface FetchOptions {
   repo?: string;
@@ -61,21 +66,15 @@ export interface FetchOptions {
   cacheDir?: string;
   /** The project's former cache, still read by ensureModel (default .cache/models). */
   legacyCacheDir?: string;
+  /** The execution provider the engine is expected to initialise: which files `auto` fetches (default cpu). */
+  provider?: ExecutionProvider;
   /** Hub base URL; default HF_ENDPOINT (config.ts), else the public hub. */
   hubUrl?: string;
   /** Default HF_TOKEN / HUGGING_FACE_HUB_TOKEN (config.ts). */
   token?: string;
   fetch?: typeof fetch;
-  /** Progress sink; default: the CLI's progress bar on stderr (redrawn on a TTY, else a line every few seconds). */
-  onProgress?: (p: { file: string; done: number; total: number; fileDone: number; fileTotal: number }) => void;
-  quiet?: boolean;
-}
-
-interface RemoteFile {
-  path: string;
-  size: number;
-  /** sha256 (LFS) or git blob sha1 (regular files). */
-  hash?: { algo: 'sha256' | 'gitsha1'; hex: string };
+  /** Progress sink (the CLI and the service's first start draw a progress bar); none by default. */
+  onProgress?: (p: FetchProgress) => void;
 }
 
 const fail = (message: string, details?: Record<string, unknown>, cause?: unknown) =>
@@ -96,43 +95,6 @@ export function destinationInside(dir: string, file: string): string {
   return dest;
 }
 
-/** Which files of a repo listing make up the model directory for a variant. */
-export function selectFiles(listing: RemoteFile[], variantArg?: string, provider: ProviderName = 'auto'): RemoteFile[] {
-  const byPath = new Map(listing.map((f) => [f.path, f]));
-  // 'auto': only the files of the variant the engine will open for the expected provider (the real text
-  // tower alone is ~1.1 GB in fp32), i.e. the int8 files on CPU when the repository has them
-  const variant =
-    variantArg === 'auto'
-      ? pickAutoVariant(
-          expectedProvider(provider),
-          (v) => byPath.has(onnxFileName('vision_model', v)) && byPath.has(onnxFileName('text_model', v)),
-        )
-      : variantArg;
-  const wanted = [...REQUIRED_JSON, onnxFileName('vision_model', variant), onnxFileName('text_model', variant)];
-  const missing = wanted.filter((p) => !byPath.has(p));
-  if (missing.length) {
-    const variants = [
-      ...new Set(
-        listing
-          .map((f) => /^onnx\/vision_model(?:_(\w+))?\.onnx$/.exec(f.path))
-          .filter((m): m is RegExpExecArray => !!m)
-          .map((m) => m[1] ?? 'fp32'),
-      ),
-    ];
-    throw fail(`Repository lacks ${missing.join(', ')}${variants.length ? ` (available variants: ${variants.join(', ')})` : ''}`, {
-      missing,
-    });
-  }
-  const out = wanted.map((p) => byPath.get(p)!);
-  // external-data files of the chosen graphs (large exports), e.g. onnx/text_model.onnx_data
-  for (const f of listing) {
-    for (const g of wanted.slice(REQUIRED_JSON.length)) {
-      if (f.path.startsWith(`${g}_data`) || f.path.startsWith(`${g}.data`)) out.push(f);
-    }
-  }
-  return out;
-}
-
 async function hashFile(path: string, algo: 'sha256' | 'gitsha1', size: number): Promise<string> {
   const h = createHash(algo === 'sha256' ? 'sha256' : 'sha1');
   if (algo === 'gitsha1') h.update(`blob ${size}\0`);
@@ -144,17 +106,6 @@ const etagHash = (etag: string | null): string | undefined => {
   const v = etag?.replace(/^W\//, '').replace(/"/g, '').toLowerCase();
   return v && /^([0-9a-f]{40}|[0-9a-f]{64})$/.test(v) ? v : undefined;
 };
-
-/** The default progress sink: the CLI's progress bar, in MiB, on stderr. */
-function progressPrinter(total: number, quiet?: boolean) {
-  if (quiet) return () => {};
-  const bar = new ProgressBar('model fetch', { unit: 'MiB', scale: 1048576 });
-  return (p: { file: string; done: number }) => {
-    const finished = p.done >= total;
-    bar.update(p.done, total, p.file.slice(-40), finished);
-    if (finished) bar.done();
-  };
-}
 
 const COMMIT = /^[0-9a-f]{40}$/;
 
@@ -243,57 +194,6 @@ async function linkPointer(blob: string, pointer: string): Promise<void> {
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Whether the process a lock file names still runs (same host only; another host's lock is trusted). */
-function lockHolderAlive(content: string): boolean {
-  const [host, pidText] = content.trim().split(' ');
-  const pid = Number(pidText);
-  if (!host) return false; // an empty file: a writer that died between create and write
-  if (host !== hostname()) return true; // another machine's process cannot be checked from here
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, someone else's
-  }
-}
-
-/**
- * One writer per blob: two fetches of the same file (two replicas starting on one shared cache) must not
- * append to the same `.incomplete`. An exclusive-create file beside huggingface_hub's `.locks/` entries
- * (its `filelock` uses flock(2), which Node cannot take; its lock files stay behind, so sharing their
- * names would block on them), holding host and pid so that the lock of a killed process is taken over.
- */
-async function withBlobLock<T>(lockDir: string, name: string, work: () => Promise<T>, waitMs = 30 * 60_000): Promise<T> {
-  await mkdir(lockDir, { recursive: true });
-  const lock = join(lockDir, `${name}.vps-lock`);
-  const deadline = Date.now() + waitMs;
-  for (;;) {
-    try {
-      await writeFile(lock, `${hostname()} ${process.pid}`, { flag: 'wx' });
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const holder = await readFile(lock, 'utf8').catch(() => null);
-      if (holder !== null && !lockHolderAlive(holder)) {
-        await rm(lock, { force: true }); // its process is gone: its .incomplete is resumed below
-        continue;
-      }
-      if (Date.now() > deadline) {
-        throw fail(`Another fetch holds ${lock} (${holder ?? '?'}); remove it if no fetch is running`, { lock });
-      }
-      await sleep(250);
-    }
-  }
-  try {
-    return await work();
-  } finally {
-    await rm(lock, { force: true });
-  }
-}
-
 /** refs/<revision> := commit, atomically (a reader sees the old commit or the new one). */
 async function writeRef(repoDir: string, revision: string, commit: string): Promise<void> {
   const ref = join(repoDir, 'refs', ...revision.split('/'));
@@ -311,23 +211,19 @@ async function writeRef(repoDir: string, revision: string, commit: string): Prom
  */
 export async function fetchModel(opts: FetchOptions = {}): Promise<string> {
   const repo = opts.repo ?? DEFAULT_MODEL_REPO;
-  const env = hubSettings(); // HF_ENDPOINT / HF_TOKEN, read where every setting is read
+  const env = hubSettings(); // HF_ENDPOINT / HF_TOKEN / HF_HUB_CACHE / HF_HUB_OFFLINE, read where every setting is read
   const hubUrl = (opts.hubUrl ?? env.hubUrl).replace(/\/+$/, '');
   const token = opts.token ?? env.token;
   const revision = checkRevision(opts.revision ?? 'main');
-  const cache = opts.cacheDir ? resolve(opts.cacheDir) : hubCacheDir();
+  const cache = opts.cacheDir ? resolve(opts.cacheDir) : env.cacheDir;
+  const provider = opts.provider ?? 'cpu';
   const repoDir = hubRepoDir(repo, cache);
   const ctx: HubContext = { repo, hubUrl, headers: token ? { Authorization: `Bearer ${token}` } : {}, fetch: opts.fetch ?? fetch };
 
-  if (hubOffline()) {
+  if (env.offline) {
     // huggingface_hub's offline snapshot_download: the snapshot the cache resolves the revision to, or an error
     const snapshot = hubSnapshotDir(repo, revision, cache);
-    const usable = snapshot
-      ? await loadModelDir(snapshot, opts.variant).then(
-          () => true,
-          () => false,
-        )
-      : false;
+    const usable = snapshot ? await hasVariantFiles(snapshot, opts.variant, provider) : false;
     if (snapshot && usable) return snapshot;
     throw fail(
       `HF_HUB_OFFLINE is set and the hub cache ${cache} holds no ${snapshot ? 'complete ' : ''}snapshot of ${repo}@${revision}` +
@@ -352,7 +248,7 @@ export async function fetchModel(opts: FetchOptions = {}): Promise<string> {
   } catch (err) {
     throw fail(`Could not list ${repo} on ${hubUrl}: ${reason(err)}`, { repo, hubUrl }, err);
   }
-  const files = selectFiles(listing, opts.variant);
+  const files = selectFiles(listing, opts.variant, provider);
   const snapshot = join(repoDir, 'snapshots', commit);
   const pointers = new Map(files.map((f) => [f.path, destinationInside(snapshot, f.path)])); // all checked before any download
   const blobs = join(repoDir, 'blobs');
@@ -360,7 +256,7 @@ export async function fetchModel(opts: FetchOptions = {}): Promise<string> {
   await mkdir(blobs, { recursive: true });
   const total = files.reduce((a, f) => a + f.size, 0);
   let done = 0;
-  const progress = opts.onProgress ?? progressPrinter(total, opts.quiet);
+  const progress = opts.onProgress ?? (() => {});
 
   for (const f of files) {
     const pointer = pointers.get(f.path)!;
@@ -388,7 +284,9 @@ export async function fetchModel(opts: FetchOptions = {}): Promise<string> {
     await linkPointer(blob, pointer);
     done += f.size;
   }
-  await loadModelDir(snapshot, opts.variant); // the result must be a loadable model directory
+  if (!(await hasVariantFiles(snapshot, opts.variant, provider))) {
+    throw fail(`The snapshot ${snapshot} lacks files of the ${opts.variant ?? 'fp32'} variant after the fetch`, { repo, snapshot });
+  }
   if (revision !== commit) await writeRef(repoDir, revision, commit); // last: refs/ only ever names a whole snapshot
   progress({ file: 'done', done: total, total, fileDone: 0, fileTotal: 0 });
   return snapshot;
@@ -456,55 +354,4 @@ async function downloadBlob(
     throw fail(`Checksum mismatch for ${f.path}: expected ${expected}, got ${actual}; the partial file was removed`, { file: f.path });
   }
   await rename(part, f.blob); // atomic: a blob in the cache is always whole
-}
-
-/**
- * For `npm start`: the model if this machine has it, else fetch it into the hub cache (with progress).
- * Looked up in this order: `modelDir` when given; the hub cache's snapshot of the revision (ours, or one
- * another Hugging Face tool downloaded); the project's former cache (.cache/models/<owner>--<name>,
- * still read, never written). Offline, one clear MODEL_UNAVAILABLE that names the fetch command and
- * the offline demo.
- */
-export async function ensureModel(
-  opts: FetchOptions & { modelDir?: string },
-  log?: { info: (...args: unknown[]) => void; warn: (...args: unknown[]) => void },
-): Promise<string> {
-  const repo = opts.repo ?? DEFAULT_MODEL_REPO;
-  const opens = (dir: string) =>
-    loadModelDir(dir, opts.variant).then(
-      () => true,
-      () => false, // absent, or lacks this variant's files: the next place, or a fetch
-    );
-  if (opts.modelDir) {
-    if (await opens(opts.modelDir)) return opts.modelDir;
-    // an explicit directory that is not a model: don't guess a repository; its own error says why
-    if (!opts.repo) await loadModelDir(opts.modelDir, opts.variant);
-  }
-  const cache = opts.cacheDir ? resolve(opts.cacheDir) : hubCacheDir();
-  const snapshot = hubSnapshotDir(repo, opts.revision ?? 'main', cache);
-  if (snapshot && (await opens(snapshot))) return snapshot;
-  if (!opts.revision || opts.revision === 'main') {
-    // the project's former layout, written by earlier versions of `vps model fetch` (always main)
-    const legacy = modelCachePath(repo, opts.legacyCacheDir ?? defaultModelCacheDir());
-    if (await opens(legacy)) return legacy;
-  }
-  const where = hubRepoDir(repo, cache);
-  if (hubOffline()) {
-    throw fail(`Model ${repo} is neither in the Hugging Face hub cache (${where}) nor in .cache/models, and HF_HUB_OFFLINE is set`, {
-      repo,
-      dir: where,
-    });
-  }
-  log?.info({ repo, dir: where }, 'model not in cache; fetching it');
-  try {
-    return await fetchModel({ ...opts, repo, cacheDir: cache });
-  } catch (err) {
-    throw fail(
-      `Model ${repo} is not in ${where} and could not be fetched (${reason(err)}). ` +
-        `Fetch it where the hub is reachable with \`npm run model -- fetch ${repo}${opts.variant ? ` --variant ${opts.variant}` : ''}\` ` +
-        `(HF_ENDPOINT/HF_TOKEN are honoured) and copy the hub cache folder ${where} here, or run the offline demo, which uses a generated tiny model.`,
-      { repo, dir: where },
-      err,
-    );
-  }
 }

@@ -4,11 +4,12 @@
  * loaded as it is, named by its repository id, and never fetched again; HF_HUB_OFFLINE forbids fetches.
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { ensureModel } from '../../../src/embedding/hub.js';
-import { findCachedModel, hubCacheDir, hubSnapshotDir, repoOfHubSnapshot } from '../../../src/embedding/hub-paths.js';
+import { hubSettings } from '../../../src/config.js';
 import { loadModelDir } from '../../../src/embedding/model-dir.js';
-import { deriveModelId } from '../../../src/models/ids.js';
-import { cleanupDirs, tempDir, tinyModel } from './helpers.js';
+import { deriveModelId } from '../../../src/hub/ids.js';
+import { ensureModel } from '../../../src/hub/locate.js';
+import { findCachedModel, hubSnapshotDir, repoOfHubSnapshot } from '../../../src/hub/paths.js';
+import { cleanupDirs, tempDir, tinyModel } from '../embedding/helpers.js';
 import { layOutAsHuggingfaceHub } from './hub-imitation.js';
 
 const REPO = 'acme/siglip-tiny';
@@ -28,6 +29,7 @@ afterAll(cleanupDirs);
 
 describe('the Hugging Face hub cache', () => {
   it('resolves HF_HUB_CACHE, then HF_HOME/hub, then ~/.cache/huggingface/hub', () => {
+    const hubCacheDir = (env: NodeJS.ProcessEnv) => hubSettings(env).cacheDir; // config.ts reads every setting
     expect(hubCacheDir({ HF_HUB_CACHE: '/x/hub', HF_HOME: '/y' })).toBe('/x/hub');
     expect(hubCacheDir({ HF_HOME: '/y' })).toBe('/y/hub');
     expect(hubCacheDir({ HUGGINGFACE_HUB_CACHE: '/old/hub', HF_HOME: '/y' })).toBe('/old/hub');
@@ -48,14 +50,15 @@ describe('the Hugging Face hub cache', () => {
     expect((await loadModelDir(snapshot)).modelId).toBe(REPO);
     // No request: the hub URL points at a closed port and HF_HUB_OFFLINE is set.
     process.env.HF_HUB_OFFLINE = '1';
-    expect(await ensureModel({ repo: REPO, hubUrl: 'http://127.0.0.1:9', quiet: true })).toBe(snapshot);
+    expect(await ensureModel({ repo: REPO, hubUrl: 'http://127.0.0.1:9' })).toBe(snapshot);
   });
 
   it('HF_HUB_OFFLINE: a model in neither cache is an error naming the setting, not a download', async () => {
     process.env.HF_HUB_CACHE = await tempDir('vps-hfcache-');
     process.env.HF_HUB_OFFLINE = '1';
-    await expect(
-      ensureModel({ repo: 'acme/absent', cacheDir: await tempDir(), hubUrl: 'http://127.0.0.1:9', quiet: true }),
-    ).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE', message: expect.stringMatching(/HF_HUB_OFFLINE/) });
+    await expect(ensureModel({ repo: 'acme/absent', cacheDir: await tempDir(), hubUrl: 'http://127.0.0.1:9' })).rejects.toMatchObject({
+      code: 'MODEL_UNAVAILABLE',
+      message: expect.stringMatching(/HF_HUB_OFFLINE/),
+    });
   });
 });

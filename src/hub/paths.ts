@@ -1,5 +1,5 @@
 /**
- * Where models live. Two layouts are read:
+ * Where models live on disk (the hub cache's layout, and this project's former cache). Two layouts are read:
  * - the Hugging Face hub cache that @huggingface/hub, Python's huggingface_hub, transformers and
  *   transformers.js share: <HF_HUB_CACHE | HF_HOME/hub | ~/.cache/huggingface/hub>/models--<owner>--<name>/
  *   {blobs/, refs/<revision> (a commit hash), snapshots/<commit>/<files>}: a model another tool
@@ -11,8 +11,8 @@
  *   directory someone pointed EMBEDDING_MODEL_DIR at.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import { join, resolve, sep } from 'node:path';
+import { hubSettings } from '../config.js';
 
 export const DEFAULT_MODEL_REPO = 'onnx-community/siglip2-base-patch16-224-ONNX';
 
@@ -28,22 +28,14 @@ export function modelCachePath(repo: string, cacheDir: string = defaultModelCach
   return join(cacheDir, repo.replace('/', '--'));
 }
 
-/**
- * The hub cache directory, resolved as huggingface_hub resolves it: HF_HUB_CACHE, then its former name
- * HUGGINGFACE_HUB_CACHE, then HF_HOME/hub, then $XDG_CACHE_HOME/huggingface/hub, ~/.cache/huggingface/hub.
- */
-export function hubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.HF_HUB_CACHE) return resolve(env.HF_HUB_CACHE);
-  if (env.HUGGINGFACE_HUB_CACHE) return resolve(env.HUGGINGFACE_HUB_CACHE);
-  const home = env.HF_HOME
-    ? resolve(env.HF_HOME)
-    : join(env.XDG_CACHE_HOME ? resolve(env.XDG_CACHE_HOME) : join(os.homedir(), '.cache'), 'huggingface');
-  return join(home, 'hub');
+/** The hub cache directory (HF_HUB_CACHE / HF_HOME / ~/.cache/huggingface/hub: config.ts resolves it as huggingface_hub does). */
+export function hubCacheDir(): string {
+  return hubSettings().cacheDir;
 }
 
-/** HF_HUB_OFFLINE=1 (huggingface_hub's switch): use what the caches hold, never ask the hub. */
-export function hubOffline(env: NodeJS.ProcessEnv = process.env): boolean {
-  return ['1', 'true', 'yes', 'on'].includes((env.HF_HUB_OFFLINE ?? '').trim().toLowerCase());
+/** HF_HUB_OFFLINE (config.ts): use what the caches hold, never ask the hub. */
+export function hubOffline(): boolean {
+  return hubSettings().offline;
 }
 
 /** models--<owner>--<name> inside a hub cache. */

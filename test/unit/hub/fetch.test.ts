@@ -2,12 +2,13 @@ import { cp, lstat, mkdir, readFile, readdir, readlink, realpath, stat, writeFil
 import { hostname } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { runModelCommand } from '../../../src/embedding/cli.js';
-import { destinationInside, ensureModel, fetchModel, selectFiles } from '../../../src/embedding/hub.js';
-import { findCachedModel, hubRepoDir, modelCachePath } from '../../../src/embedding/hub-paths.js';
+import { runModelCommand } from '../../../src/cli/model.js';
 import { loadModelDir } from '../../../src/embedding/model-dir.js';
-import { cachedModelDir } from '../../../src/models/files.js';
-import { cleanupDirs, tempDir, tinyModel } from './helpers.js';
+import { destinationInside, fetchModel } from '../../../src/hub/fetch.js';
+import { cachedModelDir, ensureModel } from '../../../src/hub/locate.js';
+import { findCachedModel, hubRepoDir, modelCachePath } from '../../../src/hub/paths.js';
+import { selectFiles } from '../../../src/hub/variants.js';
+import { cleanupDirs, tempDir, tinyModel } from '../embedding/helpers.js';
 import { blobName, COMMIT, layOutAsHuggingfaceHub, REPO, sha256, startHub, type Hub } from './hub-imitation.js';
 
 let hub: Hub;
@@ -38,7 +39,7 @@ const resolves = () => hub.requests.filter((r) => r.url.includes('/resolve/'));
 describe('model fetch from a hub-compatible server', () => {
   it('downloads the model directory, verifies it, and sends the token', async () => {
     const cacheDir = await tempDir();
-    const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, token: 'hf_test', quiet: true });
+    const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, token: 'hf_test' });
     expect(dir).toBe(snapshotIn(cacheDir));
     for (const f of ['config.json', 'tokenizer.json', 'onnx/vision_model.onnx', 'onnx/text_model.onnx']) {
       expect((await readFile(join(dir, f))).equals(await readFile(join(source, f)))).toBe(true);
@@ -50,13 +51,13 @@ describe('model fetch from a hub-compatible server', () => {
     expect(resolves().every((r) => r.url.startsWith(`/${REPO}/resolve/${COMMIT}/`))).toBe(true);
     // a second fetch is a no-op apart from the revision and the listing
     hub.requests.length = 0;
-    await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
+    await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url });
     expect(resolves()).toHaveLength(0);
   });
 
   it('writes the hub cache layout huggingface_hub writes: blobs by hash, relative symlinks, refs', async () => {
     const cacheDir = await tempDir();
-    const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
+    const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url });
     const repoDir = hubRepoDir(REPO, cacheDir);
     expect(repoDir).toBe(join(cacheDir, 'models--acme--tiny-siglip-ONNX'));
     expect((await readFile(join(repoDir, 'refs', 'main'), 'utf8')).trim()).toBe(COMMIT);
@@ -76,6 +77,7 @@ describe('model fetch from a hub-compatible server', () => {
       'config.json',
       'onnx',
       'preprocessor_config.json',
+      'special_tokens_map.json', // optional in a repository, fetched where it has one
       'tokenizer.json',
       'tokenizer_config.json',
     ]);
@@ -105,7 +107,7 @@ describe('model fetch from a hub-compatible server', () => {
     const file = 'onnx/vision_model.onnx';
     const size = hub.files.get(file)!.length;
     hub.cutAfter.set(file, Math.floor(size / 2));
-    await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true })).rejects.toMatchObject({
+    await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url })).rejects.toMatchObject({
       code: 'MODEL_UNAVAILABLE',
       message: expect.stringMatching(/interrupted.*run the same command again/),
     });
@@ -115,7 +117,7 @@ describe('model fetch from a hub-compatible server', () => {
     expect(partial).toBeGreaterThan(0);
     expect(partial).toBeLessThan(size);
     hub.requests.length = 0;
-    const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
+    const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url });
     expect(hub.requests.find((r) => r.url.endsWith(file))?.range).toBe(`bytes=${partial}-`);
     expect((await readFile(join(dir, file))).equals(hub.files.get(file)!)).toBe(true);
     await expect(stat(part)).rejects.toMatchObject({ code: 'ENOENT' });
@@ -125,7 +127,7 @@ describe('model fetch from a hub-compatible server', () => {
     const cacheDir = await tempDir();
     hub.corrupt.add('onnx/text_model.onnx');
     try {
-      await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true })).rejects.toMatchObject({
+      await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url })).rejects.toMatchObject({
         code: 'MODEL_UNAVAILABLE',
         message: expect.stringContaining('Checksum mismatch for onnx/text_model.onnx'),
       });
@@ -142,9 +144,7 @@ describe('model fetch from a hub-compatible server', () => {
   });
 
   it('names a missing variant and the available ones', async () => {
-    await expect(
-      fetchModel({ repo: REPO, cacheDir: await tempDir(), hubUrl: hub.url, variant: 'fp16', quiet: true }),
-    ).rejects.toMatchObject({
+    await expect(fetchModel({ repo: REPO, cacheDir: await tempDir(), hubUrl: hub.url, variant: 'fp16' })).rejects.toMatchObject({
       code: 'MODEL_UNAVAILABLE',
       message: expect.stringMatching(/onnx\/vision_model_fp16\.onnx.*available variants: fp32/),
     });
@@ -163,7 +163,7 @@ describe('model fetch from a hub-compatible server', () => {
       'onnx/text_model_fp16.onnx_data',
       'README.md',
     ].map((path) => ({ path, size: 1 }));
-    const picked = selectFiles(listing, 'fp16').map((f) => f.path);
+    const picked = selectFiles(listing, 'fp16', 'cpu').map((f) => f.path);
     expect(picked).toContain('onnx/text_model_fp16.onnx_data');
     expect(picked).not.toContain('onnx/vision_model.onnx');
     expect(picked).not.toContain('README.md');
@@ -175,7 +175,7 @@ describe('model fetch from a hub-compatible server', () => {
       hub.files.set(evil, Buffer.from('owned'));
       const cacheDir = await tempDir();
       try {
-        await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true })).rejects.toMatchObject({
+        await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url })).rejects.toMatchObject({
           code: 'MODEL_UNAVAILABLE',
           message: expect.stringMatching(/outside the model directory/),
         });
@@ -199,12 +199,12 @@ describe('model fetch from a hub-compatible server', () => {
 
   it('ensureModel: uses the cache, fetches when missing, and explains itself when offline', async () => {
     const cacheDir = await tempDir();
-    const dir = await ensureModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
+    const dir = await ensureModel({ repo: REPO, cacheDir, hubUrl: hub.url });
     hub.requests.length = 0;
-    expect(await ensureModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true })).toBe(dir);
+    expect(await ensureModel({ repo: REPO, cacheDir, hubUrl: hub.url })).toBe(dir);
     expect(hub.requests).toHaveLength(0);
     expect(dir).toBe(snapshotIn(cacheDir));
-    const offline = ensureModel({ repo: REPO, cacheDir: await tempDir(), hubUrl: 'http://127.0.0.1:9', quiet: true });
+    const offline = ensureModel({ repo: REPO, cacheDir: await tempDir(), hubUrl: 'http://127.0.0.1:9' });
     await expect(offline).rejects.toMatchObject({
       code: 'MODEL_UNAVAILABLE',
       message: expect.stringMatching(/npm run model -- fetch acme\/tiny-siglip-ONNX.*offline demo/),
@@ -216,7 +216,7 @@ describe('the hub cache, shared with other Hugging Face tools', () => {
   it('a cache written by our fetch is found and loaded by repository id', async () => {
     const cacheDir = await tempDir('vps-hfcache-');
     process.env.HF_HUB_CACHE = cacheDir;
-    const dir = await fetchModel({ repo: REPO, hubUrl: hub.url, quiet: true }); // HF_HUB_CACHE, no cacheDir
+    const dir = await fetchModel({ repo: REPO, hubUrl: hub.url }); // HF_HUB_CACHE, no cacheDir
     expect(dir).toBe(snapshotIn(cacheDir));
     expect(findCachedModel(REPO, { cacheDir: await tempDir() })).toBe(dir);
     expect(cachedModelDir(REPO)).toBe(dir); // what the model service loads `model: "<repo>"` from
@@ -229,10 +229,10 @@ describe('the hub cache, shared with other Hugging Face tools', () => {
   it('uses a snapshot laid out as huggingface_hub lays it out, without downloading', async () => {
     const cacheDir = await tempDir('vps-hfcache-');
     const snapshot = await layOutAsHuggingfaceHub(source, cacheDir, REPO, COMMIT);
-    expect(await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true })).toBe(snapshot);
+    expect(await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url })).toBe(snapshot);
     expect(resolves()).toHaveLength(0);
     hub.requests.length = 0;
-    expect(await ensureModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true })).toBe(snapshot);
+    expect(await ensureModel({ repo: REPO, cacheDir, hubUrl: hub.url })).toBe(snapshot);
     expect(hub.requests).toHaveLength(0);
   });
 
@@ -240,27 +240,27 @@ describe('the hub cache, shared with other Hugging Face tools', () => {
     const cacheDir = await tempDir('vps-hfcache-');
     const v2 = 'b'.repeat(40);
     hub.refs.set('v2', v2);
-    await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
+    await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url });
     hub.requests.length = 0;
-    const tagged = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, revision: 'v2', quiet: true });
+    const tagged = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, revision: 'v2' });
     expect(tagged).toBe(snapshotIn(cacheDir, v2));
     expect((await readFile(join(hubRepoDir(REPO, cacheDir), 'refs', 'v2'), 'utf8')).trim()).toBe(v2);
     expect(resolves()).toHaveLength(0); // same bytes, same blobs: linked, not downloaded again
     expect(findCachedModel(REPO, { revision: 'v2', hubCache: cacheDir })).toBe(tagged);
     // a commit hash is its own revision: no revision request, no refs/ entry
     hub.requests.length = 0;
-    expect(await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, revision: v2, quiet: true })).toBe(tagged);
+    expect(await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, revision: v2 })).toBe(tagged);
     expect(hub.requests.some((r) => r.url.includes('/revision/'))).toBe(false);
     expect(await readdir(join(hubRepoDir(REPO, cacheDir), 'refs'))).toEqual(['main', 'v2']);
     // main moved on the hub: the next fetch follows it
     hub.refs.set('main', v2);
-    expect(await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true })).toBe(tagged);
+    expect(await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url })).toBe(tagged);
     expect((await readFile(join(hubRepoDir(REPO, cacheDir), 'refs', 'main'), 'utf8')).trim()).toBe(v2);
-    await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, revision: 'nope', quiet: true })).rejects.toMatchObject({
+    await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, revision: 'nope' })).rejects.toMatchObject({
       code: 'MODEL_UNAVAILABLE',
       message: expect.stringMatching(/acme\/tiny-siglip-ONNX@nope.*HTTP 404/),
     });
-    await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, revision: '../../x', quiet: true })).rejects.toMatchObject({
+    await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, revision: '../../x' })).rejects.toMatchObject({
       code: 'MODEL_UNAVAILABLE',
       message: expect.stringMatching(/Invalid revision/),
     });
@@ -268,15 +268,15 @@ describe('the hub cache, shared with other Hugging Face tools', () => {
 
   it('HF_HUB_OFFLINE: the cached snapshot without a request, else an error naming the setting', async () => {
     const cacheDir = await tempDir('vps-hfcache-');
-    const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
+    const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url });
     process.env.HF_HUB_OFFLINE = '1';
     hub.requests.length = 0;
-    expect(await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true })).toBe(dir);
-    await expect(fetchModel({ repo: REPO, cacheDir: await tempDir(), hubUrl: hub.url, quiet: true })).rejects.toMatchObject({
+    expect(await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url })).toBe(dir);
+    await expect(fetchModel({ repo: REPO, cacheDir: await tempDir(), hubUrl: hub.url })).rejects.toMatchObject({
       code: 'MODEL_UNAVAILABLE',
       message: expect.stringMatching(/HF_HUB_OFFLINE/),
     });
-    await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, variant: 'fp16', quiet: true })).rejects.toMatchObject({
+    await expect(fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, variant: 'fp16' })).rejects.toMatchObject({
       message: expect.stringMatching(/HF_HUB_OFFLINE.*fp16/),
     });
     expect(hub.requests).toHaveLength(0);
@@ -286,7 +286,7 @@ describe('the hub cache, shared with other Hugging Face tools', () => {
     const cacheDir = await tempDir('vps-hfcache-');
     hub.hashless = true;
     try {
-      const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
+      const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url });
       expect(hub.requests.some((r) => r.method === 'HEAD')).toBe(true);
       for (const f of ['config.json', 'onnx/text_model.onnx']) {
         expect(await realpath(join(dir, f))).toBe(
@@ -301,8 +301,8 @@ describe('the hub cache, shared with other Hugging Face tools', () => {
   it("two fetches into one cache at once: each blob is downloaded once; a dead fetch's lock is taken over", async () => {
     const cacheDir = await tempDir('vps-hfcache-');
     const [a, b] = await Promise.all([
-      fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true }),
-      fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true }),
+      fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url }),
+      fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url }),
     ]);
     expect(a).toBe(b);
     const gets = resolves().map((r) => r.url);
@@ -315,7 +315,7 @@ describe('the hub cache, shared with other Hugging Face tools', () => {
     const name = sha256(hub.files.get('onnx/text_model.onnx')!);
     await mkdir(join(other, '.locks', 'models--acme--tiny-siglip-ONNX'), { recursive: true });
     await writeFile(join(other, '.locks', 'models--acme--tiny-siglip-ONNX', `${name}.vps-lock`), `${hostname()} 2147483646`);
-    expect(await fetchModel({ repo: REPO, cacheDir: other, hubUrl: hub.url, quiet: true })).toBe(snapshotIn(other));
+    expect(await fetchModel({ repo: REPO, cacheDir: other, hubUrl: hub.url })).toBe(snapshotIn(other));
   });
 
   it('still reads the former .cache/models layout, and never writes it', async () => {
@@ -323,12 +323,12 @@ describe('the hub cache, shared with other Hugging Face tools', () => {
     const legacy = modelCachePath(REPO, legacyCacheDir);
     await cp(source, legacy, { recursive: true });
     const cacheDir = await tempDir('vps-hfcache-');
-    expect(await ensureModel({ repo: REPO, cacheDir, legacyCacheDir, hubUrl: hub.url, quiet: true })).toBe(legacy);
+    expect(await ensureModel({ repo: REPO, cacheDir, legacyCacheDir, hubUrl: hub.url })).toBe(legacy);
     expect(hub.requests).toHaveLength(0);
     expect(findCachedModel(REPO, { hubCache: cacheDir, cacheDir: legacyCacheDir })).toBe(legacy);
     // the hub cache wins once it has the model
-    const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url, quiet: true });
-    expect(await ensureModel({ repo: REPO, cacheDir, legacyCacheDir, hubUrl: hub.url, quiet: true })).toBe(dir);
+    const dir = await fetchModel({ repo: REPO, cacheDir, hubUrl: hub.url });
+    expect(await ensureModel({ repo: REPO, cacheDir, legacyCacheDir, hubUrl: hub.url })).toBe(dir);
     expect(await readdir(legacyCacheDir)).toEqual(['acme--tiny-siglip-ONNX']);
   });
 });

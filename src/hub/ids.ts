@@ -4,7 +4,7 @@
  * `org--name` is the model `org/name` whatever its config.json says about the checkpoint it came from.
  */
 import path from 'node:path';
-import { defaultModelCacheDir, repoOfHubSnapshot } from '../embedding/hub-paths.js';
+import { defaultModelCacheDir, repoOfHubSnapshot } from './paths.js';
 
 /** Model ids as the registry accepts them (migration 0005): hub-style names, optionally @variant. */
 export const MODEL_ID = /^[A-Za-z0-9][A-Za-z0-9._/@-]{0,127}$/;
