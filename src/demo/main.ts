@@ -24,7 +24,7 @@ import { parseArgs } from 'node:util';
 import { ProgressBar } from '../cli/progress.js';
 import { importHfDataset } from '../jobs/hf-dataset.js';
 import { startService, stopOnSignals, type RunningService } from '../app.js';
-import { loadConfigOrReport, type Config } from '../config.js';
+import { loadConfig, loadConfigOrReport, type Config, type PgliteSettings } from '../config.js';
 import { createLogger, type Logger } from '../log.js';
 import { configuredModelDir, loadEmbedder } from '../services.js';
 import { catalogSize, demoProducts, seedOverHttp } from './seed.js';
@@ -108,7 +108,8 @@ async function main(): Promise<number> {
   const demoConfig: Config = {
     ...config,
     dataDir,
-    database: { kind: 'pglite', dataDir: pgliteDir, psqlPort: config.database.kind === 'pglite' ? config.database.psqlPort : 54320 },
+    // Always the embedded database: the configured one's psql settings, else the defaults (a config without DATABASE_URL).
+    database: { ...(config.database.kind === 'pglite' ? config.database : embeddedDefaults()), dataDir: pgliteDir },
   };
 
   // The demo database is disposable: one the migrations do not recognise (made by another version of
@@ -193,4 +194,11 @@ try {
 } catch (err) {
   process.stderr.write(`\ndemo failed: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
+}
+
+/** The embedded database's settings as they are when nothing is set (the schema's defaults, written once there). */
+function embeddedDefaults(): PgliteSettings {
+  const database = loadConfig({}).database;
+  if (database.kind !== 'pglite') throw new Error('without DATABASE_URL the database is the embedded one');
+  return database;
 }
