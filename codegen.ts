@@ -31,6 +31,8 @@ const config = {
   mapperTypeSuffix: 'Model',
   enumsAsTypes: true,
   avoidOptionals: false,
+  // Types Product.__resolveReference (src/schema/federation.graphql makes Product an entity).
+  federation: true,
 };
 
 // The CLI's default schema load options (sorted types and fields: the output does not depend on file order).

@@ -1,12 +1,14 @@
 /**
  * Every setting of the service, read from the environment and validated once at start-up.
  * Error messages name the setting, never its value (values may be secrets).
+ *
+ * Depends on nothing of the service (the folder rule: everything may read its settings, settings read
+ * nothing back). Each setting and its default is written once, in the zod schema; the typed Config is
+ * what configOf() makes of the parsed settings (inferred, not restated as interfaces).
  */
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import type { AdmissionSettings } from './admission/index.js';
-import { DEFAULT_CATEGORY_INDEX_POLICY, type CategoryIndexPolicy } from './models/category-indexes.js';
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bool = z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => v === 'true' || v === '1' || v === 'yes');
@@ -120,9 +122,12 @@ const schema = z.object({
     .pipe(z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must name a text search configuration (e.g. english, german, simple)'))
     .optional(),
   // Per-category HNSW indexes (src/models/category-indexes.ts): categories with at least this many of a
-  // model's vectors (0: none) and at most this share of them get an index of their own.
-  SEARCH_CATEGORY_INDEX_MIN_VECTORS: int(0, 1_000_000_000).default(DEFAULT_CATEGORY_INDEX_POLICY.minVectors),
-  SEARCH_CATEGORY_INDEX_MAX_SHARE: z.coerce.number().min(0).max(1).default(DEFAULT_CATEGORY_INDEX_POLICY.maxShare),
+  // model's vectors (0: none) and at most this share of them get an index of their own. 2 000 is where the
+  // exact path stops for k = 10 (search/strategy.ts, exactThreshold), so every category the planner sends
+  // to an HNSW walk has an index of its own up to 20 % of the vectors; at 10 % the whole-index walk
+  // measured 9–14 ms at 1M rows.
+  SEARCH_CATEGORY_INDEX_MIN_VECTORS: int(0, 1_000_000_000).default(2_000),
+  SEARCH_CATEGORY_INDEX_MAX_SHARE: z.coerce.number().min(0).max(1).default(0.2),
   // Page cursors are signed (src/search/cursor.ts): the key (unset: one generated per process, so cursors
   // do not survive a restart or cross replicas), the key before a rotation (still accepted), their age limit.
   SEARCH_CURSOR_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
@@ -240,119 +245,12 @@ function configError(error: z.ZodError): ConfigError {
 
 export type Env = z.infer<typeof schema>;
 
-export interface PostgresSettings {
-  kind: 'postgres';
-  url: string;
-  poolSize: number;
-  /** statement_timeout of the service's connections (request path, and the jobs sharing its pool); 0: none. */
-  statementTimeoutMs?: number;
-  /** statement_timeout of admin commands (migrate, import, reindex from the CLI); 0: none. */
-  adminStatementTimeoutMs?: number;
-  /** How long a request waits for a connection (new or from the pool) before DATABASE_UNAVAILABLE. */
-  connectTimeoutMs?: number;
-  /** Read replicas for the service's search traffic (DATABASE_READ_URL); empty: reads on the primary. */
-  readUrls?: string[];
-}
-
-export interface PgliteSettings {
-  kind: 'pglite';
-  dataDir: string;
-  psqlPort: number;
-  /** The psql port: off, its password (unset: generated at start), trust (no password), hold bound. */
-  psql?: { off: boolean; password: string | undefined; trust: boolean; maxHoldMs: number };
-}
-
-export interface Config {
-  env: Env;
-  production: boolean;
-  database: PostgresSettings | PgliteSettings;
-  http: { host: string; port: number; bodyLimit: number };
-  adminToken: string | undefined;
-  logLevel: Env['LOG_LEVEL'];
-  logFormat: Env['LOG_FORMAT'];
-  /** Prometheus metrics at /metrics (src/metrics/); port: their own listener, on the service's host. */
-  metrics: { enabled: boolean; port: number | undefined; token: string | undefined };
-  graphql: { introspection: boolean; maxDepth: number; maxAliases: number; maxCost: number; maxTokens: number };
-  dataDir: string;
-  embedding: {
-    /** Explicit model directory; unset: the default model in the cache, if it is there. */
-    modelDir: string | undefined;
-    provider: Env['EMBEDDING_PROVIDER'];
-    workers: number;
-    intraOpThreads: number;
-    maxBatch: number;
-    maxWaitMs: number;
-    variant: string | undefined;
-    /** The configured model's logit_scale/logit_bias when both are set (matchProbability; src/embedding/calibration.ts). */
-    calibration: { logitScale: number; logitBias: number } | undefined;
-    /** Fetch the default model from the hub when none is configured or cached. */
-    autoFetch: boolean;
-  };
-  images: {
-    maxBytes: number;
-    maxPixels: number;
-    fetch: { totalTimeoutMs: number; connectTimeoutMs: number; maxRedirects: number; allowedPrivateHosts: string[] };
-  };
-  /** Where models are fetched from (HF_ENDPOINT, HF_TOKEN or HUGGING_FACE_HUB_TOKEN). */
-  hub: HubSettings;
-  /** What one client may ask of the public API (src/admission/, README "Public API limits"). */
-  limits: LimitSettings;
-  /** Keyword search: the full-text language to build and parse with (unset: the database's own). */
-  search: {
-    language: string | undefined;
-    categoryIndexes: CategoryIndexPolicy;
-    /** Page cursor keys (search/cursor.ts); secret unset: generated per process. */
-    cursors: { secret: string | undefined; previousSecret: string | undefined; ttlSeconds: number };
-  };
-  /** Reindex/import jobs on the pg-boss queue (docs/reindex.md). */
-  jobs: {
-    enabled: boolean;
-    batchSize: number;
-    throttleMs: number;
-    leaseSeconds: number;
-    pollIntervalMs: number;
-    /** Runs a reindex job may start before it ends FAILED (a worker that keeps dying is not resumed forever). */
-    maxAttempts: number;
-  };
-}
-
-export interface LimitSettings {
-  admission: AdmissionSettings;
-  /** Per operation: similarity fields (similarProducts, searchProducts) and the sum of their k; products(first). */
-  budget: {
-    anonymous: { similarityFields: number; similarityK: number };
-    admin: { similarityFields: number; similarityK: number };
-    pageFirst: number;
-  };
-  /** Pixel cap of a search query's image (ingest keeps IMAGE_MAX_PIXELS). */
-  searchMaxPixels: number;
-  /** Deadline of one GraphQL request; 0: none. */
-  requestTimeoutMs: number;
-  http: {
-    requestTimeoutMs: number;
-    connectionTimeoutMs: number;
-    keepAliveTimeoutMs: number;
-    headersTimeoutMs: number;
-    uploadMaxBytes: number;
-  };
-  dnsTimeoutMs: number;
-  rateLimit: {
-    enabled: boolean;
-    max: number;
-    windowMs: number;
-    /** Query allowance points per window (admission/allowance.ts): per connection, per address. */
-    points: number;
-    addressPoints: number;
-    /** An operation costing more than this is heavy: charged to its address's allowance too (ADMISSION_HEAVY_K + 1). */
-    heavyPoints: number;
-    adminPoints: number;
-    refusalPenalty: number;
-    tarpitMs: number;
-    tarpitMaxHeld: number;
-  };
-  /** Fastify's trustProxy, parsed from TRUST_PROXY: false when unset. */
-  trustProxy: boolean | string[] | ((address: string, hop: number) => boolean);
-}
+/** The service's settings, as configOf() arranges them (the types follow the schema). */
+export type Config = ReturnType<typeof configOf>;
+export type PostgresSettings = Extract<Config['database'], { kind: 'postgres' }>;
+export type PgliteSettings = Extract<Config['database'], { kind: 'pglite' }>;
+/** What one client may ask of the public API (src/admission/, README "Public API limits"). */
+export type LimitSettings = Config['limits'];
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -375,18 +273,19 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       'Invalid configuration:\n  DATABASE_READ_URL: needs DATABASE_URL (the embedded database is one process-local session and has no replicas)',
     );
   }
-  if ((env.EMBEDDING_LOGIT_SCALE === undefined) !== (env.EMBEDDING_LOGIT_BIAS === undefined)) {
-    throw new ConfigError(
-      'Invalid configuration:\n  EMBEDDING_LOGIT_SCALE, EMBEDDING_LOGIT_BIAS: set both (the calibration is the pair) or neither',
-    );
-  }
+  return configOf(env, psqlOff);
+}
+
+/** The parsed settings arranged by concern; Config is its return type. */
+function configOf(env: Env, psqlOff: boolean) {
+  const production = env.NODE_ENV === 'production';
   const dataDir = path.resolve(env.DATA_DIR);
   return {
     env,
     production,
     database: env.DATABASE_URL
       ? {
-          kind: 'postgres',
+          kind: 'postgres' as const,
           url: env.DATABASE_URL,
           poolSize: env.DATABASE_POOL_SIZE,
           statementTimeoutMs: env.DATABASE_STATEMENT_TIMEOUT_MS,
@@ -395,7 +294,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
           readUrls: env.DATABASE_READ_URL ?? [],
         }
       : {
-          kind: 'pglite',
+          kind: 'pglite' as const,
           dataDir: path.join(dataDir, 'pglite'),
           psqlPort: env.PGLITE_PSQL_PORT,
           psql: { off: psqlOff, password: env.PGLITE_PSQL_PASSWORD, trust: env.PGLITE_PSQL_TRUST, maxHoldMs: env.PGLITE_PSQL_MAX_HOLD_MS },
@@ -442,6 +341,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     search: {
       language: env.SEARCH_LANGUAGE,
       categoryIndexes: { minVectors: env.SEARCH_CATEGORY_INDEX_MIN_VECTORS, maxShare: env.SEARCH_CATEGORY_INDEX_MAX_SHARE },
+      /** Page cursor keys (search/cursor.ts); secret unset: generated per process. */
       cursors: { secret: env.SEARCH_CURSOR_SECRET, previousSecret: env.SEARCH_CURSOR_PREVIOUS_SECRET, ttlSeconds: env.SEARCH_CURSOR_TTL_S },
     },
     jobs: {
@@ -455,7 +355,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   };
 }
 
-function limitsOf(env: Env): LimitSettings {
+function limitsOf(env: Env) {
   const wait = env.ADMISSION_MAX_WAIT_MS;
   return {
     admission: {
@@ -500,7 +400,7 @@ function limitsOf(env: Env): LimitSettings {
 }
 
 /** TRUST_PROXY as Fastify takes it: `true`/`false`, a hop count, or a list of addresses and CIDRs. */
-function parseTrustProxy(value: string | undefined): LimitSettings['trustProxy'] {
+function parseTrustProxy(value: string | undefined): boolean | string[] | ((address: string, hop: number) => boolean) {
   if (value === undefined || value.toLowerCase() === 'false') return false;
   if (value.toLowerCase() === 'true') return true;
   // A hop count, as Fastify itself turns a number into (its typings take no number).

@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { ApolloServer, type ApolloServerPlugin, type GraphQLRequestContext } from '@apollo/server';
 import { ApolloServerErrorCode, unwrapResolverError } from '@apollo/server/errors';
+import { ApolloServerPluginInlineTraceDisabled } from '@apollo/server/plugin/disabled';
 import { fastifyApolloDrainPlugin, fastifyApolloHandler } from '@as-integrations/fastify';
 import { ApolloArmor } from '@escape.tech/graphql-armor';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
@@ -29,7 +30,7 @@ import { metrics } from './metrics/index.js';
 import { enablePrometheus } from './metrics/prometheus.js';
 import { isAdminToken } from './resolvers/auth.js';
 import type { RequestContext } from './resolvers/context.js';
-import { resolvers } from './resolvers/index.js';
+import { buildSchema } from './resolvers/index.js';
 import type { Services } from './services.js';
 
 const SCHEMA_DIR = new URL('./schema/', import.meta.url);
@@ -214,8 +215,8 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   const protection = armor.protect();
 
   const apollo = new ApolloServer<RequestContext>({
-    typeDefs: loadTypeDefs(),
-    resolvers,
+    // A federation subgraph schema (resolvers/index.ts): Product is an entity a gateway can compose.
+    schema: buildSchema(loadTypeDefs(), { introspection: config.graphql.introspection, adminToken: config.adminToken }),
     introspection: config.graphql.introspection,
     // Past it, parsing stops: 400 GRAPHQL_PARSE_FAILED, penalised and held like any parse error.
     parseOptions: { maxTokens: config.graphql.maxTokens },
@@ -228,6 +229,9 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
       // graphql-armor and the fastify integration are typed against Apollo's CJS build; same runtime objects.
       ...(protection.plugins as unknown as ApolloServerPlugin<RequestContext>[]),
       fastifyApolloDrainPlugin(app),
+      // Apollo enables federated tracing (ftv1) for a subgraph schema; off: a router's caller would get
+      // per-field timings and error details in each response extension, and /metrics already measures.
+      ApolloServerPluginInlineTraceDisabled(),
       {
         requestDidStart() {
           const started = performance.now();

@@ -1,8 +1,9 @@
 /**
  * The budget of one GraphQL operation: how many similarity fields (similarProducts, searchProducts, their
  * cursor pages, compareModels) it may select, the sum of their `k` (a page's depth: its cursor's offset +
- * first + 1, what its statement ranks; compareModels' k once
- * per model it compares), and the sum of `first` of products pages. graphql-armor's cost rule
+ * first + 1, what its statement ranks; compareModels' k once per model it compares), and the sum of
+ * `first` of products pages (with the references of a federation gateway's `_entities` batch, one per
+ * product it reads). graphql-armor's cost rule
  * counts fields but cannot see argument values, and a value given as a variable is only known once the
  * request's variables are: so this runs in Apollo's didResolveOperation hook, with them, before any resolver.
  */
@@ -84,6 +85,11 @@ export function operationCost(
           cost.similarityK += intArg(arg('k'), DEFAULT_K, MAX_K) * n;
         } else if (name === 'products') {
           cost.pageFirst += intArg(sel.arguments?.find((a) => a.name.value === 'first')?.value, DEFAULT_FIRST, LIMITS.pageSize.max);
+        } else if (name === '_entities') {
+          // A federation gateway's batch of Product references (resolvers/entities.ts): each reference is
+          // a product read, as one row of a products page is, so the batch counts like a page of that size.
+          const refs: unknown = arg('representations') ? valueFromASTUntyped(arg('representations')!, variables) : null;
+          cost.pageFirst += Array.isArray(refs) ? refs.length : 0;
         }
         if (sel.selectionSet) visit(sel.selectionSet, depth + 1);
       } else if (sel.kind === Kind.INLINE_FRAGMENT) {
@@ -109,7 +115,7 @@ export function enforceBudget(cost: OperationCost, budget: Budget, who: 'anonymo
   const text: Record<string, string> = {
     similarityFields: 'similarity fields (similarProducts, searchProducts)',
     similarityK: 'as the sum of k over its similarity fields',
-    pageFirst: 'as the sum of first over its products pages',
+    pageFirst: 'as the sum of first over its products pages (and of its _entities references)',
   };
   throw new GraphQLError(
     what === 'similarityFields'

@@ -30,6 +30,8 @@ export type DatabaseTarget =
   | {
       kind: 'pglite';
       dataDir?: string;
+      /** A data directory dumped by PGlite's dumpDataDir() to start from (tests: a migrated template). */
+      loadDataDir?: Blob;
       /** The loopback port for psql (0: any free port); unset: none. */
       psqlPort?: number;
       /** Password, trust and hold bound of the psql port (defaults: a generated password, 60 s). */
@@ -94,7 +96,7 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
     };
     return { db, reads, readRouter, kind: 'postgres', psqlUrl: null, script, close };
   }
-  const pglite = await openPglite(target.dataDir);
+  const pglite = await openPglite(target.dataDir, target.loadDataDir);
   const lock = new Mutex();
   const db = new Kysely<DB>({ dialect: new PgliteDialect(pglite, lock) });
   let psql: { url: string; stop(): Promise<void> } | null = null;

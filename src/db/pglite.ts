@@ -23,10 +23,10 @@ import {
   type QueryResult,
 } from 'kysely';
 
-export async function openPglite(dataDir: string | undefined): Promise<PGlite> {
+export async function openPglite(dataDir: string | undefined, loadDataDir?: Blob): Promise<PGlite> {
   if (dataDir) await fs.mkdir(dataDir, { recursive: true });
-  // undefined dataDir: an in-memory database (tests).
-  return PGlite.create(dataDir, { extensions: { vector } });
+  // undefined dataDir: an in-memory database (tests), from a dumped data directory when given one.
+  return PGlite.create(dataDir, { extensions: { vector }, ...(loadDataDir ? { loadDataDir } : {}) });
 }
 
 class PgliteConnection implements DatabaseConnection {

@@ -115,6 +115,21 @@ export async function getProductsBySkus(db: Db, skus: string[]): Promise<Map<str
   return new Map(rows.map((r) => [r.sku, toProduct(r)]));
 }
 
+/**
+ * Products by id and by SKU in one statement (a federation gateway's batch of entity references mixes
+ * both keys): the caller matches the rows back to its references.
+ */
+export async function getProductsByKeys(db: Db, keys: { ids: string[]; skus: string[] }): Promise<Product[]> {
+  const { ids, skus } = keys;
+  if (ids.length === 0 && skus.length === 0) return [];
+  const rows = await db
+    .selectFrom('products')
+    .selectAll()
+    .where((eb) => eb.or([...(ids.length ? [eb('id', 'in', ids)] : []), ...(skus.length ? [eb('sku', 'in', skus)] : [])]))
+    .execute();
+  return rows.map(toProduct);
+}
+
 /** One page in id order (stable: ids never change) after the given id. Fetches first+1 to know if more exist. */
 export async function listProducts(
   db: Db,

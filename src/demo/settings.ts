@@ -5,7 +5,7 @@
  * port's settings (PGLITE_PSQL_PASSWORD, PGLITE_PSQL_MAX_HOLD_MS, …) included, is as `npm start` reads it.
  */
 import { randomBytes } from 'node:crypto';
-import type { Config, PgliteSettings } from '../config.js';
+import { loadConfig, type Config, type PgliteSettings } from '../config.js';
 
 /** The environment the demo's configuration is loaded from. */
 export function demoEnvironment(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
@@ -18,9 +18,12 @@ export function demoEnvironment(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return out;
 }
 
-/** The demo's database: the configured embedded one (its psql port settings kept), in `pgliteDir`. */
+/**
+ * The demo's database: the configured embedded one (its psql port settings kept), in `pgliteDir`; a config
+ * with DATABASE_URL gets the embedded database's defaults (the schema's, written once there).
+ */
 export function demoDatabase(config: Config, pgliteDir: string): PgliteSettings {
-  return config.database.kind === 'pglite'
-    ? { ...config.database, dataDir: pgliteDir }
-    : { kind: 'pglite', dataDir: pgliteDir, psqlPort: 54320 };
+  const embedded = config.database.kind === 'pglite' ? config.database : loadConfig({}).database;
+  if (embedded.kind !== 'pglite') throw new Error('without DATABASE_URL the database is the embedded one');
+  return { ...embedded, dataDir: pgliteDir };
 }

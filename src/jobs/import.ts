@@ -14,7 +14,7 @@ import path from 'node:path';
 import { ingestProducts, type IngestContext } from '../catalog/ingest.js';
 import type { ImageSpec, ProductInputLike } from '../catalog/validate.js';
 import { AppError, ErrorCode } from '../errors.js';
-import { readCsv } from '../cli/csv.js';
+import { readCsv } from './csv.js';
 
 export interface ImportOptions {
   file: string;

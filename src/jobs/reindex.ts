@@ -22,7 +22,16 @@ import {
   type CatalogImage,
 } from '../db/embeddings.js';
 import { getModel } from '../db/models.js';
-import { advanceJob, finishJob, LostJobError, setTotal, startSweep, type ReindexError, type ReindexJob } from '../db/reindex-jobs.js';
+import {
+  advanceJob,
+  claimReindexJob,
+  finishJob,
+  LostJobError,
+  setTotal,
+  startSweep,
+  type ReindexError,
+  type ReindexJob,
+} from '../db/reindex-jobs.js';
 import type { DB } from '../db/types.js';
 import type { Embedder } from '../embedding/index.js';
 import type { Logger } from '../log.js';
@@ -102,6 +111,23 @@ export async function commitBatch(
   await insertComputedVectors(trx, modelId, vectors);
 }
 
+/**
+ * Takes the job for this worker (claimReindexJob) and, on its first pass, counts what is left to do, in
+ * one transaction: a job shows RUNNING only with its total. Counted after the claim (in runReindex), the
+ * API showed a half-started job, RUNNING with total 0, for as long as the worker took to mark the model
+ * building and drop its indexes (seconds on a loaded machine: reindex.test.ts read it so).
+ */
+export async function claimJob(db: Kysely<DB>, id: string, workerId: string, leaseSeconds: number): Promise<ReindexJob | null> {
+  return db.transaction().execute(async (trx) => {
+    const job = await claimReindexJob(trx, id, workerId, leaseSeconds);
+    if (job?.pass === 1) {
+      job.total = job.processed + (await countLeft(trx, { modelId: job.modelId, afterId: job.cursor, onlyMissing: job.onlyMissing }));
+      await setTotal(trx, job.id, job.total);
+    }
+    return job;
+  });
+}
+
 export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder: Embedder): Promise<{ activated: boolean }> {
   const { db, log, workerId } = ctx;
   const model = await getModel(db, job.modelId);
@@ -115,10 +141,6 @@ export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder:
     await dropCategoryIndexes(db, model.id);
   }
 
-  if (job.pass === 1) {
-    job.total = job.processed + (await countLeft(db, { modelId: model.id, afterId: job.cursor, onlyMissing: job.onlyMissing }));
-    await setTotal(db, job.id, job.total);
-  }
   let cursor = job.cursor;
   let pass = job.pass;
   let failed = job.failed;

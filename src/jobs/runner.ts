@@ -12,7 +12,6 @@ import { AppError, ErrorCode } from '../errors.js';
 import type { Database } from '../db/connect.js';
 import {
   cancelJob,
-  claimReindexJob,
   failOpenJob,
   getReindexJob,
   insertReindexJob,
@@ -29,7 +28,7 @@ import type { CategoryIndexPolicy } from '../models/category-indexes.js';
 import type { ModelService } from '../models/service.js';
 import { ReindexQueue } from './queue.js';
 import { giveUp, recoverOrphans, startHeartbeat } from './recovery.js';
-import { runReindex, StopRequested } from './reindex.js';
+import { claimJob, runReindex, StopRequested } from './reindex.js';
 import { attemptsExhausted, DEFAULT_MAX_ATTEMPTS, type RetryPolicy } from './retry-policy.js';
 
 export { queueName } from './queue.js';
@@ -194,7 +193,7 @@ export class JobRunner {
 
   /** One run of a job fetched from the queue. */
   private async handle(jobId: string): Promise<void> {
-    const claimed = await claimReindexJob(this.db, jobId, this.workerId, this.opts.leaseSeconds);
+    const claimed = await claimJob(this.db, jobId, this.workerId, this.opts.leaseSeconds);
     if (!claimed) return; // finished, cancelled, or held by a live worker
     const log = this.log.child({ job: jobId, model: claimed.modelId });
     // A queue entry can outlive the recovery that would have failed the job (pg-boss retries it after its

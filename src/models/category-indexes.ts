@@ -19,6 +19,7 @@
  */
 import { createHash } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
+import { loadConfig } from '../config.js';
 import type { Database } from '../db/connect.js';
 import type { DB, Db } from '../db/types.js';
 import { buildsIndexConcurrently, createIndexSql, dropIndexNamed, onBuildSession } from './hnsw.js';
@@ -30,12 +31,8 @@ export interface CategoryIndexPolicy {
   maxShare: number;
 }
 
-/**
- * The defaults: 2 000 is where the exact path stops for k = 10 (search/strategy.ts, exactThreshold), so
- * every category the planner sends to an HNSW walk has an index of its own up to 20 % of the vectors;
- * at 10 % the whole-index walk measured 9–14 ms at 1M rows.
- */
-export const DEFAULT_CATEGORY_INDEX_POLICY: CategoryIndexPolicy = { minVectors: 2_000, maxShare: 0.2 };
+/** SEARCH_CATEGORY_INDEX_MIN_VECTORS / _MAX_SHARE as they are when unset (the defaults, and why, are in config.ts). */
+export const DEFAULT_CATEGORY_INDEX_POLICY: CategoryIndexPolicy = loadConfig({}).search.categoryIndexes;
 
 const PREFIX = 'product_embeddings_hnsw_category_';
 const COMMENT_PREFIX = 'vps category index ';

@@ -22,6 +22,7 @@ export type Scalars = {
   JSON: { input: Record<string, unknown>; output: Record<string, unknown>; }
   /** A file sent with the GraphQL multipart request spec (send the header Apollo-Require-Preflight: true). */
   Upload: { input: Promise<unknown>; output: Promise<unknown>; }
+  _FieldSet: { input: unknown; output: unknown; }
 };
 
 /** The embedding model that serves search. */
@@ -575,6 +576,17 @@ export type SearchMode =
 
 export type ResolverTypeWrapper<T> = Promise<T> | T;
 
+export type ReferenceResolver<TResult, TReference, TContext> = (
+      reference: TReference,
+      context: TContext,
+      info: GraphQLResolveInfo
+    ) => Promise<TResult> | TResult;
+
+      type ScalarCheck<T, S> = S extends true ? T : NullableCheck<T, S>;
+      type NullableCheck<T, S> = Maybe<T> extends T ? Maybe<ListCheck<NonNullable<T>, S>> : ListCheck<T, S>;
+      type ListCheck<T, S> = T extends (infer U)[] ? NullableCheck<U, S>[] : GraphQLRecursivePick<T, S>;
+      export type GraphQLRecursivePick<T, S> = { [K in keyof T & keyof S]: ScalarCheck<T[K], S[K]> };
+    
 
 export type ResolverWithResolve<TResult, TParent, TContext, TArgs> = {
   resolve: ResolverFn<TResult, TParent, TContext, TArgs>;
@@ -638,24 +650,36 @@ export type DirectiveResolverFn<TResult = Record<PropertyKey, never>, TParent = 
   info: GraphQLResolveInfo
 ) => TResult | Promise<TResult>;
 
+/** Mapping of federation types */
+export type FederationTypes = {
+  Product: Product;
+};
 
+/** Mapping of federation reference types */
+export type FederationReferenceTypes = {
+  Product:
+    ( { __typename: 'Product' }
+    & ( GraphQLRecursivePick<FederationTypes['Product'], {"id":true}>
+        | GraphQLRecursivePick<FederationTypes['Product'], {"sku":true}> ) );
+};
 
 
 
 /** Mapping between all available schema types and the resolvers types */
 export type ResolversTypes = {
-  Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
   DateTime: ResolverTypeWrapper<Scalars['DateTime']['output']>;
   EmbeddingModelInfo: ResolverTypeWrapper<EmbeddingModelInfo>;
+  Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
+  Int: ResolverTypeWrapper<Scalars['Int']['output']>;
+  ID: ResolverTypeWrapper<Scalars['ID']['output']>;
+  String: ResolverTypeWrapper<Scalars['String']['output']>;
   EvalCategoryMetrics: ResolverTypeWrapper<EvalCategoryMetrics>;
   EvalMetrics: ResolverTypeWrapper<EvalMetrics>;
+  Float: ResolverTypeWrapper<Scalars['Float']['output']>;
   EvalTransform: EvalTransform;
   EvalTransformMetrics: ResolverTypeWrapper<EvalTransformMetrics>;
-  Float: ResolverTypeWrapper<Scalars['Float']['output']>;
   FusionWeights: FusionWeights;
-  ID: ResolverTypeWrapper<Scalars['ID']['output']>;
   ImageInput: ImageInput;
-  Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   JSON: ResolverTypeWrapper<Scalars['JSON']['output']>;
   ModelComparison: ResolverTypeWrapper<Omit<ModelComparison, 'results'> & { results: Array<ResolversTypes['ModelResults']> }>;
   ModelEvaluation: ResolverTypeWrapper<ModelEvaluation>;
@@ -679,23 +703,23 @@ export type ResolversTypes = {
   ReindexJob: ResolverTypeWrapper<ReindexJob>;
   ReindexJobState: ReindexJobState;
   SearchMode: SearchMode;
-  String: ResolverTypeWrapper<Scalars['String']['output']>;
   Upload: ResolverTypeWrapper<Scalars['Upload']['output']>;
 };
 
 /** Mapping between all available schema types and the resolvers parents */
 export type ResolversParentTypes = {
-  Boolean: Scalars['Boolean']['output'];
   DateTime: Scalars['DateTime']['output'];
   EmbeddingModelInfo: EmbeddingModelInfo;
+  Boolean: Scalars['Boolean']['output'];
+  Int: Scalars['Int']['output'];
+  ID: Scalars['ID']['output'];
+  String: Scalars['String']['output'];
   EvalCategoryMetrics: EvalCategoryMetrics;
   EvalMetrics: EvalMetrics;
-  EvalTransformMetrics: EvalTransformMetrics;
   Float: Scalars['Float']['output'];
+  EvalTransformMetrics: EvalTransformMetrics;
   FusionWeights: FusionWeights;
-  ID: Scalars['ID']['output'];
   ImageInput: ImageInput;
-  Int: Scalars['Int']['output'];
   JSON: Scalars['JSON']['output'];
   ModelComparison: Omit<ModelComparison, 'results'> & { results: Array<ResolversParentTypes['ModelResults']> };
   ModelEvaluation: ModelEvaluation;
@@ -716,7 +740,6 @@ export type ResolversParentTypes = {
   RegisteredModel: RegisteredModel;
   ReindexError: ReindexError;
   ReindexJob: ReindexJob;
-  String: Scalars['String']['output'];
   Upload: Scalars['Upload']['output'];
 };
 
@@ -808,7 +831,8 @@ export type PageInfoResolvers<ContextType = RequestContext, ParentType extends R
   hasNextPage?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
 };
 
-export type ProductResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Product'] = ResolversParentTypes['Product']> = {
+export type ProductResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Product'] = ResolversParentTypes['Product'], FederationReferenceType extends FederationReferenceTypes['Product'] = FederationReferenceTypes['Product']> = {
+  __resolveReference?: ReferenceResolver<Maybe<ResolversTypes['Product']> | FederationReferenceType, FederationReferenceType, ContextType>;
   attributes?: Resolver<ResolversTypes['JSON'], ParentType, ContextType>;
   brand?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   category?: Resolver<ResolversTypes['String'], ParentType, ContextType>;

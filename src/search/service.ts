@@ -144,6 +144,10 @@ export class SearchService {
 
   /** Page cursors: also read by the operation budget, which charges a page its depth (admission/budget.ts). */
   readonly cursors: PageCursors;
+  /** The admission gates search waits in; federation's entity batches use its `query` gate (resolvers/entities.ts). */
+  get admission(): Admission {
+    return this.limits.admission;
+  }
 
   private get gates() {
     return this.limits.admission.gates;

@@ -3,6 +3,8 @@
  * products (inserts of vectors, product updates, the reindex path, a hand-written UPDATE), filtered
  * search on them answers exactly what the join to products answered, and exactly k come back when k
  * match, also right after a product moved category. The exact path reads only the vectors table.
+ *
+ * @backend the filter columns the trigger copies, and both plans
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -1,3 +1,6 @@
+/**
+ * @backend upserts, deletes and pages in SQL
+ */
 import { createHash } from 'node:crypto';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

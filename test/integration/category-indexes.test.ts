@@ -3,12 +3,13 @@
  * own statement is served by it when the filter names its category (the planner matches the predicate
  * with the category as a bound parameter), that its answers are the exact ones, that writes keep it
  * current, and that sync, a reindex's bulk-load drop and a model's drop keep the set right.
+ *
+ * @backend partial HNSW indexes and the planner choosing them
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/connect.js';
 import { upsertEmbeddings, vectorLiteral } from '../../src/db/embeddings.js';
-import { activateModel } from '../../src/db/models.js';
 import {
   categoryIndexName,
   dropCategoryIndexes,
@@ -16,10 +17,11 @@ import {
   syncCategoryIndexes,
   wantedCategories,
 } from '../../src/models/category-indexes.js';
-import { ensureModelIndex, modelIndexName } from '../../src/models/hnsw.js';
+import { modelIndexName } from '../../src/models/hnsw.js';
 import { registerModel } from '../../src/models/lifecycle.js';
 import { explainSearch, nearestNeighbours, searchNeighbours } from '../../src/search/query.js';
 import { createTestDatabase } from '../support/test-db.js';
+import { seedVectorCatalog } from '../support/vector-catalog.js';
 import { embeddingLikeSpace } from '../support/vectors.js';
 
 const model = { id: 'test/category-index-32', dimension: 32 };
@@ -40,21 +42,13 @@ function categoryOf(i: number): string {
 let database: Database;
 beforeAll(async () => {
   database = await createTestDatabase();
-  const db = database.db;
-  await registerModel(db, { ...model, source: 'test', variant: null });
-  await activateModel(db, model.id);
-  const rows = Array.from({ length: N }, (_, i) => i);
-  const inserted = await sql<{ id: string }>`
-    INSERT INTO products (sku, title, category, price, in_stock)
-    SELECT 'ci-' || i, 'product ' || i, c, (i % 100)::numeric, true
-    FROM unnest(${rows}::int[], ${rows.map(categoryOf)}::text[]) WITH ORDINALITY AS t(i, c, n) ORDER BY n
-    RETURNING id`.execute(db);
-  await upsertEmbeddings(
-    db,
-    inserted.rows.map((r, j) => ({ productId: String(r.id), modelId: model.id, embedding: space.vector(j), imageSha256: 'c'.repeat(64) })),
-  );
-  await ensureModelIndex(db, model);
-  await sql`ANALYZE product_embeddings`.execute(db);
+  await seedVectorCatalog(database.db, {
+    n: N,
+    skuPrefix: 'ci-',
+    category: categoryOf,
+    price: (i) => i % 100,
+    models: [{ ...model, space }],
+  });
 }, 300_000);
 afterAll(() => database?.close());
 

@@ -103,12 +103,27 @@ it('compares two models on one image query: per model k ranked matches, and thei
   expect(c.overlap).toHaveLength(1);
   expect(ov.models).toEqual([A.id, B.id]);
   const a = c.results[0].matches.map((m: { product: { id: string } }) => m.product.id) as string[];
-  const b = new Set(c.results[1].matches.map((m: { product: { id: string } }) => m.product.id) as string[]);
+  const bList = c.results[1].matches.map((m: { product: { id: string } }) => m.product.id) as string[];
+  const b = new Set(bList);
   const shared = a.filter((x) => b.has(x));
   expect(ov.shared).toEqual(shared);
   expect(shared[0]).toBe(product); // both rank the query product first
   expect(ov.jaccard).toBeCloseTo(shared.length / (12 - shared.length));
-  if (shared.length >= 2) expect(ov.rankCorrelation).toBeGreaterThanOrEqual(-1);
+  // Spearman's rho of the shared products, worked out here as the Pearson correlation of their ranks in
+  // the two lists (the textbook definition, not the d² shortcut compare.ts uses).
+  expect(shared.length).toBeGreaterThanOrEqual(3); // the premise: enough shared products to rank
+  const xs = shared.map((_, i) => i);
+  const ys = shared.map((x) =>
+    shared
+      .slice()
+      .sort((p, q) => bList.indexOf(p) - bList.indexOf(q))
+      .indexOf(x),
+  );
+  const mean = (v: number[]) => v.reduce((s, x) => s + x, 0) / v.length;
+  const [mx, my] = [mean(xs), mean(ys)];
+  const cov = xs.reduce((s, x, i) => s + (x - mx) * (ys[i]! - my), 0);
+  const sd = (v: number[], m: number) => Math.sqrt(v.reduce((s, x) => s + (x - m) ** 2, 0));
+  expect(ov.rankCorrelation).toBeCloseTo(cov / (sd(xs, mx) * sd(ys, my)), 9);
   expect(c.sharedByAll).toEqual(shared);
 });
 

@@ -193,10 +193,20 @@ describe('labelled query sets and reports', () => {
   it('transformed catalog images with misses: the HTML shows the misses first', async () => {
     const report = await evaluateModels(deps(), { limit: 40, transforms: ['background', 'scale'] });
     expect(report.queries).toBe(80);
-    const html = await renderHtml(t.service.services.database.db, report, { maxQueries: 5 });
-    expect(html.match(/<section class="query"/g)).toHaveLength(5);
-    const anyMiss = report.outcomes.some((o) => o.hits.some((h) => h.rank !== 1));
-    const first = html.split('<section class="query"')[1]!;
-    if (anyMiss) expect(first).toMatch(/not in the top 10|found at ([2-9]|10)</);
+    const missed = (o: (typeof report.outcomes)[number]) => o.hits.some((h) => h.rank !== 1);
+    // The premise: the tiny models miss some transformed photos (else there is nothing to put first).
+    const misses = report.outcomes.filter(missed);
+    expect(misses.length).toBeGreaterThan(0);
+    expect(misses.length).toBeLessThan(report.outcomes.length - 5);
+    // The misses last in the report's order, so only a page that moves them forward shows them first.
+    const reordered = { ...report, outcomes: [...report.outcomes.filter((o) => !missed(o)), ...misses] };
+    const html = await renderHtml(t.service.services.database.db, reordered, { maxQueries: 5 });
+    const sections = html.split('<section class="query"').slice(1);
+    expect(sections).toHaveLength(5);
+    const shownMisses = Math.min(5, misses.length);
+    for (const [i, section] of sections.entries()) {
+      if (i < shownMisses) expect(section, `section ${i}`).toMatch(/not in the top 10|found at ([2-9]|10)</);
+      else expect(section, `section ${i}`).not.toMatch(/not in the top 10|found at ([2-9]|10)</);
+    }
   });
 });

@@ -7,18 +7,18 @@
  * back short is repeated exactly, and its recall is 1 by construction. At 0.01% only 2 products match,
  * fewer than k = 10, so a k = 10 walk always falls back (asserted); the recall there is measured with
  * k = 2, which the walk can answer from the index.
+ *
+ * @backend filtered HNSW walks (iterative scans) on each pgvector build
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/connect.js';
-import { upsertEmbeddings } from '../../src/db/embeddings.js';
-import { activateModel } from '../../src/db/models.js';
-import { ensureModelIndex, modelIndexName } from '../../src/models/hnsw.js';
-import { registerModel } from '../../src/models/lifecycle.js';
+import { modelIndexName } from '../../src/models/hnsw.js';
 import { explainNeighbours, nearestNeighbours } from '../../src/search/query.js';
 import { chooseStrategy, exactThreshold } from '../../src/search/strategy.js';
 import { vectorLiteral } from '../../src/db/embeddings.js';
 import { createTestDatabase } from '../support/test-db.js';
+import { seedVectorCatalog } from '../support/vector-catalog.js';
 import { embeddingLikeSpace } from '../support/vectors.js';
 
 const N = 20_000;
@@ -43,30 +43,15 @@ function categoryOf(i: number): string {
 let database: Database;
 beforeAll(async () => {
   database = await createTestDatabase();
-  const db = database.db;
-  await registerModel(db, { ...model, source: 'test', variant: null });
-  await activateModel(db, model.id);
-  const batch = 1000;
-  for (let start = 0; start < N; start += batch) {
-    const rows = Array.from({ length: Math.min(batch, N - start) }, (_, j) => start + j);
-    const inserted = await sql<{ id: string }>`
-      INSERT INTO products (sku, title, category, price, in_stock)
-      SELECT 'v-' || i, 'vector product ' || i, c, (i % 200)::numeric, (i % 3 <> 0)
-      FROM unnest(${rows}::int[], ${rows.map(categoryOf)}::text[]) AS t(i, c)
-      RETURNING id`.execute(db);
-    await upsertEmbeddings(
-      db,
-      inserted.rows.map((r, j) => ({
-        productId: String(r.id),
-        modelId: model.id,
-        embedding: space.vector(rows[j]!),
-        imageSha256: 'a'.repeat(64),
-      })),
-    );
-  }
-  await ensureModelIndex(db, model); // built after the bulk load, as a reindex does
-  await sql`ANALYZE products`.execute(db);
-  await sql`ANALYZE product_embeddings`.execute(db);
+  await seedVectorCatalog(database.db, {
+    n: N,
+    skuPrefix: 'v-',
+    category: categoryOf,
+    price: (i) => i % 200,
+    inStock: (i) => i % 3 !== 0,
+    models: [{ ...model, space }],
+    batch: 1000,
+  });
 }, 600_000);
 afterAll(() => database?.close());
 

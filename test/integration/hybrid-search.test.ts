@@ -2,6 +2,8 @@
  * searchProducts modes (KEYWORD, HYBRID) and cursor pages, end to end over HTTP with the real ONNX Runtime
  * (tiny stand-in model) on both backends: a SKU or brand typed into the box comes first, filters and
  * "exactly k when k exist" hold in every mode, and pages concatenate to the k list without repeats.
+ *
+ * @backend full-text search and fusion in SQL
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderProductImage, syntheticCatalog, type SyntheticProduct } from '../../src/demo/synthetic-catalog.js';

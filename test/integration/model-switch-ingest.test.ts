@@ -2,6 +2,8 @@
  * The model switch and ingest: an ingest that chose its models before a switch committed must not leave a
  * product without a vector for the newly active model; and an upsert with an image when the active model's
  * files are not loaded fails with MODEL_UNAVAILABLE, storing nothing.
+ *
+ * @backend the switch lock between ingest and a model switch
  */
 import fs from 'node:fs/promises';
 import { sql } from 'kysely';

@@ -2,6 +2,8 @@
  * The embedded database's psql port cannot break or take over the service (issue 11, item 8): it asks
  * for a password, can be turned off, resets the session when a client leaves, and cuts off a client
  * that holds the single session past the bound.
+ *
+ * @backend the embedded database's psql port
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';

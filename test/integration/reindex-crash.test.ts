@@ -5,6 +5,8 @@
  * PostgreSQL (TEST_DATABASE_URL): the new process takes the job over once the dead worker's lease runs out.
  * PGlite: the data directory belongs to one process, so the new one resumes the job at start.
  * Then a graceful stop (SIGTERM) mid-job: the job is handed back to the queue and a third process finishes it.
+ *
+ * @backend job recovery at start (the embedded database recovers in-process)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';

@@ -2,6 +2,8 @@
  * The lease and the fence, on the repository directly: a job held by a live worker cannot be claimed; once
  * its heartbeat is older than the lease another worker takes it over, and from then on every commit of the
  * first worker is refused (so two workers never both advance one job). Cancel stops the holder the same way.
+ *
+ * @backend the lease and fence statements, the claim transaction
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -15,7 +17,7 @@ import {
   LostJobError,
   orphanedJobs,
 } from '../../src/db/reindex-jobs.js';
-import { commitBatch } from '../../src/jobs/reindex.js';
+import { claimJob, commitBatch } from '../../src/jobs/reindex.js';
 import { registerModel } from '../../src/models/lifecycle.js';
 import { createTestDatabase } from '../support/test-db.js';
 
@@ -92,4 +94,43 @@ it('caps the recorded errors at 100, keeping the first', async () => {
   expect(j.errors).toHaveLength(100);
   expect(j.errors[0]!.productId).toBe('0');
   expect(j.errors[99]!.productId).toBe('99');
+});
+
+it('shows a claimed job RUNNING only with its total: the claim and the count commit together', async () => {
+  const db = database.db;
+  await registerModel(db, { id: 'test/fence-3', source: 'test', variant: null, dimension: 4 });
+  const inserted = await sql<{ id: string }>`
+    INSERT INTO products (sku, title, category) SELECT 'claim-' || i, 't', 'c' FROM generate_series(1, 7) AS i RETURNING id`.execute(db);
+  await db
+    .insertInto('product_images')
+    .values(
+      inserted.rows.map((r) => ({
+        product_id: String(r.id),
+        sha256: 'b'.repeat(64),
+        format: 'png',
+        width: 1,
+        height: 1,
+        original: Buffer.from([0]),
+        thumbnail: Buffer.from([0]),
+      })),
+    )
+    .execute();
+  const total = Number((await sql<{ n: string }>`SELECT count(*) AS n FROM product_images`.execute(db)).rows[0]!.n);
+  const job = await insertReindexJob(db, { modelId: 'test/fence-3', onlyMissing: false, activate: true });
+  // Another connection polls the job (as reindexJob over GraphQL does) while the worker claims it.
+  const seen: Array<{ state: string; total: number }> = [];
+  let claiming = true;
+  const poll = (async () => {
+    while (claiming) {
+      const j = await getReindexJob(db, job.id);
+      seen.push({ state: j!.state, total: j!.total });
+      await new Promise((r) => setImmediate(r));
+    }
+  })();
+  const claimed = await claimJob(db, job.id, 'w', 60);
+  claiming = false;
+  await poll;
+  expect(claimed).toMatchObject({ state: 'running', total });
+  expect(await getReindexJob(db, job.id)).toMatchObject({ state: 'running', total });
+  expect(seen.filter((s) => s.state === 'running' && s.total !== total)).toEqual([]);
 });

@@ -3,6 +3,8 @@
  * (PostgreSQL with TEST_DATABASE_URL, else the embedded PGlite): a catalog moves from model A to model B
  * under query load and concurrent writes with no empty, short or mixed result; rollback; cancel; drop;
  * bad arguments.
+ *
+ * @backend the job queue (pg-boss) and the switch, on the single session too
  */
 import fs from 'node:fs/promises';
 import { sql } from 'kysely';

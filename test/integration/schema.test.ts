@@ -1,4 +1,8 @@
-/** The schema is a public interface for analysts: every table, view and column says what it is. */
+/**
+ * The schema is a public interface for analysts: every table, view and column says what it is.
+ *
+ * @backend the migrations and the schema they leave
+ */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { migrateDown, migrateToLatest, migrationStatus } from '../../src/db/migrate.js';

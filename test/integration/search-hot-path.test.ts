@@ -3,22 +3,23 @@
  * inside the statement take effect for its walk and do not leak into the connection; the strategy comes
  * from cached planner statistics that agree with EXPLAIN; a model switch made elsewhere (another
  * replica) is seen by the next query although the active model is cached.
+ *
+ * @backend the hot-path statement, its settings and planner statistics
  */
-import { sql } from 'kysely';
+import { sql, type KyselyPlugin } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/connect.js';
-import { deleteModelEmbeddings, upsertEmbeddings, vectorLiteral } from '../../src/db/embeddings.js';
+import { deleteModelEmbeddings, vectorLiteral } from '../../src/db/embeddings.js';
 import { activateModel } from '../../src/db/models.js';
 import type { FetchImageOptions } from '../../src/images/fetch.js';
 import type { ImageLimits } from '../../src/images/decode.js';
 import { createLogger } from '../../src/log.js';
-import { ensureModelIndex } from '../../src/models/hnsw.js';
-import { registerModel } from '../../src/models/lifecycle.js';
 import { ModelService } from '../../src/models/service.js';
 import { SelectivityEstimator } from '../../src/search/estimate.js';
 import { nearestNeighbours, searchNeighbours } from '../../src/search/query.js';
 import { SearchService } from '../../src/search/service.js';
 import { createTestDatabase } from '../support/test-db.js';
+import { seedVectorCatalog } from '../support/vector-catalog.js';
 import { embeddingLikeSpace } from '../support/vectors.js';
 
 const N = 4000;
@@ -31,28 +32,18 @@ const categoryOf = (i: number) => (i % 100 === 3 ? 'c1' : i % 10 === 1 ? 'c10' :
 let database: Database;
 beforeAll(async () => {
   database = await createTestDatabase();
-  const db = database.db;
-  for (const m of [model, other]) await registerModel(db, { ...m, source: 'test', variant: null });
-  await activateModel(db, model.id);
-  const rows = Array.from({ length: N }, (_, i) => i);
-  const inserted = await sql<{ id: string }>`
-    INSERT INTO products (sku, title, category, brand, price, in_stock)
-    SELECT 'hp-' || i, 'product ' || i, c, 'brand' || (i % 7), (i % 100)::numeric, (i % 4 <> 0)
-    FROM unnest(${rows}::int[], ${rows.map(categoryOf)}::text[]) AS t(i, c) ORDER BY i
-    RETURNING id`.execute(db);
-  const ids = inserted.rows.map((r) => String(r.id));
-  for (const [m, s] of [
-    [model, space],
-    [other, otherSpace],
-  ] as const) {
-    await upsertEmbeddings(
-      db,
-      ids.map((productId, i) => ({ productId, modelId: m.id, embedding: s.vector(i), imageSha256: 'a'.repeat(64) })),
-    );
-    await ensureModelIndex(db, m);
-  }
-  await sql`ANALYZE products`.execute(db);
-  await sql`ANALYZE product_embeddings`.execute(db);
+  await seedVectorCatalog(database.db, {
+    n: N,
+    skuPrefix: 'hp-',
+    category: categoryOf,
+    brand: (i) => `brand${i % 7}`,
+    price: (i) => i % 100,
+    inStock: (i) => i % 4 !== 0,
+    models: [
+      { ...model, space },
+      { ...other, space: otherSpace },
+    ],
+  });
 }, 300_000);
 afterAll(() => database?.close());
 
@@ -131,13 +122,27 @@ describe('selectivity estimate from cached statistics', () => {
 
 describe('the cached active model', () => {
   it('is read once, and a switch made by another replica is seen by the next query', async () => {
-    const models = new ModelService(database, createLogger('silent'));
+    // The registry reads of this process's model service: statements on embedding_models, counted.
+    let registryReads = 0;
+    const counter: KyselyPlugin = {
+      transformQuery(args) {
+        const from = (args.node as { from?: { froms?: Array<{ table?: { identifier?: { name?: string } } }> } }).from;
+        if (from?.froms?.some((f) => f.table?.identifier?.name === 'embedding_models')) registryReads++;
+        return args.node;
+      },
+      transformResult: (args) => Promise.resolve(args.result),
+    };
+    const models = new ModelService({ ...database, db: database.db.withPlugin(counter) }, createLogger('silent'));
     const search = new SearchService(database.db, models, {} as FetchImageOptions, {} as ImageLimits);
     const productId = String((await sql<{ id: string }>`SELECT id FROM products WHERE sku = 'hp-5'`.execute(database.db)).rows[0]!.id);
     const before = await search.similarToImage({ kind: 'product', id: productId }, { k: 5 });
     expect(before.model).toBe(model.id);
     expect(before.plan.roundTrips).toBe(1);
     expect(before.matches[0]!.product.id).toBe(productId);
+    // Read once: the first query read the active model; the next ones take it from the cache.
+    expect(registryReads).toBe(1);
+    for (let i = 0; i < 3; i++) await search.similarToImage({ kind: 'product', id: productId }, { k: 5 });
+    expect(registryReads).toBe(1);
     // Another process switches the model: this process's cache still names the old one.
     await activateModel(database.db, other.id);
     try {
@@ -146,6 +151,11 @@ describe('the cached active model', () => {
       expect(after.model).toBe(other.id);
       expect(after.matches[0]!.product.id).toBe(productId);
       expect((await models.cachedActiveModel())!.id).toBe(other.id);
+      // The switch cost one fresh read; after it, the new model is cached in turn.
+      const afterSwitch = registryReads;
+      expect(afterSwitch).toBe(2);
+      for (let i = 0; i < 3; i++) await search.similarToImage({ kind: 'product', id: productId }, { k: 5 });
+      expect(registryReads).toBe(afterSwitch);
     } finally {
       await activateModel(database.db, model.id);
     }

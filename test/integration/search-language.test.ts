@@ -3,6 +3,8 @@
  * with another text search configuration and the keyword query parses with the stored one; a server
  * whose documents are in another language than configured is refused at start (the embedded database
  * rebuilds them itself); the migration takes its first language from SEARCH_LANGUAGE.
+ *
+ * @backend the text search configurations each backend ships
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -2,6 +2,8 @@
  * Search end to end over HTTP with the real ONNX Runtime (tiny stand-in model) and a real database:
  * a generated catalog is ingested over GraphQL, then queried with shoppers' photos (perturbed
  * copies), by product and by text, with filters, k, ordering and minScore.
+ *
+ * @backend the search statements on each backend's PostgreSQL and pgvector build
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

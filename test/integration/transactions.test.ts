@@ -1,13 +1,17 @@
 /**
  * Concurrent transactions must never interleave, in particular on PGlite's single session: a
  * rollback in one request must not undo another's writes, and no reader sees uncommitted rows.
+ *
+ * @backend PGlite runs every statement on one session: interleaved transactions
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDatabase } from '../../src/db/connect.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 import { upsertProductRows, type ProductWrite } from '../../src/db/products.js';
-import { codes, startTestService, type TestService } from '../support/service.js';
+import { sql } from 'kysely';
+import { renderProductImage } from '../../src/demo/synthetic-catalog.js';
+import { codes, startTestService, tinyModelDir, type TestService } from '../support/service.js';
 
 const write = (sku: string, category = 'concurrency'): ProductWrite => ({
   sku,
@@ -25,8 +29,8 @@ const write = (sku: string, category = 'concurrency'): ProductWrite => ({
 
 let t: TestService;
 beforeAll(async () => {
-  t = await startTestService();
-});
+  t = await startTestService({}, { model: await tinyModelDir() });
+}, 120_000);
 afterAll(() => t?.stop());
 
 describe('concurrent transactions', () => {
@@ -90,6 +94,49 @@ describe('concurrent transactions', () => {
     }
     const final = await t.gql(`{ products(filter: { category: "gql" }) { totalCount } }`);
     expect(final.data.products.totalCount).toBe(15 * 5);
+  });
+});
+
+describe('an upsert that fails inside the database', () => {
+  it('writes nothing of its call, on either backend, while concurrent calls and readers go on', async () => {
+    // A failure after the products rows are written: the images statement of the same transaction fails
+    // for "poison" SKUs (a trigger, as a constraint or a lost connection would). Validation passes, so
+    // only the transaction around the ingest's statements can undo the products rows: on PostgreSQL as
+    // well as on PGlite (where the concurrent calls share one session).
+    const db = t.service.services.database.db;
+    await sql`CREATE FUNCTION fail_poison_image() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF (SELECT sku FROM products WHERE id = NEW.product_id) LIKE 'poison-%' THEN
+          RAISE EXCEPTION 'poisoned image row';
+        END IF;
+        RETURN NEW;
+      END $$`.execute(db);
+    await sql`CREATE TRIGGER fail_poison_image BEFORE INSERT ON product_images FOR EACH ROW EXECUTE FUNCTION fail_poison_image()`.execute(
+      db,
+    );
+    try {
+      const photo = (await renderProductImage('circle', 'red', { size: 64 })).toString('base64');
+      const UPSERT = `mutation($p: [ProductInput!]!) { upsertProducts(products: $p) { sku } }`;
+      const call = (i: number) => {
+        const prefix = i % 2 === 1 ? 'poison' : 'fine';
+        const products = Array.from({ length: 5 }, (_, j) => ({ sku: `${prefix}-${i}-${j}`, title: 't', category: 'atomic' }));
+        products[4] = { ...products[4]!, image: { base64: photo } } as (typeof products)[number]; // the last one's image fails
+        return t.gql(UPSERT, { p: products }, { admin: true });
+      };
+      const reads = Array.from({ length: 12 }, () => t.gql(`{ products(filter: { category: "atomic" }, first: 500) { totalCount } }`));
+      const results = await Promise.all([...Array.from({ length: 12 }, (_, i) => call(i)), ...reads]);
+      for (const [i, r] of results.slice(0, 12).entries()) {
+        if (i % 2 === 1) expect(codes(r), `call ${i}`).toEqual(['INTERNAL_SERVER_ERROR']);
+        else expect(r.errors, `call ${i}`).toBeUndefined();
+      }
+      for (const r of results.slice(12)) expect(r.data.products.totalCount % 5).toBe(0); // whole calls only
+      const skus = await db.selectFrom('products').select('sku').where('category', '=', 'atomic').execute();
+      expect(skus.filter((r) => r.sku.startsWith('poison-'))).toEqual([]);
+      expect(skus).toHaveLength(6 * 5);
+    } finally {
+      await sql`DROP TRIGGER fail_poison_image ON product_images`.execute(db);
+      await sql`DROP FUNCTION fail_poison_image()`.execute(db);
+    }
   });
 });
 

@@ -3,10 +3,12 @@
  *   1. TEST_DATABASE_URL (any PostgreSQL with pgvector ≥ 0.8; .ci/run provisions a native one);
  *   2. testcontainers with the pgvector image, where a container runtime answers;
  *   3. the embedded PGlite (also forced with TEST_DB=pglite).
- * For a server, it migrates a template database once; each test file then clones its own copy.
+ * It migrates a template database once (a server's template database, or a dumped PGlite data
+ * directory); each test file then starts from its own copy.
  */
 import fs from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import type { TestProject } from 'vitest/node';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
@@ -57,9 +59,24 @@ export default async function setup(project: TestProject) {
     }
   }
   if (!adminUrl) {
-    project.provide('testDb', { kind: 'pglite' });
-    console.log('[tests] database: embedded PGlite (set TEST_DATABASE_URL for a PostgreSQL server)');
-    return;
+    // As for a server: migrate once, and each test file starts from a copy (PGlite's dumpDataDir and
+    // loadDataDir) instead of running every migration again.
+    const started = performance.now();
+    const { Mutex } = await import('async-mutex');
+    const { openPglite, PgliteDialect } = await import('../../src/db/pglite.js'); // WASM: loaded only here
+    const pglite = await openPglite(undefined);
+    const db = new Kysely<DB>({ dialect: new PgliteDialect(pglite, new Mutex()) });
+    await migrateToLatest(db);
+    const dump = await pglite.dumpDataDir('none');
+    await db.destroy();
+    const template = path.join(os.tmpdir(), `vps-test-pglite-${process.pid}.tar`);
+    fs.writeFileSync(template, Buffer.from(await dump.arrayBuffer()));
+    project.provide('testDb', { kind: 'pglite', template });
+    const ms = Math.round(performance.now() - started);
+    console.log(
+      `[tests] database: embedded PGlite, each test file from a migrated template (${ms} ms) (set TEST_DATABASE_URL for a PostgreSQL server)`,
+    );
+    return () => fs.rmSync(template, { force: true });
   }
 
   const admin = new pg.Client({ connectionString: adminUrl });

@@ -1,9 +1,9 @@
 /** Gives each test file a database of its own on the backend the global setup chose. */
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { openDatabase, type Database } from '../../src/db/connect.js';
-import { migrateToLatest } from '../../src/db/migrate.js';
 
 import { TEMPLATE_DB } from './test-db-info.js';
 
@@ -15,8 +15,9 @@ export interface TestDatabase extends Database {
 export async function createTestDatabase(): Promise<TestDatabase> {
   const info = inject('testDb');
   if (info.kind === 'pglite') {
-    const database = await openDatabase({ kind: 'pglite' }); // in memory
-    await migrateToLatest(database.db);
+    // In memory, from the migrated template the global setup dumped (test/support/database-setup.ts).
+    const loadDataDir = new Blob([await readFile(info.template)]);
+    const database = await openDatabase({ kind: 'pglite', loadDataDir });
     return { ...database, url: null };
   }
   const name = `vps_test_${process.pid}_${randomBytes(4).toString('hex')}`;

@@ -88,6 +88,17 @@ describe('operationCost', () => {
     expect(cost('query($n: Int) { products(first: $n) { totalCount } }', { n: 300 }).pageFirst).toBe(300);
   });
 
+  it("counts a federation gateway's _entities batch like a products page of as many references", () => {
+    // The operation a gateway sends for a batch of Product references (the federation spec's form).
+    const entities = 'query($representations: [_Any!]!) { _entities(representations: $representations) { ... on Product { title } } }';
+    const refs = Array.from({ length: 40 }, (_, i) => ({ __typename: 'Product', id: String(i + 1) }));
+    expect(cost(entities, { representations: refs })).toEqual({ similarityFields: 0, similarityK: 0, pageFirst: 40 });
+    expect(
+      cost('{ _entities(representations: [{__typename: "Product", sku: "A"}, {__typename: "Product", sku: "B"}]) { __typename } }')
+        .pageFirst,
+    ).toBe(2);
+  });
+
   it('counts similarity pages by what they rank (first + 1 on a first page), and compareModels by k once per model it compares', () => {
     const pages =
       '{ a: similarProductsPage(image: {productId: "1"}, first: 100) { pageInfo { hasNextPage } } b: searchProductsPage(text: "x") { pageInfo { hasNextPage } } }';
