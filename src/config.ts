@@ -273,6 +273,11 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       'Invalid configuration:\n  DATABASE_READ_URL: needs DATABASE_URL (the embedded database is one process-local session and has no replicas)',
     );
   }
+  if ((env.EMBEDDING_LOGIT_SCALE === undefined) !== (env.EMBEDDING_LOGIT_BIAS === undefined)) {
+    throw new ConfigError(
+      'Invalid configuration:\n  EMBEDDING_LOGIT_SCALE, EMBEDDING_LOGIT_BIAS: set both (the calibration is the pair) or neither',
+    );
+  }
   return configOf(env, psqlOff);
 }
 
