@@ -36,22 +36,37 @@ function walk(value: unknown, path: string, key: string | undefined, depth: numb
   return null;
 }
 
+/** The nearest named ancestor (an argument or an input object's field): the name a value is given as. */
+function nameOf(parent: unknown, ancestors: readonly unknown[]): string | undefined {
+  // the direct parent is not among graphql-js's `ancestors`
+  const named = [...ancestors, parent]
+    .reverse()
+    .find((a): a is ASTNode & { name: { value: string } } => !!a && !Array.isArray(a) && (a as ASTNode).kind in NAMED);
+  return named?.name.value;
+}
+
 /** The first string of the request that is not acceptable input, or null. */
 export function invalidInput(document: DocumentNode, variables: Record<string, unknown> | undefined): InvalidInput | null {
   let found: InvalidInput | null = null;
+  // a variable given where image bytes go (`image: { base64: $b }`) carries image bytes too
+  const largeVariables = new Set<string>();
   visit(document, {
     StringValue(node, _key, parent, _path, ancestors) {
       if (found) return;
-      // The nearest named ancestor (an argument or an input object's field) names the value; the
-      // direct parent is not among graphql-js's `ancestors`.
-      const named = [...ancestors, parent]
-        .reverse()
-        .find((a): a is ASTNode & { name: { value: string } } => !!a && !Array.isArray(a) && (a as ASTNode).kind in NAMED);
-      const key = named?.name.value;
+      const key = nameOf(parent, ancestors);
       found = check(node.value, key ?? 'a string in the query', key);
     },
+    Variable(node, _key, parent, _path, ancestors) {
+      const key = nameOf(parent, ancestors);
+      if (key && LARGE_STRING_FIELDS.has(key)) largeVariables.add(node.name.value);
+    },
   });
-  return found ?? walk(variables ?? {}, '$', undefined, 0);
+  if (found) return found;
+  for (const [name, value] of Object.entries(variables ?? {})) {
+    const bad = walk(value, `$${name}`, largeVariables.has(name) ? 'base64' : name, 0);
+    if (bad) return bad;
+  }
+  return null;
 }
 
 const NAMED: Partial<Record<Kind, true>> = { [Kind.ARGUMENT]: true, [Kind.OBJECT_FIELD]: true };

@@ -10,7 +10,7 @@ const doc = parse('query($f: ProductFilter) { products(filter: $f) { totalCount 
 
 describe('request input checks', () => {
   it('find a NUL in a nested variable and in a document literal, and name where', () => {
-    expect(invalidInput(doc, { f: { categories: ['ok', 'ba\u0000d'] } })?.path).toBe('$.f.categories[1]');
+    expect(invalidInput(doc, { f: { categories: ['ok', 'ba\u0000d'] } })?.path).toBe('$f.categories[1]');
     expect(invalidInput(parse('{ searchProducts(text: "a\\u0000b") { score } }'), {})?.path).toBe('text');
     expect(invalidInput(parse('{ searchProducts(text: "a\\u{0}b") { score } }'), {})).not.toBeNull();
   });
@@ -21,6 +21,11 @@ describe('request input checks', () => {
     expect(invalidInput(doc, { p: [{ image: { base64: long } }] })).toBeNull();
     expect(invalidInput(parse(`{ similarProducts(image: { base64: "${long}" }) { score } }`), {})).toBeNull();
     expect(invalidInput(parse(`{ searchProducts(text: "${long}") { score } }`), {})?.path).toBe('text');
+    // a variable given where image bytes go is image bytes; the same variable given as text is not
+    const byVariable = parse('query($b: String!) { similarProducts(image: { base64: $b }, k: 3) { score } }');
+    expect(invalidInput(byVariable, { b: long })).toBeNull();
+    const asText = parse('query($b: String!) { searchProducts(text: $b) { score } }');
+    expect(invalidInput(asText, { b: long })?.path).toBe('$b');
   });
 
   it('let ordinary input through', () => {
