@@ -175,7 +175,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     FROM products p
     JOIN embedding_models m ON m.is_active
     JOIN LATERAL (
-      SELECT e.* FROM product_embeddings e LEFT JOIN product_images pi ON pi.id = e.image_id
+      SELECT e.model_id, e.embedding, e.image_sha256, e.created_at
+      FROM product_embeddings e LEFT JOIN product_images pi ON pi.id = e.image_id
       WHERE e.product_id = p.id AND e.model_id = m.id AND e.region = 0
       ORDER BY pi.position NULLS LAST LIMIT 1
     ) e ON true`.execute(db);

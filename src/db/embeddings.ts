@@ -198,8 +198,10 @@ export async function countLeft(db: Db, o: { modelId: string; afterId: string; o
   return Number(r.rows[0]!.n);
 }
 
-/** Stored photos the model has not embedded. */
+/** Products with a stored photo the model has not embedded. */
 export async function countMissing(db: Db, modelId: string): Promise<number> {
-  const r = await sql<{ n: string }>`SELECT count(*) AS n FROM product_images pi WHERE ${missingVector(modelId)}`.execute(db);
+  const r = await sql<{
+    n: string;
+  }>`SELECT count(DISTINCT pi.product_id) AS n FROM product_images pi WHERE ${missingVector(modelId)}`.execute(db);
   return Number(r.rows[0]!.n);
 }

@@ -94,7 +94,7 @@ export async function embedIsolatingFailures(
       errors.push({
         productId: bad.productId,
         sku: bad.sku,
-        message: `image ${bad.imageId}: ${(err as AppError).code}: ${(err as Error).message}`,
+        message: `${(err as AppError).code}: ${(err as Error).message} (photo ${bad.imageId})`,
       });
       todo = todo.filter((b) => b !== bad);
     }
@@ -185,7 +185,7 @@ export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder:
 
     const missing = await countMissing(db, model.id);
     if (missing > 0) {
-      const error = `${missing} photo(s) have no vector for ${model.id} (see errors): not activated. Fix or delete them, then run reindex(model: "${model.id}", onlyMissing: true).`;
+      const error = `${missing} product(s) have no vector for ${model.id} (see errors): not activated. Fix or delete them, then run reindex(model: "${model.id}", onlyMissing: true).`;
       if (!(await finishJob(db, job.id, workerId, { state: 'failed', error }))) throw new LostJobError(`job ${job.id} was cancelled`);
       await markBuildEnded(db, model.id);
       return { activated: false };
@@ -216,7 +216,7 @@ export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder:
       log.info({ job: job.id, model: model.id }, 'reindex: switched the active model');
       return { activated: true };
     }
-    if (attempt >= 2) throw new Error(`could not switch to ${model.id}: ${switched.missing} photo(s) missing, index ${switched.index}`);
+    if (attempt >= 2) throw new Error(`could not switch to ${model.id}: ${switched.missing} product(s) missing, index ${switched.index}`);
     // Products written between the last batch and the switch: one more sweep.
     await startSweep(db, job.id, workerId);
     pass++;
