@@ -42,7 +42,11 @@ let database: Database;
 let twelveId = '';
 const twelveLook = space.query(4242);
 
-async function addPhotos(productIds: string[], photosOf: (j: number) => Float32Array[], variants?: (j: number, p: number) => string | null) {
+async function addPhotos(
+  productIds: string[],
+  photosOf: (j: number) => Float32Array[],
+  variants?: (j: number, p: number) => string | null,
+) {
   const db = database.db;
   const rows = productIds.flatMap((id, j) => photosOf(j).map((v, p) => ({ id, p, v, variant: variants?.(j, p) ?? null })));
   const images = await sql<{ id: string }>`
@@ -54,7 +58,13 @@ async function addPhotos(productIds: string[], photosOf: (j: number) => Float32A
     RETURNING id`.execute(db);
   await upsertEmbeddings(
     db,
-    rows.map((r, n) => ({ productId: r.id, modelId: model.id, embedding: r.v, imageSha256: 'a'.repeat(64), imageId: String(images.rows[n]!.id) })),
+    rows.map((r, n) => ({
+      productId: r.id,
+      modelId: model.id,
+      embedding: r.v,
+      imageSha256: 'a'.repeat(64),
+      imageId: String(images.rows[n]!.id),
+    })),
   );
 }
 
