@@ -1,0 +1,227 @@
+/**
+ * Several photos per product over GraphQL (issue 22), with the real ONNX Runtime (tiny stand-in model):
+ * ingest of ProductInput.images (labels, variants, regions), what an unchanged, reordered or removed
+ * photo costs, all-or-nothing, Product.images, thumbnails per photo, and search that ranks a product by
+ * its best photo and says which one matched.
+ */
+import { sql } from 'kysely';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { renderProductImage } from '../../src/demo/synthetic-catalog.js';
+import { codes, startTestService, tinyModelDir, type TestService } from '../support/service.js';
+
+const UPSERT = `mutation($p: [ProductInput!]!) { upsertProducts(products: $p) {
+  id sku imageSha256 thumbnailUrl images { id position label variant width height thumbnailUrl url regions { x y width height } } } }`;
+const SIMILAR = `query($image: ImageInput!, $filter: ProductFilter, $k: Int, $n: Int) {
+  similarProducts(image: $image, filter: $filter, k: $k, imagesPerProduct: $n) {
+    score product { id sku } matchedImage { id position label variant } matchedRegion { x y width height }
+    imageMatches { score image { id } region { x y width height } } } }`;
+
+const b64 = (b: Buffer) => b.toString('base64');
+let t: TestService;
+const photos: Record<string, Buffer> = {};
+
+beforeAll(async () => {
+  t = await startTestService({ PRODUCT_MAX_IMAGES: '4' }, { model: await tinyModelDir() });
+  for (const [name, shape, colour] of [
+    ['front', 'circle', 'red'],
+    ['back', 'square', 'blue'],
+    ['detail', 'star', 'green'],
+    ['other', 'triangle', 'orange'],
+    ['filler1', 'ring', 'purple'],
+    ['filler2', 'diamond', 'teal'],
+  ] as const) {
+    photos[name] = await renderProductImage(shape, colour, { size: 128 });
+  }
+  // A few products with one photo each, so that searches have others to rank.
+  const fillers = ['filler1', 'filler2', 'other'].map((name, i) => ({
+    sku: `F-${i}`,
+    title: `Filler ${i}`,
+    category: 'bags',
+    image: { base64: b64(photos[name]!) },
+  }));
+  const res = await t.gql(UPSERT, { p: fillers }, { admin: true });
+  expect(res.errors).toBeUndefined();
+}, 180_000);
+afterAll(() => t?.stop());
+
+const bag = (images: unknown[]) => ({ sku: 'BAG-1', title: 'A bag of many photos', category: 'bags', images });
+const vectorsOf = async (productId: string) =>
+  (
+    await sql<{ image_id: string; region: number; created_at: Date }>`
+      SELECT image_id::text, region, created_at FROM product_embeddings WHERE product_id = ${productId} ORDER BY image_id, region`.execute(
+      t.service.services.database.db,
+    )
+  ).rows;
+
+describe('ingest of several photos', () => {
+  let productId = '';
+  let ids: string[] = [];
+
+  it('stores the photos in order with label, variant and regions; one vector per photo and per region', async () => {
+    const res = await t.gql(
+      UPSERT,
+      {
+        p: [
+          bag([
+            { image: { base64: b64(photos.front!) }, label: 'front', variant: 'red' },
+            { image: { base64: b64(photos.back!) }, label: 'back', regions: [{ x: 0.25, y: 0.25, width: 0.5, height: 0.5 }] },
+            { image: { base64: b64(photos.detail!) }, label: 'detail', variant: 'green' },
+          ]),
+        ],
+      },
+      { admin: true },
+    );
+    expect(res.errors).toBeUndefined();
+    const p = res.data.upsertProducts[0];
+    productId = p.id;
+    ids = p.images.map((i: any) => i.id);
+    expect(p.images.map((i: any) => [i.position, i.label, i.variant])).toEqual([
+      [0, 'front', 'red'],
+      [1, 'back', null],
+      [2, 'detail', 'green'],
+    ]);
+    expect(p.images[1].regions).toEqual([{ x: 0.25, y: 0.25, width: 0.5, height: 0.5 }]);
+    expect(p.images[0]).toMatchObject({ width: 128, height: 128, thumbnailUrl: `/images/${ids[0]}/thumbnail.webp` });
+    expect(p.thumbnailUrl).toMatch(new RegExp(`^/products/${productId}/thumbnail\\.webp\\?v=`));
+    // 3 photos + 1 region.
+    expect((await vectorsOf(productId)).map((v) => [v.image_id, v.region])).toEqual([
+      [ids[0], 0],
+      [ids[1], 0],
+      [ids[1], 1],
+      [ids[2], 0],
+    ]);
+  });
+
+  it('serves each photo’s thumbnail at /images/<image id>/thumbnail.webp', async () => {
+    for (const id of ids) {
+      const res = await fetch(`${t.url}/images/${id}/thumbnail.webp`);
+      expect(res.status).toBe(200);
+      expect((await sharp(Buffer.from(await res.arrayBuffer())).metadata()).format).toBe('webp');
+    }
+    const main = await fetch(`${t.url}/products/${productId}/thumbnail.webp`);
+    expect(main.status).toBe(200);
+  });
+
+  it('re-embeds nothing for an unchanged list, and only moves photos for a reordered one', async () => {
+    const vectors = await vectorsOf(productId);
+    const same = await t.gql(
+      UPSERT,
+      {
+        p: [
+          bag([
+            { image: { base64: b64(photos.detail!) }, label: 'detail', variant: 'green' },
+            { image: { base64: b64(photos.front!) }, label: 'front (new label)', variant: 'red' },
+            { image: { base64: b64(photos.back!) }, label: 'back', regions: [{ x: 0.25, y: 0.25, width: 0.5, height: 0.5 }] },
+          ]),
+        ],
+      },
+      { admin: true },
+    );
+    expect(same.errors).toBeUndefined();
+    const p = same.data.upsertProducts[0];
+    expect(p.images.map((i: any) => i.id)).toEqual([ids[2], ids[0], ids[1]]);
+    expect(p.images.map((i: any) => i.position)).toEqual([0, 1, 2]);
+    expect(p.images[1].label).toBe('front (new label)');
+    // The same vector rows, written at the same instant: nothing was embedded again.
+    expect(await vectorsOf(productId)).toEqual(vectors);
+  });
+
+  it('embeds a photo again when its regions change, and a removed photo takes its vectors', async () => {
+    const res = await t.gql(
+      UPSERT,
+      {
+        p: [
+          bag([
+            { image: { base64: b64(photos.front!) }, label: 'front', variant: 'red' },
+            { image: { base64: b64(photos.back!) }, label: 'back', regions: [{ x: 0, y: 0, width: 0.5, height: 1 }] },
+          ]),
+        ],
+      },
+      { admin: true },
+    );
+    expect(res.errors).toBeUndefined();
+    const got = res.data.upsertProducts[0].images.map((i: any) => i.id);
+    expect(got[0]).toBe(ids[0]);
+    expect(got[1]).not.toBe(ids[1]); // new regions: a new photo row
+    const vectors = await vectorsOf(productId);
+    expect(vectors.map((v) => [v.image_id, v.region])).toEqual([
+      [ids[0], 0],
+      [got[1], 0],
+      [got[1], 1],
+    ]);
+    // The photos no longer given (detail, and back with its old regions) are gone, thumbnails too.
+    for (const gone of [ids[1], ids[2]]) expect((await fetch(`${t.url}/images/${gone}/thumbnail.webp`)).status).toBe(404);
+    ids = got;
+  });
+
+  it('is all or nothing: a bad photo anywhere leaves every product as it was', async () => {
+    const before = await vectorsOf(productId);
+    const res = await t.gql(
+      UPSERT,
+      {
+        p: [
+          bag([{ image: { base64: b64(photos.detail!) } }]),
+          {
+            sku: 'BAG-2',
+            title: 'Bad',
+            category: 'bags',
+            images: [{ image: { base64: b64(photos.front!) } }, { image: { base64: 'bm90IGFuIGltYWdl' } }],
+          },
+        ],
+      },
+      { admin: true },
+    );
+    expect(codes(res)).toEqual(['INVALID_IMAGE']);
+    expect(res.errors![0]!.message).toMatch(/products\[1\]\.images\[1\]/);
+    expect(await vectorsOf(productId)).toEqual(before);
+    const none = await t.gql(`{ products(filter: { category: "bags" }, first: 50) { edges { node { sku } } } }`);
+    expect(none.data.products.edges.map((e: any) => e.node.sku)).not.toContain('BAG-2');
+  });
+
+  it('refuses too many photos, a bad region, and image with images, as BAD_USER_INPUT', async () => {
+    const five = Array.from({ length: 5 }, () => ({ image: { base64: b64(photos.front!) } }));
+    for (const p of [
+      bag(five),
+      bag([{ image: { base64: b64(photos.front!) }, regions: [{ x: 0.8, y: 0, width: 0.5, height: 0.5 }] }]),
+      bag([{ image: { base64: b64(photos.front!) }, regions: [{ x: 0, y: 0, width: 0, height: 0.5 }] }]),
+      { ...bag([{ image: { base64: b64(photos.front!) } }]), image: { base64: b64(photos.front!) } },
+    ]) {
+      const res = await t.gql(UPSERT, { p: [p] }, { admin: true });
+      expect(codes(res)).toEqual(['BAD_USER_INPUT']);
+    }
+  });
+});
+
+describe('search by best photo', () => {
+  it('finds the product by any of its photos, once, and names the photo that matched', async () => {
+    const list = await t.gql(`{ products(first: 50) { edges { node { id sku images { id label } } } } }`);
+    const bagNode = list.data.products.edges.map((e: any) => e.node).find((n: any) => n.sku === 'BAG-1');
+    for (const img of bagNode.images) {
+      const name = img.label === 'front' ? 'front' : 'back';
+      const res = await t.gql(SIMILAR, { image: { base64: b64(photos[name]!) }, k: 4 });
+      expect(res.errors).toBeUndefined();
+      const matches = res.data.similarProducts;
+      expect(matches[0].product.sku).toBe('BAG-1');
+      expect(matches[0].matchedImage.id).toBe(img.id);
+      expect(matches.filter((m: any) => m.product.sku === 'BAG-1')).toHaveLength(1);
+      expect(new Set(matches.map((m: any) => m.product.id)).size).toBe(matches.length);
+    }
+  });
+
+  it('lists the n best photos with imagesPerProduct, and restricts to a variant', async () => {
+    const res = await t.gql(SIMILAR, { image: { base64: b64(photos.front!) }, k: 2, n: 2 });
+    expect(res.errors).toBeUndefined();
+    const top = res.data.similarProducts[0];
+    expect(top.product.sku).toBe('BAG-1');
+    expect(top.imageMatches).toHaveLength(2);
+    expect(new Set(top.imageMatches.map((m: any) => m.image.id)).size).toBe(2);
+    expect(top.imageMatches[0].score).toBeCloseTo(top.score, 5);
+
+    const red = await t.gql(SIMILAR, { image: { base64: b64(photos.back!) }, k: 3, filter: { variant: 'red' } });
+    expect(red.errors).toBeUndefined();
+    expect(red.data.similarProducts.map((m: any) => [m.product.sku, m.matchedImage.variant])).toEqual([['BAG-1', 'red']]);
+    const bad = await t.gql(SIMILAR, { image: { base64: b64(photos.back!) }, k: 3, n: 0 });
+    expect(codes(bad)).toEqual(['BAD_USER_INPUT']);
+  });
+});
