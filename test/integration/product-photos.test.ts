@@ -4,8 +4,12 @@
  * photo costs, all-or-nothing, Product.images, thumbnails per photo, and search that ranks a product by
  * its best photo and says which one matched.
  */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { sql } from 'kysely';
 import sharp from 'sharp';
+import { importCatalog } from '../../src/jobs/import.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderProductImage } from '../../src/demo/synthetic-catalog.js';
 import { codes, startTestService, tinyModelDir, type TestService } from '../support/service.js';
@@ -223,5 +227,49 @@ describe('search by best photo', () => {
     expect(red.data.similarProducts.map((m: any) => [m.product.sku, m.matchedImage.variant])).toEqual([['BAG-1', 'red']]);
     const bad = await t.gql(SIMILAR, { image: { base64: b64(photos.back!) }, k: 3, n: 0 });
     expect(codes(bad)).toEqual(['BAD_USER_INPUT']);
+  });
+});
+
+describe('import with several photos per product', () => {
+  it('takes an images list (JSON Lines) and numbered image columns (CSV), in order, with labels and regions', async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vps-photos-import-'));
+    try {
+      for (const name of ['front', 'back', 'detail']) await fs.writeFile(path.join(dir, `${name}.png`), photos[name]!);
+      const jsonl = path.join(dir, 'catalog.jsonl');
+      await fs.writeFile(
+        jsonl,
+        JSON.stringify({
+          sku: 'IMP-1',
+          title: 'Imported',
+          category: 'imported',
+          images: [
+            'front.png',
+            { path: 'back.png', label: 'back', variant: 'blue', regions: [{ x: 0.1, y: 0.1, width: 0.5, height: 0.5 }] },
+          ],
+        }) + '\n',
+      );
+      const csv = path.join(dir, 'catalog.csv');
+      await fs.writeFile(csv, 'sku,title,category,image,image_2,image_3\nIMP-2,Imported 2,imported,detail.png,front.png,back.png\n');
+      const s = t.service.services;
+      const ctx = { db: s.database.db, models: s.models, fetchOptions: s.fetchOptions, imageLimits: s.imageLimits, maxImagesPerProduct: 4 };
+      expect(await importCatalog(ctx, { file: jsonl, batchSize: 10 })).toMatchObject({ imported: 1, failed: 0 });
+      expect(await importCatalog(ctx, { file: csv, batchSize: 10 })).toMatchObject({ imported: 1, failed: 0 });
+      const res = await t.gql(
+        `{ products(filter: { category: "imported" }) { edges { node { sku images { position label variant regions { x } } } } } }`,
+      );
+      const bySku = Object.fromEntries(res.data.products.edges.map((e: any) => [e.node.sku, e.node.images]));
+      expect(bySku['IMP-1']).toEqual([
+        { position: 0, label: null, variant: null, regions: [] },
+        { position: 1, label: 'back', variant: 'blue', regions: [{ x: 0.1 }] },
+      ]);
+      expect(bySku['IMP-2'].map((i: any) => i.position)).toEqual([0, 1, 2]);
+      const vectors = await sql<{ n: string }>`
+        SELECT count(*)::text AS n FROM product_embeddings e JOIN products p ON p.id = e.product_id WHERE p.category = 'imported'`.execute(
+        s.database.db,
+      );
+      expect(Number(vectors.rows[0]!.n)).toBe(2 + 1 + 3); // two photos and a region, three photos
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
   });
 });
