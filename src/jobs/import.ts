@@ -158,7 +158,7 @@ export async function readImageFile(name: string, baseDir: string, maxBytes: num
 /** One image named by a catalog row: an http(s) URL, a file path, or (JSON Lines) { url } / { base64 }. */
 async function imageSpec(v: unknown, baseDir: string, maxBytes: number): Promise<ImageSpec | null> {
   if (v == null || v === '') return null;
-  if (typeof v === 'object') return v as ImageSpec; // JSON Lines may carry { url } or { base64 }
+  if (typeof v === 'object') return v; // JSON Lines may carry { url } or { base64 }
   const s = text(v).trim();
   if (/^https?:\/\//i.test(s)) return { url: s };
   const bytes = await readImageFile(s, baseDir, maxBytes);
