@@ -460,6 +460,8 @@ export type Query = {
    * A product is ranked by its best photo (or region) and listed once: returns exactly k distinct products
    * whenever at least k match the filters (fewer only under minScore), however many photos each has.
    * k: 1–1000. imagesPerProduct: how many of each product's best photos imageMatches lists (1–100, default 1).
+   * region: the box of the query photo to search for (the bag in a street photo), cropped before embedding;
+   * with productId, a box of that product's main photo.
    * model: a ready model loaded in this process (default: the active one); otherwise MODEL_UNAVAILABLE.
    */
   similarProducts: Array<ProductMatch>;
@@ -476,6 +478,7 @@ export type QueryCompareModelsArgs = {
   k?: InputMaybe<Scalars['Int']['input']>;
   minScore?: InputMaybe<Scalars['Float']['input']>;
   models?: InputMaybe<Array<Scalars['ID']['input']>>;
+  region?: InputMaybe<RegionInput>;
   text?: InputMaybe<Scalars['String']['input']>;
 };
 
@@ -547,6 +550,7 @@ export type QuerySimilarProductsArgs = {
   k?: InputMaybe<Scalars['Int']['input']>;
   minScore?: InputMaybe<Scalars['Float']['input']>;
   model?: InputMaybe<Scalars['ID']['input']>;
+  region?: InputMaybe<RegionInput>;
 };
 
 
@@ -559,6 +563,7 @@ export type QuerySimilarProductsPageArgs = {
   imagesPerProduct?: InputMaybe<Scalars['Int']['input']>;
   minScore?: InputMaybe<Scalars['Float']['input']>;
   model?: InputMaybe<Scalars['ID']['input']>;
+  region?: InputMaybe<RegionInput>;
 };
 
 /** A box on a photo, as fractions of its width and height. */

@@ -20,7 +20,9 @@ import { decodeForModel } from '../images/embed.js';
 import type { FetchImageOptions } from '../images/fetch.js';
 import { loadImageBytes } from '../images/source.js';
 import type { ModelService } from '../models/service.js';
-import { validateFilter, type QueryImage } from '../catalog/validate.js';
+import { validateFilter, validateRegion, type QueryImage } from '../catalog/validate.js';
+import { originalImage } from '../db/eval-samples.js';
+import { cropPixels } from '../images/regions.js';
 import { SelectivityEstimator } from './estimate.js';
 import { DEFAULT_FUSION, fuse, keywordSearch, type FusionWeights } from './keyword.js';
 import { searchNeighbours, type ImageHit, type NeighbourResult } from './query.js';
@@ -35,6 +37,8 @@ export interface SearchArgs {
   model?: string | null;
   /** How many of each product's best photos imageMatches lists (1–MAX_IMAGES_PER_MATCH, default 1). */
   imagesPerProduct?: number | null;
+  /** Image queries: the box of the query photo to search for (fractions), cropped before embedding. */
+  region?: RegionBox | null;
   /** Benchmarks and tests only. */
   strategy?: Strategy;
   /** The request's deadline / client disconnect: queued work is dropped and a URL fetch aborted. */
@@ -230,7 +234,14 @@ export class SearchService {
   /** `image` comes validated from the surface (resolvers/inputs.ts): bytes, an http(s) URL, a product id. */
   async similarToImage(image: QueryImage, args: SearchArgs): Promise<SearchOutcome> {
     const opts = validateSearch(args);
+    const region = args.region ? validateRegion('region', args.region) : null;
     return this.withModel(args.model, async (model) => {
+      if (image.kind === 'product' && region) {
+        // A region of a stored product's photo: its main photo's bytes, cropped and embedded like an upload.
+        const original = await originalImage(this.db, image.id);
+        if (!original) throw new AppError(ErrorCode.NOT_FOUND, `Product ${image.id} has no stored photo`, { field: 'image.productId' });
+        return this.embedAndRun(model, { kind: 'bytes', bytes: original }, region, opts, args);
+      }
       if (image.kind === 'product') {
         const vector = await storedVector(this.db, model.id, image.id);
         if (!vector) {
@@ -244,33 +255,44 @@ export class SearchService {
         }
         return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy, signal: args.signal });
       }
-      const embedder = this.models.require(model.id);
-      const { signal } = args;
-      // A URL is fetched in a fetch slot; the bytes exist only once it is granted.
-      const bytes =
-        image.kind === 'url'
-          ? await this.gates.fetch.run(() => loadImageBytes(image, { ...this.fetchOptions, ...(signal ? { signal } : {}) }), signal)
-          : await loadImageBytes(image, this.fetchOptions);
-      const limits: ImageLimits = {
-        ...this.imageLimits,
-        maxImagePixels: Math.min(this.imageLimits.maxImagePixels, this.limits.maxQueryPixels ?? Infinity),
-      };
-      // The embed slot is taken before decoding, so that full-resolution decoded pixels never wait in a
-      // queue: once decoded they go straight into the engine (which squashes them to the model's input).
-      // Slots are held until the work really ends; an aborted request is answered at once all the same.
-      const embedding = (async () => {
-        const release = await this.gates.embed.acquire(signal);
-        try {
-          const pixels = await this.gates.decode.run(() => decodeForModel(bytes, limits), signal);
-          signal?.throwIfAborted();
-          return await embedder.embedImages([pixels]);
-        } finally {
-          release();
-        }
-      })();
-      const [vector] = await untilAborted(embedding, signal);
-      return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy, signal });
+      return this.embedAndRun(model, image, region, opts, args);
     });
+  }
+
+  /** An image query's bytes (fetched in a fetch slot) → decoded, cropped to the region, embedded → the query. */
+  private async embedAndRun(
+    model: EmbeddingModel,
+    image: Exclude<QueryImage, { kind: 'product' }>,
+    region: RegionBox | null,
+    opts: ValidSearch,
+    args: SearchArgs,
+  ): Promise<SearchOutcome | null> {
+    const embedder = this.models.require(model.id);
+    const { signal } = args;
+    // A URL is fetched in a fetch slot; the bytes exist only once it is granted.
+    const bytes =
+      image.kind === 'url'
+        ? await this.gates.fetch.run(() => loadImageBytes(image, { ...this.fetchOptions, ...(signal ? { signal } : {}) }), signal)
+        : await loadImageBytes(image, this.fetchOptions);
+    const limits: ImageLimits = {
+      ...this.imageLimits,
+      maxImagePixels: Math.min(this.imageLimits.maxImagePixels, this.limits.maxQueryPixels ?? Infinity),
+    };
+    // The embed slot is taken before decoding, so that full-resolution decoded pixels never wait in a
+    // queue: once decoded they go straight into the engine (which squashes them to the model's input).
+    // Slots are held until the work really ends; an aborted request is answered at once all the same.
+    const embedding = (async () => {
+      const release = await this.gates.embed.acquire(signal);
+      try {
+        const whole = await this.gates.decode.run(() => decodeForModel(bytes, limits), signal);
+        signal?.throwIfAborted();
+        return await embedder.embedImages([region ? cropPixels(whole, region) : whole]);
+      } finally {
+        release();
+      }
+    })();
+    const [vector] = await untilAborted(embedding, signal);
+    return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy, signal });
   }
 
   /**
@@ -411,7 +433,7 @@ export class SearchService {
         : image.kind === 'url'
           ? { url: image.url }
           : { bytes: createHash('sha256').update(image.bytes).digest('base64url') };
-    return this.page(args, ['image', ref, args.category, args.filter, args.minScore, args.model], (k) =>
+    return this.page(args, ['image', ref, args.region, args.category, args.filter, args.minScore, args.model, args.imagesPerProduct], (k) =>
       this.similarToImage(image, { ...args, k }),
     );
   }
@@ -420,7 +442,17 @@ export class SearchService {
   async searchTextPage(text: string, args: TextSearchArgs & PageArgs): Promise<MatchPage> {
     return this.page(
       args,
-      ['text', text.trim().toLowerCase(), args.category, args.filter, args.minScore, args.mode ?? 'VECTOR', args.weights, args.model],
+      [
+        'text',
+        text.trim().toLowerCase(),
+        args.category,
+        args.filter,
+        args.minScore,
+        args.mode ?? 'VECTOR',
+        args.weights,
+        args.model,
+        args.imagesPerProduct,
+      ],
       (k) => this.searchText(text, { ...args, k }),
     );
   }

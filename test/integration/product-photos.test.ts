@@ -230,6 +230,27 @@ describe('search by best photo', () => {
   });
 });
 
+describe('a region of the query photo', () => {
+  it('crops the query before embedding: each half of a two-product photo finds its product', async () => {
+    // A street photo holding two products side by side: the bag's front photo left, another product right.
+    const scene = await sharp({ create: { width: 256, height: 128, channels: 3, background: '#ffffff' } })
+      .composite([
+        { input: photos.front!, left: 0, top: 0 },
+        { input: photos.other!, left: 128, top: 0 },
+      ])
+      .png()
+      .toBuffer();
+    const query = `query($image: ImageInput!, $region: RegionInput) { similarProducts(image: $image, region: $region, k: 1) { product { sku } } }`;
+    const left = await t.gql(query, { image: { base64: b64(scene) }, region: { x: 0, y: 0, width: 0.5, height: 1 } });
+    const right = await t.gql(query, { image: { base64: b64(scene) }, region: { x: 0.5, y: 0, width: 0.5, height: 1 } });
+    expect(left.errors).toBeUndefined();
+    expect(left.data.similarProducts[0].product.sku).toBe('BAG-1');
+    expect(right.data.similarProducts[0].product.sku).toBe('F-2');
+    const outside = await t.gql(query, { image: { base64: b64(scene) }, region: { x: 0.6, y: 0, width: 0.5, height: 1 } });
+    expect(codes(outside)).toEqual(['BAD_USER_INPUT']);
+  });
+});
+
 describe('import with several photos per product', () => {
   it('takes an images list (JSON Lines) and numbered image columns (CSV), in order, with labels and regions', async () => {
     const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'vps-photos-import-'));
