@@ -15,9 +15,7 @@ import type { Db } from './types.js';
 export async function sampleProducts(db: Db, opts: { limit: number; category?: string | null }): Promise<Product[]> {
   let q = db
     .selectFrom('products')
-    .where(({ exists, selectFrom }) =>
-      exists(selectFrom('product_images').select('id').whereRef('product_images.product_id', '=', 'products.id')),
-    )
+    .where((eb) => eb.exists(eb.selectFrom('product_images').select('id').whereRef('product_images.product_id', '=', 'products.id')))
     .selectAll('products')
     .orderBy(sql`md5(products.sku)`)
     .orderBy('products.id')
