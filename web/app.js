@@ -8,8 +8,8 @@ const Q = {
   model: `query Model { embeddingModel { id dimension provider active } }`,
   categories: `query Categories($after: String) { products(first: 500, after: $after) { edges { node { category } } pageInfo { hasNextPage endCursor } } }`,
   browse: `${CARD} query Browse($filter: ProductFilter, $first: Int, $after: String) { products(filter: $filter, first: $first, after: $after) { totalCount edges { node { ...Card } } pageInfo { hasNextPage endCursor } } }`,
-  image: `${CARD} query ByImage($image: ImageInput!, $filter: ProductFilter, $k: Int) { similarProducts(image: $image, filter: $filter, k: $k) { score product { ...Card } } }`,
-  text: `${CARD} query ByText($text: String!, $filter: ProductFilter, $k: Int) { searchProducts(text: $text, filter: $filter, k: $k) { score product { ...Card } } }`,
+  image: `${CARD} query ByImage($image: ImageInput!, $filter: ProductFilter, $k: Int) { similarProducts(image: $image, filter: $filter, k: $k) { score matchedImage { id label thumbnailUrl } product { ...Card } } }`,
+  text: `${CARD} query ByText($text: String!, $filter: ProductFilter, $k: Int) { searchProducts(text: $text, filter: $filter, k: $k) { score matchedImage { id label thumbnailUrl } product { ...Card } } }`,
   // every model the service has ready (the active one first): the public API picks them, the page needs no list
   // (the product's fields listed inline: a fragment spread there would pass the API's depth limit of 6)
   compare: `query Compare($image: ImageInput, $text: String, $filter: ProductFilter, $k: Int) { compareModels(image: $image, text: $text, filter: $filter, k: $k) { k results { model active dimension matches { score product { id sku title category brand price currency inStock thumbnailUrl imageUrl } } } overlap { models shared jaccard rankCorrelation } sharedByAll } }`,
@@ -401,8 +401,8 @@ for (const type of ['mouseover', 'focusin']) {
   });
 }
 
-/** @param {{ product: any, score: number | null }} item */
-function card({ product, score }) {
+/** @param {{ product: any, score: number | null, matchedImage?: { id: string, label: string | null, thumbnailUrl: string } | null }} item */
+function card({ product, score, matchedImage }) {
   const li = document.createElement('li');
   li.className = 'card';
   li.dataset.sku = product.sku;
@@ -413,7 +413,10 @@ function card({ product, score }) {
   btn.className = 'card-hit';
   btn.addEventListener('click', () => showSimilar(product));
 
-  const src = product.thumbnailUrl ?? product.imageUrl;
+  // A search result shows the photo that matched (a product has several: the side view a shopper's
+  // photo found, not always the first one).
+  const src = matchedImage?.thumbnailUrl ?? product.thumbnailUrl ?? product.imageUrl;
+  if (matchedImage) li.dataset.matchedImage = matchedImage.id;
   const media = document.createElement('span');
   media.className = 'media';
   if (src) {

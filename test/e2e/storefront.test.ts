@@ -108,6 +108,10 @@ suite('storefront page in headless Chromium', () => {
     expect(await first.locator('.category').textContent()).toBe(target.category);
     expect(await first.locator('.score-value').textContent()).toMatch(/^score (0|1)\.\d{3}$/);
     await expect.poll(() => first.locator('img').evaluate((img: any) => img.complete && img.naturalWidth > 0)).toBe(true);
+    // A search result shows the photo that matched (issue 22: a product has several), by its own id.
+    const matched = await first.getAttribute('data-matched-image');
+    expect(matched).toMatch(/^\d+$/);
+    expect(await first.locator('img').getAttribute('src')).toBe(`/images/${matched}/thumbnail.webp`);
     await page.evaluate(() => (globalThis as any).scrollTo(0, 0)); // the sticky search panel follows the scroll
     await page.screenshot({ path: path.join(SHOTS, 'storefront-desktop-photo.png'), fullPage: true });
   });
