@@ -9,7 +9,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { sql } from 'kysely';
 import sharp from 'sharp';
+import { randomBytes } from 'node:crypto';
+import { writeTinyModel } from '../../scripts/models/tiny-model.js';
+import { modelCachePath } from '../../src/embedding/index.js';
 import { importCatalog } from '../../src/jobs/import.js';
+import { JOB, REINDEX, sleep } from './reindex-support.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderProductImage } from '../../src/demo/synthetic-catalog.js';
 import { codes, startTestService, tinyModelDir, type TestService } from '../support/service.js';
@@ -293,4 +297,41 @@ describe('import with several photos per product', () => {
       await fs.rm(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe('reindex of a catalog with several photos', () => {
+  it('embeds every photo and every region for the new model, then search by it names the photo', async () => {
+    const db = t.service.services.database.db;
+    const id = `vps/photos-b-${randomBytes(3).toString('hex')}`;
+    const dir = modelCachePath(id);
+    await fs.mkdir(dir, { recursive: true });
+    try {
+      await writeTinyModel(dir, { dimension: 24, modelId: id, seed: 41 });
+      const started = await t.gql(REINDEX, { model: id }, { admin: true });
+      expect(started.errors).toBeUndefined();
+      let job: { state: string; activated: boolean; processed: number } | undefined;
+      for (let i = 0; i < 600; i++) {
+        job = (await t.gql(JOB, { id: started.data.reindex.id }, { admin: true })).data.reindexJob;
+        if (['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(job!.state)) break;
+        await sleep(100);
+      }
+      expect(job).toMatchObject({ state: 'SUCCEEDED', activated: true });
+      const photosStored = await sql<{ n: string; regions: string }>`
+        SELECT count(*)::text AS n, sum(jsonb_array_length(regions))::text AS regions FROM product_images`.execute(db);
+      expect(job!.processed).toBe(Number(photosStored.rows[0]!.n)); // progress counts photos
+      // The same (photo, region) pairs for both models: every photo whole and each of its regions.
+      const pairs = await sql<{ model_id: string; pairs: string[] }>`
+        SELECT model_id, array_agg(image_id || ':' || region ORDER BY image_id, region) AS pairs
+        FROM product_embeddings WHERE image_id IS NOT NULL GROUP BY model_id`.execute(db);
+      expect(pairs.rows).toHaveLength(2);
+      expect(pairs.rows[0]!.pairs).toEqual(pairs.rows[1]!.pairs);
+      expect(pairs.rows[0]!.pairs).toHaveLength(Number(photosStored.rows[0]!.n) + Number(photosStored.rows[0]!.regions));
+      const res = await t.gql(SIMILAR, { image: { base64: b64(photos.front!) }, k: 3 });
+      expect(res.errors).toBeUndefined();
+      expect(res.data.similarProducts[0].matchedImage).not.toBeNull();
+      expect(new Set(res.data.similarProducts.map((m: any) => m.product.id)).size).toBe(res.data.similarProducts.length);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
