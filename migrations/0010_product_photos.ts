@@ -18,7 +18,8 @@ import { sql, type Kysely } from 'kysely';
 // The analysts' similar_products() (migrations 0003, 0008) by product: the product's first photo is the
 // query, a product's distance is its best photo's, and each product is listed once. The walk reads more
 // vectors than k (a product may have many); when the vectors read hold fewer than k products it reads
-// four times as many, until k products, the walk's end, or every vector a product could have.
+// four times as many, until k products, the walk's end, or every vector k products could have (100 photos ×
+// (1 + 10 regions) each: PRODUCT_MAX_IMAGES is at most 100).
 const similarProductsGrouped = sql`
   CREATE OR REPLACE FUNCTION similar_products(of_product bigint, k integer DEFAULT 10, in_category text DEFAULT NULL)
   RETURNS TABLE (id bigint, sku text, title text, category text, brand text, price numeric, score double precision, distance double precision)
@@ -56,7 +57,7 @@ const similarProductsGrouped = sql`
            ORDER BY e.embedding::halfvec(%1$s) <=> $1::halfvec(%1$s) LIMIT $3) w',
         m.dimension, m.id)
       INTO got, products_found USING q, in_category, lim;
-      EXIT WHEN products_found >= k OR got < lim OR lim >= k * 132;
+      EXIT WHEN products_found >= k OR got < lim OR lim >= k * 1100;
       lim := lim * 4;
     END LOOP;
     RETURN QUERY EXECUTE format(
