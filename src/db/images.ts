@@ -100,16 +100,6 @@ export async function imagesOfProducts(db: Db, productIds: readonly string[]): P
   return out;
 }
 
-export async function imagesByIds(db: Db, ids: readonly string[]): Promise<Map<string, ProductImage>> {
-  if (ids.length === 0) return new Map();
-  const rows = await db
-    .selectFrom('product_images')
-    .select(columns)
-    .where('id', 'in', [...ids])
-    .execute();
-  return new Map(rows.map((r) => [String(r.id), toProductImage(r as ImageRow)]));
-}
-
 /** Inserts new photos; returns their ids in input order. */
 export async function insertImages(db: Db, rows: readonly NewImageWrite[]): Promise<string[]> {
   if (rows.length === 0) return [];
