@@ -24,6 +24,7 @@ const config = {
   contextType: '../resolvers/context.js#RequestContext',
   mappers: {
     Product: '../db/products.js#Product',
+    ProductImage: '../db/images.js#ProductImage',
     ProductConnection: '../resolvers/parents.js#ProductConnectionParent',
     ProductMatch: '../search/service.js#ProductMatch',
   },

@@ -130,8 +130,8 @@ const reindex = await capture(async () => {
       failed: 0,
       errors: [],
       vectors: [
-        { productId: '4097', sha256: 'a'.repeat(64), embedding: Float32Array.from([0.5, 0.5, 0.5, 0.5]) },
-        { productId: '4098', sha256: 'b'.repeat(64), embedding: Float32Array.from([0.5, -0.5, 0.5, -0.5]) },
+        { productId: '4097', imageId: '9001', region: 0, sha256: 'a'.repeat(64), embedding: Float32Array.from([0.5, 0.5, 0.5, 0.5]) },
+        { productId: '4098', imageId: '9002', region: 0, sha256: 'b'.repeat(64), embedding: Float32Array.from([0.5, -0.5, 0.5, -0.5]) },
       ],
     }),
   );

@@ -16,7 +16,7 @@ import { requestDeadline } from './admission/index.js';
 import { enforceBudget, operationCost } from './admission/budget.js';
 import { isProductId } from './catalog/validate.js';
 import { databaseFaultError, dbErrorFields } from './db/faults.js';
-import { getThumbnail } from './db/images.js';
+import { getMainThumbnail, getThumbnail } from './db/images.js';
 import { pendingMigrations } from './db/migrate.js';
 import { readFromPrimary } from './db/read-routing.js';
 import { maskInternalErrors } from './http/errors.js';
@@ -364,28 +364,32 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   app.get('/healthz', { config: { rateLimit: false } }, () => Promise.resolve({ status: 'ok' }));
   registerStorefront(app); // the storefront page (web/) at /
 
-  // Thumbnails made at ingest, straight from the database (no re-download per view).
-  app.get<{ Params: { id: string } }>('/images/:id/thumbnail.webp', async (req, reply) => {
-    const id = req.params.id;
-    let found: Awaited<ReturnType<typeof getThumbnail>>;
-    try {
-      found = isProductId(id) ? await getThumbnail(services.database.reads, id) : null;
-    } catch (err) {
-      // Like GraphQL: a database outage is a 503 with its stable code, not a 500.
-      const fault = databaseFaultError(err);
-      if (!fault) throw err;
+  // Thumbnails made at ingest, straight from the database (no re-download per view): a photo's by its
+  // id (immutable: a photo's id changes with its bytes), a product's main photo's by the product's id.
+  const thumbnailRoute = (path: string, read: typeof getThumbnail, cacheSeconds: number) =>
+    app.get<{ Params: { id: string } }>(path, async (req, reply) => {
+      const id = req.params.id;
+      let found: Awaited<ReturnType<typeof getThumbnail>>;
+      try {
+        found = isProductId(id) ? await read(services.database.reads, id) : null;
+      } catch (err) {
+        // Like GraphQL: a database outage is a 503 with its stable code, not a 500.
+        const fault = databaseFaultError(err);
+        if (!fault) throw err;
+        return reply
+          .code(fault.code === ErrorCode.DATABASE_UNAVAILABLE ? 503 : 504)
+          .header('retry-after', '1')
+          .send({ error: fault.message, code: fault.code });
+      }
+      if (!found) return reply.code(404).send({ error: 'no such image' });
       return reply
-        .code(fault.code === ErrorCode.DATABASE_UNAVAILABLE ? 503 : 504)
-        .header('retry-after', '1')
-        .send({ error: fault.message, code: fault.code });
-    }
-    if (!found) return reply.code(404).send({ error: 'no image for this product' });
-    return reply
-      .header('content-type', 'image/webp')
-      .header('cache-control', 'public, max-age=86400')
-      .header('etag', `"${found.sha256.slice(0, 32)}"`)
-      .send(found.thumbnail);
-  });
+        .header('content-type', 'image/webp')
+        .header('cache-control', `public, max-age=${cacheSeconds}`)
+        .header('etag', `"${found.sha256.slice(0, 32)}"`)
+        .send(found.thumbnail);
+    });
+  thumbnailRoute('/images/:id/thumbnail.webp', getThumbnail, 31_536_000);
+  thumbnailRoute('/products/:id/thumbnail.webp', getMainThumbnail, 86_400);
 
   app.get('/readyz', { config: { rateLimit: false } }, async (_req, reply) => {
     const checks: Record<string, string> = {};

@@ -286,7 +286,7 @@ export async function buildServices(config: Config, log: Logger, overrides: Serv
     compare: new CompareService(search, models, fetchOptions),
     fetchOptions,
     imageLimits,
-    ingest: { db: database.db, models, fetchOptions, imageLimits },
+    ingest: { db: database.db, models, fetchOptions, imageLimits, maxImagesPerProduct: config.images.maxPerProduct },
     jobs,
     loadEmbedder: (dir) => loadEmbedder(config, dir, log),
     close,

@@ -8,8 +8,8 @@ const Q = {
   model: `query Model { embeddingModel { id dimension provider active } }`,
   categories: `query Categories($after: String) { products(first: 500, after: $after) { edges { node { category } } pageInfo { hasNextPage endCursor } } }`,
   browse: `${CARD} query Browse($filter: ProductFilter, $first: Int, $after: String) { products(filter: $filter, first: $first, after: $after) { totalCount edges { node { ...Card } } pageInfo { hasNextPage endCursor } } }`,
-  image: `${CARD} query ByImage($image: ImageInput!, $filter: ProductFilter, $k: Int) { similarProducts(image: $image, filter: $filter, k: $k) { score product { ...Card } } }`,
-  text: `${CARD} query ByText($text: String!, $filter: ProductFilter, $k: Int) { searchProducts(text: $text, filter: $filter, k: $k) { score product { ...Card } } }`,
+  image: `${CARD} query ByImage($image: ImageInput!, $region: RegionInput, $filter: ProductFilter, $k: Int) { similarProducts(image: $image, region: $region, filter: $filter, k: $k) { score matchedImage { id label thumbnailUrl } product { ...Card } } }`,
+  text: `${CARD} query ByText($text: String!, $filter: ProductFilter, $k: Int) { searchProducts(text: $text, filter: $filter, k: $k) { score matchedImage { id label thumbnailUrl } product { ...Card } } }`,
   // every model the service has ready (the active one first): the public API picks them, the page needs no list
   // (the product's fields listed inline: a fragment spread there would pass the API's depth limit of 6)
   compare: `query Compare($image: ImageInput, $text: String, $filter: ProductFilter, $k: Int) { compareModels(image: $image, text: $text, filter: $filter, k: $k) { k results { model active dimension matches { score product { id sku title category brand price currency inStock thumbnailUrl imageUrl } } } overlap { models shared jaccard rankCorrelation } sharedByAll } }`,
@@ -106,7 +106,7 @@ async function run() {
     } else if (query.kind === 'photo') {
       const data = await gqlUpload(
         Q.image,
-        { image: { file: null }, filter, k },
+        { image: { file: null }, ...(region ? { region } : {}), filter, k },
         { 'variables.image.file': query.file },
         controller.signal,
       );
@@ -401,8 +401,8 @@ for (const type of ['mouseover', 'focusin']) {
   });
 }
 
-/** @param {{ product: any, score: number | null }} item */
-function card({ product, score }) {
+/** @param {{ product: any, score: number | null, matchedImage?: { id: string, label: string | null, thumbnailUrl: string } | null }} item */
+function card({ product, score, matchedImage }) {
   const li = document.createElement('li');
   li.className = 'card';
   li.dataset.sku = product.sku;
@@ -413,7 +413,10 @@ function card({ product, score }) {
   btn.className = 'card-hit';
   btn.addEventListener('click', () => showSimilar(product));
 
-  const src = product.thumbnailUrl ?? product.imageUrl;
+  // A search result shows the photo that matched (a product has several: the side view a shopper's
+  // photo found, not always the first one).
+  const src = matchedImage?.thumbnailUrl ?? product.thumbnailUrl ?? product.imageUrl;
+  if (matchedImage) li.dataset.matchedImage = matchedImage.id;
   const media = document.createElement('span');
   media.className = 'media';
   if (src) {
@@ -501,7 +504,129 @@ function clearPhoto() {
   el.preview.hidden = true;
   el.preview.removeAttribute('src');
   el.drop.classList.remove('has-photo');
+  region = null;
+  drawRegion();
+  regionEl.editor.hidden = true;
+  regionEl.photo.removeAttribute('src');
 }
+
+// ---- a region of the shopper's photo (issue 22): drawn with the pointer or moved with the keyboard,
+// searched as a crop of the photo (similarProducts' region) when the pointer or the key is released.
+/** @type {{ x: number, y: number, width: number, height: number } | null} */
+let region = null;
+const regionEl = {
+  editor: $('region-editor'),
+  canvas: $('region-canvas'),
+  photo: /** @type {HTMLImageElement} */ ($('region-photo')),
+  box: $('region-box'),
+  draw: $('region-draw'),
+  clear: $('region-clear'),
+};
+const clamp01 = (v) => Math.min(1, Math.max(0, v));
+const round = (v) => Math.round(v * 1000) / 1000;
+
+function drawRegion() {
+  regionEl.box.hidden = region == null;
+  regionEl.clear.hidden = region == null;
+  if (!region) return;
+  Object.assign(regionEl.box.style, {
+    left: `${region.x * 100}%`,
+    top: `${region.y * 100}%`,
+    width: `${region.width * 100}%`,
+    height: `${region.height * 100}%`,
+  });
+  const pct = (v) => `${Math.round(v * 100)} %`;
+  regionEl.box.setAttribute(
+    'aria-label',
+    `Search area: from ${pct(region.x)} across and ${pct(region.y)} down, ${pct(region.width)} wide and ${pct(region.height)} high`,
+  );
+}
+
+/** @param {{ x: number, y: number, width: number, height: number } | null} next */
+function setRegion(next) {
+  region = next && {
+    x: round(clamp01(next.x)),
+    y: round(clamp01(next.y)),
+    width: round(Math.min(next.width, 1 - clamp01(next.x))),
+    height: round(Math.min(next.height, 1 - clamp01(next.y))),
+  };
+  if (region && (region.width < 0.02 || region.height < 0.02)) region = null;
+  drawRegion();
+}
+
+let regionSearch = null;
+/** Re-searches once the shopper let go (keys: a moment after the last one, so a held key searches once). */
+function searchRegionSoon(delay) {
+  clearTimeout(regionSearch);
+  regionSearch = setTimeout(() => {
+    if (query.kind === 'photo') run();
+  }, delay);
+}
+
+let dragFrom = null;
+const pointAt = (e) => {
+  const r = regionEl.canvas.getBoundingClientRect();
+  return { x: clamp01((e.clientX - r.left) / r.width), y: clamp01((e.clientY - r.top) / r.height) };
+};
+regionEl.canvas.addEventListener('pointerdown', (e) => {
+  if (e.button !== 0) return;
+  e.preventDefault();
+  dragFrom = pointAt(e);
+  regionEl.canvas.setPointerCapture(e.pointerId);
+});
+regionEl.canvas.addEventListener('pointermove', (e) => {
+  if (!dragFrom) return;
+  const at = pointAt(e);
+  setRegion({
+    x: Math.min(dragFrom.x, at.x),
+    y: Math.min(dragFrom.y, at.y),
+    width: Math.abs(at.x - dragFrom.x),
+    height: Math.abs(at.y - dragFrom.y),
+  });
+});
+regionEl.canvas.addEventListener('pointerup', () => {
+  if (!dragFrom) return;
+  dragFrom = null;
+  if (region) regionEl.box.focus();
+  searchRegionSoon(0);
+});
+regionEl.box.addEventListener('keydown', (e) => {
+  if (!region) return;
+  const step = 0.05;
+  const d = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] }[e.key];
+  if (e.key === 'Delete' || e.key === 'Backspace' || e.key === 'Escape') {
+    e.preventDefault();
+    setRegion(null);
+    regionEl.draw.focus();
+    searchRegionSoon(0);
+    return;
+  }
+  if (!d) return;
+  e.preventDefault();
+  const next = { ...region };
+  if (e.shiftKey) {
+    next.width = Math.max(0.05, Math.min(1 - next.x, next.width + d[0]));
+    next.height = Math.max(0.05, Math.min(1 - next.y, next.height + d[1]));
+  } else {
+    next.x = Math.min(1 - next.width, Math.max(0, next.x + d[0]));
+    next.y = Math.min(1 - next.height, Math.max(0, next.y + d[1]));
+  }
+  setRegion(next);
+});
+regionEl.box.addEventListener('keyup', (e) => {
+  if (e.key.startsWith('Arrow')) searchRegionSoon(400);
+});
+// Keyboard users start with a centred area, then move and resize it.
+regionEl.draw.addEventListener('click', () => {
+  setRegion({ x: 0.25, y: 0.25, width: 0.5, height: 0.5 });
+  regionEl.box.focus();
+  searchRegionSoon(0);
+});
+regionEl.clear.addEventListener('click', () => {
+  setRegion(null);
+  regionEl.draw.focus();
+  searchRegionSoon(0);
+});
 
 /** @param {File} file */
 function searchPhoto(file) {
@@ -511,6 +636,9 @@ function searchPhoto(file) {
   el.preview.hidden = false;
   el.preview.alt = `Your photo: ${file.name}`;
   el.drop.classList.add('has-photo');
+  regionEl.photo.src = previewUrl;
+  regionEl.photo.alt = `Your photo, to draw a search area on: ${file.name}`;
+  regionEl.editor.hidden = false;
   el.q.value = '';
   query = { kind: 'photo', file }; // uploaded as is (multipart), so large photos cost no base64 overhead
   return run();

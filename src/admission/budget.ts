@@ -20,7 +20,7 @@ import {
 import { LIMITS } from '../catalog/validate.js';
 import { ErrorCode } from '../errors.js';
 import { MAX_COMPARED_MODELS } from '../search/compare.js';
-import { MAX_PAGE } from '../search/service.js';
+import { MAX_IMAGES_PER_MATCH, MAX_PAGE } from '../search/service.js';
 import { MAX_K } from '../search/strategy.js';
 
 export interface Budget {
@@ -67,22 +67,24 @@ export function operationCost(
       if (sel.kind === Kind.FIELD) {
         const name = sel.name.value;
         const arg = (n: string) => sel.arguments?.find((a) => a.name.value === n)?.value;
+        // Each product listed with its n best photos costs n matches (issue 22): k products × n photos.
+        const photos = Math.max(1, intArg(arg('imagesPerProduct'), 1, MAX_IMAGES_PER_MATCH));
         if (SIMILARITY_FIELDS.has(name)) {
           cost.similarityFields++;
-          cost.similarityK += intArg(arg('k'), DEFAULT_K, MAX_K);
+          cost.similarityK += intArg(arg('k'), DEFAULT_K, MAX_K) * photos;
         } else if (SIMILARITY_PAGES.has(name)) {
           // The page's statement ranks every match up to the end of the page, plus one (search/service.ts).
           const after = arg('after');
           const depth = after ? pageDepth(valueFromASTUntyped(after, variables)) : 0;
           cost.similarityFields++;
-          cost.similarityK += Math.min(MAX_K, depth + intArg(arg('first'), DEFAULT_K, MAX_PAGE) + 1);
+          cost.similarityK += Math.min(MAX_K, depth + intArg(arg('first'), DEFAULT_K, MAX_PAGE) + 1) * photos;
         } else if (name === 'compareModels') {
           // One field that runs the query once per model: k × the models listed, or the most it compares
           // when none are (every ready model answers then, and how many that is is not known here).
           const models: unknown = arg('models') ? valueFromASTUntyped(arg('models')!, variables) : null;
           const n = Array.isArray(models) ? Math.min(models.length, MAX_COMPARED_MODELS) : MAX_COMPARED_MODELS;
           cost.similarityFields++;
-          cost.similarityK += intArg(arg('k'), DEFAULT_K, MAX_K) * n;
+          cost.similarityK += intArg(arg('k'), DEFAULT_K, MAX_K) * n * photos;
         } else if (name === 'products') {
           cost.pageFirst += intArg(sel.arguments?.find((a) => a.name.value === 'first')?.value, DEFAULT_FIRST, LIMITS.pageSize.max);
         } else if (name === '_entities') {

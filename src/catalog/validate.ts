@@ -4,6 +4,7 @@
  */
 import { badInput } from '../errors.js';
 import type { ProductFilter, ProductWrite } from '../db/products.js';
+import type { RegionBox } from '../db/types.js';
 
 export const LIMITS = {
   productsPerUpsert: 500,
@@ -17,6 +18,12 @@ export const LIMITS = {
   urlLength: 2048,
   maxPrice: 9_999_999_999.99,
   filterCategories: 100,
+  /** Photos per product by default (PRODUCT_MAX_IMAGES). */
+  imagesPerProduct: 12,
+  /** Regions of interest per photo, as Product Search allows. */
+  regionsPerImage: 10,
+  imageLabel: 64,
+  variant: 128,
 } as const;
 
 /**
@@ -50,7 +57,46 @@ export interface ProductInputLike {
   currency?: string | null;
   inStock?: boolean | null;
   attributes?: unknown;
+  /** Shorthand for images: [{ image }]. */
   image?: ImageSpec | null;
+  /** The product's photos in order; given, they replace the stored ones (unchanged ones keep their vectors). */
+  images?: ProductImageSpec[] | null;
+}
+
+/** One photo of a product as given: the image and what the merchant says about it. */
+export interface ProductImageSpec {
+  image: ImageSpec;
+  label?: string | null;
+  variant?: string | null;
+  regions?: RegionBox[] | null;
+}
+
+/** A photo validated: its source, and label, variant and regions normalised. */
+export interface ValidatedImage {
+  source: Exclude<ImageSource, { kind: 'productId' }>;
+  label: string | null;
+  variant: string | null;
+  regions: RegionBox[];
+}
+
+/**
+ * A region of interest: fractions of the image, inside it, not empty. Shared by ProductImageInput.regions
+ * and a query's region.
+ */
+export function validateRegion(field: string, r: RegionBox): RegionBox {
+  const { x, y, width, height } = r;
+  const ok =
+    [x, y, width, height].every((v) => typeof v === 'number' && Number.isFinite(v)) &&
+    x >= 0 &&
+    y >= 0 &&
+    width > 0 &&
+    height > 0 &&
+    x + width <= 1 + 1e-9 &&
+    y + height <= 1 + 1e-9;
+  if (!ok) {
+    throw badInput(`${field} must be fractions of the image: x, y ≥ 0, width, height > 0, x + width ≤ 1, y + height ≤ 1`, { field });
+  }
+  return { x, y, width: Math.min(width, 1 - x), height: Math.min(height, 1 - y) };
 }
 
 function text(field: string, value: string, max: number, { required }: { required: boolean }): string {
@@ -123,10 +169,30 @@ export function validateId(field: string, id: string): string {
 
 export interface ValidatedProduct {
   write: Omit<ProductWrite, 'imageUrl' | 'imageSha256'>;
-  image: Exclude<ImageSource, { kind: 'productId' }> | null;
+  /** The photos in order; null: none given (the stored ones stay). */
+  images: ValidatedImage[] | null;
 }
 
-export function validateProductInputs(inputs: ProductInputLike[]): ValidatedProduct[] {
+function validateProductImage(field: string, spec: ProductImageSpec): ValidatedImage {
+  const source = validateImageSpec(`${field}.image`, spec.image);
+  if (source.kind === 'productId') throw badInput(`${field}.image takes base64, url or file, not productId`, { field: `${field}.image` });
+  const regions = spec.regions ?? [];
+  if (regions.length > LIMITS.regionsPerImage) {
+    throw badInput(`${field}.regions takes at most ${LIMITS.regionsPerImage} regions`, {
+      field: `${field}.regions`,
+      max: LIMITS.regionsPerImage,
+    });
+  }
+  return {
+    source,
+    label: optionalText(`${field}.label`, spec.label, LIMITS.imageLabel),
+    variant: optionalText(`${field}.variant`, spec.variant, LIMITS.variant),
+    regions: regions.map((r, j) => validateRegion(`${field}.regions[${j}]`, r)),
+  };
+}
+
+export function validateProductInputs(inputs: ProductInputLike[], opts: { maxImages?: number } = {}): ValidatedProduct[] {
+  const maxImages = opts.maxImages ?? LIMITS.imagesPerProduct;
   if (inputs.length === 0) throw badInput('products must not be empty', { field: 'products' });
   if (inputs.length > LIMITS.productsPerUpsert) {
     throw badInput(`at most ${LIMITS.productsPerUpsert} products per call`, { field: 'products', max: LIMITS.productsPerUpsert });
@@ -152,11 +218,19 @@ export function validateProductInputs(inputs: ProductInputLike[]): ValidatedProd
     if (price != null && Math.abs(price * 100 - Math.round(price * 100)) > 1e-6) {
       throw badInput(`${at}.price has more than two decimals`, { field: `${at}.price` });
     }
-    let image: ValidatedProduct['image'] = null;
+    if (p.image != null && p.images != null) {
+      throw badInput(`${at} takes image or images, not both`, { field: `${at}.images` });
+    }
+    let images: ValidatedImage[] | null = null;
     if (p.image != null) {
       const source = validateImageSpec(`${at}.image`, p.image);
       if (source.kind === 'productId') throw badInput(`${at}.image takes base64, url or file, not productId`, { field: `${at}.image` });
-      image = source;
+      images = [{ source, label: null, variant: null, regions: [] }];
+    } else if (p.images != null) {
+      if (p.images.length > maxImages) {
+        throw badInput(`${at}.images takes at most ${maxImages} images`, { field: `${at}.images`, max: maxImages });
+      }
+      images = p.images.map((spec, j) => validateProductImage(`${at}.images[${j}]`, spec));
     }
     return {
       write: {
@@ -170,7 +244,7 @@ export function validateProductInputs(inputs: ProductInputLike[]): ValidatedProd
         inStock: p.inStock ?? true,
         attributes: attributes as Record<string, unknown>,
       },
-      image,
+      images,
     };
   });
 }
@@ -192,6 +266,7 @@ export function validateFilter(filter: ProductFilter | null | undefined): Produc
   for (const [field, value, max] of [
     ['filter.category', filter.category, LIMITS.category],
     ['filter.brand', filter.brand, LIMITS.brand],
+    ['filter.variant', filter.variant, LIMITS.variant],
   ] as const) {
     if (value != null && value.length > max) throw badInput(`${field} is longer than ${max} characters`, { field });
   }

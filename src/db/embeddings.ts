@@ -1,66 +1,112 @@
 /**
- * product_embeddings: one vector per (product, model), stored as halfvec; and which products still need
- * one (the keyset walk a reindex makes over product_images).
+ * product_embeddings: one vector per (photo, model, region), stored as halfvec (migration 0010); and which
+ * photos still need theirs (the keyset walk a reindex makes over product_images).
  */
 import pgvector from 'pgvector';
 import { sql } from 'kysely';
-import type { Db } from './types.js';
+import type { Db, RegionBox } from './types.js';
 
 export interface EmbeddingWrite {
   productId: string;
   modelId: string;
   embedding: Float32Array;
   imageSha256: string;
+  /** The photo embedded (product_images.id); absent: a vector of the product not tied to a stored photo. */
+  imageId?: string;
+  /** 0 (default): the whole photo; n: its n-th region's crop. */
+  region?: number;
 }
 
 export function vectorLiteral(v: Float32Array | number[]): string {
   return String(pgvector.toSql(Array.from(v)));
 }
 
-/** Multi-row upsert: a product's vector for a model is replaced when its image changed. */
+/**
+ * Multi-row upsert. A photo's vector for a model (and region) is replaced when written again; a vector
+ * without a photo is the product's one unattached vector for the model (benchmarks and tests that have
+ * no image bytes write those). The first photo vector written for a product replaces its unattached one.
+ */
 export async function upsertEmbeddings(db: Db, rows: EmbeddingWrite[]): Promise<void> {
   if (rows.length === 0) return;
-  await db
-    .insertInto('product_embeddings')
-    .values(
-      rows.map((r) => ({
-        product_id: r.productId,
-        model_id: r.modelId,
-        embedding: sql<string>`${vectorLiteral(r.embedding)}::halfvec`,
-        image_sha256: r.imageSha256,
-      })),
-    )
-    .onConflict((oc) =>
-      oc.columns(['product_id', 'model_id']).doUpdateSet((eb) => ({
-        embedding: eb.ref('excluded.embedding'),
-        image_sha256: eb.ref('excluded.image_sha256'),
-        created_at: sql`now()`,
-      })),
-    )
-    .execute();
+  const values = (list: EmbeddingWrite[]) =>
+    list.map((r) => ({
+      product_id: r.productId,
+      model_id: r.modelId,
+      image_id: r.imageId ?? null,
+      region: r.region ?? 0,
+      embedding: sql<string>`${vectorLiteral(r.embedding)}::halfvec`,
+      image_sha256: r.imageSha256,
+    }));
+  const attached = rows.filter((r) => r.imageId != null);
+  const unattached = rows.filter((r) => r.imageId == null);
+  if (attached.length) {
+    await dropUnattached(
+      db,
+      attached.map((r) => ({ productId: r.productId, modelId: r.modelId })),
+    );
+    await db
+      .insertInto('product_embeddings')
+      .values(values(attached))
+      .onConflict((oc) =>
+        oc.columns(['image_id', 'model_id', 'region']).doUpdateSet((eb) => ({
+          embedding: eb.ref('excluded.embedding'),
+          image_sha256: eb.ref('excluded.image_sha256'),
+          created_at: sql`now()`,
+        })),
+      )
+      .execute();
+  }
+  if (unattached.length) {
+    await db
+      .insertInto('product_embeddings')
+      .values(values(unattached))
+      .onConflict((oc) =>
+        oc
+          .columns(['product_id', 'model_id'])
+          .where('image_id', 'is', null)
+          .doUpdateSet((eb) => ({
+            embedding: eb.ref('excluded.embedding'),
+            image_sha256: eb.ref('excluded.image_sha256'),
+            created_at: sql`now()`,
+          })),
+      )
+      .execute();
+  }
 }
 
-/** The image hash each product's stored vector was computed from, for one model. */
-export async function embeddedImageHashes(db: Db, modelId: string, productIds: string[]): Promise<Map<string, string>> {
-  if (productIds.length === 0) return new Map();
+/** A product's unattached vector (of an image no longer stored) gives way to its photos' vectors. */
+async function dropUnattached(db: Db, pairs: Array<{ productId: string; modelId: string }>): Promise<void> {
+  await sql`
+    DELETE FROM product_embeddings e
+    USING unnest(${pairs.map((p) => p.productId)}::bigint[], ${pairs.map((p) => p.modelId)}::text[]) AS v(product_id, model_id)
+    WHERE e.product_id = v.product_id AND e.model_id = v.model_id AND e.image_id IS NULL`.execute(db);
+}
+
+/** Which of these photos the model has embedded (their vectors are written together: the whole photo's says). */
+export async function embeddedImages(db: Db, modelId: string, imageIds: readonly string[]): Promise<Set<string>> {
+  if (imageIds.length === 0) return new Set();
   const rows = await db
     .selectFrom('product_embeddings')
-    .select(['product_id', 'image_sha256'])
+    .select('image_id')
     .where('model_id', '=', modelId)
-    .where('product_id', 'in', productIds)
+    .where('region', '=', 0)
+    .where('image_id', 'in', [...imageIds])
     .execute();
-  return new Map(rows.map((r) => [String(r.product_id), r.image_sha256]));
+  return new Set(rows.map((r) => String(r.image_id)));
 }
 
-/** A product's stored vector for a model, as the text form '[…]' (null if none). */
+/**
+ * A product's stored vector for a model, as the text form '[…]' (null if none): its first photo's (the
+ * whole photo), the vector a productId query searches with.
+ */
 export async function storedVector(db: Db, modelId: string, productId: string): Promise<string | null> {
-  const row = await db
-    .selectFrom('product_embeddings')
-    .select(sql<string>`embedding::vector::text`.as('v'))
-    .where('model_id', '=', modelId)
-    .where('product_id', '=', productId)
-    .executeTakeFirst();
-  return row?.v ?? null;
+  const row = await sql<{ v: string }>`
+    SELECT e.embedding::vector::text AS v
+    FROM product_embeddings e LEFT JOIN product_images pi ON pi.id = e.image_id
+    WHERE e.model_id = ${modelId} AND e.product_id = ${productId} AND e.region = 0
+    ORDER BY pi.position NULLS LAST
+    LIMIT 1`.execute(db);
+  return row.rows[0]?.v ?? null;
 }
 
 /** Vectors stored per model. */
@@ -79,62 +125,83 @@ export async function deleteModelEmbeddings(db: Db, modelId: string): Promise<nu
   return Number(r.numDeletedRows);
 }
 
+/** A vector a reindex computed: of a photo (region 0) or of one of its regions. */
+export interface ComputedVector {
+  productId: string;
+  imageId: string;
+  region: number;
+  sha256: string;
+  embedding: Float32Array;
+}
+
 /**
- * A reindex batch's vectors, multi-row via unnest. A vector is written only if the product still has the
- * image it was computed from (a concurrent upsert that changed the image wrote its own vector already,
- * or the final sweep picks the product up).
+ * A reindex batch's vectors, multi-row via unnest. A vector is written only if its photo is still stored
+ * (a concurrent upsert that replaced the photo wrote its own vectors already, or the sweep picks it up).
  */
-export async function insertComputedVectors(
-  db: Db,
-  modelId: string,
-  vectors: Array<{ productId: string; sha256: string; embedding: Float32Array }>,
-): Promise<void> {
+export async function insertComputedVectors(db: Db, modelId: string, vectors: ComputedVector[]): Promise<void> {
   if (vectors.length === 0) return;
+  await dropUnattached(
+    db,
+    vectors.map((v) => ({ productId: v.productId, modelId })),
+  );
   await sql`
-    INSERT INTO product_embeddings (product_id, model_id, embedding, image_sha256)
-    SELECT v.product_id, ${modelId}, v.embedding::halfvec, v.sha256
-    FROM unnest(${vectors.map((v) => v.productId)}::bigint[], ${vectors.map((v) => v.sha256)}::text[], ${vectors.map((v) => vectorLiteral(v.embedding))}::text[])
-      AS v(product_id, sha256, embedding)
-    JOIN product_images pi ON pi.product_id = v.product_id AND pi.sha256 = v.sha256
-    ON CONFLICT (product_id, model_id) DO UPDATE
+    INSERT INTO product_embeddings (product_id, image_id, region, model_id, embedding, image_sha256)
+    SELECT pi.product_id, v.image_id, v.region, ${modelId}, v.embedding::halfvec, v.sha256
+    FROM unnest(${vectors.map((v) => v.imageId)}::bigint[], ${vectors.map((v) => v.region)}::smallint[], ${vectors.map((v) => v.sha256)}::text[],
+                ${vectors.map((v) => vectorLiteral(v.embedding))}::text[])
+      AS v(image_id, region, sha256, embedding)
+    JOIN product_images pi ON pi.id = v.image_id AND pi.sha256 = v.sha256
+    ON CONFLICT (image_id, model_id, region) DO UPDATE
       SET embedding = excluded.embedding, image_sha256 = excluded.image_sha256, created_at = now()`.execute(db);
 }
 
+/** One stored photo to embed: whole, and each of its regions. */
 export interface CatalogImage {
+  imageId: string;
   productId: string;
   sku: string;
   sha256: string;
+  regions: RegionBox[];
   original: Buffer;
 }
 
-/** Products whose current image is not embedded by the model (NOT EXISTS over the (product, model) key). */
+/** Photos the model has not embedded (their vectors are written together: the whole photo's says). */
 const missingVector = (modelId: string) =>
-  sql<boolean>`NOT EXISTS (SELECT 1 FROM product_embeddings e WHERE e.product_id = pi.product_id AND e.model_id = ${modelId} AND e.image_sha256 = pi.sha256)`;
+  sql<boolean>`NOT EXISTS (SELECT 1 FROM product_embeddings e WHERE e.image_id = pi.id AND e.model_id = ${modelId} AND e.region = 0)`;
 
-/** The next keyset batch of product images after `afterId`, in id order. */
+/** The next keyset batch of stored photos after the photo id `afterId`, in id order. */
 export async function nextCatalogBatch(
   db: Db,
   o: { modelId: string; afterId: string; limit: number; onlyMissing: boolean },
 ): Promise<CatalogImage[]> {
-  const rows = await sql<{ product_id: string; sku: string; sha256: string; original: Buffer }>`
-    SELECT pi.product_id, p.sku, pi.sha256, pi.original
+  const rows = await sql<{ id: string; product_id: string; sku: string; sha256: string; regions: RegionBox[]; original: Buffer }>`
+    SELECT pi.id, pi.product_id, p.sku, pi.sha256, pi.regions, pi.original
     FROM product_images pi JOIN products p ON p.id = pi.product_id
-    WHERE pi.product_id > ${o.afterId}::bigint ${o.onlyMissing ? sql`AND ${missingVector(o.modelId)}` : sql``}
-    ORDER BY pi.product_id
+    WHERE pi.id > ${o.afterId}::bigint ${o.onlyMissing ? sql`AND ${missingVector(o.modelId)}` : sql``}
+    ORDER BY pi.id
     LIMIT ${o.limit}`.execute(db);
-  return rows.rows.map((r) => ({ productId: String(r.product_id), sku: r.sku, sha256: r.sha256, original: Buffer.from(r.original) }));
+  return rows.rows.map((r) => ({
+    imageId: String(r.id),
+    productId: String(r.product_id),
+    sku: r.sku,
+    sha256: r.sha256,
+    regions: r.regions,
+    original: Buffer.from(r.original),
+  }));
 }
 
-/** Products left after the cursor: with an image, and (onlyMissing) without a current vector of the model. */
+/** Photos left after the cursor (a photo id): all, or (onlyMissing) those the model has not embedded. */
 export async function countLeft(db: Db, o: { modelId: string; afterId: string; onlyMissing: boolean }): Promise<number> {
   const r = await sql<{ n: string }>`
     SELECT count(*) AS n FROM product_images pi
-    WHERE pi.product_id > ${o.afterId}::bigint ${o.onlyMissing ? sql`AND ${missingVector(o.modelId)}` : sql``}`.execute(db);
+    WHERE pi.id > ${o.afterId}::bigint ${o.onlyMissing ? sql`AND ${missingVector(o.modelId)}` : sql``}`.execute(db);
   return Number(r.rows[0]!.n);
 }
 
-/** Products with an image but no vector of that image for the model. */
+/** Products with a stored photo the model has not embedded. */
 export async function countMissing(db: Db, modelId: string): Promise<number> {
-  const r = await sql<{ n: string }>`SELECT count(*) AS n FROM product_images pi WHERE ${missingVector(modelId)}`.execute(db);
+  const r = await sql<{
+    n: string;
+  }>`SELECT count(DISTINCT pi.product_id) AS n FROM product_images pi WHERE ${missingVector(modelId)}`.execute(db);
   return Number(r.rows[0]!.n);
 }

@@ -15,7 +15,7 @@ import type { Db } from './types.js';
 export async function sampleProducts(db: Db, opts: { limit: number; category?: string | null }): Promise<Product[]> {
   let q = db
     .selectFrom('products')
-    .innerJoin('product_images', 'product_images.product_id', 'products.id')
+    .where((eb) => eb.exists(eb.selectFrom('product_images').select('id').whereRef('product_images.product_id', '=', 'products.id')))
     .selectAll('products')
     .orderBy(sql`md5(products.sku)`)
     .orderBy('products.id')
@@ -24,19 +24,27 @@ export async function sampleProducts(db: Db, opts: { limit: number; category?: s
   return (await q.execute()).map(toProduct);
 }
 
-/** A product's stored original image; null when it has none (any longer). */
+/** A product's stored original image (its main photo's, position 0 first); null when it has none (any longer). */
 export async function originalImage(db: Db, productId: string): Promise<Buffer | null> {
-  const row = await db.selectFrom('product_images').select('original').where('product_id', '=', productId).executeTakeFirst();
+  const row = await db
+    .selectFrom('product_images')
+    .select('original')
+    .where('product_id', '=', productId)
+    .orderBy('position')
+    .limit(1)
+    .executeTakeFirst();
   return row ? Buffer.from(row.original) : null;
 }
 
-/** Stored thumbnails (WebP) by product id; products without one are left out. */
+/** Stored thumbnails (WebP) of the products' main photos by product id; products without one are left out. */
 export async function thumbnailsByIds(db: Db, ids: readonly string[]): Promise<Map<string, Buffer>> {
   if (ids.length === 0) return new Map();
   const rows = await db
     .selectFrom('product_images')
     .select(['product_id', 'thumbnail'])
     .where('product_id', 'in', [...ids])
+    .orderBy('product_id')
+    .orderBy('position', 'desc') // the main photo last: it wins in the map
     .execute();
   return new Map(rows.map((r) => [String(r.product_id), Buffer.from(r.thumbnail)]));
 }

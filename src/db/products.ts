@@ -30,6 +30,8 @@ export interface ProductFilter {
   minPrice?: number | null;
   maxPrice?: number | null;
   inStock?: boolean | null;
+  /** Only this variant's photos count (product_images.variant; search only). */
+  variant?: string | null;
 }
 
 /**
@@ -95,6 +97,15 @@ export function productFilterCondition(
   if (filter?.minPrice != null) conds.push(sql<boolean>`${col('price')} >= ${filter.minPrice}`);
   if (filter?.maxPrice != null) conds.push(sql<boolean>`${col('price')} <= ${filter.maxPrice}`);
   if (filter?.inStock != null) conds.push(sql<boolean>`${col('in_stock')} = ${filter.inStock}`);
+  // The variant is a photo's (carried on the vector rows, migration 0010): over products, a product
+  // matches when one of its photos shows the variant.
+  if (filter?.variant != null) {
+    conds.push(
+      table === 'e'
+        ? sql<boolean>`e.variant = ${filter.variant}`
+        : sql<boolean>`EXISTS (SELECT 1 FROM product_images vi WHERE vi.product_id = ${sql.ref(`${table}.id`)} AND vi.variant = ${filter.variant})`,
+    );
+  }
   return conds.length ? sql<boolean>`(${sql.join(conds, sql` AND `)})` : sql<boolean>`true`;
 }
 
@@ -197,6 +208,16 @@ export async function upsertProductRows(db: Db, products: ProductWrite[]): Promi
     .execute();
   const bySku = new Map(rows.map((r) => [r.sku, toProduct(r)]));
   return products.map((p) => bySku.get(p.sku)!);
+}
+
+/** Sets the products' main image (image_url, image_sha256: their first photo's), e.g. to none. */
+export async function setMainImage(db: Db, ids: string[], image: { url: string | null; sha256: string } | null): Promise<void> {
+  if (ids.length === 0) return;
+  await db
+    .updateTable('products')
+    .set({ image_url: image?.url ?? null, image_sha256: image?.sha256 ?? null, updated_at: sql`now()` })
+    .where('id', 'in', ids)
+    .execute();
 }
 
 export async function deleteProductRow(db: Db, id: string): Promise<boolean> {

@@ -36,6 +36,10 @@ export interface EmbeddingModelsTable {
 export interface ProductEmbeddingsTable {
   product_id: string;
   model_id: string;
+  /** The photo embedded (migration 0010); null only for a vector of an image that is not stored. */
+  image_id: string | null;
+  /** 0: the whole photo; n ≥ 1: the crop of the photo's n-th region. */
+  region: Generated<number>;
   embedding: string; // pgvector text form '[x,y,...]' (pgvector's toSql / fromSql)
   image_sha256: string;
   created_at: Generated<Date>;
@@ -44,10 +48,26 @@ export interface ProductEmbeddingsTable {
   brand: Generated<string | null>;
   price: Generated<string | null>;
   in_stock: Generated<boolean | null>;
+  /** Copy of the image's variant, set by triggers (migration 0010). */
+  variant: Generated<string | null>;
+}
+
+/** A region of interest: fractions of the image's width and height. */
+export interface RegionBox {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
 }
 
 export interface ProductImagesTable {
+  id: ColumnType<string, never, never>; // bigint identity
   product_id: string;
+  position: number;
+  label: string | null;
+  variant: string | null;
+  regions: ColumnType<RegionBox[], string, string>;
+  source_url: string | null;
   sha256: string;
   format: string;
   width: number;

@@ -14,6 +14,11 @@ import { DEFAULT_IMAGE_LIMITS, decodeImage, type ImageLimits } from './decode.js
 // Bounds concurrent decodes (sharp works on the libuv pool) across all callers of this process.
 const decodeLimit = pLimit(Math.max(2, availableParallelism()));
 
+/** decodeForModel within this process's bound on concurrent decodes. */
+export function decodeBounded(bytes: Buffer | Uint8Array, limits: ImageLimits): Promise<RgbPixels> {
+  return decodeLimit(() => decodeForModel(bytes, limits));
+}
+
 /** Validates and decodes untrusted bytes at full resolution (bounded by the pixel cap). */
 export async function decodeForModel(bytes: Buffer | Uint8Array, limits: ImageLimits): Promise<RgbPixels> {
   const img = await decodeImage(bytes, limits);

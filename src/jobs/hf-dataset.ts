@@ -132,14 +132,19 @@ function scalar(v: unknown): string | number | boolean | null {
   return null;
 }
 
+/** The image columns of a mapping's image entry (a product's photos in order): "front+back". */
+export const imageColumns = (value: string) => value.split('+').filter(Boolean);
+
 /** Column mapping: explicit, else the first default candidate the schema has. */
 export function resolveMapping(columns: string[], explicit: ColumnMapping = {}): Required<Pick<ColumnMapping, 'image'>> & ColumnMapping {
   const have = new Set(columns);
   const out: ColumnMapping = {};
   for (const [field, candidates] of Object.entries(DEFAULT_CANDIDATES) as [keyof ColumnMapping, string[]][]) {
     const column = explicit[field] ?? candidates.find((c) => have.has(c));
-    if (explicit[field] && !have.has(explicit[field]))
-      throw fail(`--map ${field}=${explicit[field]}: no such column (columns: ${columns.join(', ')})`);
+    // image may name several columns, a product's photos in order: --map image=front+back+detail
+    const named = field === 'image' ? imageColumns(explicit[field] ?? '') : [explicit[field] ?? ''];
+    const missing = named.find((c) => c && !have.has(c));
+    if (missing) throw fail(`--map ${field}=${explicit[field]}: no such column ${missing} (columns: ${columns.join(', ')})`);
     if (column) out[field] = column;
   }
   if (!out.image) throw fail(`No image column (columns: ${columns.join(', ')}); name it with --map image=COLUMN`);
@@ -182,17 +187,23 @@ async function convert(files: string[], dir: string, o: HfDatasetOptions, repo: 
           const c = map[f];
           if (c) entry[f] = scalar(r[c]);
         }
-        const image = r[map.image] as { bytes?: unknown; path?: unknown } | null | undefined;
-        const bytes = image?.bytes instanceof Uint8Array ? image.bytes : null;
-        if (bytes) {
-          const ext = EXT[String.fromCharCode(bytes[0] ?? 0, bytes[1] ?? 0)] ?? '.img';
-          const name = `${row}${ext}`;
-          await fs.writeFile(path.join(imagesDir, name), bytes);
-          entry.image = `images/${name}`;
-        } else if (typeof image?.path === 'string' && /^https?:\/\//.test(image.path)) {
-          entry.image = image.path;
-        } // else: no image; the import reports the row
-        const used = new Set(Object.values(map));
+        const images: string[] = [];
+        for (const [j, column] of imageColumns(map.image).entries()) {
+          const image = r[column] as { bytes?: unknown; path?: unknown } | null | undefined;
+          const bytes = image?.bytes instanceof Uint8Array ? image.bytes : null;
+          if (bytes) {
+            const ext = EXT[String.fromCharCode(bytes[0] ?? 0, bytes[1] ?? 0)] ?? '.img';
+            const name = j === 0 ? `${row}${ext}` : `${row}-${j + 1}${ext}`;
+            await fs.writeFile(path.join(imagesDir, name), bytes);
+            images.push(`images/${name}`);
+          } else if (typeof image?.path === 'string' && /^https?:\/\//.test(image.path)) {
+            images.push(image.path);
+          }
+        }
+        // none: the import reports the row; several: the product's photos in the columns' order
+        if (images.length === 1) entry.image = images[0];
+        else if (images.length > 1) entry.images = images;
+        const used = new Set([...Object.values(map), ...imageColumns(map.image)]);
         const attributes: Record<string, string | number | boolean> = {};
         for (const [k, v] of Object.entries(r)) {
           const value = used.has(k) ? null : scalar(v);

@@ -7,12 +7,14 @@
  * Row fields: sku, title, description, category, brand, price, currency, inStock (or in_stock),
  * attributes (object, or JSON text in CSV), image: an http(s) URL or a file path (relative to
  * --images-dir, else to the catalog file's folder). Also accepted: image_url / imageUrl / image_path / imagePath.
+ * Several photos: `images` (a list; CSV: JSON text) of URLs, paths or { url | path | base64, label, variant,
+ * regions }, or numbered columns beside `image` (image_2, image_3, …).
  */
 import { constants as fsConstants, createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { ingestProducts, type IngestContext } from '../catalog/ingest.js';
-import type { ImageSpec, ProductInputLike } from '../catalog/validate.js';
+import type { ImageSpec, ProductImageSpec, ProductInputLike } from '../catalog/validate.js';
 import { AppError, ErrorCode } from '../errors.js';
 import { readCsv } from './csv.js';
 
@@ -153,8 +155,8 @@ export async function readImageFile(name: string, baseDir: string, maxBytes: num
   }
 }
 
-async function imageOf(row: Record<string, unknown>, baseDir: string, maxBytes: number): Promise<ImageSpec | null> {
-  const v = row.image ?? row.image_url ?? row.imageUrl ?? row.image_path ?? row.imagePath;
+/** One image named by a catalog row: an http(s) URL, a file path, or (JSON Lines) { url } / { base64 }. */
+async function imageSpec(v: unknown, baseDir: string, maxBytes: number): Promise<ImageSpec | null> {
   if (v == null || v === '') return null;
   if (typeof v === 'object') return v; // JSON Lines may carry { url } or { base64 }
   const s = text(v).trim();
@@ -163,12 +165,56 @@ async function imageOf(row: Record<string, unknown>, baseDir: string, maxBytes: 
   return { base64: bytes.toString('base64') };
 }
 
+async function imageOf(row: Record<string, unknown>, baseDir: string, maxBytes: number): Promise<ImageSpec | null> {
+  return imageSpec(row.image ?? row.image_url ?? row.imageUrl ?? row.image_path ?? row.imagePath, baseDir, maxBytes);
+}
+
+/** Columns image_2, image_3, … (or image_1, …) after `image`, in their number's order. */
+const NUMBERED_IMAGE = /^image_?(\d+)$/i;
+
+/**
+ * Several photos of a row (issue 22): `images`, a list (JSON Lines: an array; CSV: JSON text of one) whose
+ * items are a URL or path, or an object { url | path | base64, label, variant, regions }; or numbered image
+ * columns beside `image` (CSV exports: image, image_2, image_3…). null: the row names at most one image
+ * (the `image` shorthand).
+ */
+async function imagesOf(row: Record<string, unknown>, baseDir: string, maxBytes: number): Promise<ProductImageSpec[] | null> {
+  let list = row.images;
+  if (typeof list === 'string') list = list.trim() ? (JSON.parse(list) as unknown) : null;
+  if (list != null) {
+    if (!Array.isArray(list)) throw new Error('images: expected a list');
+    return Promise.all(
+      list.map(async (item: unknown, j): Promise<ProductImageSpec> => {
+        if (item === null || typeof item !== 'object') return { image: (await imageSpec(item, baseDir, maxBytes)) ?? {} };
+        const o = item as Record<string, unknown>;
+        const source = o.base64 != null ? { base64: text(o.base64) } : await imageSpec(o.url ?? o.path ?? o.image, baseDir, maxBytes);
+        if (!source) throw new Error(`images[${j}]: needs url, path or base64`);
+        return {
+          image: source,
+          label: str(o.label),
+          variant: str(o.variant),
+          regions: Array.isArray(o.regions) ? (o.regions as ProductImageSpec['regions']) : null,
+        };
+      }),
+    );
+  }
+  const numbered = Object.keys(row)
+    .map((k) => ({ k, n: NUMBERED_IMAGE.exec(k)?.[1] }))
+    .filter((c): c is { k: string; n: string } => c.n !== undefined && row[c.k] != null && row[c.k] !== '')
+    .sort((a, b) => Number(a.n) - Number(b.n));
+  if (numbered.length === 0) return null;
+  const first = await imageOf(row, baseDir, maxBytes);
+  const rest = await Promise.all(numbered.map((c) => imageSpec(row[c.k], baseDir, maxBytes)));
+  return [first, ...rest].filter((s): s is ImageSpec => s !== null).map((image) => ({ image }));
+}
+
 /** `maxBytes`: the largest image file read (the ingest limit, IMAGE_MAX_BYTES). */
 export async function toProductInput(row: Record<string, unknown>, baseDir: string, maxBytes: number): Promise<ProductInputLike> {
   let attributes = row.attributes;
   if (typeof attributes === 'string') {
     attributes = attributes.trim() ? (JSON.parse(attributes) as unknown) : undefined;
   }
+  const images = await imagesOf(row, baseDir, maxBytes);
   return {
     sku: str(row.sku)?.trim() ?? '',
     title: str(row.title) ?? '',
@@ -179,7 +225,7 @@ export async function toProductInput(row: Record<string, unknown>, baseDir: stri
     currency: str(row.currency),
     inStock: bool(row.inStock ?? row.in_stock),
     attributes: attributes ?? undefined,
-    image: await imageOf(row, baseDir, maxBytes),
+    ...(images ? { images } : { image: await imageOf(row, baseDir, maxBytes) }),
   };
 }
 

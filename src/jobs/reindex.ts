@@ -3,7 +3,9 @@
  * through the engine (one embedImages call per batch, which the engine splits into its own batches),
  * commit vectors and progress together, sweep what was missed, build the HNSW index, switch atomically.
  *
- * Exactness: vectors are keyed (product, model), so a batch re-done after a crash overwrites, never
+ * The walk is over stored photos (migration 0010: the cursor is a photo id, progress counts photos); a
+ * photo's vectors (whole and regions) are written together.
+ * Exactness: vectors are keyed (photo, model, region), so a batch re-done after a crash overwrites, never
  * duplicates; progress (the cursor) is committed in the same transaction as the batch's vectors, so a
  * resumed job continues exactly after the last committed batch. Every commit is fenced on the worker id
  * and the running state: a cancelled or taken-over job stops at its next commit.
@@ -12,7 +14,7 @@ import type { Kysely, Transaction } from 'kysely';
 import { AppError } from '../errors.js';
 import type { Database } from '../db/connect.js';
 import { DEFAULT_IMAGE_LIMITS, type ImageLimits } from '../images/decode.js';
-import { embedImageBytes } from '../images/embed.js';
+import { embedPhotos } from '../images/regions.js';
 import {
   countLeft,
   countMissing,
@@ -20,6 +22,7 @@ import {
   insertComputedVectors,
   nextCatalogBatch,
   type CatalogImage,
+  type ComputedVector,
 } from '../db/embeddings.js';
 import { getModel } from '../db/models.js';
 import {
@@ -71,27 +74,37 @@ export class StopRequested extends Error {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Embeds a batch; a product whose image the engine rejects is recorded and left out, the rest go on. */
+/**
+ * Embeds a batch of photos (each whole and each of its regions); a photo the engine rejects is recorded
+ * (with its product) and left out, the rest go on.
+ */
 export async function embedIsolatingFailures(
   embedder: Embedder,
   batch: CatalogImage[],
   limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
-): Promise<{ vectors: Array<{ productId: string; sha256: string; embedding: Float32Array }>; errors: ReindexError[] }> {
+): Promise<{ vectors: ComputedVector[]; errors: ReindexError[] }> {
   let todo = batch;
   const errors: ReindexError[] = [];
   while (todo.length) {
     try {
-      const out = await embedImageBytes(
+      const out = await embedPhotos(
         embedder,
-        todo.map((b) => b.original),
+        todo.map((b) => ({ bytes: b.original, regions: b.regions })),
         limits,
       );
-      return { vectors: todo.map((b, i) => ({ productId: b.productId, sha256: b.sha256, embedding: out[i]! })), errors };
+      const vectors = todo.flatMap((b, i) =>
+        out[i]!.map((embedding, region) => ({ productId: b.productId, imageId: b.imageId, region, sha256: b.sha256, embedding })),
+      );
+      return { vectors, errors };
     } catch (err) {
       const index = err instanceof AppError && typeof err.details?.index === 'number' ? err.details.index : -1;
       const bad = todo[index];
       if (!bad) throw err;
-      errors.push({ productId: bad.productId, sku: bad.sku, message: `${(err as AppError).code}: ${(err as Error).message}` });
+      errors.push({
+        productId: bad.productId,
+        sku: bad.sku,
+        message: `${(err as AppError).code}: ${(err as Error).message} (photo ${bad.imageId})`,
+      });
       todo = todo.filter((b) => b !== bad);
     }
   }
@@ -104,7 +117,7 @@ export async function embedIsolatingFailures(
  */
 export async function commitBatch(
   trx: Transaction<DB>,
-  b: Parameters<typeof advanceJob>[1] & { modelId: string; vectors: Array<{ productId: string; sha256: string; embedding: Float32Array }> },
+  b: Parameters<typeof advanceJob>[1] & { modelId: string; vectors: ComputedVector[] },
 ): Promise<void> {
   const { modelId, vectors, ...progress } = b;
   await advanceJob(trx, progress);
@@ -166,7 +179,7 @@ export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder:
         break;
       }
       const { vectors, errors } = await embedIsolatingFailures(embedder, batch, ctx.imageLimits);
-      const next = batch.at(-1)!.productId;
+      const next = batch.at(-1)!.imageId;
       let total: number | undefined;
       if (!sweep && Date.now() - lastCount > RECOUNT_MS) {
         lastCount = Date.now();
@@ -178,14 +191,14 @@ export async function runReindex(ctx: ReindexContext, job: ReindexJob, embedder:
           workerId,
           modelId: model.id,
           cursor: next,
-          processed: sweep ? vectors.length : batch.length,
+          processed: sweep ? batch.length - errors.length : batch.length,
           failed: sweep ? 0 : errors.length,
           errors: sweep ? [] : errors,
           vectors,
           ...(total !== undefined ? { total } : {}),
         }),
       );
-      job.processed += sweep ? vectors.length : batch.length;
+      job.processed += sweep ? batch.length - errors.length : batch.length;
       if (!sweep) failed += errors.length;
       metrics.reindexProgress(model.id, job.processed, total ?? job.total, sweep ? 0 : errors.length);
       cursor = next;

@@ -1,5 +1,6 @@
 import { deleteProduct, findProduct, pageProducts } from '../catalog/catalog.js';
 import { ingestProducts } from '../catalog/ingest.js';
+import { imagesOfProducts } from '../db/images.js';
 import type { Resolvers } from '../schema/generated.js';
 import { requireAdmin } from './auth.js';
 import { decodeCursor, encodeCursor, toProductInputs } from './inputs.js';
@@ -23,7 +24,14 @@ export const catalogResolvers: Resolvers = {
     totalCount: (parent) => parent.totalCount(),
   },
   Product: {
-    thumbnailUrl: (p) => (p.imageSha256 ? `/images/${p.id}/thumbnail.webp?v=${p.imageSha256.slice(0, 12)}` : null),
+    // The main photo's thumbnail by product id: no photo lookup per product listed.
+    thumbnailUrl: (p) => (p.imageSha256 ? `/products/${p.id}/thumbnail.webp?v=${p.imageSha256.slice(0, 12)}` : null),
+    images: async (p, _, ctx) => (await imagesOfProducts(ctx.services.database.reads, [p.id])).get(p.id) ?? [],
+  },
+  ProductImage: {
+    // A photo's id changes whenever its bytes do (migration 0010): the URL needs no cache buster.
+    thumbnailUrl: (img) => `/images/${img.id}/thumbnail.webp`,
+    url: (img) => img.sourceUrl,
   },
   Mutation: {
     upsertProducts: async (_, { products }, ctx) => {

@@ -31,21 +31,33 @@ export async function toProductInputs(
   maxBytes: number,
   upload: UploadReadOptions = {},
 ): Promise<ProductInputLike[]> {
+  // Worded like the other per-product image errors of catalog/ingest.
+  const imageSpec = async (image: ImageInput, field: string, index: number): Promise<ImageSpec> => {
+    if (image.file == null) return { base64: image.base64 ?? null, url: image.url ?? null, productId: image.productId ?? null };
+    const bytes = await readUpload(image.file, maxBytes, upload).catch((err: unknown) => {
+      if (!(err instanceof AppError)) throw err;
+      throw new AppError(err.code, `${field}: ${err.message}`, { ...err.details, field, index }, { cause: err });
+    });
+    return { bytes };
+  };
   return Promise.all(
     products.map(async (p, index): Promise<ProductInputLike> => {
-      const { image, ...rest } = p;
-      if (image == null) return { ...rest, image: null };
-      if (image.file == null) {
-        const spec: ImageSpec = { base64: image.base64 ?? null, url: image.url ?? null, productId: image.productId ?? null };
-        return { ...rest, image: spec };
-      }
-      const bytes = await readUpload(image.file, maxBytes, upload).catch((err: unknown) => {
-        if (!(err instanceof AppError)) throw err;
-        // Worded like the other per-product image errors of catalog/ingest.
-        const field = `products[${index}].image`;
-        throw new AppError(err.code, `${field}: ${err.message}`, { ...err.details, field, index }, { cause: err });
-      });
-      return { ...rest, image: { bytes } };
+      const { image, images, ...rest } = p;
+      return {
+        ...rest,
+        image: image == null ? null : await imageSpec(image, `products[${index}].image`, index),
+        images:
+          images == null
+            ? null
+            : await Promise.all(
+                images.map(async (img, j) => ({
+                  image: await imageSpec(img.image, `products[${index}].images[${j}].image`, index),
+                  label: img.label ?? null,
+                  variant: img.variant ?? null,
+                  regions: img.regions ?? null,
+                })),
+              ),
+      };
     }),
   );
 }

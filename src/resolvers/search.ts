@@ -18,6 +18,7 @@ export const searchResolvers: Resolvers = {
     searchProductsPage: async (_, { text, ...args }, ctx) => ctx.services.search.searchTextPage(text, { ...args, signal: ctx.signal }),
     compareModels: async (_, { models, image, text, ...args }, ctx) => {
       if ((image == null) === (text == null)) throw badInput('compareModels takes exactly one of image or text', { field: 'image' });
+      if (text != null && args.region != null) throw badInput('region applies to an image query', { field: 'region' });
       const query: CompareQuery =
         text != null
           ? { kind: 'text', text }

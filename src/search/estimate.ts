@@ -76,6 +76,17 @@ export class SelectivityEstimator {
     return Math.round(vectors * filterSelectivity(s, filter));
   }
 
+  /**
+   * Vectors per product of a model (photos × (1 + regions), on average) from the same statistics; null
+   * before they are read. Sizes the first walk of a query that must return k distinct products.
+   */
+  vectorsPerProduct(modelId: string): number | null {
+    const s = this.snapshot;
+    const vectors = s?.vectors.get(modelId);
+    if (!s || vectors === undefined || !(s.products > 0)) return null;
+    return Math.max(1, vectors / s.products);
+  }
+
   private async read(): Promise<Snapshot | null> {
     const rel = await sql<{ relname: string; reltuples: number }>`
       SELECT relname, reltuples::float8 AS reltuples FROM pg_class
@@ -174,5 +185,7 @@ function filterSelectivity(s: Snapshot, f: ProductFilter | null): number {
   if (f.brand != null) sel *= eqSelectivity(s.columns.get('brand'), f.brand);
   if (f.minPrice != null || f.maxPrice != null) sel *= rangeSelectivity(s.columns.get('price'), f.minPrice ?? null, f.maxPrice ?? null);
   if (f.inStock != null) sel *= eqSelectivity(s.columns.get('in_stock'), f.inStock ? 't' : 'f');
+  // A variant is a photo's, not a product's column: the planner's default share for an equality.
+  if (f.variant != null) sel *= eqSelectivity(undefined, f.variant);
   return sel;
 }

@@ -3,8 +3,16 @@
  * the strategy chosen for it (strategy.ts). searchNeighbours() is the service's hot path (one statement,
  * products included); nearestNeighbours() is the same query step by step (a transaction, EXPLAIN,
  * SET LOCAL), kept for benchmarks and tests that compare strategies.
+ *
+ * A product has many vectors (one per photo and per region, migration 0010) and is ranked by its best
+ * one; each product is returned once, and k means k products. Both paths read candidate vectors and
+ * group them by product (grouped()): the exact path reads every vector passing the filters; the HNSW
+ * walk reads the nearest `walkLimit` of them, and when those hold fewer than k products although the
+ * walk did not run dry, it walks again four times as deep (a product with 12 near-identical photos takes
+ * 12 vectors but one slot). A walk that runs dry short of k products is answered exactly, as before.
  */
-import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
+import { sql, type Kysely, type RawBuilder, type Selectable, type Transaction } from 'kysely';
+import { toProductImage, type ImageRow, type ProductImage } from '../db/images.js';
 import { productColumns, productFilterCondition, toProduct, type Product, type ProductFilter } from '../db/products.js';
 import { MODEL_ID } from '../hub/ids.js';
 import type { DB, ProductsTable } from '../db/types.js';
@@ -27,11 +35,27 @@ export interface NeighbourQuery {
    * the design before it (the filter on the joined products row), kept so benchmarks can measure both.
    */
   filterOn?: 'vectors' | 'products';
+  /** How many of each product's best photos to report (imageMatches); default 1. */
+  imagesPerProduct?: number;
+  /** Vectors per product of the model on average (the estimator's): sizes the first walk. Default 1. */
+  vectorsPerProduct?: number;
+}
+
+/** One photo's (or region's) match: region 0 is the whole photo. imageId null: a vector of no stored photo. */
+export interface ImageHit {
+  imageId: string | null;
+  region: number;
+  distance: number;
+  /** The photo (read in the same statement); null for a vector of no stored photo. */
+  image: ProductImage | null;
 }
 
 export interface Neighbour {
   productId: string;
+  /** The best photo's distance: the product's. */
   distance: number;
+  /** The product's best photos, best first (at least the best one; imagesPerProduct of them). */
+  images: ImageHit[];
 }
 
 export interface NeighbourResult {
@@ -41,6 +65,8 @@ export interface NeighbourResult {
   estimatedMatches: number;
   /** True when an HNSW walk came back short and the query was answered exactly instead. */
   fellBack: boolean;
+  /** HNSW walks taken (each deeper than the last while the vectors read held fewer than k products); 0: exact. */
+  walks: number;
 }
 
 function modelParts(model: { id: string; dimension: number }) {
@@ -75,50 +101,135 @@ async function estimateMatching(trx: Kysely<DB> | Transaction<DB>, q: NeighbourQ
   return Math.round(parsed[0]!.Plan['Plan Rows']);
 }
 
+/** A product may not hold more vectors per model than this: 100 photos, each whole and with 10 regions. */
+const MAX_VECTORS_PER_PRODUCT = 100 * 11;
+
+/** The first walk's depth: k products' worth of vectors. */
+export function firstWalkLimit(q: NeighbourQuery): number {
+  return Math.min(MAX_WALK, q.k * Math.max(1, Math.ceil(q.vectorsPerProduct ?? 1)));
+}
+
+/** Beyond this many vectors a walk is not worth taking: the exact path answers. */
+const MAX_WALK = 40_000;
+
+function nextWalkLimit(q: NeighbourQuery, limit: number): number | null {
+  const next = limit * 4;
+  // Every vector k products could have is read already, or the walk would be deeper than the exact scan.
+  if (limit >= q.k * MAX_VECTORS_PER_PRODUCT || next > MAX_WALK) return null;
+  return next;
+}
+
 function order(q: NeighbourQuery) {
   return q.preferProductId ? sql`distance, (product_id = ${q.preferProductId}) DESC, product_id` : sql`distance, product_id`;
 }
 
-type Row = { product_id: string; distance: number };
+type HitJson = {
+  i: string | null;
+  r: number;
+  d: number;
+  img: (Omit<ImageRow, 'id' | 'product_id'> & { product_id: number | string }) | null;
+};
+type Row = { product_id: string; distance: number; images: HitJson[] | string; walked: string | number };
 
-function exactStatement(q: NeighbourQuery) {
-  // Distance on the bare column: it does not match the HNSW expression, so no index walk is used.
+/** A matched photo's columns (no bytes), as JSON inside the statement: no second round trip. */
+const imageJson = sql`CASE WHEN pi.id IS NULL THEN NULL ELSE json_build_object(
+  'product_id', pi.product_id, 'position', pi.position, 'label', pi.label, 'variant', pi.variant, 'regions', pi.regions,
+  'sha256', pi.sha256, 'format', pi.format, 'width', pi.width, 'height', pi.height, 'source_url', pi.source_url) END`;
+
+/**
+ * Candidate vectors (product_id, image_id, region, distance) → one row per product, best first, k of
+ * them: the product's distance is its best photo's; images is its best `imagesPerProduct` photos (a
+ * photo counted once, by its best vector: the whole photo or one of its regions); walked is how many
+ * candidates there were (a walk that returned its whole limit may go deeper).
+ */
+function grouped(q: NeighbourQuery, candidates: RawBuilder<unknown>) {
+  const n = Math.max(1, q.imagesPerProduct ?? 1);
   return sql<Row>`
-    SELECT e.product_id, (e.embedding <=> ${q.vector}::halfvec)::float8 AS distance
-    ${filtered(q)}
+    WITH c AS MATERIALIZED (${candidates}),
+    per_image AS (
+      SELECT DISTINCT ON (product_id, image_id) product_id, image_id, region, distance
+      FROM c ORDER BY product_id, image_id, distance, region
+    ),
+    ranked AS (
+      SELECT product_id, image_id, region, distance,
+             row_number() OVER (PARTITION BY product_id ORDER BY distance, image_id, region) AS r
+      FROM per_image
+    )
+    SELECT b.product_id, b.distance,
+           (SELECT json_agg(json_build_object('i', x.image_id::text, 'r', x.region, 'd', x.distance, 'img', ${imageJson}) ORDER BY x.r)
+            FROM ranked x LEFT JOIN product_images pi ON pi.id = x.image_id
+            WHERE x.product_id = b.product_id AND x.r <= ${n}) AS images,
+           (SELECT count(*) FROM c) AS walked
+    FROM ranked b
+    WHERE b.r = 1
     ORDER BY ${order(q)}
     LIMIT ${q.k}`;
 }
 
-async function applyHnswSettings(trx: Transaction<DB>, k: number): Promise<void> {
-  const { efSearch, maxScanTuples } = hnswSettings(k);
+function exactCandidates(q: NeighbourQuery) {
+  // Distance on the bare column: it does not match the HNSW expression, so no index walk is used.
+  return sql`SELECT e.product_id, e.image_id, e.region, (e.embedding <=> ${q.vector}::halfvec)::float8 AS distance
+    ${filtered(q)}`;
+}
+
+function exactStatement(q: NeighbourQuery) {
+  return grouped(q, exactCandidates(q));
+}
+
+async function applyHnswSettings(trx: Transaction<DB>, k: number, walkLimit: number): Promise<void> {
+  const { efSearch, maxScanTuples } = hnswSettings(k, walkLimit);
   await sql`SELECT set_config('hnsw.ef_search', ${String(efSearch)}, true),
                    set_config('hnsw.iterative_scan', 'relaxed_order', true),
                    set_config('hnsw.max_scan_tuples', ${String(maxScanTuples)}, true)`.execute(trx);
 }
 
-function hnswStatement(q: NeighbourQuery) {
+function walkCandidates(q: NeighbourQuery, walkLimit: number, settings: RawBuilder<unknown> | null) {
   const { dim } = modelParts(q.model);
-  // relaxed_order may return neighbours slightly out of order: take k from the walk, then sort.
-  return sql<Row>`
-    WITH walk AS MATERIALIZED (
-      SELECT e.product_id, (e.embedding::halfvec(${dim}) <=> ${q.vector}::halfvec(${dim}))::float8 AS distance
-      ${filtered(q)}
-      ORDER BY e.embedding::halfvec(${dim}) <=> ${q.vector}::halfvec(${dim})
-      LIMIT ${q.k}
-    )
-    SELECT product_id, distance FROM walk ORDER BY ${order(q)}`;
+  // ORDER BY the output column (the index's expression; <=> is already float8): the query vector is sent
+  // and parsed once. relaxed_order may return neighbours slightly out of order: grouped() sorts.
+  return sql`SELECT e.product_id, e.image_id, e.region, e.embedding::halfvec(${dim}) <=> ${q.vector}::halfvec(${dim}) AS distance
+    ${filtered(q)} ${settings ? sql`AND ${settings}` : sql``}
+    ORDER BY distance
+    LIMIT ${walkLimit}`;
 }
 
-const toNeighbours = (rows: Row[]): Neighbour[] => rows.map((r) => ({ productId: String(r.product_id), distance: Number(r.distance) }));
+function hnswStatement(q: NeighbourQuery, walkLimit = firstWalkLimit(q)) {
+  return grouped(q, walkCandidates(q, walkLimit, null));
+}
+
+function imageHits(raw: Row['images']): ImageHit[] {
+  const list = (typeof raw === 'string' ? JSON.parse(raw) : raw) as HitJson[];
+  return list.map((h) => ({
+    imageId: h.i,
+    region: Number(h.r),
+    distance: Number(h.d),
+    image: h.img && h.i ? toProductImage({ ...h.img, id: h.i, product_id: String(h.img.product_id) }) : null,
+  }));
+}
+
+const toNeighbours = (rows: Row[]): Neighbour[] =>
+  rows.map((r) => ({ productId: String(r.product_id), distance: Number(r.distance), images: imageHits(r.images) }));
+
+/** A walk's answer: the products, and whether the walk returned its whole limit (it may go deeper). */
+function walkOutcome(rows: Row[], walkLimit: number) {
+  const walked = rows.length ? Number(rows[0]!.walked) : 0;
+  return { full: walked >= walkLimit };
+}
 
 async function exact(trx: Transaction<DB>, q: NeighbourQuery): Promise<Neighbour[]> {
   return toNeighbours((await exactStatement(q).execute(trx)).rows);
 }
 
-async function hnsw(trx: Transaction<DB>, q: NeighbourQuery): Promise<Neighbour[]> {
-  await applyHnswSettings(trx, q.k);
-  return toNeighbours((await hnswStatement(q).execute(trx)).rows);
+/** Walks deeper while the vectors read hold fewer than k products; null when only the exact path can say. */
+async function hnsw(trx: Transaction<DB>, q: NeighbourQuery): Promise<{ neighbours: Neighbour[]; walks: number }> {
+  let walkLimit: number | null = firstWalkLimit(q);
+  for (let walks = 1; ; walks++) {
+    await applyHnswSettings(trx, q.k, walkLimit);
+    const rows = (await hnswStatement(q, walkLimit).execute(trx)).rows;
+    if (rows.length >= q.k || !walkOutcome(rows, walkLimit).full) return { neighbours: toNeighbours(rows), walks };
+    walkLimit = nextWalkLimit(q, walkLimit);
+    if (walkLimit === null) return { neighbours: toNeighbours(rows), walks };
+  }
 }
 
 type PlanRow = { 'QUERY PLAN': string };
@@ -128,7 +239,7 @@ const planText = (plan: { rows: PlanRow[] }) => plan.rows.map((r) => r['QUERY PL
 /** The plan PostgreSQL picks for a strategy's statement (EXPLAIN), for operators and tests. */
 export async function explainNeighbours(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy, analyze = false): Promise<string> {
   return db.transaction().execute(async (trx) => {
-    if (strategy === 'hnsw') await applyHnswSettings(trx, q.k);
+    if (strategy === 'hnsw') await applyHnswSettings(trx, q.k, firstWalkLimit(q));
     const statement = strategy === 'hnsw' ? hnswStatement(q) : exactStatement(q);
     return planText(await sql<PlanRow>`EXPLAIN ${analyze ? sql`(ANALYZE, BUFFERS)` : sql``} ${statement}`.execute(trx));
   });
@@ -138,11 +249,11 @@ export async function nearestNeighbours(db: Kysely<DB>, q: NeighbourQuery): Prom
   return db.transaction().execute(async (trx) => {
     const estimatedMatches = q.strategy ? -1 : await estimateMatching(trx, q);
     const strategy = q.strategy ?? chooseStrategy(estimatedMatches, q.k);
-    if (strategy === 'exact') return { neighbours: await exact(trx, q), strategy, estimatedMatches, fellBack: false };
+    if (strategy === 'exact') return { neighbours: await exact(trx, q), strategy, estimatedMatches, fellBack: false, walks: 0 };
     const walked = await hnsw(trx, q);
-    if (walked.length >= q.k) return { neighbours: walked, strategy, estimatedMatches, fellBack: false };
-    // Short: fewer than k exist, or the walk ran out of budget. The exact answer settles which.
-    return { neighbours: await exact(trx, q), strategy, estimatedMatches, fellBack: true };
+    if (walked.neighbours.length >= q.k) return { ...walked, strategy, estimatedMatches, fellBack: false };
+    // Short: fewer than k products exist, or the walk ran out of budget. The exact answer settles which.
+    return { neighbours: await exact(trx, q), strategy, estimatedMatches, fellBack: true, walks: walked.walks };
   });
 }
 
@@ -150,6 +261,7 @@ export async function nearestNeighbours(db: Kysely<DB>, q: NeighbourQuery): Prom
 export interface HydratedNeighbour {
   product: Product;
   distance: number;
+  images: ImageHit[];
 }
 
 export interface HydratedResult extends Omit<NeighbourResult, 'neighbours'> {
@@ -160,7 +272,12 @@ export interface HydratedResult extends Omit<NeighbourResult, 'neighbours'> {
   roundTrips: number;
 }
 
-type HydratedRow = Selectable<ProductsTable> & { distance: number | null; model_active: boolean | null };
+type HydratedRow = Selectable<ProductsTable> & {
+  distance: number | null;
+  model_active: boolean | null;
+  images: Row['images'] | null;
+  walked: string | number | null;
+};
 
 /**
  * The whole query as one statement, so it costs one round trip and needs no transaction (PgBouncer in
@@ -169,31 +286,20 @@ type HydratedRow = Selectable<ProductsTable> & { distance: number | null; model_
  *   walk, so it runs before the index scan starts, and lasts only as long as the statement's transaction;
  * - a guard row says whether the model is still the active one, so a cached active model is checked on
  *   every query at the cost of one primary-key lookup (a switch by any replica is seen at once);
- * - the products are joined to the neighbours in the same statement.
+ * - the vectors are grouped by product (grouped()) and the products joined in the same statement.
  */
-function hydratedStatement(q: NeighbourQuery, strategy: Strategy) {
-  const { id, dim } = modelParts(q.model);
-  const { efSearch, maxScanTuples } = hnswSettings(q.k);
+function hydratedStatement(q: NeighbourQuery, strategy: Strategy, walkLimit = firstWalkLimit(q)) {
+  const { id } = modelParts(q.model);
+  const { efSearch, maxScanTuples } = hnswSettings(q.k, walkLimit);
   const settings = sql`(SELECT set_config('hnsw.ef_search', ${String(efSearch)}, true) IS NOT NULL
       AND set_config('hnsw.iterative_scan', 'relaxed_order', true) IS NOT NULL
       AND set_config('hnsw.max_scan_tuples', ${String(maxScanTuples)}, true) IS NOT NULL)`;
-  const found =
-    strategy === 'hnsw'
-      ? // ORDER BY the output column (the index's expression; <=> is already float8): the query vector is
-        // sent and parsed once, not once for the distance and again for the order.
-        sql`SELECT e.product_id, e.embedding::halfvec(${dim}) <=> ${q.vector}::halfvec(${dim}) AS distance
-          ${filtered(q)} AND ${settings}
-          ORDER BY distance
-          LIMIT ${q.k}`
-      : sql`SELECT e.product_id, (e.embedding <=> ${q.vector}::halfvec)::float8 AS distance
-          ${filtered(q)}
-          ORDER BY ${order(q)}
-          LIMIT ${q.k}`;
+  const found = grouped(q, strategy === 'hnsw' ? walkCandidates(q, walkLimit, settings) : exactCandidates(q));
   const hydratedOrder = q.preferProductId ? sql`n.distance, (p.id = ${q.preferProductId}) DESC, p.id` : sql`n.distance, p.id`;
   return sql<HydratedRow>`
     WITH n AS MATERIALIZED (${found}),
     guard AS (SELECT coalesce((SELECT is_active FROM embedding_models WHERE id = ${id}), false) AS model_active)
-    SELECT ${productColumns('p')}, n.distance, guard.model_active
+    SELECT ${productColumns('p')}, n.distance, n.images, n.walked, guard.model_active
     FROM guard LEFT JOIN (n JOIN products p ON p.id = n.product_id) ON true
     ORDER BY ${hydratedOrder}`;
 }
@@ -203,16 +309,19 @@ export async function explainSearch(db: Kysely<DB>, q: NeighbourQuery, strategy:
   return planText(await sql<PlanRow>`EXPLAIN ${hydratedStatement(q, strategy)}`.execute(db));
 }
 
-async function runHydrated(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy) {
-  const rows = (await hydratedStatement(q, strategy).execute(db)).rows;
+async function runHydrated(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy, walkLimit?: number) {
+  const rows = (await hydratedStatement(q, strategy, walkLimit).execute(db)).rows;
   const modelActive = rows[0]?.model_active === true;
-  const neighbours = rows.filter((r) => r.id != null).map((r) => ({ product: toProduct(r), distance: Number(r.distance) }));
-  return { neighbours, modelActive };
+  const found = rows.filter((r) => r.id != null);
+  const neighbours = found.map((r) => ({ product: toProduct(r), distance: Number(r.distance), images: imageHits(r.images!) }));
+  const full = walkLimit !== undefined && found.length > 0 && Number(found[0]!.walked) >= walkLimit;
+  return { neighbours, modelActive, full };
 }
 
 /**
- * The hot path: strategy from the cached statistics (estimate.ts), then one statement. Two more only in
- * rare cases: no statistics yet (EXPLAIN), or a walk that came back short (answered exactly).
+ * The hot path: strategy from the cached statistics (estimate.ts), then one statement. More only in rare
+ * cases: no statistics yet (EXPLAIN), a walk whose vectors held fewer than k products (a deeper walk), or
+ * a walk that ran dry short of k products (answered exactly).
  */
 export async function searchNeighbours(db: Kysely<DB>, q: NeighbourQuery, estimator: SelectivityEstimator | null): Promise<HydratedResult> {
   let roundTrips = 0;
@@ -226,12 +335,23 @@ export async function searchNeighbours(db: Kysely<DB>, q: NeighbourQuery, estima
     }
   }
   const strategy = q.strategy ?? chooseStrategy(estimatedMatches, q.k);
-  const first = await runHydrated(db, q, strategy);
-  roundTrips++;
-  if (strategy === 'exact' || first.neighbours.length >= q.k || !first.modelActive) {
-    return { ...first, strategy, estimatedMatches, fellBack: false, roundTrips };
+  if (strategy === 'exact') {
+    const { full: _, ...exactly } = await runHydrated(db, q, 'exact');
+    return { ...exactly, strategy, estimatedMatches, fellBack: false, walks: 0, roundTrips: roundTrips + 1 };
   }
-  // Short: fewer than k exist, or the walk ran out of budget. The exact answer settles which.
-  const exactly = await runHydrated(db, q, 'exact');
-  return { ...exactly, strategy, estimatedMatches, fellBack: true, roundTrips: roundTrips + 1 };
+  let walkLimit: number | null = firstWalkLimit(q);
+  for (let walks = 1; walkLimit !== null; walks++) {
+    const { full, ...walked } = await runHydrated(db, q, 'hnsw', walkLimit);
+    roundTrips++;
+    if (walked.neighbours.length >= q.k || !walked.modelActive)
+      return { ...walked, strategy, estimatedMatches, fellBack: false, walks, roundTrips };
+    // Short with the walk's whole limit read: the vectors read held fewer than k products; walk deeper.
+    // Short before its limit: fewer than k products exist, or the walk ran out of budget.
+    walkLimit = full ? nextWalkLimit(q, walkLimit) : null;
+    if (walkLimit === null) {
+      const { full: _, ...exactly } = await runHydrated(db, q, 'exact');
+      return { ...exactly, strategy, estimatedMatches, fellBack: true, walks, roundTrips: roundTrips + 1 };
+    }
+  }
+  throw new Error('unreachable');
 }

@@ -10,7 +10,9 @@ import { AppError, ErrorCode, badInput } from '../errors.js';
 import { metrics } from '../metrics/index.js';
 import { storedVector, vectorLiteral } from '../db/embeddings.js';
 import type { EmbeddingModel } from '../db/models.js';
+import type { ProductImage } from '../db/images.js';
 import { getProduct, type Product, type ProductFilter } from '../db/products.js';
+import type { RegionBox } from '../db/types.js';
 import { mayReadReplica, readFromPrimary } from '../db/read-routing.js';
 import type { DB } from '../db/types.js';
 import type { ImageLimits } from '../images/decode.js';
@@ -18,11 +20,13 @@ import { decodeForModel } from '../images/embed.js';
 import type { FetchImageOptions } from '../images/fetch.js';
 import { loadImageBytes } from '../images/source.js';
 import type { ModelService } from '../models/service.js';
-import { validateFilter, type QueryImage } from '../catalog/validate.js';
+import { validateFilter, validateRegion, type QueryImage } from '../catalog/validate.js';
+import { originalImage } from '../db/eval-samples.js';
+import { cropPixels } from '../images/regions.js';
 import { PageCursors } from './cursor.js';
 import { SelectivityEstimator } from './estimate.js';
 import { DEFAULT_FUSION, fuse, keywordSearch, type FusionWeights } from './keyword.js';
-import { searchNeighbours, type NeighbourResult } from './query.js';
+import { searchNeighbours, type ImageHit, type NeighbourResult } from './query.js';
 import { MAX_K, type Strategy } from './strategy.js';
 
 export interface SearchArgs {
@@ -32,6 +36,10 @@ export interface SearchArgs {
   minScore?: number | null;
   /** A ready, loaded model's id; null/undefined: the active model. */
   model?: string | null;
+  /** How many of each product's best photos imageMatches lists (1–MAX_IMAGES_PER_MATCH, default 1). */
+  imagesPerProduct?: number | null;
+  /** Image queries: the box of the query photo to search for (fractions), cropped before embedding. */
+  region?: RegionBox | null;
   /** Benchmarks and tests only. */
   strategy?: Strategy;
   /** The request's deadline / client disconnect: queued work is dropped and a URL fetch aborted. */
@@ -47,11 +55,46 @@ export interface SearchLimits {
   cursors?: PageCursors;
 }
 
+/** One photo's match: the photo (null for a vector of no stored photo), its region (null: the whole photo). */
+export interface ImageMatch {
+  image: ProductImage | null;
+  region: RegionBox | null;
+  score: number;
+}
+
 export interface ProductMatch {
   product: Product;
+  /** The best photo's score: the product's. */
   score: number;
   distance: number;
   matchProbability: number | null;
+  /** The photo that matched best, and its region when a region matched better than the whole photo. */
+  matchedImage: ProductImage | null;
+  matchedRegion: RegionBox | null;
+  /** The product's best photos, best first (imagesPerProduct of them, at least the matched one). */
+  imageMatches: ImageMatch[];
+}
+
+/** imagesPerProduct's bound: a product's photos (PRODUCT_MAX_IMAGES is at most 100). */
+export const MAX_IMAGES_PER_MATCH = 100;
+
+function toImageMatch(hit: ImageHit): ImageMatch {
+  const region = hit.region > 0 && hit.image ? (hit.image.regions[hit.region - 1] ?? null) : null;
+  return { image: hit.image, region, score: 1 - hit.distance };
+}
+
+/** A matched product for the API: its score, its best photo and region, its best photos. */
+export function productMatch(product: Product, distance: number, hits: ImageHit[], matchProbability: number | null): ProductMatch {
+  const imageMatches = hits.map(toImageMatch);
+  return {
+    product,
+    score: 1 - distance,
+    distance,
+    matchProbability,
+    matchedImage: imageMatches[0]?.image ?? null,
+    matchedRegion: imageMatches[0]?.region ?? null,
+    imageMatches,
+  };
 }
 
 export interface SearchOutcome {
@@ -104,8 +147,21 @@ function validateWeights(w: TextSearchArgs['weights']): FusionWeights {
   return weights;
 }
 
-function validateSearch(args: SearchArgs): { filter: ProductFilter | null; k: number; minScore: number | null } {
+interface ValidSearch {
+  filter: ProductFilter | null;
+  k: number;
+  minScore: number | null;
+  imagesPerProduct: number;
+}
+
+function validateSearch(args: SearchArgs): ValidSearch {
   const k = args.k ?? 10;
+  const imagesPerProduct = args.imagesPerProduct ?? 1;
+  if (!Number.isInteger(imagesPerProduct) || imagesPerProduct < 1 || imagesPerProduct > MAX_IMAGES_PER_MATCH)
+    throw badInput(`imagesPerProduct must be between 1 and ${MAX_IMAGES_PER_MATCH}`, {
+      field: 'imagesPerProduct',
+      max: MAX_IMAGES_PER_MATCH,
+    });
   if (!Number.isInteger(k) || k < 1 || k > MAX_K) throw badInput(`k must be between 1 and ${MAX_K}`, { field: 'k', max: MAX_K });
   const minScore = args.minScore ?? null;
   if (minScore !== null && !(minScore >= -1 && minScore <= 1)) throw badInput('minScore must be between -1 and 1', { field: 'minScore' });
@@ -114,9 +170,9 @@ function validateSearch(args: SearchArgs): { filter: ProductFilter | null; k: nu
     if (filter?.category != null && filter.category !== args.category) {
       throw badInput('category and filter.category disagree; give one of them', { field: 'category' });
     }
-    return { filter: { ...filter, category: args.category }, k, minScore };
+    return { filter: { ...filter, category: args.category }, k, minScore, imagesPerProduct };
   }
-  return { filter, k, minScore };
+  return { filter, k, minScore, imagesPerProduct };
 }
 
 function validateText(text: string): string {
@@ -166,7 +222,14 @@ export class SearchService {
   /** `image` comes validated from the surface (resolvers/inputs.ts): bytes, an http(s) URL, a product id. */
   async similarToImage(image: QueryImage, args: SearchArgs): Promise<SearchOutcome> {
     const opts = validateSearch(args);
+    const region = args.region ? validateRegion('region', args.region) : null;
     return this.withModel(args.model, async (model) => {
+      if (image.kind === 'product' && region) {
+        // A region of a stored product's photo: its main photo's bytes, cropped and embedded like an upload.
+        const original = await originalImage(this.db, image.id);
+        if (!original) throw new AppError(ErrorCode.NOT_FOUND, `Product ${image.id} has no stored photo`, { field: 'image.productId' });
+        return this.embedAndRun(model, { kind: 'bytes', bytes: original }, region, opts, args);
+      }
       if (image.kind === 'product') {
         const vector = await storedVector(this.db, model.id, image.id);
         if (!vector) {
@@ -180,33 +243,44 @@ export class SearchService {
         }
         return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy, signal: args.signal });
       }
-      const embedder = this.models.require(model.id);
-      const { signal } = args;
-      // A URL is fetched in a fetch slot; the bytes exist only once it is granted.
-      const bytes =
-        image.kind === 'url'
-          ? await this.gates.fetch.run(() => loadImageBytes(image, { ...this.fetchOptions, ...(signal ? { signal } : {}) }), signal)
-          : await loadImageBytes(image, this.fetchOptions);
-      const limits: ImageLimits = {
-        ...this.imageLimits,
-        maxImagePixels: Math.min(this.imageLimits.maxImagePixels, this.limits.maxQueryPixels ?? Infinity),
-      };
-      // The embed slot is taken before decoding, so that full-resolution decoded pixels never wait in a
-      // queue: once decoded they go straight into the engine (which squashes them to the model's input).
-      // Slots are held until the work really ends; an aborted request is answered at once all the same.
-      const embedding = (async () => {
-        const release = await this.gates.embed.acquire(signal);
-        try {
-          const pixels = await this.gates.decode.run(() => decodeForModel(bytes, limits), signal);
-          signal?.throwIfAborted();
-          return await embedder.embedImages([pixels]);
-        } finally {
-          release();
-        }
-      })();
-      const [vector] = await untilAborted(embedding, signal);
-      return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy, signal });
+      return this.embedAndRun(model, image, region, opts, args);
     });
+  }
+
+  /** An image query's bytes (fetched in a fetch slot) → decoded, cropped to the region, embedded → the query. */
+  private async embedAndRun(
+    model: EmbeddingModel,
+    image: Exclude<QueryImage, { kind: 'product' }>,
+    region: RegionBox | null,
+    opts: ValidSearch,
+    args: SearchArgs,
+  ): Promise<SearchOutcome | null> {
+    const embedder = this.models.require(model.id);
+    const { signal } = args;
+    // A URL is fetched in a fetch slot; the bytes exist only once it is granted.
+    const bytes =
+      image.kind === 'url'
+        ? await this.gates.fetch.run(() => loadImageBytes(image, { ...this.fetchOptions, ...(signal ? { signal } : {}) }), signal)
+        : await loadImageBytes(image, this.fetchOptions);
+    const limits: ImageLimits = {
+      ...this.imageLimits,
+      maxImagePixels: Math.min(this.imageLimits.maxImagePixels, this.limits.maxQueryPixels ?? Infinity),
+    };
+    // The embed slot is taken before decoding, so that full-resolution decoded pixels never wait in a
+    // queue: once decoded they go straight into the engine (which squashes them to the model's input).
+    // Slots are held until the work really ends; an aborted request is answered at once all the same.
+    const embedding = (async () => {
+      const release = await this.gates.embed.acquire(signal);
+      try {
+        const whole = await this.gates.decode.run(() => decodeForModel(bytes, limits), signal);
+        signal?.throwIfAborted();
+        return await embedder.embedImages([region ? cropPixels(whole, region) : whole]);
+      } finally {
+        release();
+      }
+    })();
+    const [vector] = await untilAborted(embedding, signal);
+    return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy, signal });
   }
 
   /**
@@ -269,7 +343,7 @@ export class SearchService {
   private async textQuery(
     model: EmbeddingModel,
     query: string,
-    opts: { filter: ProductFilter | null; k: number; minScore: number | null },
+    opts: ValidSearch,
     strategy: Strategy | undefined,
     signal: AbortSignal | undefined,
   ): Promise<SearchOutcome | null> {
@@ -294,8 +368,16 @@ export class SearchService {
     if (mode === 'KEYWORD') {
       const found = await this.keyword({ text: query, filter: opts.filter, k: opts.k }, args.signal);
       return {
-        matches: found.map((m) => ({ product: m.product, score: m.rank, distance: 1 - m.rank, matchProbability: null })),
-        plan: { strategy: 'exact', estimatedMatches: -1, fellBack: false, roundTrips: 1 },
+        matches: found.map((m) => ({
+          product: m.product,
+          score: m.rank,
+          distance: 1 - m.rank,
+          matchProbability: null,
+          matchedImage: null,
+          matchedRegion: null,
+          imageMatches: [],
+        })),
+        plan: { strategy: 'exact', estimatedMatches: -1, fellBack: false, walks: 0, roundTrips: 1 },
         model: null,
       };
     }
@@ -310,13 +392,21 @@ export class SearchService {
       if (!vectorSide) return null;
       const embedder = this.models.require(model.id);
       const fused = fuse(vectorSide.matches, keywordSide, weights).slice(0, opts.k);
+      // The photos that matched come from the vector side (a keyword-only match has none).
+      const byVector = new Map(vectorSide.matches.map((m) => [m.product.id, m]));
       return {
-        matches: fused.map((f) => ({
-          product: f.product,
-          score: f.fused,
-          distance: 1 - f.fused,
-          matchProbability: f.distance === null ? null : embedder.matchProbability(1 - f.distance),
-        })),
+        matches: fused.map((f) => {
+          const v = byVector.get(f.product.id);
+          return {
+            product: f.product,
+            score: f.fused,
+            distance: 1 - f.fused,
+            matchProbability: f.distance === null ? null : embedder.matchProbability(1 - f.distance),
+            matchedImage: v?.matchedImage ?? null,
+            matchedRegion: v?.matchedRegion ?? null,
+            imageMatches: v?.imageMatches ?? [],
+          };
+        }),
         plan: { ...vectorSide.plan, roundTrips: vectorSide.plan.roundTrips + 1 },
         model: model.id,
       };
@@ -331,7 +421,7 @@ export class SearchService {
         : image.kind === 'url'
           ? { url: image.url }
           : { bytes: createHash('sha256').update(image.bytes).digest('base64url') };
-    return this.page(args, ['image', ref, args.category, args.filter, args.minScore, args.model], (k) =>
+    return this.page(args, ['image', ref, args.region, args.category, args.filter, args.minScore, args.model, args.imagesPerProduct], (k) =>
       this.similarToImage(image, { ...args, k }),
     );
   }
@@ -340,7 +430,17 @@ export class SearchService {
   async searchTextPage(text: string, args: TextSearchArgs & PageArgs): Promise<MatchPage> {
     return this.page(
       args,
-      ['text', text.trim().toLowerCase(), args.category, args.filter, args.minScore, args.mode ?? 'VECTOR', args.weights, args.model],
+      [
+        'text',
+        text.trim().toLowerCase(),
+        args.category,
+        args.filter,
+        args.minScore,
+        args.mode ?? 'VECTOR',
+        args.weights,
+        args.model,
+        args.imagesPerProduct,
+      ],
       (k) => this.searchText(text, { ...args, k }),
     );
   }
@@ -404,7 +504,7 @@ export class SearchService {
   private async run(
     model: EmbeddingModel,
     vector: string,
-    opts: { filter: ProductFilter | null; k: number; minScore: number | null },
+    opts: ValidSearch,
     extra: { preferProductId?: string; strategy?: Strategy | undefined; signal?: AbortSignal | undefined },
     calibrate: (score: number) => number | null = () => null,
   ): Promise<SearchOutcome | null> {
@@ -419,7 +519,7 @@ export class SearchService {
   private async runQuery(
     model: EmbeddingModel,
     vector: string,
-    opts: { filter: ProductFilter | null; k: number; minScore: number | null },
+    opts: ValidSearch,
     extra: { preferProductId?: string; strategy?: Strategy | undefined },
     calibrate: (score: number) => number | null,
   ): Promise<SearchOutcome | null> {
@@ -432,6 +532,8 @@ export class SearchService {
         k: opts.k,
         ...(extra.preferProductId ? { preferProductId: extra.preferProductId } : {}),
         ...(extra.strategy ? { strategy: extra.strategy } : {}),
+        imagesPerProduct: opts.imagesPerProduct,
+        vectorsPerProduct: this.estimator.vectorsPerProduct(model.id) ?? 1,
       },
       this.estimator,
     );
@@ -440,10 +542,7 @@ export class SearchService {
     if (!modelActive && model.isActive) return null;
     metrics.searchStrategy(plan.strategy, plan.fellBack);
     const kept = opts.minScore === null ? neighbours : neighbours.filter((n) => 1 - n.distance >= opts.minScore!);
-    const matches = kept.map((n) => {
-      const score = 1 - n.distance;
-      return { product: n.product, score, distance: n.distance, matchProbability: calibrate(score) };
-    });
+    const matches = kept.map((n) => productMatch(n.product, n.distance, n.images, calibrate(1 - n.distance)));
     return { matches, plan, model: model.id };
   }
 }

@@ -27,14 +27,18 @@ export function chooseStrategy(matching: number, k: number): Strategy {
   return matching < exactThreshold(k) ? 'exact' : 'hnsw';
 }
 
-/** HNSW settings for one query (SET LOCAL inside its transaction). */
-export function hnswSettings(k: number): { efSearch: number; maxScanTuples: number } {
+/**
+ * HNSW settings for one query (SET LOCAL inside its transaction). walkLimit: how many vectors the walk
+ * must return (k products' worth, migration 0010: more than k when products have several photos); the
+ * scan budget grows with it, the candidate list stays sized for k.
+ */
+export function hnswSettings(k: number, walkLimit = k): { efSearch: number; maxScanTuples: number } {
   return {
     // pgvector's default (40) for k ≤ 10: measured at 100k rows, recall@10 0.994 against 0.995 at 100,
     // 0.3–0.5 ms sooner (the walk is most of an unfiltered query); the iterative scan extends it when
     // filters remove neighbours, so the candidate list need not be sized for them.
     efSearch: Math.min(1000, Math.max(40, 4 * k)),
     // Enough to pass over filtered-out rows down to a selectivity of k / exactThreshold(k).
-    maxScanTuples: Math.max(40_000, 4 * exactThreshold(k)),
+    maxScanTuples: Math.max(40_000, 4 * exactThreshold(k)) * Math.max(1, Math.ceil(walkLimit / k)),
   };
 }

@@ -108,6 +108,10 @@ suite('storefront page in headless Chromium', () => {
     expect(await first.locator('.category').textContent()).toBe(target.category);
     expect(await first.locator('.score-value').textContent()).toMatch(/^score (0|1)\.\d{3}$/);
     await expect.poll(() => first.locator('img').evaluate((img: any) => img.complete && img.naturalWidth > 0)).toBe(true);
+    // A search result shows the photo that matched (issue 22: a product has several), by its own id.
+    const matched = await first.getAttribute('data-matched-image');
+    expect(matched).toMatch(/^\d+$/);
+    expect(await first.locator('img').getAttribute('src')).toBe(`/images/${matched}/thumbnail.webp`);
     await page.evaluate(() => (globalThis as any).scrollTo(0, 0)); // the sticky search panel follows the scroll
     await page.screenshot({ path: path.join(SHOTS, 'storefront-desktop-photo.png'), fullPage: true });
   });
@@ -182,6 +186,60 @@ suite('storefront page in headless Chromium', () => {
     }
   });
 
+  it('searches an area of the photo: drawn with the pointer, moved with the keyboard, cleared (issue 22)', async () => {
+    const p = await context.newPage();
+    const regions: unknown[] = [];
+    // What the page asks for: the region variable of each photo query (the multipart request's operations).
+    p.on('request', (r) => {
+      const body = r.postData() ?? '';
+      if (r.url().endsWith('/graphql') && body.includes('ByImage')) {
+        const ops = /\{"query":.*"variables":\{.*?\}\}/s.exec(body)?.[0];
+        regions.push(ops ? ((JSON.parse(ops) as { variables: { region?: unknown } }).variables.region ?? null) : null);
+      }
+    });
+    await p.goto(`${t.url}/`);
+    await waitForResults(p, 'Catalog');
+    await p.setInputFiles('#photo', { name: 'my-photo.png', mimeType: 'image/png', buffer: photo });
+    await waitForResults(p, 'Products like your photo');
+    expect(await p.locator('#region-editor').isVisible()).toBe(true);
+    expect(regions).toEqual([null]);
+
+    // Drawn with the pointer: searched on release, with the box as fractions of the photo.
+    const box = (await p.locator('#region-canvas').boundingBox())!;
+    await p.mouse.move(box.x + box.width * 0.1, box.y + box.height * 0.1);
+    await p.mouse.down();
+    await p.mouse.move(box.x + box.width * 0.6, box.y + box.height * 0.7, { steps: 4 });
+    await p.mouse.up();
+    await expect.poll(() => regions.length).toBe(2);
+    const drawn = regions[1] as { x: number; y: number; width: number; height: number };
+    expect(drawn.x).toBeCloseTo(0.1, 1);
+    expect(drawn.width).toBeCloseTo(0.5, 1);
+    expect(drawn.height).toBeCloseTo(0.6, 1);
+    await waitForResults(p, 'Products like your photo');
+
+    // Moved with the keyboard (the area has the focus after drawing): one search once the key is let go.
+    expect(await p.evaluate(() => (globalThis as any).document.activeElement?.id)).toBe('region-box');
+    await p.keyboard.press('ArrowRight');
+    await expect.poll(() => regions.length).toBe(3);
+    expect((regions[2] as { x: number }).x).toBeCloseTo(drawn.x + 0.05, 2);
+    await p.keyboard.press('Shift+ArrowDown');
+    await expect.poll(() => regions.length).toBe(4);
+    expect((regions[3] as { height: number }).height).toBeCloseTo(drawn.height + 0.05, 2);
+    // Cleared: the whole photo again.
+    await p.keyboard.press('Delete');
+    await expect.poll(() => regions.length).toBe(5);
+    expect(regions[4]).toBeNull();
+    expect(await p.locator('#region-box').isHidden()).toBe(true);
+    // Keyboard only: a centred area from the button.
+    await p.locator('#region-draw').focus();
+    await p.keyboard.press('Enter');
+    await expect.poll(() => regions.length).toBe(6);
+    expect(regions[5]).toEqual({ x: 0.25, y: 0.25, width: 0.5, height: 0.5 });
+    await waitForResults(p, 'Products like your photo');
+    expect(await p.locator('#results .card').count()).toBeGreaterThan(0);
+    await p.close();
+  });
+
   it('fits a phone screen', async () => {
     const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
     await blockNonLoopback(phone);
@@ -199,6 +257,9 @@ suite('storefront page in headless Chromium', () => {
       .evaluateAll((els) => els.slice(0, 3).map((e) => Math.round(e.getBoundingClientRect().top)));
     expect(tops[0]).toBe(tops[1]);
     expect(tops[2]).toBeGreaterThan(tops[0]!);
+    // The photo to draw an area on fits the screen too.
+    const canvas = (await p.locator('#region-canvas').boundingBox())!;
+    expect(canvas.x + canvas.width).toBeLessThanOrEqual(390);
     await p.screenshot({ path: path.join(SHOTS, 'storefront-phone-photo.png') });
     await phone.close();
   });

@@ -153,11 +153,12 @@ describe('the carried columns stay equal to products', () => {
   it('the reindex path’s vectors (insertComputedVectors) get the copies too', async () => {
     const id = idOf.get(3)!;
     const sha = 'd'.repeat(64);
-    await sql`INSERT INTO product_images (product_id, sha256, format, width, height, original, thumbnail)
-              VALUES (${id}, ${sha}, 'png', 1, 1, '\\x00'::bytea, '\\x00'::bytea)
-              ON CONFLICT (product_id) DO UPDATE SET sha256 = excluded.sha256`.execute(database.db);
+    const image = await sql<{ id: string }>`INSERT INTO product_images (product_id, sha256, format, width, height, original, thumbnail)
+              VALUES (${id}, ${sha}, 'png', 1, 1, '\\x00'::bytea, '\\x00'::bytea) RETURNING id`.execute(database.db);
     await sql`DELETE FROM product_embeddings WHERE product_id = ${id} AND model_id = ${second.id}`.execute(database.db);
-    await insertComputedVectors(database.db, second.id, [{ productId: id, sha256: sha, embedding: space.vector(3) }]);
+    await insertComputedVectors(database.db, second.id, [
+      { productId: id, imageId: String(image.rows[0]!.id), region: 0, sha256: sha, embedding: space.vector(3) },
+    ]);
     expect(await copyOf(id, second.id)).toMatchObject({ category: 'c1', in_stock: false });
   });
 

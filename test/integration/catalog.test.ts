@@ -114,7 +114,7 @@ describe('catalog over GraphQL', () => {
     const sha = createHash('sha256').update(png).digest('hex');
     expect(first.data.upsertProducts[0]).toMatchObject({
       imageSha256: sha,
-      thumbnailUrl: expect.stringMatching(/^\/images\/\d+\/thumbnail\.webp/),
+      thumbnailUrl: expect.stringMatching(/^\/products\/\d+\/thumbnail\.webp/),
     });
     const res = await t.gql(UPSERT_WITH_IMAGE, { p: [product(200, { title: 'No image given' })] }, { admin: true });
     expect(res.data.upsertProducts[0]).toMatchObject({ title: 'No image given', imageSha256: sha });

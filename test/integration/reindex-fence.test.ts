@@ -106,6 +106,8 @@ it('shows a claimed job RUNNING only with its total: the claim and the count com
     .values(
       inserted.rows.map((r) => ({
         product_id: String(r.id),
+        position: 0,
+        regions: '[]',
         sha256: 'b'.repeat(64),
         format: 'png',
         width: 1,

@@ -87,6 +87,16 @@ describe('operationCost', () => {
     ).toMatchObject({ similarityFields: 2, similarityK: 800 });
     expect(cost('query($n: Int) { products(first: $n) { totalCount } }', { n: 300 }).pageFirst).toBe(300);
   });
+  it('counts k products × imagesPerProduct photos (each product listed with its n best photos)', () => {
+    expect(cost('{ similarProducts(image: {productId: "1"}, k: 20, imagesPerProduct: 3) { score } }').similarityK).toBe(60);
+    expect(
+      cost(
+        'query($n: Int) { similarProductsPage(image: {productId: "1"}, first: 10, imagesPerProduct: $n) { pageInfo { hasNextPage } } }',
+        { n: 4 },
+      ).similarityK,
+    ).toBe(40);
+    expect(cost('{ compareModels(models: ["a", "b"], text: "x", k: 5, imagesPerProduct: 2) { k } }').similarityK).toBe(20);
+  });
 
   it("counts a federation gateway's _entities batch like a products page of as many references", () => {
     // The operation a gateway sends for a batch of Product references (the federation spec's form).
