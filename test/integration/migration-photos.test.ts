@@ -3,6 +3,8 @@
  * product's image becomes its photo at position 0 and keeps its vectors, bit for bit, without
  * re-embedding; a vector of an image that is not stored stays (unattached); the analysts' view and
  * similar_products() keep answering; search returns each product once with its matched photo.
+ *
+ * @backend migration 0010's DDL, triggers and index rebuild on each backend
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, expect, it } from 'vitest';

@@ -3,6 +3,8 @@
  * with 8 photos each (one vector per photo), filtered from 100 % down to 0.1 %, and a product with 12
  * near-identical photos. Both strategies (the exact scan and the HNSW walk that walks deeper until the
  * vectors it read hold k products) must return k distinct products, ranked by their best photo.
+ *
+ * @backend the grouped search statement (iterative walks, exact path) on each backend's pgvector build
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -3,6 +3,8 @@
  * ingest of ProductInput.images (labels, variants, regions), what an unchanged, reordered or removed
  * photo costs, all-or-nothing, Product.images, thumbnails per photo, and search that ranks a product by
  * its best photo and says which one matched.
+ *
+ * @backend ingest's per-photo transactions and the photos' rows on each backend
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
