@@ -94,7 +94,7 @@ describe('operationCost', () => {
         'query($n: Int) { similarProductsPage(image: {productId: "1"}, first: 10, imagesPerProduct: $n) { pageInfo { hasNextPage } } }',
         { n: 4 },
       ).similarityK,
-    ).toBe(40);
+    ).toBe(44); // a first page ranks first + 1 products (its depth), each with its n photos: 11 × 4
     expect(cost('{ compareModels(models: ["a", "b"], text: "x", k: 5, imagesPerProduct: 2) { k } }').similarityK).toBe(20);
   });
 
