@@ -21,17 +21,8 @@ export interface ProductImage {
   sourceUrl: string | null;
 }
 
-export interface NewImageWrite {
-  productId: string;
-  position: number;
-  label: string | null;
-  variant: string | null;
-  regions: RegionBox[];
-  sha256: string;
-  format: string;
-  width: number;
-  height: number;
-  sourceUrl: string | null;
+/** A photo to store: what the API shows, and its bytes. */
+export interface NewImageWrite extends Omit<ProductImage, 'id'> {
   original: Buffer;
   thumbnail: Buffer;
 }
