@@ -177,7 +177,17 @@ export async function heartbeat(db: Db, id: string, workerId: string): Promise<b
 }
 
 /** Running jobs whose worker stopped beating (crashed, killed): they are handed back to the queue. */
-export async function orphanedJobs(db: Db, leaseSeconds: number, exceptWorker: string): Promise<ReindexJob[]> {
+export async function orphanedJobs(
+  db: Db,
+  leaseSeconds: number,
+  exceptWorker: string,
+  /**
+   * The jobs `exceptWorker` is running now. Its other stale jobs are orphans too: a run that ended while
+   * the database was down could not hand its job back (seen in CI: a reindex queued across a PostgreSQL
+   * restart stayed RUNNING, held by a live worker that no longer ran it). Unset: all of its jobs are its own.
+   */
+  runningHere?: readonly string[],
+): Promise<ReindexJob[]> {
   const rows = await db
     .selectFrom('reindex_jobs')
     .selectAll()
@@ -185,7 +195,15 @@ export async function orphanedJobs(db: Db, leaseSeconds: number, exceptWorker: s
     .where((eb) =>
       eb.or([
         eb('worker_id', 'is', null),
-        eb.and([eb('worker_id', '!=', exceptWorker), eb('heartbeat_at', '<', sql<Date>`now() - make_interval(secs => ${leaseSeconds})`)]),
+        eb.and([
+          eb('heartbeat_at', '<', sql<Date>`now() - make_interval(secs => ${leaseSeconds})`),
+          runningHere === undefined
+            ? eb('worker_id', '!=', exceptWorker)
+            : eb.or([
+                eb('worker_id', '!=', exceptWorker),
+                ...(runningHere.length ? [eb('id', 'not in', [...runningHere])] : [eb.lit(true)]),
+              ]),
+        ]),
       ]),
     )
     .execute();

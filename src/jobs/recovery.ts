@@ -46,12 +46,20 @@ export async function giveUp(db: Kysely<DB>, policy: RetryPolicy, job: ReindexJo
  */
 export async function recoverOrphans(
   db: Kysely<DB>,
-  o: { leaseSeconds: number; exclusive: boolean; workerId: string; policy: RetryPolicy; log: Logger },
+  o: {
+    leaseSeconds: number;
+    exclusive: boolean;
+    workerId: string;
+    /** The jobs this worker is running now (its other stale jobs are orphans: orphanedJobs). */
+    runningHere: readonly string[];
+    policy: RetryPolicy;
+    log: Logger;
+  },
   requeue: (job: ReindexJob) => Promise<boolean>,
 ): Promise<number> {
   const lease = o.exclusive ? 0 : o.leaseSeconds;
   let n = 0;
-  for (const job of await orphanedJobs(db, lease, o.workerId)) {
+  for (const job of await orphanedJobs(db, lease, o.workerId, o.runningHere)) {
     if (!o.exclusive && job.workerId !== null && job.heartbeatAt && Date.now() - job.heartbeatAt.getTime() < lease * 1000) continue;
     if (attemptsExhausted(o.policy, job.attempts)) {
       await giveUp(db, o.policy, job, o.log);

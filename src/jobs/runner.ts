@@ -58,6 +58,8 @@ export class JobRunner {
   private recoverTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   private readonly running = new Set<Promise<unknown>>();
+  /** The ids of the jobs this process is running now (recovery leaves them alone, whatever their heartbeat). */
+  private readonly runningJobs = new Set<string>();
   private readonly db: Kysely<DB>;
 
   constructor(
@@ -186,13 +188,29 @@ export class JobRunner {
     if (!this.queue.started || this.stopping) return 0;
     return recoverOrphans(
       this.db,
-      { leaseSeconds: this.opts.leaseSeconds, exclusive, workerId: this.workerId, policy: this.policy, log: this.log },
+      {
+        leaseSeconds: this.opts.leaseSeconds,
+        exclusive,
+        workerId: this.workerId,
+        runningHere: [...this.runningJobs],
+        policy: this.policy,
+        log: this.log,
+      },
       (job) => this.requeue(job, job.workerId, null),
     );
   }
 
   /** One run of a job fetched from the queue. */
   private async handle(jobId: string): Promise<void> {
+    this.runningJobs.add(jobId);
+    try {
+      await this.run(jobId);
+    } finally {
+      this.runningJobs.delete(jobId);
+    }
+  }
+
+  private async run(jobId: string): Promise<void> {
     const claimed = await claimJob(this.db, jobId, this.workerId, this.opts.leaseSeconds);
     if (!claimed) return; // finished, cancelled, or held by a live worker
     const log = this.log.child({ job: jobId, model: claimed.modelId });

@@ -53,6 +53,10 @@ it('fences commits on the worker that holds the lease', async () => {
   // w1 stops beating: after the lease, w2 may take the job over
   await sql`UPDATE reindex_jobs SET heartbeat_at = now() - interval '2 minutes' WHERE id = ${job.id}`.execute(db);
   expect((await orphanedJobs(db, 60, 'w2')).map((j) => j.id)).toEqual([job.id]);
+  // w1 itself, alive, sees its stale job as orphaned unless it is still running it (a run that ended while
+  // the database was down could not hand the job back)
+  expect((await orphanedJobs(db, 60, 'w1', [])).map((j) => j.id)).toEqual([job.id]);
+  expect(await orphanedJobs(db, 60, 'w1', [job.id])).toHaveLength(0);
   expect(await claimReindexJob(db, job.id, 'w2', 60)).toMatchObject({ workerId: 'w2', attempts: 2, cursor: '10', processed: 1 });
   await expect(commit(job.id, 'w1', '20')).rejects.toBeInstanceOf(LostJobError);
   expect(await heartbeat(db, job.id, 'w1')).toBe(false);
