@@ -152,7 +152,9 @@ export async function writeNaflexModel(dir: string, opts: NaflexOptions = {}): P
     }
   }
   if (opts.logitSideFile ?? true) {
-    // as tensors dumped to JSON: one-element arrays, log-space scale (the model's parameter)
+    // Not part of the hub's export (its towers carry no calibration): the side file a user adds beside a
+    // model directory (src/embedding/calibration.ts), as tensors dumped to JSON: one-element arrays,
+    // log-space scale (the model's parameter)
     await writeFile(join(dir, 'logit_scale.json'), JSON.stringify({ logit_scale: [4.7], logit_bias: [-16.5] }));
   }
   return dir;
