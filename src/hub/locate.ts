@@ -18,7 +18,8 @@ const reason = (err: unknown) => (err instanceof Error ? err.message : String(er
 /**
  * A model repository's directory as found on this machine: its snapshot in the hub cache, else the
  * project's former cache entry (revision main only: that layout kept no revisions); null when neither
- * holds its config.json.
+ * holds its config.json, and for a reference that is no repository (a registered id with @variant). The
+ * models service loads `model: "<owner>/<name>"` from here.
  */
 export function findCachedModel(repo: string, opts: { revision?: string; hubCache?: string; cacheDir?: string } = {}): string | null {
   if (!REPO_ID.test(repo)) return null;
@@ -27,15 +28,6 @@ export function findCachedModel(repo: string, opts: { revision?: string; hubCach
   if ((opts.revision ?? 'main') !== 'main') return null;
   const own = modelCachePath(repo, opts.cacheDir ?? defaultModelCacheDir());
   return fs.existsSync(join(own, 'config.json')) ? own : null;
-}
-
-/**
- * The directory of a hub reference (owner/name): its snapshot in the Hugging Face hub cache (HF_HUB_CACHE /
- * HF_HOME, shared with other tools), else the project's former cache entry; null if neither (an id with
- * @variant is no repository: null).
- */
-export function cachedModelDir(ref: string): string | null {
-  return findCachedModel(ref);
 }
 
 /**

@@ -11,7 +11,7 @@ import type { Database } from '../db/connect.js';
 import { getActiveModel, getModel, listModels, setModelKeepCurrent, type EmbeddingModel } from '../db/models.js';
 import type { Embedder } from '../embedding/index.js';
 import type { Logger } from '../log.js';
-import { cachedModelDir } from '../hub/locate.js';
+import { findCachedModel } from '../hub/locate.js';
 import { ensureModelIndex } from './hnsw.js';
 import {
   activateChecked,
@@ -186,7 +186,7 @@ export class ModelService {
   async loadServable(): Promise<string[]> {
     const loaded: string[] = [];
     for (const m of await listModels(this.database.db)) {
-      if (this.loaded.has(m.id) || !(m.status === 'ready' || m.keepCurrent) || !cachedModelDir(m.id)) continue;
+      if (this.loaded.has(m.id) || !(m.status === 'ready' || m.keepCurrent) || !findCachedModel(m.id)) continue;
       try {
         await this.resolve(m.id);
         loaded.push(m.id);
@@ -252,7 +252,7 @@ export class ModelService {
       id = active.id;
     }
     let embedder = this.loaded.get(id) ?? null;
-    const dir = embedder ? null : cachedModelDir(id);
+    const dir = embedder ? null : findCachedModel(id);
     if (dir && this.opts.load) {
       const loaded = await this.opts.load(dir).catch((err: unknown) => {
         throw new AppError(

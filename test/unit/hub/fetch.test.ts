@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { runModelCommand } from '../../../src/cli/model.js';
 import { loadModelDir } from '../../../src/embedding/model-dir.js';
 import { destinationInside, fetchModel } from '../../../src/hub/fetch.js';
-import { cachedModelDir, ensureModel, findCachedModel } from '../../../src/hub/locate.js';
+import { ensureModel, findCachedModel } from '../../../src/hub/locate.js';
 import { hubRepoDir, modelCachePath } from '../../../src/hub/paths.js';
 import { selectFiles } from '../../../src/hub/variants.js';
 import { cleanupDirs, tempDir, tinyModel } from '../embedding/helpers.js';
@@ -219,7 +219,7 @@ describe('the hub cache, shared with other Hugging Face tools', () => {
     const dir = await fetchModel({ repo: REPO, hubUrl: hub.url }); // HF_HUB_CACHE, no cacheDir
     expect(dir).toBe(snapshotIn(cacheDir));
     expect(findCachedModel(REPO, { cacheDir: await tempDir() })).toBe(dir);
-    expect(cachedModelDir(REPO)).toBe(dir); // what the model service loads `model: "<repo>"` from
+    expect(findCachedModel(REPO)).toBe(dir); // what the model service loads `model: "<repo>"` from
     expect((await loadModelDir(dir)).modelId).toBe(REPO);
     const printed: string[] = [];
     expect(await runModelCommand(['path', REPO], (l) => printed.push(l))).toBe(0);
