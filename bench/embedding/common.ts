@@ -8,8 +8,13 @@ export const B16_DIR = resolve(process.env.BENCH_MODEL_DIR ?? 'models/siglip2-b1
 
 /** The compute-faithful SigLIP 2 B/16-224 tower (random weights); generated once (~15 s; ~370 MB fp32, ~100 MB int8, ~185 MB fp16). */
 export async function ensureB16(): Promise<string> {
-  // the int8 and fp16 files came later: a directory generated before them is regenerated
-  if (!['vision_model_quantized.onnx', 'vision_model_fp16.onnx'].every((f) => existsSync(resolve(B16_DIR, 'onnx', f)))) {
+  // the 8-bit and fp16 files came later, and the 8-bit ones changed form with `_int8`/`_uint8` (quantised as
+  // transformers.js does: issue 19): a directory generated before them is regenerated
+  if (
+    !['vision_model_quantized.onnx', 'vision_model_int8.onnx', 'vision_model_fp16.onnx'].every((f) =>
+      existsSync(resolve(B16_DIR, 'onnx', f)),
+    )
+  ) {
     console.error(`generating ${B16_DIR} …`);
     await writeSiglipVisionModel(B16_DIR);
   }
