@@ -404,6 +404,23 @@ describe('reindex of a catalog with several photos', () => {
       expect(pairs.rows).toHaveLength(2);
       expect(pairs.rows[0]!.pairs).toEqual(pairs.rows[1]!.pairs);
       expect(pairs.rows[0]!.pairs).toHaveLength(Number(photosStored.rows[0]!.n) + Number(photosStored.rows[0]!.regions));
+      // The job's coverage says the same in products, photos and vectors (regions included).
+      const coverage = (
+        await t.gql(
+          `query($id: ID!) { reindexJob(id: $id) { coverage { products productsEmbedded photos photosEmbedded vectors } } }`,
+          { id: started.data.reindex.id },
+          { admin: true },
+        )
+      ).data.reindexJob.coverage;
+      const products = await sql<{ n: string }>`SELECT count(DISTINCT product_id)::text AS n FROM product_images`.execute(db);
+      expect(coverage).toEqual({
+        products: Number(products.rows[0]!.n),
+        productsEmbedded: Number(products.rows[0]!.n),
+        photos: Number(photosStored.rows[0]!.n),
+        photosEmbedded: Number(photosStored.rows[0]!.n),
+        vectors: Number(photosStored.rows[0]!.n) + Number(photosStored.rows[0]!.regions),
+      });
+      expect(coverage.photos).toBeGreaterThan(coverage.products); // several photos per product: the counts differ
       const res = await t.gql(SIMILAR, { image: { base64: b64(photos.front!) }, k: 3 });
       expect(res.errors).toBeUndefined();
       expect(res.data.similarProducts[0].matchedImage).not.toBeNull();
