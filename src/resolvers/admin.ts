@@ -2,12 +2,14 @@ import { AppError, ErrorCode } from '../errors.js';
 import type { ReindexJob as Job, ReindexState } from '../db/reindex-jobs.js';
 import { getReindexJob, listReindexJobs } from '../db/reindex-jobs.js';
 import type { ModelRecord } from '../models/service.js';
-import type { ModelStatus, RegisteredModel, ReindexJob, ReindexJobState, Resolvers } from '../schema/generated.js';
+import { modelCoverage } from '../db/embeddings.js';
+import type { ModelStatus, RegisteredModel, ReindexJobState, Resolvers } from '../schema/generated.js';
+import type { ReindexJobParent } from './parents.js';
 import { requireAdmin } from './auth.js';
 
 const up = <T extends string>(s: string) => s.toUpperCase() as T;
 
-export function reindexJobDto(j: Job, now = Date.now()): ReindexJob {
+export function reindexJobDto(j: Job, now = Date.now()): ReindexJobParent {
   let rate: number | null = null;
   let etaSeconds: number | null = null;
   if (j.state === 'running' && j.runStartedAt) {
@@ -78,6 +80,10 @@ export const adminResolvers: Resolvers = {
       });
       return jobs.map((j) => reindexJobDto(j));
     },
+  },
+  ReindexJob: {
+    // The jobs' parents come from admin-only fields (requireAdmin above): the primary, as they are.
+    coverage: (job, _, ctx) => modelCoverage(ctx.services.database.db, job.model),
   },
   Mutation: {
     reindex: async (_, args, ctx) => {
