@@ -26,6 +26,17 @@ export type Scalars = {
   _FieldSet: { input: unknown; output: unknown; }
 };
 
+/**
+ * A query made of weighted terms ("like this photo, but red, not leather"): the weighted sum of the terms'
+ * unit vectors, normalised, searched as one vector (score: its cosine similarity with a product's best
+ * photo). 1–8 terms, not all of weight 0, and not cancelling out (BAD_USER_INPUT, details.reason EMPTY_TERMS,
+ * TOO_MANY_TERMS, ZERO_WEIGHTS, ZERO_VECTOR); an unknown product is NOT_FOUND; each refused before any
+ * search runs.
+ */
+export type ComposedQuery = {
+  terms: Array<QueryTerm>;
+};
+
 /** The embedding model that serves search. */
 export type EmbeddingModelInfo = {
   __typename?: 'EmbeddingModelInfo';
@@ -457,7 +468,8 @@ export type Query = {
   /** searchProducts as cursor pages (first: 1–100, default 10). */
   searchProductsPage: ProductMatchPage;
   /**
-   * Products whose images look like the given image, nearest first, restricted by category and filter.
+   * Products whose images look like the given image (or the composed query), nearest first, restricted by
+   * category and filter.
    * A product is ranked by its best photo (or region) and listed once: returns exactly k distinct products
    * whenever at least k match the filters (fewer only under minScore), however many photos each has.
    * k: 1–1000. imagesPerProduct: how many of each product's best photos imageMatches lists (1–100, default 1).
@@ -546,11 +558,12 @@ export type QuerySearchProductsPageArgs = {
 export type QuerySimilarProductsArgs = {
   category?: InputMaybe<Scalars['String']['input']>;
   filter?: InputMaybe<ProductFilter>;
-  image: ImageInput;
+  image?: InputMaybe<ImageInput>;
   imagesPerProduct?: InputMaybe<Scalars['Int']['input']>;
   k?: InputMaybe<Scalars['Int']['input']>;
   minScore?: InputMaybe<Scalars['Float']['input']>;
   model?: InputMaybe<Scalars['ID']['input']>;
+  query?: InputMaybe<ComposedQuery>;
   region?: InputMaybe<RegionInput>;
 };
 
@@ -560,11 +573,25 @@ export type QuerySimilarProductsPageArgs = {
   category?: InputMaybe<Scalars['String']['input']>;
   filter?: InputMaybe<ProductFilter>;
   first?: InputMaybe<Scalars['Int']['input']>;
-  image: ImageInput;
+  image?: InputMaybe<ImageInput>;
   imagesPerProduct?: InputMaybe<Scalars['Int']['input']>;
   minScore?: InputMaybe<Scalars['Float']['input']>;
   model?: InputMaybe<Scalars['ID']['input']>;
+  query?: InputMaybe<ComposedQuery>;
   region?: InputMaybe<RegionInput>;
+};
+
+/**
+ * One term of a composed query: exactly one of image (a photo, or a product's stored vector with
+ * image.productId) or text, and its weight. A negative weight steers away from the term.
+ */
+export type QueryTerm = {
+  image?: InputMaybe<ImageInput>;
+  /** With image only: the box of the photo (or of the product's main photo) to use, cropped before embedding. */
+  region?: InputMaybe<RegionInput>;
+  text?: InputMaybe<Scalars['String']['input']>;
+  /** From -100 to 100; a term of weight 0 is dropped unread. Only the weights' ratios matter. */
+  weight?: InputMaybe<Scalars['Float']['input']>;
 };
 
 /** A box on a photo, as fractions of its width and height. */
@@ -761,6 +788,7 @@ export type FederationReferenceTypes = {
 
 /** Mapping between all available schema types and the resolvers types */
 export type ResolversTypes = {
+  ComposedQuery: ComposedQuery;
   DateTime: ResolverTypeWrapper<Scalars['DateTime']['output']>;
   EmbeddingModelInfo: ResolverTypeWrapper<EmbeddingModelInfo>;
   Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
@@ -795,6 +823,7 @@ export type ResolversTypes = {
   ProductMatchEdge: ResolverTypeWrapper<Omit<ProductMatchEdge, 'node'> & { node: ResolversTypes['ProductMatch'] }>;
   ProductMatchPage: ResolverTypeWrapper<Omit<ProductMatchPage, 'edges'> & { edges: Array<ResolversTypes['ProductMatchEdge']> }>;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
+  QueryTerm: QueryTerm;
   Region: ResolverTypeWrapper<Region>;
   RegionInput: RegionInput;
   RegisteredModel: ResolverTypeWrapper<RegisteredModel>;
@@ -807,6 +836,7 @@ export type ResolversTypes = {
 
 /** Mapping between all available schema types and the resolvers parents */
 export type ResolversParentTypes = {
+  ComposedQuery: ComposedQuery;
   DateTime: Scalars['DateTime']['output'];
   EmbeddingModelInfo: EmbeddingModelInfo;
   Boolean: Scalars['Boolean']['output'];
@@ -839,6 +869,7 @@ export type ResolversParentTypes = {
   ProductMatchEdge: Omit<ProductMatchEdge, 'node'> & { node: ResolversParentTypes['ProductMatch'] };
   ProductMatchPage: Omit<ProductMatchPage, 'edges'> & { edges: Array<ResolversParentTypes['ProductMatchEdge']> };
   Query: Record<PropertyKey, never>;
+  QueryTerm: QueryTerm;
   Region: Region;
   RegionInput: RegionInput;
   RegisteredModel: RegisteredModel;
@@ -1015,8 +1046,8 @@ export type QueryResolvers<ContextType = RequestContext, ParentType extends Reso
   reindexJobs?: Resolver<Array<ResolversTypes['ReindexJob']>, ParentType, ContextType, RequireFields<QueryReindexJobsArgs, 'first'>>;
   searchProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySearchProductsArgs, 'imagesPerProduct' | 'k' | 'mode' | 'text'>>;
   searchProductsPage?: Resolver<ResolversTypes['ProductMatchPage'], ParentType, ContextType, RequireFields<QuerySearchProductsPageArgs, 'first' | 'imagesPerProduct' | 'mode' | 'text'>>;
-  similarProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySimilarProductsArgs, 'image' | 'imagesPerProduct' | 'k'>>;
-  similarProductsPage?: Resolver<ResolversTypes['ProductMatchPage'], ParentType, ContextType, RequireFields<QuerySimilarProductsPageArgs, 'first' | 'image' | 'imagesPerProduct'>>;
+  similarProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySimilarProductsArgs, 'imagesPerProduct' | 'k'>>;
+  similarProductsPage?: Resolver<ResolversTypes['ProductMatchPage'], ParentType, ContextType, RequireFields<QuerySimilarProductsPageArgs, 'first' | 'imagesPerProduct'>>;
 };
 
 export type RegionResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Region'] = ResolversParentTypes['Region']> = {

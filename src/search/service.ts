@@ -26,6 +26,7 @@ import { cropPixels } from '../images/regions.js';
 import { PageCursors } from './cursor.js';
 import { SelectivityEstimator } from './estimate.js';
 import { DEFAULT_FUSION, fuse, keywordSearch, type FusionWeights } from './keyword.js';
+import { checkWeights, combineUnitVectors, parseVector } from './compose.js';
 import { searchNeighbours, type ImageHit, type NeighbourResult } from './query.js';
 import { MAX_K, type Strategy } from './strategy.js';
 
@@ -130,6 +131,15 @@ function fingerprint(parts: unknown): string {
   return createHash('sha256').update(JSON.stringify(parts)).digest('base64url').slice(0, 16);
 }
 
+/** What identifies a query image in a page cursor's fingerprint: its product, URL or bytes' hash. */
+function imageRef(image: QueryImage) {
+  return image.kind === 'product'
+    ? { product: image.id }
+    : image.kind === 'url'
+      ? { url: image.url }
+      : { bytes: createHash('sha256').update(image.bytes).digest('base64url') };
+}
+
 const MAX_FUSION_WEIGHT = 1000;
 
 function validateWeights(w: TextSearchArgs['weights']): FusionWeights {
@@ -175,12 +185,17 @@ function validateSearch(args: SearchArgs): ValidSearch {
   return { filter, k, minScore, imagesPerProduct };
 }
 
-function validateText(text: string): string {
+function validateText(text: string, field = 'text'): string {
   const query = text.trim();
-  if (!query) throw badInput('text must not be empty', { field: 'text' });
-  if (query.length > MAX_QUERY_TEXT) throw badInput(`text is longer than ${MAX_QUERY_TEXT} characters`, { field: 'text' });
+  if (!query) throw badInput(`${field} must not be empty`, { field });
+  if (query.length > MAX_QUERY_TEXT) throw badInput(`${field} is longer than ${MAX_QUERY_TEXT} characters`, { field });
   return query;
 }
+
+/** One term of a composed query (compose.ts): a photo (any query image, with its region) or a text, weighted. */
+export type ComposedTerm = { weight: number } & (
+  { kind: 'image'; image: QueryImage; region?: RegionBox | null } | { kind: 'text'; text: string }
+);
 
 export class SearchService {
   private readonly textVectors = new LRUCache<string, string>({ max: 2000 });
@@ -231,19 +246,67 @@ export class SearchService {
         return this.embedAndRun(model, { kind: 'bytes', bytes: original }, region, opts, args);
       }
       if (image.kind === 'product') {
-        const vector = await storedVector(this.db, model.id, image.id);
-        if (!vector) {
-          // Only on the error path: tell a missing product from one without a vector.
-          const exists = await getProduct(this.db, image.id);
-          throw new AppError(
-            ErrorCode.NOT_FOUND,
-            exists ? `Product ${image.id} has no image vector for the model ${model.id}` : `No product with id ${image.id}`,
-            { field: 'image.productId' },
-          );
-        }
+        const vector = await this.productVector(model, image.id, 'image.productId');
         return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy, signal: args.signal });
       }
       return this.embedAndRun(model, image, region, opts, args);
+    });
+  }
+
+  /** A product's stored vector (its main photo's) for the model; NOT_FOUND naming `field` when it has none. */
+  private async productVector(model: EmbeddingModel, id: string, field: string): Promise<string> {
+    const vector = await storedVector(this.db, model.id, id);
+    if (vector) return vector;
+    // Only on the error path: tell a missing product from one without a vector.
+    const exists = await getProduct(this.db, id);
+    throw new AppError(
+      ErrorCode.NOT_FOUND,
+      exists ? `Product ${id} has no image vector for the model ${model.id}` : `No product with id ${id}`,
+      { field, id },
+    );
+  }
+
+  /**
+   * A composed query (compose.ts): its terms checked, then the stored vectors of its products read (an
+   * unknown product refuses the query before anything is embedded), then its texts (cached) and photos
+   * embedded, and their weighted sum of unit vectors searched like any one vector. Terms of weight 0 are
+   * dropped unread. score: cosine similarity with the composed vector; matchProbability: null (no one text).
+   */
+  async similarToComposed(terms: readonly ComposedTerm[], args: SearchArgs): Promise<SearchOutcome> {
+    const opts = validateSearch(args);
+    if (args.region) throw badInput('region belongs on a term of a composed query (query.terms[i].region)', { field: 'region' });
+    checkWeights(terms.map((t) => t.weight));
+    type Kept = ComposedTerm & { index: number; region?: RegionBox | null };
+    const kept = terms.flatMap((t, index): Kept[] => {
+      if (t.weight === 0) return [];
+      if (t.kind === 'text') return [{ ...t, index, text: validateText(t.text, `query.terms[${index}].text`) }];
+      return [{ ...t, index, region: t.region ? validateRegion(`query.terms[${index}].region`, t.region) : null }];
+    });
+    return this.withModel(args.model, async (model) => {
+      const stored = new Map<number, Float32Array>();
+      for (const t of kept) {
+        if (t.kind !== 'image' || t.image.kind !== 'product') continue;
+        const field = `query.terms[${t.index}].image.productId`;
+        if (!t.region) stored.set(t.index, parseVector(await this.productVector(model, t.image.id, field)));
+        else if (!(await originalImage(this.db, t.image.id)))
+          throw new AppError(ErrorCode.NOT_FOUND, `Product ${t.image.id} has no stored photo`, { field, id: t.image.id });
+      }
+      const vectors = await Promise.all(
+        kept.map(async (t): Promise<Float32Array> => {
+          if (t.kind === 'text') return parseVector(await this.textVector(model, t.text));
+          const image = t.image;
+          if (image.kind !== 'product') return this.embedQueryImage(model, image, t.region ?? null, args.signal);
+          if (!t.region) return stored.get(t.index)!;
+          // A region of a stored product's photo: its main photo's bytes, cropped and embedded like an upload.
+          const original = await originalImage(this.db, image.id);
+          return this.embedQueryImage(model, { kind: 'bytes', bytes: original! }, t.region, args.signal);
+        }),
+      );
+      const query = combineUnitVectors(
+        vectors,
+        kept.map((t) => t.weight),
+      );
+      return this.run(model, vectorLiteral(query), opts, { strategy: args.strategy, signal: args.signal });
     });
   }
 
@@ -255,8 +318,18 @@ export class SearchService {
     opts: ValidSearch,
     args: SearchArgs,
   ): Promise<SearchOutcome | null> {
+    const vector = await this.embedQueryImage(model, image, region, args.signal);
+    return this.run(model, vectorLiteral(vector), opts, { strategy: args.strategy, signal: args.signal });
+  }
+
+  /** A query photo's vector: fetched (URL) in a fetch slot, decoded, cropped to the region, embedded. */
+  private async embedQueryImage(
+    model: EmbeddingModel,
+    image: Exclude<QueryImage, { kind: 'product' }>,
+    region: RegionBox | null,
+    signal: AbortSignal | undefined,
+  ): Promise<Float32Array> {
     const embedder = this.models.require(model.id);
-    const { signal } = args;
     // A URL is fetched in a fetch slot; the bytes exist only once it is granted.
     const bytes =
       image.kind === 'url'
@@ -280,7 +353,7 @@ export class SearchService {
       }
     })();
     const [vector] = await untilAborted(embedding, signal);
-    return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy, signal });
+    return vector!;
   }
 
   /**
@@ -415,14 +488,22 @@ export class SearchService {
 
   /** similarProducts as cursor pages (first/after): see page(). */
   async similarToImagePage(image: QueryImage, args: SearchArgs & PageArgs): Promise<MatchPage> {
-    const ref =
-      image.kind === 'product'
-        ? { product: image.id }
-        : image.kind === 'url'
-          ? { url: image.url }
-          : { bytes: createHash('sha256').update(image.bytes).digest('base64url') };
-    return this.page(args, ['image', ref, args.region, args.category, args.filter, args.minScore, args.model, args.imagesPerProduct], (k) =>
-      this.similarToImage(image, { ...args, k }),
+    return this.page(
+      args,
+      ['image', imageRef(image), args.region, args.category, args.filter, args.minScore, args.model, args.imagesPerProduct],
+      (k) => this.similarToImage(image, { ...args, k }),
+    );
+  }
+
+  /** similarProducts' composed query as cursor pages (first/after): see page(). */
+  async similarToComposedPage(terms: readonly ComposedTerm[], args: SearchArgs & PageArgs): Promise<MatchPage> {
+    const refs = terms.map((t) =>
+      t.kind === 'text'
+        ? { text: t.text.trim().toLowerCase(), w: t.weight }
+        : { image: imageRef(t.image), region: t.region ?? null, w: t.weight },
+    );
+    return this.page(args, ['composed', refs, args.category, args.filter, args.minScore, args.model, args.imagesPerProduct], (k) =>
+      this.similarToComposed(terms, { ...args, k }),
     );
   }
 

@@ -1,0 +1,246 @@
+/**
+ * The queries shoppers ask (issue 24) end to end over HTTP, with the real ONNX Runtime (the generated tiny
+ * stand-in model) and a real database: composed queries (weighted photos, products and texts),
+ * recommendations from example products (both strategies), and zero-shot classification. Each answer is
+ * checked against the same arithmetic done here by hand, from the model's own vectors: the texts and
+ * photos embedded by the service's embedder, the product vectors read from the database.
+ *
+ * @backend the search statements over a composed vector and the recommendation walks on each backend's pgvector
+ */
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { renderProductImage, syntheticCatalog, type SyntheticProduct } from '../../src/demo/synthetic-catalog.js';
+import { decodeForModel } from '../../src/images/embed.js';
+import type { Embedder } from '../../src/embedding/index.js';
+import { codes, startTestService, tinyModelDir, type TestService } from '../support/service.js';
+
+const N = 48; // 8 shapes × 6 colours
+const catalog = syntheticCatalog(N, 24);
+const images = new Map<string, Buffer>();
+const ids = new Map<string, string>(); // sku → id
+
+const UPSERT = `mutation($p: [ProductInput!]!) { upsertProducts(products: $p) { id sku } }`;
+const COMPOSED = `query($q: ComposedQuery, $k: Int, $filter: ProductFilter, $minScore: Float) {
+  similarProducts(query: $q, k: $k, filter: $filter, minScore: $minScore) { score matchProbability product { id sku category } } }`;
+const COMPOSED_PAGE = `query($q: ComposedQuery, $first: Int, $after: String) {
+  similarProductsPage(query: $q, first: $first, after: $after) { edges { node { score product { id } } } pageInfo { hasNextPage endCursor } } }`;
+const SIMILAR = `query($image: ImageInput!, $k: Int) { similarProducts(image: $image, k: $k) { score product { id } } }`;
+
+const b64 = (b: Buffer) => b.toString('base64');
+const input = (p: SyntheticProduct) => ({
+  sku: p.sku,
+  title: p.title,
+  description: p.description,
+  category: p.category,
+  brand: p.brand,
+  price: p.price,
+  inStock: p.inStock,
+  image: { base64: b64(images.get(p.sku)!) },
+});
+
+let t: TestService;
+let embedder: Embedder;
+/** Every product's stored vector (one photo each), as the database holds it. */
+const stored = new Map<string, Float32Array>();
+
+beforeAll(async () => {
+  t = await startTestService({}, { model: await tinyModelDir() });
+  for (const p of catalog) images.set(p.sku, await renderProductImage(p.shape, p.colour, { size: 128 }));
+  for (let i = 0; i < N; i += 24) {
+    const res = await t.gql(UPSERT, { p: catalog.slice(i, i + 24).map(input) }, { admin: true });
+    expect(res.errors).toBeUndefined();
+    for (const r of res.data.upsertProducts) ids.set(r.sku, r.id);
+  }
+  embedder = t.service.services.models.loadedModels()[0]!.embedder;
+  const rows = await sql<{ id: string; v: string }>`
+    SELECT product_id::text AS id, embedding::vector::text AS v FROM product_embeddings`.execute(t.service.services.database.db);
+  for (const r of rows.rows) stored.set(r.id, Float32Array.from(JSON.parse(r.v) as number[]));
+}, 180_000);
+afterAll(() => t?.stop());
+
+// --- the arithmetic, by hand -------------------------------------------------------------------------
+const dot = (a: Float32Array, b: Float32Array) => a.reduce((s, x, i) => s + x * b[i]!, 0);
+const unit = (v: Float32Array) => {
+  const n = Math.sqrt(dot(v, v));
+  return v.map((x) => x / n);
+};
+function weightedSum(terms: Array<[Float32Array, number]>): Float32Array {
+  const out = new Float32Array(terms[0]![0].length);
+  for (const [v, w] of terms) {
+    const u = unit(v);
+    for (let i = 0; i < out.length; i++) out[i]! += w * u[i]!;
+  }
+  return unit(out);
+}
+async function textVector(text: string) {
+  return (await embedder.embedTexts([text]))[0]!;
+}
+async function photoVector(bytes: Buffer) {
+  const pixels = await decodeForModel(bytes, t.service.services.imageLimits);
+  return (await embedder.embedImages([pixels]))[0]!;
+}
+/** Every product ranked by its cosine with q: the exact answer the service must give. */
+function ranking(q: Float32Array): Array<{ id: string; score: number }> {
+  return [...stored.entries()].map(([id, v]) => ({ id, score: dot(q, unit(v)) })).sort((a, b) => b.score - a.score);
+}
+/**
+ * The service's answer against the exact one: the same scores rank by rank (to the half precision the
+ * vectors are stored at), and each product's score its own cosine with q.
+ */
+function expectRanking(got: Array<{ score: number; product: { id: string } }>, q: Float32Array, k: number) {
+  const want = ranking(q);
+  expect(got).toHaveLength(k);
+  const byId = new Map(want.map((w) => [w.id, w.score]));
+  got.forEach((m, i) => {
+    expect(Math.abs(m.score - want[i]!.score)).toBeLessThan(2e-3);
+    expect(Math.abs(m.score - byId.get(m.product.id)!)).toBeLessThan(2e-3);
+  });
+}
+
+async function composed(terms: unknown[], extra: Record<string, unknown> = {}) {
+  const res = await t.gql(COMPOSED, { q: { terms }, k: 8, ...extra });
+  expect(res.errors).toBeUndefined();
+  return res.data.similarProducts as Array<{ score: number; matchProbability: number | null; product: { id: string; sku: string } }>;
+}
+
+describe('similarProducts(query: { terms }) — composed queries', () => {
+  it('ranks by the weighted sum of the unit vectors, normalised: a photo, a colour, a material away', async () => {
+    const photo = images.get(catalog[2]!.sku)!;
+    const terms = [
+      { image: { base64: b64(photo) }, weight: 1 },
+      { text: 'red', weight: 0.6 },
+      { text: 'leather', weight: -0.4 },
+    ];
+    const got = await composed(terms);
+    const q = weightedSum([
+      [await photoVector(photo), 1],
+      [await textVector('red'), 0.6],
+      [await textVector('leather'), -0.4],
+    ]);
+    expectRanking(got, q, 8);
+    for (const m of got) expect(m.matchProbability).toBeNull();
+    // The negative weight counts as negative: with it flipped the answer is another one.
+    const flipped = weightedSum([
+      [await photoVector(photo), 1],
+      [await textVector('red'), 0.6],
+      [await textVector('leather'), 0.4],
+    ]);
+    expect(Math.abs(dot(q, flipped))).toBeLessThan(0.9999);
+  });
+
+  it("takes a product's stored vector as a term, and only the weights' ratios matter", async () => {
+    const a = ids.get(catalog[5]!.sku)!;
+    const b = ids.get(catalog[17]!.sku)!;
+    const q = weightedSum([
+      [stored.get(a)!, 2],
+      [stored.get(b)!, -1],
+    ]);
+    const got = await composed([
+      { image: { productId: a }, weight: 2 },
+      { image: { productId: b }, weight: -1 },
+    ]);
+    expectRanking(got, q, 8);
+    const scaled = await composed([
+      { image: { productId: a }, weight: 20 },
+      { image: { productId: b }, weight: -10 },
+    ]);
+    expect(scaled.map((m) => m.product.id)).toEqual(got.map((m) => m.product.id));
+  });
+
+  it('one photo of any weight > 0 is the plain photo query; a term of weight 0 is dropped', async () => {
+    const photo = { base64: b64(images.get(catalog[9]!.sku)!) };
+    const plain = await t.gql(SIMILAR, { image: photo, k: 6 });
+    const one = await composed(
+      [
+        { image: photo, weight: 3 },
+        { text: 'green', weight: 0 },
+      ],
+      { k: 6 },
+    );
+    expect(one.map((m) => m.product.id)).toEqual(plain.data.similarProducts.map((m: any) => m.product.id));
+    one.forEach((m, i) => expect(m.score).toBeCloseTo(plain.data.similarProducts[i].score, 5));
+  });
+
+  it('keeps the filters, minScore and exactly k', async () => {
+    const terms = [
+      { text: 'a blue bag', weight: 1 },
+      { image: { productId: ids.get(catalog[0]!.sku)! }, weight: 0.5 },
+    ];
+    const category = catalog[0]!.category;
+    const inCategory = catalog.filter((p) => p.category === category).length;
+    const k = Math.min(5, inCategory);
+    const got = await composed(terms, { filter: { category }, k: 5 });
+    expect(got).toHaveLength(k);
+    for (const m of got) expect(m.product.category).toBe(category);
+    const all = await composed(terms, { k: 10 });
+    const floor = all[4]!.score;
+    const kept = await composed(terms, { k: 10, minScore: floor });
+    expect(kept.length).toBeLessThanOrEqual(10);
+    for (const m of kept) expect(m.score).toBeGreaterThanOrEqual(floor);
+  });
+
+  it('pages a composed query without repeats, in the order of the whole answer', async () => {
+    const q = {
+      terms: [
+        { text: 'red', weight: 1 },
+        { text: 'circle', weight: 1 },
+      ],
+    };
+    const whole = await composed(q.terms, { k: 9 });
+    const seen: string[] = [];
+    let after: string | null = null;
+    for (let i = 0; i < 3; i++) {
+      const res = await t.gql(COMPOSED_PAGE, { q, first: 3, after });
+      expect(res.errors).toBeUndefined();
+      const page = res.data.similarProductsPage;
+      seen.push(...page.edges.map((e: any) => e.node.product.id));
+      after = page.pageInfo.endCursor;
+    }
+    expect(seen).toEqual(whole.map((m) => m.product.id));
+  });
+
+  it.each([
+    ['no terms', { terms: [] }, 'EMPTY_TERMS'],
+    [
+      'every weight 0',
+      {
+        terms: [
+          { text: 'red', weight: 0 },
+          { text: 'blue', weight: 0 },
+        ],
+      },
+      'ZERO_WEIGHTS',
+    ],
+    ['more than 8 terms', { terms: Array.from({ length: 9 }, (_, i) => ({ text: `colour ${i}` })) }, 'TOO_MANY_TERMS'],
+    ['terms that cancel out', { terms: [{ text: 'red shoe' }, { text: 'RED shoe', weight: -1 }] }, 'ZERO_VECTOR'],
+  ])('refuses %s with BAD_USER_INPUT (details.reason) and runs no search', async (_name, query, reason) => {
+    const before = t.service.services.search.cachedTextQueries;
+    const res = await t.gql(COMPOSED, { q: query });
+    expect(codes(res)).toEqual(['BAD_USER_INPUT']);
+    expect(res.errors![0]!.extensions!.reason).toBe(reason);
+    expect(res.data?.similarProducts ?? null).toBeNull();
+    // Refused before anything was embedded, except terms that cancel out (their vectors had to be known).
+    if (reason !== 'ZERO_VECTOR') expect(t.service.services.search.cachedTextQueries).toBe(before);
+  });
+
+  it('refuses an unknown product with NOT_FOUND before any of its texts is embedded', async () => {
+    const before = t.service.services.search.cachedTextQueries;
+    const res = await t.gql(COMPOSED, { q: { terms: [{ text: 'a never asked text' }, { image: { productId: '987654321' } }] } });
+    expect(codes(res)).toEqual(['NOT_FOUND']);
+    expect(res.errors![0]!.extensions!.field).toBe('query.terms[1].image.productId');
+    expect(t.service.services.search.cachedTextQueries).toBe(before);
+  });
+
+  it.each([
+    ['image and query both', { image: { productId: '1' }, q: { terms: [{ text: 'red' }] } }],
+    ['a term with both image and text', { q: { terms: [{ text: 'red', image: { productId: '1' } }] } }],
+    ['a term with neither', { q: { terms: [{ weight: 1 }] } }],
+    ['a weight over 100', { q: { terms: [{ text: 'red', weight: 101 }] } }],
+  ])('refuses %s with BAD_USER_INPUT', async (_name, variables) => {
+    const res = await t.gql(
+      `query($image: ImageInput, $q: ComposedQuery) { similarProducts(image: $image, query: $q) { score } }`,
+      variables,
+    );
+    expect(codes(res)).toEqual(['BAD_USER_INPUT']);
+  });
+});
