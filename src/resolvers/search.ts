@@ -1,6 +1,7 @@
 import { badInput } from '../errors.js';
 import type { CompareQuery } from '../search/compare.js';
 import type { ComposedQuery, ImageInput, Resolvers } from '../schema/generated.js';
+import { labelPrompts } from '../embedding/zero-shot.js';
 import { checkWeights } from '../search/compose.js';
 import type { ComposedTerm } from '../search/service.js';
 import type { RequestContext } from './context.js';
@@ -70,6 +71,12 @@ export const searchResolvers: Resolvers = {
         overlap: c.pairs.map((p) => ({ models: [p.a, p.b], shared: p.shared, jaccard: p.jaccard, rankCorrelation: p.rankCorrelation })),
         sharedByAll: c.sharedByAll,
       };
+    },
+    classifyImage: async (_, { image, labels, ...args }, ctx) => {
+      // The labels are checked before the photo is read (search/service.ts checks them again).
+      labelPrompts(labels, args.template ?? undefined);
+      const photo = await toQueryImage(image, ctx.services.imageLimits.maxImageBytes, { requestOverflowed: ctx.uploadOverflowed });
+      return ctx.services.search.classifyImage(photo, labels, { ...args, signal: ctx.signal });
     },
     embeddingModel: async (_, __, ctx) => {
       const loaded = ctx.services.models.loadedModels();

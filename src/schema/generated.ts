@@ -98,6 +98,17 @@ export type FusionWeights = {
   vector?: InputMaybe<Scalars['Float']['input']>;
 };
 
+/** classifyImage's answer. */
+export type ImageClassification = {
+  __typename?: 'ImageClassification';
+  /** Each label, most probable first (by cosine where probabilities are null). */
+  labels: Array<LabelProbability>;
+  /** Why probability is null (the model's logit scale and bias are unknown); null when it is known. */
+  message?: Maybe<Scalars['String']['output']>;
+  /** The model that answered. */
+  model: Scalars['ID']['output'];
+};
+
 /** An image given in exactly one of four ways (a OneOf input: exactly one field, and not null). */
 export type ImageInput =
   /** The image file's bytes, base64-encoded (standard or URL-safe alphabet). */
@@ -115,6 +126,16 @@ export type ImageMatch = {
   image?: Maybe<ProductImage>;
   /** null: the whole photo matched. */
   region?: Maybe<Region>;
+  score: Scalars['Float']['output'];
+};
+
+/** One label's answer in classifyImage. */
+export type LabelProbability = {
+  __typename?: 'LabelProbability';
+  label: Scalars['String']['output'];
+  /** SigLIP's calibrated probability that the photo shows the label; null where the model's calibration is unknown. */
+  probability?: Maybe<Scalars['Float']['output']>;
+  /** Cosine similarity of the photo and the label's prompt. */
   score: Scalars['Float']['output'];
 };
 
@@ -431,6 +452,14 @@ export type ProductMatchPage = {
 export type Query = {
   __typename?: 'Query';
   /**
+   * Zero-shot classification: how likely the photo shows each label, by SigLIP's calibrated per-label
+   * probability sigmoid(exp(logit_scale) · cos + logit_bias), where cos is the cosine of the photo and the
+   * label put into template ({} is where the label goes). Independent per label (they need not sum to 1: a
+   * photo can show several), most probable first. labels: 1–64 (duplicates, in any case, counted once), each
+   * one text embedded (cached). region and model: as for similarProducts.
+   */
+  classifyImage: ImageClassification;
+  /**
    * The same image or text query (exactly one of them), filters and k answered by 2–8 models side by side,
    * with how far their top k agree. models: ready, loaded model ids (default: every such model, the
    * active one first); any other is MODEL_UNAVAILABLE before anything runs.
@@ -480,6 +509,15 @@ export type Query = {
   similarProducts: Array<ProductMatch>;
   /** similarProducts as cursor pages (first: 1–100, default 10). */
   similarProductsPage: ProductMatchPage;
+};
+
+
+export type QueryClassifyImageArgs = {
+  image: ImageInput;
+  labels: Array<Scalars['String']['input']>;
+  model?: InputMaybe<Scalars['ID']['input']>;
+  region?: InputMaybe<RegionInput>;
+  template?: InputMaybe<Scalars['String']['input']>;
 };
 
 
@@ -801,9 +839,11 @@ export type ResolversTypes = {
   EvalTransform: EvalTransform;
   EvalTransformMetrics: ResolverTypeWrapper<EvalTransformMetrics>;
   FusionWeights: FusionWeights;
+  ImageClassification: ResolverTypeWrapper<ImageClassification>;
   ImageInput: ImageInput;
   ImageMatch: ResolverTypeWrapper<Omit<ImageMatch, 'image'> & { image?: Maybe<ResolversTypes['ProductImage']> }>;
   JSON: ResolverTypeWrapper<Scalars['JSON']['output']>;
+  LabelProbability: ResolverTypeWrapper<LabelProbability>;
   ModelComparison: ResolverTypeWrapper<Omit<ModelComparison, 'results'> & { results: Array<ResolversTypes['ModelResults']> }>;
   ModelEvaluation: ResolverTypeWrapper<ModelEvaluation>;
   ModelEvaluationReport: ResolverTypeWrapper<ModelEvaluationReport>;
@@ -848,9 +888,11 @@ export type ResolversParentTypes = {
   Float: Scalars['Float']['output'];
   EvalTransformMetrics: EvalTransformMetrics;
   FusionWeights: FusionWeights;
+  ImageClassification: ImageClassification;
   ImageInput: ImageInput;
   ImageMatch: Omit<ImageMatch, 'image'> & { image?: Maybe<ResolversParentTypes['ProductImage']> };
   JSON: Scalars['JSON']['output'];
+  LabelProbability: LabelProbability;
   ModelComparison: Omit<ModelComparison, 'results'> & { results: Array<ResolversParentTypes['ModelResults']> };
   ModelEvaluation: ModelEvaluation;
   ModelEvaluationReport: ModelEvaluationReport;
@@ -908,6 +950,12 @@ export type EvalTransformMetricsResolvers<ContextType = RequestContext, ParentTy
   transform?: Resolver<ResolversTypes['EvalTransform'], ParentType, ContextType>;
 };
 
+export type ImageClassificationResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ImageClassification'] = ResolversParentTypes['ImageClassification']> = {
+  labels?: Resolver<Array<ResolversTypes['LabelProbability']>, ParentType, ContextType>;
+  message?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  model?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+};
+
 export type ImageMatchResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ImageMatch'] = ResolversParentTypes['ImageMatch']> = {
   image?: Resolver<Maybe<ResolversTypes['ProductImage']>, ParentType, ContextType>;
   region?: Resolver<Maybe<ResolversTypes['Region']>, ParentType, ContextType>;
@@ -917,6 +965,12 @@ export type ImageMatchResolvers<ContextType = RequestContext, ParentType extends
 export interface JsonScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['JSON'], any> {
   name: 'JSON';
 }
+
+export type LabelProbabilityResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['LabelProbability'] = ResolversParentTypes['LabelProbability']> = {
+  label?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  probability?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  score?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+};
 
 export type ModelComparisonResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ModelComparison'] = ResolversParentTypes['ModelComparison']> = {
   k?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
@@ -1036,6 +1090,7 @@ export type ProductMatchPageResolvers<ContextType = RequestContext, ParentType e
 };
 
 export type QueryResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
+  classifyImage?: Resolver<ResolversTypes['ImageClassification'], ParentType, ContextType, RequireFields<QueryClassifyImageArgs, 'image' | 'labels' | 'template'>>;
   compareModels?: Resolver<ResolversTypes['ModelComparison'], ParentType, ContextType, RequireFields<QueryCompareModelsArgs, 'imagesPerProduct' | 'k'>>;
   embeddingModel?: Resolver<Maybe<ResolversTypes['EmbeddingModelInfo']>, ParentType, ContextType>;
   evaluateModels?: Resolver<ResolversTypes['ModelEvaluationReport'], ParentType, ContextType, RequireFields<QueryEvaluateModelsArgs, 'limit'>>;
@@ -1107,8 +1162,10 @@ export type Resolvers<ContextType = RequestContext> = {
   EvalCategoryMetrics?: EvalCategoryMetricsResolvers<ContextType>;
   EvalMetrics?: EvalMetricsResolvers<ContextType>;
   EvalTransformMetrics?: EvalTransformMetricsResolvers<ContextType>;
+  ImageClassification?: ImageClassificationResolvers<ContextType>;
   ImageMatch?: ImageMatchResolvers<ContextType>;
   JSON?: GraphQLScalarType;
+  LabelProbability?: LabelProbabilityResolvers<ContextType>;
   ModelComparison?: ModelComparisonResolvers<ContextType>;
   ModelEvaluation?: ModelEvaluationResolvers<ContextType>;
   ModelEvaluationReport?: ModelEvaluationReportResolvers<ContextType>;

@@ -26,6 +26,7 @@ import { cropPixels } from '../images/regions.js';
 import { PageCursors } from './cursor.js';
 import { SelectivityEstimator } from './estimate.js';
 import { DEFAULT_FUSION, fuse, keywordSearch, type FusionWeights } from './keyword.js';
+import { classifyVector, DEFAULT_TEMPLATE, labelPrompts, type LabelScore } from '../embedding/zero-shot.js';
 import { checkWeights, combineUnitVectors, parseVector } from './compose.js';
 import { searchNeighbours, type ImageHit, type NeighbourResult } from './query.js';
 import { MAX_K, type Strategy } from './strategy.js';
@@ -190,6 +191,14 @@ function validateText(text: string, field = 'text'): string {
   if (!query) throw badInput(`${field} must not be empty`, { field });
   if (query.length > MAX_QUERY_TEXT) throw badInput(`${field} is longer than ${MAX_QUERY_TEXT} characters`, { field });
   return query;
+}
+
+/** classifyImage's answer: each label's score and probability, most probable first. */
+export interface ImageClassification {
+  model: string;
+  labels: LabelScore[];
+  /** Why the probabilities are null (the model's calibration is unknown); null when they are not. */
+  message: string | null;
 }
 
 /** One term of a composed query (compose.ts): a photo (any query image, with its region) or a text, weighted. */
@@ -484,6 +493,41 @@ export class SearchService {
         model: model.id,
       };
     });
+  }
+
+  /**
+   * Zero-shot classification of a query photo (embedding/zero-shot.ts): each label put into the template,
+   * embedded as a text (cached like a search text), and scored by SigLIP's own per-label probability,
+   * most probable first. The labels are checked before the photo is read. probability is null, with
+   * `message` saying why, where the model's calibration is unknown (the cosines still order the labels).
+   */
+  async classifyImage(
+    image: QueryImage,
+    labels: readonly string[],
+    args: { template?: string | null; region?: RegionBox | null; model?: string | null; signal?: AbortSignal | undefined },
+  ): Promise<ImageClassification> {
+    const checked = labelPrompts(labels, args.template ?? DEFAULT_TEMPLATE);
+    const region = args.region ? validateRegion('region', args.region) : null;
+    const model = await this.queryModel(args.model);
+    const embedder = this.models.require(model.id);
+    let vector: Float32Array;
+    if (image.kind !== 'product') vector = await this.embedQueryImage(model, image, region, args.signal);
+    else if (!region) vector = parseVector(await this.productVector(model, image.id, 'image.productId'));
+    else {
+      const original = await originalImage(this.db, image.id);
+      if (!original) throw new AppError(ErrorCode.NOT_FOUND, `Product ${image.id} has no stored photo`, { field: 'image.productId' });
+      vector = await this.embedQueryImage(model, { kind: 'bytes', bytes: original }, region, args.signal);
+    }
+    const vectors = await Promise.all(checked.prompts.map(async (p) => parseVector(await this.textVector(model, p))));
+    const scores = classifyVector(vector, { ...checked, vectors }, (score) => embedder.matchProbability(score));
+    const calibrated = embedder.matchProbability(0) !== null;
+    return {
+      model: model.id,
+      labels: scores,
+      message: calibrated
+        ? null
+        : `The model ${model.id} has no known calibration (logit scale and bias): probabilities are null and the labels are ordered by cosine similarity. Set EMBEDDING_LOGIT_SCALE and EMBEDDING_LOGIT_BIAS (README, "Models") to enable them.`,
+    };
   }
 
   /** similarProducts as cursor pages (first/after): see page(). */

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderProductImage, syntheticCatalog, type SyntheticProduct } from '../../src/demo/synthetic-catalog.js';
 import { decodeForModel } from '../../src/images/embed.js';
 import type { Embedder } from '../../src/embedding/index.js';
-import { codes, startTestService, tinyModelDir, type TestService } from '../support/service.js';
+import { codes, startTestService, tinyModelDir, type GqlResponse, type TestService } from '../support/service.js';
 
 const N = 48; // 8 shapes × 6 colours
 const catalog = syntheticCatalog(N, 24);
@@ -25,6 +25,10 @@ const COMPOSED = `query($q: ComposedQuery, $k: Int, $filter: ProductFilter, $min
 const COMPOSED_PAGE = `query($q: ComposedQuery, $first: Int, $after: String) {
   similarProductsPage(query: $q, first: $first, after: $after) { edges { node { score product { id } } } pageInfo { hasNextPage endCursor } } }`;
 const SIMILAR = `query($image: ImageInput!, $k: Int) { similarProducts(image: $image, k: $k) { score product { id } } }`;
+
+/** sigmoid(10·cos − 1): the tiny model's cosines spread over the probabilities. */
+const LOGIT_SCALE = Math.log(10);
+const LOGIT_BIAS = -1;
 
 const b64 = (b: Buffer) => b.toString('base64');
 const input = (p: SyntheticProduct) => ({
@@ -44,7 +48,11 @@ let embedder: Embedder;
 const stored = new Map<string, Float32Array>();
 
 beforeAll(async () => {
-  t = await startTestService({}, { model: await tinyModelDir() });
+  // A calibration given by setting (the tiny model has none): classifyImage's probabilities are checked against it.
+  t = await startTestService(
+    { EMBEDDING_LOGIT_SCALE: String(LOGIT_SCALE), EMBEDDING_LOGIT_BIAS: String(LOGIT_BIAS) },
+    { model: await tinyModelDir() },
+  );
   for (const p of catalog) images.set(p.sku, await renderProductImage(p.shape, p.colour, { size: 128 }));
   for (let i = 0; i < N; i += 24) {
     const res = await t.gql(UPSERT, { p: catalog.slice(i, i + 24).map(input) }, { admin: true });
@@ -100,7 +108,11 @@ function expectRanking(got: Array<{ score: number; product: { id: string } }>, q
 async function composed(terms: unknown[], extra: Record<string, unknown> = {}) {
   const res = await t.gql(COMPOSED, { q: { terms }, k: 8, ...extra });
   expect(res.errors).toBeUndefined();
-  return res.data.similarProducts as Array<{ score: number; matchProbability: number | null; product: { id: string; sku: string } }>;
+  return res.data.similarProducts as Array<{
+    score: number;
+    matchProbability: number | null;
+    product: { id: string; sku: string; category: string };
+  }>;
 }
 
 describe('similarProducts(query: { terms }) — composed queries', () => {
@@ -190,9 +202,9 @@ describe('similarProducts(query: { terms }) — composed queries', () => {
     const seen: string[] = [];
     let after: string | null = null;
     for (let i = 0; i < 3; i++) {
-      const res = await t.gql(COMPOSED_PAGE, { q, first: 3, after });
+      const res: GqlResponse<any> = await t.gql(COMPOSED_PAGE, { q, first: 3, after });
       expect(res.errors).toBeUndefined();
-      const page = res.data.similarProductsPage;
+      const page = res.data.similarProductsPage as { edges: any[]; pageInfo: { endCursor: string | null } };
       seen.push(...page.edges.map((e: any) => e.node.product.id));
       after = page.pageInfo.endCursor;
     }
@@ -242,5 +254,71 @@ describe('similarProducts(query: { terms }) — composed queries', () => {
       variables,
     );
     expect(codes(res)).toEqual(['BAD_USER_INPUT']);
+  });
+});
+
+const CLASSIFY = `query($image: ImageInput!, $labels: [String!]!, $template: String) {
+  classifyImage(image: $image, labels: $labels, template: $template) { model message labels { label score probability } } }`;
+
+describe('classifyImage — zero-shot classification', () => {
+  it("gives each label SigLIP's probability, sigmoid(exp(logit_scale)·cos + logit_bias), from the model's own vectors, most probable first", async () => {
+    const p = catalog[3]!;
+    const photo = images.get(p.sku)!;
+    const labels = ['red', 'blue', 'green', 'circle', 'square', 'bag'];
+    const res = await t.gql(CLASSIFY, { image: { base64: b64(photo) }, labels, template: 'a {} thing' });
+    expect(res.errors).toBeUndefined();
+    const out = res.data.classifyImage as { message: string | null; labels: Array<{ label: string; score: number; probability: number }> };
+    expect(out.message).toBeNull();
+    expect(out.labels.map((l) => l.label).sort()).toEqual([...labels].sort());
+    const image = await photoVector(photo);
+    for (const l of out.labels) {
+      const cos = dot(image, await textVector(`a ${l.label} thing`));
+      expect(l.score).toBeCloseTo(cos, 5);
+      expect(l.probability).toBeCloseTo(1 / (1 + Math.exp(-(Math.exp(LOGIT_SCALE) * cos + LOGIT_BIAS))), 6);
+    }
+    for (let i = 1; i < out.labels.length; i++) expect(out.labels[i - 1]!.probability).toBeGreaterThanOrEqual(out.labels[i]!.probability);
+  });
+
+  it("classifies a product's stored vector with the default template", async () => {
+    const id = ids.get(catalog[7]!.sku)!;
+    const res = await t.gql(CLASSIFY, { image: { productId: id }, labels: ['mugs', 'bags'] });
+    expect(res.errors).toBeUndefined();
+    for (const l of res.data.classifyImage.labels) {
+      expect(l.score).toBeCloseTo(dot(unit(stored.get(id)!), await textVector(`a photo of ${l.label}`)), 3);
+    }
+  });
+
+  it.each([
+    ['no labels', []],
+    ['an empty label', ['red', ' ']],
+    ['65 labels', Array.from({ length: 65 }, (_, i) => `label ${i}`)],
+  ])('refuses %s with BAD_USER_INPUT before embedding anything', async (_name, labels) => {
+    const before = t.service.services.search.cachedTextQueries;
+    const res = await t.gql(CLASSIFY, { image: { productId: ids.get(catalog[0]!.sku)! }, labels });
+    expect(codes(res)).toEqual(['BAD_USER_INPUT']);
+    expect(t.service.services.search.cachedTextQueries).toBe(before);
+  });
+
+  it('refuses a template without {} with BAD_USER_INPUT', async () => {
+    const res = await t.gql(CLASSIFY, { image: { productId: ids.get(catalog[0]!.sku)! }, labels: ['red'], template: 'a photo' });
+    expect(codes(res)).toEqual(['BAD_USER_INPUT']);
+  });
+});
+
+describe('classifyImage on a model without calibration', () => {
+  let plain: TestService;
+  beforeAll(async () => {
+    plain = await startTestService({}, { model: await tinyModelDir() });
+  }, 120_000);
+  afterAll(() => plain?.stop());
+
+  it('answers null probabilities with a message saying why, the labels ordered by cosine', async () => {
+    const res = await plain.gql(CLASSIFY, { image: { base64: b64(images.get(catalog[1]!.sku)!) }, labels: ['red', 'blue', 'green'] });
+    expect(res.errors).toBeUndefined();
+    const out = res.data.classifyImage;
+    expect(out.message).toMatch(/calibration/);
+    expect(out.labels.map((l: any) => l.probability)).toEqual([null, null, null]);
+    const scores = out.labels.map((l: any) => l.score as number);
+    expect([...scores].sort((a, b) => b - a)).toEqual(scores);
   });
 });
