@@ -125,7 +125,7 @@ export function operationCost(
           cost.similarityK += intArg(arg('k'), DEFAULT_K, MAX_K) * n * photos;
           cost.embeddings += value('text') != null ? n : n * imageEmbeddings(value('image'), value('region'));
         } else if (name === 'recommendProducts') {
-          // BEST_SCORE walks once per positive example (search/recommend.ts): k once per walk.
+          // BEST_SCORE walks once per positive example (search/service.ts, recommend()): k once per walk.
           const positive = value('positive');
           const walks =
             value('strategy') === 'BEST_SCORE' && Array.isArray(positive) ? Math.max(1, Math.min(positive.length, MAX_EXAMPLES)) : 1;

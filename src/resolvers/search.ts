@@ -1,6 +1,7 @@
 import { badInput } from '../errors.js';
 import type { CompareQuery } from '../search/compare.js';
 import type { ComposedQuery, ImageInput, Resolvers } from '../schema/generated.js';
+import { validateId } from '../catalog/validate.js';
 import { labelPrompts } from '../embedding/zero-shot.js';
 import { checkWeights } from '../search/compose.js';
 import type { ComposedTerm } from '../search/service.js';
@@ -71,6 +72,11 @@ export const searchResolvers: Resolvers = {
         overlap: c.pairs.map((p) => ({ models: [p.a, p.b], shared: p.shared, jaccard: p.jaccard, rankCorrelation: p.rankCorrelation })),
         sharedByAll: c.sharedByAll,
       };
+    },
+    recommendProducts: async (_, { positive, negative, ...args }, ctx) => {
+      const ids = (list: readonly string[], field: string) => list.map((id, i) => validateId(`${field}[${i}]`, id));
+      const search = { ...args, positive: ids(positive, 'positive'), negative: ids(negative ?? [], 'negative'), signal: ctx.signal };
+      return (await ctx.services.search.recommend(search)).matches;
     },
     classifyImage: async (_, { image, labels, ...args }, ctx) => {
       // The labels are checked before the photo is read (search/service.ts checks them again).

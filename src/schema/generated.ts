@@ -482,6 +482,19 @@ export type Query = {
   product?: Maybe<Product>;
   /** Products in a stable order (by id), 1–500 per page (default 50). */
   products: ProductConnection;
+  /**
+   * Products like the positive examples and unlike the negative ones ("more like these, not like that"), with
+   * the filters and the "exactly k" promise of similarProducts. An example is its product's stored vector
+   * (its main photo's); an unknown one is NOT_FOUND before anything runs. positive: 1–16 products,
+   * negative: 0–16, none in both. excludeExamples (default true) leaves the examples out of the answer.
+   * AVERAGE_VECTOR (default): one walk for avg(positive) + (avg(positive) − avg(negative)), as Qdrant
+   * computes it; score = its cosine with the product's best photo. BEST_SCORE: a product's best cosine to a
+   * positive, or −(its best cosine to a negative)² where a negative is closer than every positive (ranked
+   * after all others); it walks once per positive (k + examples deep, deepened ×4 at most twice while a
+   * product outside the candidates could still rank in the top k: at most 3 × |positive| walks), so the
+   * budget counts its k once per positive.
+   */
+  recommendProducts: Array<ProductMatch>;
   /** A reindex job by id; null when there is none. Requires the admin token. */
   reindexJob?: Maybe<ReindexJob>;
   /** Reindex jobs, newest first (1–200, default 20), optionally by state or model. Requires the admin token. */
@@ -551,6 +564,20 @@ export type QueryProductsArgs = {
   after?: InputMaybe<Scalars['String']['input']>;
   filter?: InputMaybe<ProductFilter>;
   first?: InputMaybe<Scalars['Int']['input']>;
+};
+
+
+export type QueryRecommendProductsArgs = {
+  category?: InputMaybe<Scalars['String']['input']>;
+  excludeExamples?: InputMaybe<Scalars['Boolean']['input']>;
+  filter?: InputMaybe<ProductFilter>;
+  imagesPerProduct?: InputMaybe<Scalars['Int']['input']>;
+  k?: InputMaybe<Scalars['Int']['input']>;
+  minScore?: InputMaybe<Scalars['Float']['input']>;
+  model?: InputMaybe<Scalars['ID']['input']>;
+  negative?: InputMaybe<Array<Scalars['ID']['input']>>;
+  positive: Array<Scalars['ID']['input']>;
+  strategy?: InputMaybe<RecommendStrategy>;
 };
 
 
@@ -631,6 +658,14 @@ export type QueryTerm = {
   /** From -100 to 100; a term of weight 0 is dropped unread. Only the weights' ratios matter. */
   weight?: InputMaybe<Scalars['Float']['input']>;
 };
+
+/**
+ * How recommendProducts combines its examples (Qdrant's recommend strategies): AVERAGE_VECTOR searches for one
+ * averaged vector; BEST_SCORE scores each product by its nearest example.
+ */
+export type RecommendStrategy =
+  | 'AVERAGE_VECTOR'
+  | 'BEST_SCORE';
 
 /** A box on a photo, as fractions of its width and height. */
 export type Region = {
@@ -864,6 +899,7 @@ export type ResolversTypes = {
   ProductMatchPage: ResolverTypeWrapper<Omit<ProductMatchPage, 'edges'> & { edges: Array<ResolversTypes['ProductMatchEdge']> }>;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
   QueryTerm: QueryTerm;
+  RecommendStrategy: RecommendStrategy;
   Region: ResolverTypeWrapper<Region>;
   RegionInput: RegionInput;
   RegisteredModel: ResolverTypeWrapper<RegisteredModel>;
@@ -1097,6 +1133,7 @@ export type QueryResolvers<ContextType = RequestContext, ParentType extends Reso
   models?: Resolver<Array<ResolversTypes['RegisteredModel']>, ParentType, ContextType>;
   product?: Resolver<Maybe<ResolversTypes['Product']>, ParentType, ContextType, RequireFields<QueryProductArgs, 'id'>>;
   products?: Resolver<ResolversTypes['ProductConnection'], ParentType, ContextType, Partial<QueryProductsArgs>>;
+  recommendProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QueryRecommendProductsArgs, 'excludeExamples' | 'imagesPerProduct' | 'k' | 'negative' | 'positive' | 'strategy'>>;
   reindexJob?: Resolver<Maybe<ResolversTypes['ReindexJob']>, ParentType, ContextType, RequireFields<QueryReindexJobArgs, 'id'>>;
   reindexJobs?: Resolver<Array<ResolversTypes['ReindexJob']>, ParentType, ContextType, RequireFields<QueryReindexJobsArgs, 'first'>>;
   searchProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySearchProductsArgs, 'imagesPerProduct' | 'k' | 'mode' | 'text'>>;

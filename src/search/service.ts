@@ -27,8 +27,8 @@ import { PageCursors } from './cursor.js';
 import { SelectivityEstimator } from './estimate.js';
 import { DEFAULT_FUSION, fuse, keywordSearch, type FusionWeights } from './keyword.js';
 import { classifyVector, DEFAULT_TEMPLATE, labelPrompts, type LabelScore } from '../embedding/zero-shot.js';
-import { checkWeights, combineUnitVectors, parseVector } from './compose.js';
-import { searchNeighbours, type ImageHit, type NeighbourResult } from './query.js';
+import { averageVectorQuery, bestScore, checkWeights, combineUnitVectors, MAX_EXAMPLES, parseVector } from './compose.js';
+import { bestCosines, searchNeighbours, type ImageHit, type NeighbourResult } from './query.js';
 import { MAX_K, type Strategy } from './strategy.js';
 
 export interface SearchArgs {
@@ -192,6 +192,19 @@ function validateText(text: string, field = 'text'): string {
   if (query.length > MAX_QUERY_TEXT) throw badInput(`${field} is longer than ${MAX_QUERY_TEXT} characters`, { field });
   return query;
 }
+
+/** recommendProducts' arguments: example product ids, the strategy, and a search's filters. */
+export interface RecommendArgs extends Omit<SearchArgs, 'strategy'> {
+  positive: readonly string[];
+  negative?: readonly string[] | null;
+  strategy?: 'AVERAGE_VECTOR' | 'BEST_SCORE' | null;
+  excludeExamples?: boolean | null;
+  /** Benchmarks and tests only: the walks' strategy (SearchArgs.strategy). */
+  searchStrategy?: Strategy;
+}
+
+/** BEST_SCORE's rounds of walks at most (each 4 times as deep as the last): its cost bound. */
+export const BEST_SCORE_ROUNDS = 3;
 
 /** classifyImage's answer: each label's score and probability, most probable first. */
 export interface ImageClassification {
@@ -493,6 +506,110 @@ export class SearchService {
         model: model.id,
       };
     });
+  }
+
+  /**
+   * Recommendations from example products (compose.ts has the two strategies' arithmetic). An example is
+   * its stored vector (its main photo's); every example is read, and an unknown one refused (NOT_FOUND),
+   * before any walk. excludeExamples (default) leaves the examples out of the answer: each walk ranks
+   * k + |examples| products, so that k remain whenever k others match the filters.
+   *
+   * AVERAGE_VECTOR: one walk for the averaged vector; score = its cosine with the product's best photo.
+   * BEST_SCORE: one walk per positive (its k + |examples| nearest products: the candidates), then one
+   * statement for every candidate's best cosine to every example, scored and ranked here. The answer is
+   * exact when the k-th score is at least every full walk's last cosine (no product outside the
+   * candidates can score higher); otherwise the walks go 4 times as deep, at most twice more. The bound:
+   * 3 rounds of |positive| walks, each at most min(1000, 16·(k + |examples|)) products deep, and one
+   * scoring statement per round; past it the answer is the best among the candidates.
+   */
+  async recommend(args: RecommendArgs): Promise<SearchOutcome> {
+    const opts = validateSearch({ ...args, strategy: args.searchStrategy });
+    const positive = [...new Set(args.positive)];
+    const negative = [...new Set(args.negative ?? [])];
+    if (positive.length === 0) throw badInput('positive must name at least one product', { field: 'positive' });
+    for (const [field, list] of [
+      ['positive', positive],
+      ['negative', negative],
+    ] as const)
+      if (list.length > MAX_EXAMPLES)
+        throw badInput(`${field} names ${list.length} products; at most ${MAX_EXAMPLES}`, {
+          field,
+          reason: 'TOO_MANY_EXAMPLES',
+          max: MAX_EXAMPLES,
+        });
+    const both = positive.find((id) => negative.includes(id));
+    if (both) throw badInput(`product ${both} is both a positive and a negative example`, { field: 'negative', id: both });
+    const strategy = args.strategy ?? 'AVERAGE_VECTOR';
+    const exclude = args.excludeExamples ?? true;
+    const examples = new Set([...positive, ...negative]);
+    const extra = exclude ? examples.size : 0;
+    return this.withModel(args.model, async (model) => {
+      const read = async (ids: string[], field: string) =>
+        Promise.all(ids.map(async (id, i) => await this.productVector(model, id, `${field}[${i}]`)));
+      const pos = await read(positive, 'positive');
+      const neg = await read(negative, 'negative');
+      const keep = (m: ProductMatch) => !(exclude && examples.has(m.product.id)) && (opts.minScore === null || m.score >= opts.minScore);
+      const run = { strategy: args.searchStrategy, signal: args.signal };
+      if (strategy === 'AVERAGE_VECTOR') {
+        const query = averageVectorQuery(pos.map(parseVector), neg.map(parseVector));
+        const walked = await this.run(model, vectorLiteral(query), { ...opts, minScore: null, k: Math.min(MAX_K, opts.k + extra) }, run);
+        if (!walked) return null;
+        return { ...walked, matches: walked.matches.filter(keep).slice(0, opts.k) };
+      }
+      return this.bestScoreRecommend(model, pos, neg, opts, extra, keep, run);
+    });
+  }
+
+  /** BEST_SCORE (see recommend()): walks per positive, the candidates scored against every example. */
+  private async bestScoreRecommend(
+    model: EmbeddingModel,
+    pos: string[],
+    neg: string[],
+    opts: ValidSearch,
+    extra: number,
+    keep: (m: ProductMatch) => boolean,
+    run: { strategy: Strategy | undefined; signal: AbortSignal | undefined },
+  ): Promise<SearchOutcome | null> {
+    let depth = Math.min(MAX_K, opts.k + extra);
+    let roundTrips = 0;
+    let walks = 0;
+    for (let round = 1; ; round++) {
+      // Each candidate as its nearest walk found it (the photos that matched its best positive).
+      const candidates = new Map<string, ProductMatch>();
+      let floor = -Infinity; // the highest last cosine of a walk that may have stopped short of more products
+      for (const vector of pos) {
+        const walked = await this.run(model, vector, { ...opts, minScore: null, k: depth }, run);
+        if (!walked) return null;
+        walks++;
+        roundTrips += walked.plan.roundTrips;
+        for (const m of walked.matches) {
+          const seen = candidates.get(m.product.id);
+          if (!seen || m.score > seen.score) candidates.set(m.product.id, m);
+        }
+        if (walked.matches.length >= depth) floor = Math.max(floor, walked.matches.at(-1)!.score);
+      }
+      const cosines = await bestCosines(this.db, model, [...candidates.keys()], [...pos, ...neg]);
+      roundTrips++;
+      const scored = [...candidates.values()]
+        .map((m) => {
+          const c = cosines.get(m.product.id) ?? [];
+          const score = bestScore(c.slice(0, pos.length), c.slice(pos.length));
+          return { ...m, score, distance: 1 - score, matchProbability: null };
+        })
+        .filter(keep)
+        .sort((a, b) => b.score - a.score || Number(a.product.id) - Number(b.product.id));
+      // No product outside the candidates is nearer a positive than the deepest full walk's last one.
+      const kth = scored[opts.k - 1]?.score ?? -Infinity;
+      const exact = kth >= floor;
+      if (exact || round >= BEST_SCORE_ROUNDS || depth >= MAX_K) {
+        return {
+          matches: scored.slice(0, opts.k),
+          plan: { strategy: 'exact', estimatedMatches: -1, fellBack: !exact, walks, roundTrips },
+          model: model.id,
+        };
+      }
+      depth = Math.min(MAX_K, depth * 4);
+    }
   }
 
   /**

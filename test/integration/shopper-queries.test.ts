@@ -322,3 +322,109 @@ describe('classifyImage on a model without calibration', () => {
     expect([...scores].sort((a, b) => b - a)).toEqual(scores);
   });
 });
+
+const RECOMMEND = `query($p: [ID!]!, $n: [ID!], $s: RecommendStrategy, $k: Int, $filter: ProductFilter, $x: Boolean) {
+  recommendProducts(positive: $p, negative: $n, strategy: $s, k: $k, filter: $filter, excludeExamples: $x) {
+    score distance product { id category } } }`;
+
+async function recommend(variables: Record<string, unknown>) {
+  const res = await t.gql(RECOMMEND, variables);
+  expect(res.errors).toBeUndefined();
+  return res.data.recommendProducts as Array<{ score: number; distance: number; product: { id: string; category: string } }>;
+}
+
+/** Qdrant's BEST_SCORE by hand: the best cosine to a positive, or −(best to a negative)² where a negative is closer. */
+function bestScoreRanking(pos: string[], neg: string[], exclude: string[]) {
+  return [...stored.entries()]
+    .filter(([id]) => !exclude.includes(id))
+    .map(([id, v]) => {
+      const u = unit(v);
+      const p = Math.max(...pos.map((x) => dot(u, unit(stored.get(x)!))));
+      const n = neg.length ? Math.max(...neg.map((x) => dot(u, unit(stored.get(x)!)))) : -Infinity;
+      return { id, score: n > p ? -(n * n) : p };
+    })
+    .sort((a, b) => b.score - a.score);
+}
+
+function expectSameRanking(got: Array<{ score: number; product: { id: string } }>, want: Array<{ id: string; score: number }>, k: number) {
+  expect(got).toHaveLength(k);
+  const byId = new Map(want.map((w) => [w.id, w.score]));
+  got.forEach((m, i) => {
+    expect(Math.abs(m.score - want[i]!.score)).toBeLessThan(2e-3);
+    expect(Math.abs(m.score - byId.get(m.product.id)!)).toBeLessThan(2e-3);
+  });
+}
+
+describe('recommendProducts — more like these, not like that', () => {
+  const id = (i: number) => ids.get(catalog[i]!.sku)!;
+
+  it('AVERAGE_VECTOR ranks by avg(positive) + (avg(positive) − avg(negative)), examples left out', async () => {
+    const pos = [id(1), id(9), id(17)];
+    const neg = [id(4), id(30)];
+    const got = await recommend({ p: pos, n: neg, k: 10 });
+    const q = weightedSum([
+      ...pos.map((x): [Float32Array, number] => [stored.get(x)!, 2 / 3]),
+      ...neg.map((x): [Float32Array, number] => [stored.get(x)!, -1 / 2]),
+    ]);
+    const want = ranking(q).filter((w) => !pos.includes(w.id) && !neg.includes(w.id));
+    expectSameRanking(got, want, 10);
+    for (const m of got) expect(m.distance).toBeCloseTo(1 - m.score, 6);
+  });
+
+  it('AVERAGE_VECTOR without negatives is the mean of the positives', async () => {
+    const pos = [id(2), id(3)];
+    const got = await recommend({ p: pos, k: 6 });
+    const q = weightedSum(pos.map((x): [Float32Array, number] => [stored.get(x)!, 1]));
+    expectSameRanking(
+      got,
+      ranking(q).filter((w) => !pos.includes(w.id)),
+      6,
+    );
+  });
+
+  it("BEST_SCORE ranks by each product's nearest positive, penalised (−cos²) where a negative is nearer: the exact ranking", async () => {
+    const pos = [id(0), id(12), id(27)];
+    const neg = [id(8), id(20)];
+    const got = await recommend({ p: pos, n: neg, s: 'BEST_SCORE', k: 12 });
+    expectSameRanking(got, bestScoreRanking(pos, neg, [...pos, ...neg]), 12);
+  });
+
+  it('BEST_SCORE reaches past the penalised products for k: the whole catalog ranked', async () => {
+    const pos = [id(5)];
+    const neg = [id(6), id(13), id(21)];
+    const k = N - pos.length - neg.length;
+    const got = await recommend({ p: pos, n: neg, s: 'BEST_SCORE', k });
+    const want = bestScoreRanking(pos, neg, [...pos, ...neg]);
+    expect(want.some((w) => w.score < 0)).toBe(true); // some products are nearer a negative
+    expectSameRanking(got, want, k);
+  });
+
+  it('keeps the examples when excludeExamples is false (a positive is its own best match)', async () => {
+    const pos = [id(11)];
+    const got = await recommend({ p: pos, s: 'BEST_SCORE', k: 3, x: false });
+    expect(got[0]!.product.id).toBe(pos[0]);
+    expect(got[0]!.score).toBeCloseTo(1, 3);
+  });
+
+  it.each(['AVERAGE_VECTOR', 'BEST_SCORE'])('%s keeps the filters and returns exactly k when k match', async (s) => {
+    const category = catalog[0]!.category;
+    const matching = catalog.filter((p) => p.category === category).length;
+    const got = await recommend({ p: [id(0)], n: [id(1)], s, k: matching - 1, filter: { category } });
+    expect(got).toHaveLength(matching - 1); // every other product of the category: the examples are left out
+    for (const m of got) expect(m.product.category).toBe(category);
+    expect(new Set(got.map((m) => m.product.id)).size).toBe(got.length);
+  });
+
+  it.each([
+    ['no positive', { p: [] }, 'BAD_USER_INPUT', 'positive'],
+    ['17 positives', { p: Array.from({ length: 17 }, (_, i) => String(i + 1)) }, 'BAD_USER_INPUT', 'positive'],
+    ['a product both positive and negative', { p: ['1', '2'], n: ['2'] }, 'BAD_USER_INPUT', 'negative'],
+    ['an unknown positive', { p: ['1', '987654321'] }, 'NOT_FOUND', 'positive[1]'],
+    ['an unknown negative', { p: ['1'], n: ['987654322'] }, 'NOT_FOUND', 'negative[0]'],
+  ])('refuses %s (%s) before any walk', async (_name, variables, code, field) => {
+    const vars = { ...variables, p: (variables.p as string[]).map((x, i) => (i === 0 && x === '1' ? id(0) : x)) };
+    const res = await t.gql(RECOMMEND, { s: 'BEST_SCORE', ...vars });
+    expect(codes(res)).toEqual([code]);
+    expect(res.errors![0]!.extensions!.field).toBe(field);
+  });
+});
