@@ -399,6 +399,26 @@ describe('recommendProducts — more like these, not like that', () => {
     expectSameRanking(got, want, k);
   });
 
+  it("BEST_SCORE walks deeper when the first walk's candidates are nearer a negative than the positive", async () => {
+    // A positive whose 3 nearest products are the negatives: its next nearest ones (the first walk's
+    // candidates, k + 4 deep) are then likely nearer a negative too, and the top 3 lie further out.
+    const k = 3;
+    const near = (a: string) =>
+      [...stored.keys()]
+        .filter((x) => x !== a)
+        .sort((x, y) => dot(unit(stored.get(y)!), unit(stored.get(a)!)) - dot(unit(stored.get(x)!), unit(stored.get(a)!)));
+    const setups = [...stored.keys()].map((a) => {
+      const order = near(a);
+      const neg = order.slice(0, 3);
+      const firstWalk = new Set(order.slice(3, k + 3)); // the first walk's candidates, examples left out
+      return { a, neg, firstWalk, want: bestScoreRanking([a], neg, [a, ...neg]) };
+    });
+    const setup = setups.find((x) => x.want.slice(0, k).some((w) => !x.firstWalk.has(w.id)));
+    expect(setup).toBeDefined(); // the catalog holds such a positive: the test exercises the deeper walks
+    const got = await recommend({ p: [setup!.a], n: setup!.neg, s: 'BEST_SCORE', k });
+    expectSameRanking(got, setup!.want, k);
+  });
+
   it('keeps the examples when excludeExamples is false (a positive is its own best match)', async () => {
     const pos = [id(11)];
     const got = await recommend({ p: pos, s: 'BEST_SCORE', k: 3, x: false });
