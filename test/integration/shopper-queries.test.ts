@@ -442,7 +442,7 @@ describe('recommendProducts — more like these, not like that', () => {
     ['an unknown positive', { p: ['1', '987654321'] }, 'NOT_FOUND', 'positive[1]'],
     ['an unknown negative', { p: ['1'], n: ['987654322'] }, 'NOT_FOUND', 'negative[0]'],
   ])('refuses %s (%s) before any walk', async (_name, variables, code, field) => {
-    const vars = { ...variables, p: (variables.p).map((x, i) => (i === 0 && x === '1' ? id(0) : x)) };
+    const vars = { ...variables, p: variables.p.map((x, i) => (i === 0 && x === '1' ? id(0) : x)) };
     const res = await t.gql(RECOMMEND, { s: 'BEST_SCORE', ...vars });
     expect(codes(res)).toEqual([code]);
     expect(res.errors![0]!.extensions!.field).toBe(field);
