@@ -141,6 +141,8 @@ suite('storefront: refine, likely categories, more/not like this (headless Chrom
 
   it('has no WCAG 2 A/AA violations (axe-core) with the refine box, likely categories and card controls shown', async () => {
     expect(await axeViolations(page)).toEqual([]);
+    fs.mkdirSync('test-results', { recursive: true });
+    await page.screenshot({ path: 'test-results/storefront-photo-refine-likely.png' });
   });
 
   it('"more like this" and "not like this" run recommendProducts with the products marked', async () => {
@@ -166,6 +168,7 @@ suite('storefront: refine, likely categories, more/not like this (headless Chrom
     expect(after).not.toContain(disliked);
     expect(after).not.toContain(liked);
     expect(await axeViolations(page)).toEqual([]);
+    await page.screenshot({ path: 'test-results/storefront-more-like-these.png' });
   });
 });
 
