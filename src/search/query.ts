@@ -357,15 +357,16 @@ export async function searchNeighbours(db: Kysely<DB>, q: NeighbourQuery, estima
 }
 
 /**
- * Each product's best cosine to each example vector (its best photo or region, as search ranks it): one
- * statement over the given products' vectors only (recommendations' BEST_SCORE, compose.ts). Returns
- * product id → one cosine per example, in the examples' order (null where the product has no vector).
+ * Each product's best cosine to each example vector (its best photo or region passing the filter, as
+ * search ranks it): one statement over the given products' vectors only (recommendations' BEST_SCORE,
+ * compose.ts). Returns product id → one cosine per example, in the examples' order.
  */
 export async function bestCosines(
   db: Kysely<DB>,
   model: { id: string; dimension: number },
   productIds: readonly string[],
   examples: readonly string[],
+  filter: ProductFilter | null = null,
 ): Promise<Map<string, number[]>> {
   const { id } = modelParts(model);
   const out = new Map<string, number[]>();
@@ -374,7 +375,7 @@ export async function bestCosines(
     SELECT e.product_id::text AS product_id, x.i, max(1 - (e.embedding <=> x.v::halfvec)::float8) AS cosine
     FROM product_embeddings e
     CROSS JOIN unnest(${examples}::text[]) WITH ORDINALITY AS x(v, i)
-    WHERE e.model_id = ${id} AND e.product_id = ANY(${productIds}::bigint[])
+    WHERE e.model_id = ${id} AND e.product_id = ANY(${productIds}::bigint[]) AND ${productFilterCondition(filter, 'e')}
     GROUP BY e.product_id, x.i`.execute(db);
   for (const r of rows.rows) {
     const list = out.get(r.product_id) ?? new Array<number>(examples.length).fill(-Infinity);

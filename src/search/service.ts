@@ -588,7 +588,7 @@ export class SearchService {
         }
         if (walked.matches.length >= depth) floor = Math.max(floor, walked.matches.at(-1)!.score);
       }
-      const cosines = await bestCosines(this.db, model, [...candidates.keys()], [...pos, ...neg]);
+      const cosines = await bestCosines(this.db, model, [...candidates.keys()], [...pos, ...neg], opts.filter);
       roundTrips++;
       const scored = [...candidates.values()]
         .map((m) => {
