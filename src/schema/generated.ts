@@ -489,8 +489,8 @@ export type Query = {
    * negative: 0–16, none in both. excludeExamples (default true) leaves the examples out of the answer.
    * AVERAGE_VECTOR (default): one walk for avg(positive) + (avg(positive) − avg(negative)), as Qdrant
    * computes it; score = its cosine with the product's best photo. BEST_SCORE: a product's best cosine to a
-   * positive, or −(its best cosine to a negative)² where a negative is closer than every positive (ranked
-   * after all others); it walks once per positive (k + examples deep, deepened ×4 at most twice while a
+   * positive, or −(its best cosine to a negative)² where a negative is closer than every positive (≤ 0:
+   * after every product nearer a positive); it walks once per positive (k + examples deep, deepened ×4 at most twice while a
    * product outside the candidates could still rank in the top k: at most 3 × |positive| walks), so the
    * budget counts its k once per positive.
    */

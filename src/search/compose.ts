@@ -91,7 +91,8 @@ export function averageVectorQuery(positive: readonly Float32Array[], negative: 
 /**
  * BEST_SCORE's score of one candidate from its cosines to the positives and to the negatives (Qdrant's
  * definition): the best positive cosine, unless a negative is strictly closer; then −(best negative)²,
- * which ranks every such candidate after every other, the closer to a negative the lower.
+ * which is ≤ 0: such a candidate ranks after every one whose best positive cosine is ≥ 0 (SigLIP's
+ * image–image cosines nearly always are), the closer to a negative the lower.
  */
 export function bestScore(positiveCosines: readonly number[], negativeCosines: readonly number[]): number {
   const pos = Math.max(...positiveCosines);
