@@ -516,7 +516,7 @@ export type Query = {
    * whenever at least k match the filters (fewer only under minScore), however many photos each has.
    * k: 1–1000. imagesPerProduct: how many of each product's best photos imageMatches lists (1–100, default 1).
    * region: the box of the query photo to search for (the bag in a street photo), cropped before embedding;
-   * with productId, a box of that product's main photo.
+   * with productId, a box of that product's main photo (with query, each term takes its own region instead).
    * model: a ready model loaded in this process (default: the active one); otherwise MODEL_UNAVAILABLE.
    */
   similarProducts: Array<ProductMatch>;
