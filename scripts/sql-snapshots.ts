@@ -24,7 +24,7 @@ import { nextCatalogBatch } from '../src/db/embeddings.js';
 import type { DB } from '../src/db/types.js';
 import { commitBatch } from '../src/jobs/reindex.js';
 import { keywordSearch } from '../src/search/keyword.js';
-import { searchNeighbours, type NeighbourQuery } from '../src/search/query.js';
+import { bestCosines, searchNeighbours, type NeighbourQuery } from '../src/search/query.js';
 
 const OUT = new URL('../docs/sql/', import.meta.url);
 
@@ -115,6 +115,19 @@ files.push(
     'search-hybrid.sql',
     'searchProducts(mode: HYBRID): the two statements it runs at once (a pool of max(2k, 50) each), fused by reciprocal rank in the service.',
     [section('the vector side (hnsw on the query text embedding)', vectorSide!), section('the keyword side', keywordSide!)],
+  ),
+);
+
+// recommendProducts(strategy: BEST_SCORE): after one walk per positive (the hot path's statement), one
+// statement scores the candidates against every example (src/search/compose.ts has the arithmetic).
+const [bestScore] = await capture(() =>
+  bestCosines(db, query.model, ['4097', '4098', '4099'], ['[0.5,0.5,0.5,0.5]', '[0.5,-0.5,0.5,-0.5]', '[1,0,0,0]'], query.filter),
+);
+files.push(
+  file(
+    'recommend-best-score.sql',
+    "recommendProducts(strategy: BEST_SCORE): the candidates' best cosine to each example, after one walk per positive (src/search/query.ts bestCosines).",
+    [section('3 candidates, 2 positive and 1 negative example, filter: { category: "shoes", maxPrice: 100 }', bestScore!)],
   ),
 );
 

@@ -108,6 +108,9 @@ const schema = z.object({
   BUDGET_ADMIN_SIMILARITY_FIELDS: int(1, 1000).default(30),
   BUDGET_ADMIN_SIMILARITY_K: int(1, 1_000_000).default(30_000),
   BUDGET_PAGE_FIRST: int(1, 1_000_000).default(500),
+  // Texts and photos one operation may embed: one classifyImage of 64 labels and its photo, and a few more.
+  BUDGET_EMBEDDINGS: int(1, 100_000).default(72),
+  BUDGET_ADMIN_EMBEDDINGS: int(1, 100_000).default(1_000),
   SEARCH_IMAGE_MAX_PIXELS: int(1, 1_000_000_000).default(16_000_000),
   GRAPHQL_REQUEST_TIMEOUT_MS: int(0, 3_600_000).default(20_000),
   HTTP_REQUEST_TIMEOUT_MS: int(0, 3_600_000).default(60_000),
@@ -383,8 +386,16 @@ function limitsOf(env: Env) {
       heavyK: env.ADMISSION_HEAVY_K,
     },
     budget: {
-      anonymous: { similarityFields: env.BUDGET_SIMILARITY_FIELDS, similarityK: env.BUDGET_SIMILARITY_K },
-      admin: { similarityFields: env.BUDGET_ADMIN_SIMILARITY_FIELDS, similarityK: env.BUDGET_ADMIN_SIMILARITY_K },
+      anonymous: {
+        similarityFields: env.BUDGET_SIMILARITY_FIELDS,
+        similarityK: env.BUDGET_SIMILARITY_K,
+        embeddings: env.BUDGET_EMBEDDINGS,
+      },
+      admin: {
+        similarityFields: env.BUDGET_ADMIN_SIMILARITY_FIELDS,
+        similarityK: env.BUDGET_ADMIN_SIMILARITY_K,
+        embeddings: env.BUDGET_ADMIN_EMBEDDINGS,
+      },
       pageFirst: env.BUDGET_PAGE_FIRST,
     },
     searchMaxPixels: env.SEARCH_IMAGE_MAX_PIXELS,

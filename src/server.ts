@@ -256,7 +256,7 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
               // The client's allowance pays for what the operation asks for (admission/allowance.ts).
               const client = ctx.contextValue.client;
               if (!client) return;
-              await allowance.charge(client.payer, 1 + cost.similarityK + cost.pageFirst).catch((err: unknown) => {
+              await allowance.charge(client.payer, 1 + cost.similarityK + cost.pageFirst + cost.embeddings).catch((err: unknown) => {
                 throw isAppError(err)
                   ? new GraphQLError(err.message, { extensions: { ...err.details, code: err.code, http: { status: 429 } } })
                   : err;

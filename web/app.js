@@ -10,16 +10,25 @@ const Q = {
   browse: `${CARD} query Browse($filter: ProductFilter, $first: Int, $after: String) { products(filter: $filter, first: $first, after: $after) { totalCount edges { node { ...Card } } pageInfo { hasNextPage endCursor } } }`,
   image: `${CARD} query ByImage($image: ImageInput!, $region: RegionInput, $filter: ProductFilter, $k: Int) { similarProducts(image: $image, region: $region, filter: $filter, k: $k) { score matchedImage { id label thumbnailUrl } product { ...Card } } }`,
   text: `${CARD} query ByText($text: String!, $filter: ProductFilter, $k: Int) { searchProducts(text: $text, filter: $filter, k: $k) { score matchedImage { id label thumbnailUrl } product { ...Card } } }`,
+  // a photo refined with words (issue 24): one composed query, the photo's term first
+  composed: `${CARD} query Refined($query: ComposedQuery, $filter: ProductFilter, $k: Int) { similarProducts(query: $query, filter: $filter, k: $k) { score matchedImage { id label thumbnailUrl } product { ...Card } } }`,
+  recommend: `${CARD} query Recommend($positive: [ID!]!, $negative: [ID!], $filter: ProductFilter, $k: Int) { recommendProducts(positive: $positive, negative: $negative, filter: $filter, k: $k) { score matchedImage { id label thumbnailUrl } product { ...Card } } }`,
+  classify: `query Likely($image: ImageInput!, $labels: [String!]!) { classifyImage(image: $image, labels: $labels) { labels { label score probability } } }`,
   // every model the service has ready (the active one first): the public API picks them, the page needs no list
   // (the product's fields listed inline: a fragment spread there would pass the API's depth limit of 6)
   compare: `query Compare($image: ImageInput, $text: String, $filter: ProductFilter, $k: Int) { compareModels(image: $image, text: $text, filter: $filter, k: $k) { k results { model active dimension matches { score product { id sku title category brand price currency inStock thumbnailUrl imageUrl } } } overlap { models shared jaccard rankCorrelation } sharedByAll } }`,
 };
 
 /**
- * What the grid shows: the catalog, products like a photo, like a text, or like a product.
- * @type {{ kind: 'browse' } | { kind: 'photo', file: File } | { kind: 'text', text: string } | { kind: 'similar', product: any }}
+ * What the grid shows: the catalog, products like a photo (refined with words), like a text, like a
+ * product, or like the products a shopper marked "more like this" and unlike those marked "not like this".
+ * @type {{ kind: 'browse' } | { kind: 'photo', file: File, refine?: string } | { kind: 'text', text: string } | { kind: 'similar', product: any } | { kind: 'recommend', positive: any[], negative: any[] }}
  */
 let query = { kind: 'browse' };
+/** The matches the grid shows (a "not like this" before any "more like this" starts from the best of them). */
+let shown = [];
+/** recommendProducts takes at most this many examples each side. */
+const MAX_EXAMPLES = 16;
 let previewUrl = null;
 let inflight = null; // AbortController of the current request
 let seq = 0;
@@ -52,9 +61,15 @@ const el = {
   compare: $('compare'),
   overlap: $('overlap'),
   cols: $('compare-cols'),
+  refineForm: /** @type {HTMLFormElement} */ ($('refine-form')),
+  refine: /** @type {HTMLInputElement} */ ($('refine')),
+  likely: $('likely'),
+  likelyList: $('likely-list'),
 };
 
-const comparing = () => el.compareMode.checked && query.kind !== 'browse';
+// Models are compared on one photo, text or product; not on a refined photo or on marked examples.
+const comparing = () =>
+  el.compareMode.checked && query.kind !== 'browse' && query.kind !== 'recommend' && !(query.kind === 'photo' && query.refine);
 
 // ---------- filters ----------
 
@@ -103,6 +118,20 @@ async function run() {
       if (mine !== seq) return;
       renderCompare(data.compareModels);
       return;
+    } else if (query.kind === 'photo' && query.refine) {
+      // The photo (its area, if drawn) and the words as one composed query: the photo's term is the file.
+      const terms = [{ image: { file: null }, ...(region ? { region } : {}), weight: 1 }, ...refineTerms(query.refine)];
+      const data = await gqlUpload(
+        Q.composed,
+        { query: { terms }, filter, k },
+        { 'variables.query.terms.0.image.file': query.file },
+        controller.signal,
+      );
+      items = data.similarProducts;
+    } else if (query.kind === 'recommend') {
+      const ids = (list) => list.map((p) => p.id);
+      const data = await gql(Q.recommend, { positive: ids(query.positive), negative: ids(query.negative), filter, k }, controller.signal);
+      items = data.recommendProducts;
     } else if (query.kind === 'photo') {
       const data = await gqlUpload(
         Q.image,
@@ -170,7 +199,11 @@ function baseHeading() {
     case 'browse':
       return 'Catalog';
     case 'photo':
-      return 'Products like your photo';
+      return query.refine ? `Products like your photo, refined: “${query.refine}”` : 'Products like your photo';
+    case 'recommend': {
+      const names = (list) => (list.length === 1 ? list[0].title : `${list.length} products`);
+      return `More like ${names(query.positive)}${query.negative.length ? `, not like ${names(query.negative)}` : ''}`;
+    }
     case 'text':
       return `Results for “${query.text}”`;
     case 'similar':
@@ -180,6 +213,7 @@ function baseHeading() {
 
 function renderHead() {
   el.title.textContent = heading();
+  el.refineForm.hidden = query.kind !== 'photo';
   el.clear.hidden = query.kind === 'browse';
   const thumb =
     query.kind === 'similar' ? (query.product.thumbnailUrl ?? query.product.imageUrl) : query.kind === 'photo' ? previewUrl : null;
@@ -198,6 +232,7 @@ function render(items, opts = {}) {
   el.grid.hidden = false;
   el.cols.replaceChildren();
   el.overlap.replaceChildren();
+  shown = items;
   el.grid.replaceChildren(...items.map(card));
   if (opts.silent) {
     el.status.textContent = '';
@@ -478,7 +513,114 @@ function card({ product, score, matchedImage }) {
   body.append(hint);
   btn.append(body);
   li.append(btn);
+  if (query.kind !== 'browse') li.append(cardTools(product));
   return li;
+}
+
+/** "More like this" / "Not like this" under a search result: recommendations from the products marked. */
+function cardTools(product) {
+  const tools = document.createElement('span');
+  tools.className = 'card-tools';
+  const marked = (side) => query.kind === 'recommend' && query[side].some((p) => p.id === product.id);
+  for (const [side, text] of [
+    ['positive', 'More like this'],
+    ['negative', 'Not like this'],
+  ]) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = `quiet ${side === 'positive' ? 'more-like' : 'not-like'}`;
+    b.setAttribute('aria-pressed', String(marked(side)));
+    b.textContent = text;
+    const name = document.createElement('span');
+    name.className = 'visually-hidden';
+    name.textContent = `: ${product.title}`;
+    b.append(name);
+    b.addEventListener('click', () => markExample(product, side));
+    tools.append(b);
+  }
+  return tools;
+}
+
+/**
+ * Marks a product as an example (clicking a marked one again unmarks it) and asks recommendProducts. A
+ * "not like this" before any "more like this" keeps the best match shown as what the shopper likes.
+ * @param {any} product
+ * @param {'positive' | 'negative'} side
+ */
+function markExample(product, side) {
+  const base = query.kind === 'recommend' ? query : { positive: [], negative: [] };
+  const wasMarked = base[side].some((p) => p.id === product.id);
+  const next = {
+    kind: /** @type {const} */ ('recommend'),
+    positive: base.positive.filter((p) => p.id !== product.id),
+    negative: base.negative.filter((p) => p.id !== product.id),
+  };
+  if (!wasMarked) next[side] = [...next[side], product].slice(-MAX_EXAMPLES);
+  if (next.positive.length === 0) {
+    const best = shown.find((m) => !next.negative.some((n) => n.id === m.product.id));
+    if (best) next.positive.push(best.product);
+  }
+  if (next.positive.length === 0) return;
+  query = next;
+  el.q.value = '';
+  run().then(() => el.title.focus({ preventScroll: true }));
+}
+
+/** The refine box's words as composed-query terms: "in red, not leather" → red toward, leather away. */
+function refineTerms(text) {
+  return text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .slice(0, 7) // the photo is the 8th term
+    .map((s) => {
+      const away = /^(?:not|no|without)\s+(.+)$/i.exec(s);
+      return away ? { text: away[1], weight: -0.4 } : { text: s, weight: 0.6 };
+    });
+}
+
+/**
+ * The catalog categories the shopper's photo most likely shows (classifyImage with the categories as
+ * labels): one click narrows the filter to it, a second click widens it again.
+ * @param {File} file
+ */
+async function showLikelyCategories(file) {
+  el.likely.hidden = true;
+  el.likelyList.replaceChildren();
+  const labels = [...el.category.options]
+    .map((o) => o.value)
+    .filter(Boolean)
+    .slice(0, 64);
+  if (labels.length < 2) return;
+  try {
+    const data = await gqlUpload(Q.classify, { image: { file: null }, labels }, { 'variables.image.file': file });
+    if (query.kind !== 'photo' || query.file !== file) return; // another search meanwhile
+    for (const l of data.classifyImage.labels.slice(0, 3)) {
+      const li = document.createElement('li');
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = 'quiet likely-category';
+      b.dataset.category = l.label;
+      b.textContent = l.probability == null ? l.label : `${l.label} · ${Math.round(l.probability * 100)} %`;
+      b.title = l.probability == null ? 'Ranked by similarity (the model gives no probabilities)' : 'How likely the photo shows it';
+      b.addEventListener('click', () => {
+        el.category.value = el.category.value === l.label ? '' : l.label;
+        markLikely();
+        run();
+      });
+      li.append(b);
+      el.likelyList.append(li);
+    }
+    markLikely();
+    el.likely.hidden = false;
+  } catch {
+    // a hint, not the search: the page works without it
+  }
+}
+
+function markLikely() {
+  for (const b of el.likelyList.querySelectorAll('button'))
+    b.setAttribute('aria-pressed', String(b.dataset.category === el.category.value));
 }
 
 // ---------- actions ----------
@@ -508,6 +650,9 @@ function clearPhoto() {
   drawRegion();
   regionEl.editor.hidden = true;
   regionEl.photo.removeAttribute('src');
+  el.refine.value = '';
+  el.likely.hidden = true;
+  el.likelyList.replaceChildren();
 }
 
 // ---- a region of the shopper's photo (issue 22): drawn with the pointer or moved with the keyboard,
@@ -641,8 +786,17 @@ function searchPhoto(file) {
   regionEl.editor.hidden = false;
   el.q.value = '';
   query = { kind: 'photo', file }; // uploaded as is (multipart), so large photos cost no base64 overhead
+  showLikelyCategories(file);
   return run();
 }
+
+el.refineForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  if (query.kind !== 'photo') return;
+  const refine = el.refine.value.trim();
+  query = { kind: 'photo', file: query.file, ...(refine ? { refine } : {}) };
+  run();
+});
 
 // A file the browser cannot show (not an image): no broken-image icon; the API's answer explains it.
 for (const img of [el.preview, el.queryThumb]) {
@@ -692,7 +846,10 @@ el.textForm.addEventListener('submit', (e) => {
 
 // Filters apply at once: selects and the checkbox on change, prices when edited (debounced).
 let priceTimer = 0;
-el.filterForm.addEventListener('change', () => run());
+el.filterForm.addEventListener('change', () => {
+  markLikely();
+  run();
+});
 el.filterForm.addEventListener('input', (e) => {
   if (e.target === el.minPrice || e.target === el.maxPrice) {
     clearTimeout(priceTimer);
@@ -708,6 +865,7 @@ $('reset-filters').addEventListener('click', () => {
   el.minPrice.value = '';
   el.maxPrice.value = '';
   el.inStock.checked = false;
+  markLikely();
   run();
 });
 el.compareMode.addEventListener('change', () => {

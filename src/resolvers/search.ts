@@ -1,19 +1,58 @@
 import { badInput } from '../errors.js';
 import type { CompareQuery } from '../search/compare.js';
-import type { Resolvers } from '../schema/generated.js';
+import type { ComposedQuery, ImageInput, Resolvers } from '../schema/generated.js';
+import { validateId } from '../catalog/validate.js';
+import { labelPrompts } from '../embedding/zero-shot.js';
+import { checkWeights } from '../search/compose.js';
+import type { ComposedTerm } from '../search/service.js';
+import type { RequestContext } from './context.js';
 import { toQueryImage } from './inputs.js';
+
+/** similarProducts takes exactly one of image or query. */
+function queryImage(image: ImageInput | null | undefined): ImageInput {
+  if (image == null) throw badInput('similarProducts takes exactly one of image or query', { field: 'image' });
+  return image;
+}
+
+/** A composed query's terms: each exactly one of image or text, its photo read like any query image's. */
+async function composedTerms(image: ImageInput | null | undefined, query: ComposedQuery, ctx: RequestContext): Promise<ComposedTerm[]> {
+  if (image != null) throw badInput('similarProducts takes exactly one of image or query', { field: 'image' });
+  // The terms' count and weights are refused before any photo is read (the service checks them again).
+  checkWeights(query.terms.map((t) => t.weight ?? 1));
+  return Promise.all(
+    query.terms.map(async (term, i): Promise<ComposedTerm> => {
+      const field = `query.terms[${i}]`;
+      const weight = term.weight ?? 1;
+      if ((term.image == null) === (term.text == null)) throw badInput(`${field} takes exactly one of image or text`, { field });
+      if (term.text != null) {
+        if (term.region != null) throw badInput(`${field}.region applies to an image term`, { field: `${field}.region` });
+        return { kind: 'text', text: term.text, weight };
+      }
+      const photo = await toQueryImage(term.image!, ctx.services.imageLimits.maxImageBytes, { requestOverflowed: ctx.uploadOverflowed });
+      return { kind: 'image', image: photo, region: term.region ?? null, weight };
+    }),
+  );
+}
 
 export const searchResolvers: Resolvers = {
   Query: {
-    similarProducts: async (_, { image, ...args }, ctx) => {
-      const query = await toQueryImage(image, ctx.services.imageLimits.maxImageBytes, { requestOverflowed: ctx.uploadOverflowed });
-      return (await ctx.services.search.similarToImage(query, { ...args, signal: ctx.signal })).matches;
+    similarProducts: async (_, { image, query, ...args }, ctx) => {
+      const search = { ...args, signal: ctx.signal };
+      if (query != null) return (await ctx.services.search.similarToComposed(await composedTerms(image, query, ctx), search)).matches;
+      const photo = await toQueryImage(queryImage(image), ctx.services.imageLimits.maxImageBytes, {
+        requestOverflowed: ctx.uploadOverflowed,
+      });
+      return (await ctx.services.search.similarToImage(photo, search)).matches;
     },
     searchProducts: async (_, { text, ...args }, ctx) =>
       (await ctx.services.search.searchText(text, { ...args, signal: ctx.signal })).matches,
-    similarProductsPage: async (_, { image, ...args }, ctx) => {
-      const query = await toQueryImage(image, ctx.services.imageLimits.maxImageBytes, { requestOverflowed: ctx.uploadOverflowed });
-      return ctx.services.search.similarToImagePage(query, { ...args, signal: ctx.signal });
+    similarProductsPage: async (_, { image, query, ...args }, ctx) => {
+      const search = { ...args, signal: ctx.signal };
+      if (query != null) return ctx.services.search.similarToComposedPage(await composedTerms(image, query, ctx), search);
+      const photo = await toQueryImage(queryImage(image), ctx.services.imageLimits.maxImageBytes, {
+        requestOverflowed: ctx.uploadOverflowed,
+      });
+      return ctx.services.search.similarToImagePage(photo, search);
     },
     searchProductsPage: async (_, { text, ...args }, ctx) => ctx.services.search.searchTextPage(text, { ...args, signal: ctx.signal }),
     compareModels: async (_, { models, image, text, ...args }, ctx) => {
@@ -33,6 +72,17 @@ export const searchResolvers: Resolvers = {
         overlap: c.pairs.map((p) => ({ models: [p.a, p.b], shared: p.shared, jaccard: p.jaccard, rankCorrelation: p.rankCorrelation })),
         sharedByAll: c.sharedByAll,
       };
+    },
+    recommendProducts: async (_, { positive, negative, ...args }, ctx) => {
+      const ids = (list: readonly string[], field: string) => list.map((id, i) => validateId(`${field}[${i}]`, id));
+      const search = { ...args, positive: ids(positive, 'positive'), negative: ids(negative ?? [], 'negative'), signal: ctx.signal };
+      return (await ctx.services.search.recommend(search)).matches;
+    },
+    classifyImage: async (_, { image, labels, ...args }, ctx) => {
+      // The labels are checked before the photo is read (search/service.ts checks them again).
+      labelPrompts(labels, args.template ?? undefined);
+      const photo = await toQueryImage(image, ctx.services.imageLimits.maxImageBytes, { requestOverflowed: ctx.uploadOverflowed });
+      return ctx.services.search.classifyImage(photo, labels, { ...args, signal: ctx.signal });
     },
     embeddingModel: async (_, __, ctx) => {
       const loaded = ctx.services.models.loadedModels();

@@ -26,6 +26,17 @@ export type Scalars = {
   _FieldSet: { input: unknown; output: unknown; }
 };
 
+/**
+ * A query made of weighted terms ("like this photo, but red, not leather"): the weighted sum of the terms'
+ * unit vectors, normalised, searched as one vector (score: its cosine similarity with a product's best
+ * photo). 1–8 terms, not all of weight 0, and not cancelling out (BAD_USER_INPUT, details.reason EMPTY_TERMS,
+ * TOO_MANY_TERMS, ZERO_WEIGHTS, ZERO_VECTOR); an unknown product is NOT_FOUND; each refused before any
+ * search runs.
+ */
+export type ComposedQuery = {
+  terms: Array<QueryTerm>;
+};
+
 /** The embedding model that serves search. */
 export type EmbeddingModelInfo = {
   __typename?: 'EmbeddingModelInfo';
@@ -87,6 +98,17 @@ export type FusionWeights = {
   vector?: InputMaybe<Scalars['Float']['input']>;
 };
 
+/** classifyImage's answer. */
+export type ImageClassification = {
+  __typename?: 'ImageClassification';
+  /** Each label, most probable first (by cosine where probabilities are null). */
+  labels: Array<LabelProbability>;
+  /** Why probability is null (the model's logit scale and bias are unknown); null when it is known. */
+  message?: Maybe<Scalars['String']['output']>;
+  /** The model that answered. */
+  model: Scalars['ID']['output'];
+};
+
 /** An image given in exactly one of four ways (a OneOf input: exactly one field, and not null). */
 export type ImageInput =
   /** The image file's bytes, base64-encoded (standard or URL-safe alphabet). */
@@ -104,6 +126,16 @@ export type ImageMatch = {
   image?: Maybe<ProductImage>;
   /** null: the whole photo matched. */
   region?: Maybe<Region>;
+  score: Scalars['Float']['output'];
+};
+
+/** One label's answer in classifyImage. */
+export type LabelProbability = {
+  __typename?: 'LabelProbability';
+  label: Scalars['String']['output'];
+  /** SigLIP's calibrated probability that the photo shows the label; null where the model's calibration is unknown. */
+  probability?: Maybe<Scalars['Float']['output']>;
+  /** Cosine similarity of the photo and the label's prompt. */
   score: Scalars['Float']['output'];
 };
 
@@ -420,6 +452,14 @@ export type ProductMatchPage = {
 export type Query = {
   __typename?: 'Query';
   /**
+   * Zero-shot classification: how likely the photo shows each label, by SigLIP's calibrated per-label
+   * probability sigmoid(exp(logit_scale) · cos + logit_bias), where cos is the cosine of the photo and the
+   * label put into template ({} is where the label goes). Independent per label (they need not sum to 1: a
+   * photo can show several), most probable first. labels: 1–64 (duplicates, in any case, counted once), each
+   * one text embedded (cached). region and model: as for similarProducts.
+   */
+  classifyImage: ImageClassification;
+  /**
    * The same image or text query (exactly one of them), filters and k answered by 2–8 models side by side,
    * with how far their top k agree. models: ready, loaded model ids (default: every such model, the
    * active one first); any other is MODEL_UNAVAILABLE before anything runs.
@@ -442,6 +482,19 @@ export type Query = {
   product?: Maybe<Product>;
   /** Products in a stable order (by id), 1–500 per page (default 50). */
   products: ProductConnection;
+  /**
+   * Products like the positive examples and unlike the negative ones ("more like these, not like that"), with
+   * the filters and the "exactly k" promise of similarProducts. An example is its product's stored vector
+   * (its main photo's); an unknown one is NOT_FOUND before anything runs. positive: 1–16 products,
+   * negative: 0–16, none in both. excludeExamples (default true) leaves the examples out of the answer.
+   * AVERAGE_VECTOR (default): one walk for avg(positive) + (avg(positive) − avg(negative)), as Qdrant
+   * computes it; score = its cosine with the product's best photo. BEST_SCORE: a product's best cosine to a
+   * positive, or −(its best cosine to a negative)² where a negative is closer than every positive (≤ 0:
+   * after every product nearer a positive); it walks once per positive (k + examples deep, deepened ×4 at most twice while a
+   * product outside the candidates could still rank in the top k: at most 3 × |positive| walks), so the
+   * budget counts its k once per positive.
+   */
+  recommendProducts: Array<ProductMatch>;
   /** A reindex job by id; null when there is none. Requires the admin token. */
   reindexJob?: Maybe<ReindexJob>;
   /** Reindex jobs, newest first (1–200, default 20), optionally by state or model. Requires the admin token. */
@@ -457,17 +510,27 @@ export type Query = {
   /** searchProducts as cursor pages (first: 1–100, default 10). */
   searchProductsPage: ProductMatchPage;
   /**
-   * Products whose images look like the given image, nearest first, restricted by category and filter.
+   * Products whose images look like the given image (or the composed query), nearest first, restricted by
+   * category and filter.
    * A product is ranked by its best photo (or region) and listed once: returns exactly k distinct products
    * whenever at least k match the filters (fewer only under minScore), however many photos each has.
    * k: 1–1000. imagesPerProduct: how many of each product's best photos imageMatches lists (1–100, default 1).
    * region: the box of the query photo to search for (the bag in a street photo), cropped before embedding;
-   * with productId, a box of that product's main photo.
+   * with productId, a box of that product's main photo (with query, each term takes its own region instead).
    * model: a ready model loaded in this process (default: the active one); otherwise MODEL_UNAVAILABLE.
    */
   similarProducts: Array<ProductMatch>;
   /** similarProducts as cursor pages (first: 1–100, default 10). */
   similarProductsPage: ProductMatchPage;
+};
+
+
+export type QueryClassifyImageArgs = {
+  image: ImageInput;
+  labels: Array<Scalars['String']['input']>;
+  model?: InputMaybe<Scalars['ID']['input']>;
+  region?: InputMaybe<RegionInput>;
+  template?: InputMaybe<Scalars['String']['input']>;
 };
 
 
@@ -501,6 +564,20 @@ export type QueryProductsArgs = {
   after?: InputMaybe<Scalars['String']['input']>;
   filter?: InputMaybe<ProductFilter>;
   first?: InputMaybe<Scalars['Int']['input']>;
+};
+
+
+export type QueryRecommendProductsArgs = {
+  category?: InputMaybe<Scalars['String']['input']>;
+  excludeExamples?: InputMaybe<Scalars['Boolean']['input']>;
+  filter?: InputMaybe<ProductFilter>;
+  imagesPerProduct?: InputMaybe<Scalars['Int']['input']>;
+  k?: InputMaybe<Scalars['Int']['input']>;
+  minScore?: InputMaybe<Scalars['Float']['input']>;
+  model?: InputMaybe<Scalars['ID']['input']>;
+  negative?: InputMaybe<Array<Scalars['ID']['input']>>;
+  positive: Array<Scalars['ID']['input']>;
+  strategy?: InputMaybe<RecommendStrategy>;
 };
 
 
@@ -546,11 +623,12 @@ export type QuerySearchProductsPageArgs = {
 export type QuerySimilarProductsArgs = {
   category?: InputMaybe<Scalars['String']['input']>;
   filter?: InputMaybe<ProductFilter>;
-  image: ImageInput;
+  image?: InputMaybe<ImageInput>;
   imagesPerProduct?: InputMaybe<Scalars['Int']['input']>;
   k?: InputMaybe<Scalars['Int']['input']>;
   minScore?: InputMaybe<Scalars['Float']['input']>;
   model?: InputMaybe<Scalars['ID']['input']>;
+  query?: InputMaybe<ComposedQuery>;
   region?: InputMaybe<RegionInput>;
 };
 
@@ -560,12 +638,34 @@ export type QuerySimilarProductsPageArgs = {
   category?: InputMaybe<Scalars['String']['input']>;
   filter?: InputMaybe<ProductFilter>;
   first?: InputMaybe<Scalars['Int']['input']>;
-  image: ImageInput;
+  image?: InputMaybe<ImageInput>;
   imagesPerProduct?: InputMaybe<Scalars['Int']['input']>;
   minScore?: InputMaybe<Scalars['Float']['input']>;
   model?: InputMaybe<Scalars['ID']['input']>;
+  query?: InputMaybe<ComposedQuery>;
   region?: InputMaybe<RegionInput>;
 };
+
+/**
+ * One term of a composed query: exactly one of image (a photo, or a product's stored vector with
+ * image.productId) or text, and its weight. A negative weight steers away from the term.
+ */
+export type QueryTerm = {
+  image?: InputMaybe<ImageInput>;
+  /** With image only: the box of the photo (or of the product's main photo) to use, cropped before embedding. */
+  region?: InputMaybe<RegionInput>;
+  text?: InputMaybe<Scalars['String']['input']>;
+  /** From -100 to 100; a term of weight 0 is dropped unread. Only the weights' ratios matter. */
+  weight?: InputMaybe<Scalars['Float']['input']>;
+};
+
+/**
+ * How recommendProducts combines its examples (Qdrant's recommend strategies): AVERAGE_VECTOR searches for one
+ * averaged vector; BEST_SCORE scores each product by its nearest example.
+ */
+export type RecommendStrategy =
+  | 'AVERAGE_VECTOR'
+  | 'BEST_SCORE';
 
 /** A box on a photo, as fractions of its width and height. */
 export type Region = {
@@ -784,6 +884,7 @@ export type FederationReferenceTypes = {
 
 /** Mapping between all available schema types and the resolvers types */
 export type ResolversTypes = {
+  ComposedQuery: ComposedQuery;
   DateTime: ResolverTypeWrapper<Scalars['DateTime']['output']>;
   EmbeddingModelInfo: ResolverTypeWrapper<EmbeddingModelInfo>;
   Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
@@ -796,9 +897,11 @@ export type ResolversTypes = {
   EvalTransform: EvalTransform;
   EvalTransformMetrics: ResolverTypeWrapper<EvalTransformMetrics>;
   FusionWeights: FusionWeights;
+  ImageClassification: ResolverTypeWrapper<ImageClassification>;
   ImageInput: ImageInput;
   ImageMatch: ResolverTypeWrapper<Omit<ImageMatch, 'image'> & { image?: Maybe<ResolversTypes['ProductImage']> }>;
   JSON: ResolverTypeWrapper<Scalars['JSON']['output']>;
+  LabelProbability: ResolverTypeWrapper<LabelProbability>;
   ModelComparison: ResolverTypeWrapper<Omit<ModelComparison, 'results'> & { results: Array<ResolversTypes['ModelResults']> }>;
   ModelEvaluation: ResolverTypeWrapper<ModelEvaluation>;
   ModelEvaluationReport: ResolverTypeWrapper<ModelEvaluationReport>;
@@ -818,6 +921,8 @@ export type ResolversTypes = {
   ProductMatchEdge: ResolverTypeWrapper<Omit<ProductMatchEdge, 'node'> & { node: ResolversTypes['ProductMatch'] }>;
   ProductMatchPage: ResolverTypeWrapper<Omit<ProductMatchPage, 'edges'> & { edges: Array<ResolversTypes['ProductMatchEdge']> }>;
   Query: ResolverTypeWrapper<Record<PropertyKey, never>>;
+  QueryTerm: QueryTerm;
+  RecommendStrategy: RecommendStrategy;
   Region: ResolverTypeWrapper<Region>;
   RegionInput: RegionInput;
   RegisteredModel: ResolverTypeWrapper<RegisteredModel>;
@@ -831,6 +936,7 @@ export type ResolversTypes = {
 
 /** Mapping between all available schema types and the resolvers parents */
 export type ResolversParentTypes = {
+  ComposedQuery: ComposedQuery;
   DateTime: Scalars['DateTime']['output'];
   EmbeddingModelInfo: EmbeddingModelInfo;
   Boolean: Scalars['Boolean']['output'];
@@ -842,9 +948,11 @@ export type ResolversParentTypes = {
   Float: Scalars['Float']['output'];
   EvalTransformMetrics: EvalTransformMetrics;
   FusionWeights: FusionWeights;
+  ImageClassification: ImageClassification;
   ImageInput: ImageInput;
   ImageMatch: Omit<ImageMatch, 'image'> & { image?: Maybe<ResolversParentTypes['ProductImage']> };
   JSON: Scalars['JSON']['output'];
+  LabelProbability: LabelProbability;
   ModelComparison: Omit<ModelComparison, 'results'> & { results: Array<ResolversParentTypes['ModelResults']> };
   ModelEvaluation: ModelEvaluation;
   ModelEvaluationReport: ModelEvaluationReport;
@@ -863,6 +971,7 @@ export type ResolversParentTypes = {
   ProductMatchEdge: Omit<ProductMatchEdge, 'node'> & { node: ResolversParentTypes['ProductMatch'] };
   ProductMatchPage: Omit<ProductMatchPage, 'edges'> & { edges: Array<ResolversParentTypes['ProductMatchEdge']> };
   Query: Record<PropertyKey, never>;
+  QueryTerm: QueryTerm;
   Region: Region;
   RegionInput: RegionInput;
   RegisteredModel: RegisteredModel;
@@ -902,6 +1011,12 @@ export type EvalTransformMetricsResolvers<ContextType = RequestContext, ParentTy
   transform?: Resolver<ResolversTypes['EvalTransform'], ParentType, ContextType>;
 };
 
+export type ImageClassificationResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ImageClassification'] = ResolversParentTypes['ImageClassification']> = {
+  labels?: Resolver<Array<ResolversTypes['LabelProbability']>, ParentType, ContextType>;
+  message?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  model?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+};
+
 export type ImageMatchResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ImageMatch'] = ResolversParentTypes['ImageMatch']> = {
   image?: Resolver<Maybe<ResolversTypes['ProductImage']>, ParentType, ContextType>;
   region?: Resolver<Maybe<ResolversTypes['Region']>, ParentType, ContextType>;
@@ -911,6 +1026,12 @@ export type ImageMatchResolvers<ContextType = RequestContext, ParentType extends
 export interface JsonScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['JSON'], any> {
   name: 'JSON';
 }
+
+export type LabelProbabilityResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['LabelProbability'] = ResolversParentTypes['LabelProbability']> = {
+  label?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  probability?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  score?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+};
 
 export type ModelComparisonResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ModelComparison'] = ResolversParentTypes['ModelComparison']> = {
   k?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
@@ -1030,18 +1151,20 @@ export type ProductMatchPageResolvers<ContextType = RequestContext, ParentType e
 };
 
 export type QueryResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
+  classifyImage?: Resolver<ResolversTypes['ImageClassification'], ParentType, ContextType, RequireFields<QueryClassifyImageArgs, 'image' | 'labels' | 'template'>>;
   compareModels?: Resolver<ResolversTypes['ModelComparison'], ParentType, ContextType, RequireFields<QueryCompareModelsArgs, 'imagesPerProduct' | 'k'>>;
   embeddingModel?: Resolver<Maybe<ResolversTypes['EmbeddingModelInfo']>, ParentType, ContextType>;
   evaluateModels?: Resolver<ResolversTypes['ModelEvaluationReport'], ParentType, ContextType, RequireFields<QueryEvaluateModelsArgs, 'limit'>>;
   models?: Resolver<Array<ResolversTypes['RegisteredModel']>, ParentType, ContextType>;
   product?: Resolver<Maybe<ResolversTypes['Product']>, ParentType, ContextType, RequireFields<QueryProductArgs, 'id'>>;
   products?: Resolver<ResolversTypes['ProductConnection'], ParentType, ContextType, Partial<QueryProductsArgs>>;
+  recommendProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QueryRecommendProductsArgs, 'excludeExamples' | 'imagesPerProduct' | 'k' | 'negative' | 'positive' | 'strategy'>>;
   reindexJob?: Resolver<Maybe<ResolversTypes['ReindexJob']>, ParentType, ContextType, RequireFields<QueryReindexJobArgs, 'id'>>;
   reindexJobs?: Resolver<Array<ResolversTypes['ReindexJob']>, ParentType, ContextType, RequireFields<QueryReindexJobsArgs, 'first'>>;
   searchProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySearchProductsArgs, 'imagesPerProduct' | 'k' | 'mode' | 'text'>>;
   searchProductsPage?: Resolver<ResolversTypes['ProductMatchPage'], ParentType, ContextType, RequireFields<QuerySearchProductsPageArgs, 'first' | 'imagesPerProduct' | 'mode' | 'text'>>;
-  similarProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySimilarProductsArgs, 'image' | 'imagesPerProduct' | 'k'>>;
-  similarProductsPage?: Resolver<ResolversTypes['ProductMatchPage'], ParentType, ContextType, RequireFields<QuerySimilarProductsPageArgs, 'first' | 'image' | 'imagesPerProduct'>>;
+  similarProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySimilarProductsArgs, 'imagesPerProduct' | 'k'>>;
+  similarProductsPage?: Resolver<ResolversTypes['ProductMatchPage'], ParentType, ContextType, RequireFields<QuerySimilarProductsPageArgs, 'first' | 'imagesPerProduct'>>;
 };
 
 export type RegionResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Region'] = ResolversParentTypes['Region']> = {
@@ -1110,8 +1233,10 @@ export type Resolvers<ContextType = RequestContext> = {
   EvalCategoryMetrics?: EvalCategoryMetricsResolvers<ContextType>;
   EvalMetrics?: EvalMetricsResolvers<ContextType>;
   EvalTransformMetrics?: EvalTransformMetricsResolvers<ContextType>;
+  ImageClassification?: ImageClassificationResolvers<ContextType>;
   ImageMatch?: ImageMatchResolvers<ContextType>;
   JSON?: GraphQLScalarType;
+  LabelProbability?: LabelProbabilityResolvers<ContextType>;
   ModelComparison?: ModelComparisonResolvers<ContextType>;
   ModelEvaluation?: ModelEvaluationResolvers<ContextType>;
   ModelEvaluationReport?: ModelEvaluationReportResolvers<ContextType>;

@@ -355,3 +355,32 @@ export async function searchNeighbours(db: Kysely<DB>, q: NeighbourQuery, estima
   }
   throw new Error('unreachable');
 }
+
+/**
+ * Each product's best cosine to each example vector (its best photo or region passing the filter, as
+ * search ranks it): one statement over the given products' vectors only (recommendations' BEST_SCORE,
+ * compose.ts). Returns product id → one cosine per example, in the examples' order.
+ */
+export async function bestCosines(
+  db: Kysely<DB>,
+  model: { id: string; dimension: number },
+  productIds: readonly string[],
+  examples: readonly string[],
+  filter: ProductFilter | null = null,
+): Promise<Map<string, number[]>> {
+  const { id } = modelParts(model);
+  const out = new Map<string, number[]>();
+  if (!productIds.length || !examples.length) return out;
+  const rows = await sql<{ product_id: string; i: string | number; cosine: number }>`
+    SELECT e.product_id::text AS product_id, x.i, max(1 - (e.embedding <=> x.v::halfvec)::float8) AS cosine
+    FROM product_embeddings e
+    CROSS JOIN unnest(${examples}::text[]) WITH ORDINALITY AS x(v, i)
+    WHERE e.model_id = ${id} AND e.product_id = ANY(${productIds}::bigint[]) AND ${productFilterCondition(filter, 'e')}
+    GROUP BY e.product_id, x.i`.execute(db);
+  for (const r of rows.rows) {
+    const list = out.get(r.product_id) ?? new Array<number>(examples.length).fill(-Infinity);
+    list[Number(r.i) - 1] = Number(r.cosine);
+    out.set(r.product_id, list);
+  }
+  return out;
+}

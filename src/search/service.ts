@@ -26,7 +26,9 @@ import { cropPixels } from '../images/regions.js';
 import { PageCursors } from './cursor.js';
 import { SelectivityEstimator } from './estimate.js';
 import { DEFAULT_FUSION, fuse, keywordSearch, type FusionWeights } from './keyword.js';
-import { searchNeighbours, type ImageHit, type NeighbourResult } from './query.js';
+import { classifyVector, DEFAULT_TEMPLATE, labelPrompts, type LabelScore } from '../embedding/zero-shot.js';
+import { averageVectorQuery, bestScore, checkWeights, combineUnitVectors, MAX_EXAMPLES, parseVector } from './compose.js';
+import { bestCosines, searchNeighbours, type ImageHit, type NeighbourResult } from './query.js';
 import { MAX_K, type Strategy } from './strategy.js';
 
 export interface SearchArgs {
@@ -130,6 +132,15 @@ function fingerprint(parts: unknown): string {
   return createHash('sha256').update(JSON.stringify(parts)).digest('base64url').slice(0, 16);
 }
 
+/** What identifies a query image in a page cursor's fingerprint: its product, URL or bytes' hash. */
+function imageRef(image: QueryImage) {
+  return image.kind === 'product'
+    ? { product: image.id }
+    : image.kind === 'url'
+      ? { url: image.url }
+      : { bytes: createHash('sha256').update(image.bytes).digest('base64url') };
+}
+
 const MAX_FUSION_WEIGHT = 1000;
 
 function validateWeights(w: TextSearchArgs['weights']): FusionWeights {
@@ -175,12 +186,38 @@ function validateSearch(args: SearchArgs): ValidSearch {
   return { filter, k, minScore, imagesPerProduct };
 }
 
-function validateText(text: string): string {
+function validateText(text: string, field = 'text'): string {
   const query = text.trim();
-  if (!query) throw badInput('text must not be empty', { field: 'text' });
-  if (query.length > MAX_QUERY_TEXT) throw badInput(`text is longer than ${MAX_QUERY_TEXT} characters`, { field: 'text' });
+  if (!query) throw badInput(`${field} must not be empty`, { field });
+  if (query.length > MAX_QUERY_TEXT) throw badInput(`${field} is longer than ${MAX_QUERY_TEXT} characters`, { field });
   return query;
 }
+
+/** recommendProducts' arguments: example product ids, the strategy, and a search's filters. */
+export interface RecommendArgs extends Omit<SearchArgs, 'strategy'> {
+  positive: readonly string[];
+  negative?: readonly string[] | null;
+  strategy?: 'AVERAGE_VECTOR' | 'BEST_SCORE' | null;
+  excludeExamples?: boolean | null;
+  /** Benchmarks and tests only: the walks' strategy (SearchArgs.strategy). */
+  searchStrategy?: Strategy;
+}
+
+/** BEST_SCORE's rounds of walks at most (each 4 times as deep as the last): its cost bound. */
+export const BEST_SCORE_ROUNDS = 3;
+
+/** classifyImage's answer: each label's score and probability, most probable first. */
+export interface ImageClassification {
+  model: string;
+  labels: LabelScore[];
+  /** Why the probabilities are null (the model's calibration is unknown); null when they are not. */
+  message: string | null;
+}
+
+/** One term of a composed query (compose.ts): a photo (any query image, with its region) or a text, weighted. */
+export type ComposedTerm = { weight: number } & (
+  { kind: 'image'; image: QueryImage; region?: RegionBox | null } | { kind: 'text'; text: string }
+);
 
 export class SearchService {
   private readonly textVectors = new LRUCache<string, string>({ max: 2000 });
@@ -231,19 +268,67 @@ export class SearchService {
         return this.embedAndRun(model, { kind: 'bytes', bytes: original }, region, opts, args);
       }
       if (image.kind === 'product') {
-        const vector = await storedVector(this.db, model.id, image.id);
-        if (!vector) {
-          // Only on the error path: tell a missing product from one without a vector.
-          const exists = await getProduct(this.db, image.id);
-          throw new AppError(
-            ErrorCode.NOT_FOUND,
-            exists ? `Product ${image.id} has no image vector for the model ${model.id}` : `No product with id ${image.id}`,
-            { field: 'image.productId' },
-          );
-        }
+        const vector = await this.productVector(model, image.id, 'image.productId');
         return this.run(model, vector, opts, { preferProductId: image.id, strategy: args.strategy, signal: args.signal });
       }
       return this.embedAndRun(model, image, region, opts, args);
+    });
+  }
+
+  /** A product's stored vector (its main photo's) for the model; NOT_FOUND naming `field` when it has none. */
+  private async productVector(model: EmbeddingModel, id: string, field: string): Promise<string> {
+    const vector = await storedVector(this.db, model.id, id);
+    if (vector) return vector;
+    // Only on the error path: tell a missing product from one without a vector.
+    const exists = await getProduct(this.db, id);
+    throw new AppError(
+      ErrorCode.NOT_FOUND,
+      exists ? `Product ${id} has no image vector for the model ${model.id}` : `No product with id ${id}`,
+      { field, id },
+    );
+  }
+
+  /**
+   * A composed query (compose.ts): its terms checked, then the stored vectors of its products read (an
+   * unknown product refuses the query before anything is embedded), then its texts (cached) and photos
+   * embedded, and their weighted sum of unit vectors searched like any one vector. Terms of weight 0 are
+   * dropped unread. score: cosine similarity with the composed vector; matchProbability: null (no one text).
+   */
+  async similarToComposed(terms: readonly ComposedTerm[], args: SearchArgs): Promise<SearchOutcome> {
+    const opts = validateSearch(args);
+    if (args.region) throw badInput('region belongs on a term of a composed query (query.terms[i].region)', { field: 'region' });
+    checkWeights(terms.map((t) => t.weight));
+    type Kept = ComposedTerm & { index: number; region?: RegionBox | null };
+    const kept = terms.flatMap((t, index): Kept[] => {
+      if (t.weight === 0) return [];
+      if (t.kind === 'text') return [{ ...t, index, text: validateText(t.text, `query.terms[${index}].text`) }];
+      return [{ ...t, index, region: t.region ? validateRegion(`query.terms[${index}].region`, t.region) : null }];
+    });
+    return this.withModel(args.model, async (model) => {
+      const stored = new Map<number, Float32Array>();
+      for (const t of kept) {
+        if (t.kind !== 'image' || t.image.kind !== 'product') continue;
+        const field = `query.terms[${t.index}].image.productId`;
+        if (!t.region) stored.set(t.index, parseVector(await this.productVector(model, t.image.id, field)));
+        else if (!(await originalImage(this.db, t.image.id)))
+          throw new AppError(ErrorCode.NOT_FOUND, `Product ${t.image.id} has no stored photo`, { field, id: t.image.id });
+      }
+      const vectors = await Promise.all(
+        kept.map(async (t): Promise<Float32Array> => {
+          if (t.kind === 'text') return parseVector(await this.textVector(model, t.text));
+          const image = t.image;
+          if (image.kind !== 'product') return this.embedQueryImage(model, image, t.region ?? null, args.signal);
+          if (!t.region) return stored.get(t.index)!;
+          // A region of a stored product's photo: its main photo's bytes, cropped and embedded like an upload.
+          const original = await originalImage(this.db, image.id);
+          return this.embedQueryImage(model, { kind: 'bytes', bytes: original! }, t.region, args.signal);
+        }),
+      );
+      const query = combineUnitVectors(
+        vectors,
+        kept.map((t) => t.weight),
+      );
+      return this.run(model, vectorLiteral(query), opts, { strategy: args.strategy, signal: args.signal });
     });
   }
 
@@ -255,8 +340,18 @@ export class SearchService {
     opts: ValidSearch,
     args: SearchArgs,
   ): Promise<SearchOutcome | null> {
+    const vector = await this.embedQueryImage(model, image, region, args.signal);
+    return this.run(model, vectorLiteral(vector), opts, { strategy: args.strategy, signal: args.signal });
+  }
+
+  /** A query photo's vector: fetched (URL) in a fetch slot, decoded, cropped to the region, embedded. */
+  private async embedQueryImage(
+    model: EmbeddingModel,
+    image: Exclude<QueryImage, { kind: 'product' }>,
+    region: RegionBox | null,
+    signal: AbortSignal | undefined,
+  ): Promise<Float32Array> {
     const embedder = this.models.require(model.id);
-    const { signal } = args;
     // A URL is fetched in a fetch slot; the bytes exist only once it is granted.
     const bytes =
       image.kind === 'url'
@@ -280,7 +375,7 @@ export class SearchService {
       }
     })();
     const [vector] = await untilAborted(embedding, signal);
-    return this.run(model, vectorLiteral(vector!), opts, { strategy: args.strategy, signal });
+    return vector!;
   }
 
   /**
@@ -413,16 +508,163 @@ export class SearchService {
     });
   }
 
+  /**
+   * Recommendations from example products (compose.ts has the two strategies' arithmetic). An example is
+   * its stored vector (its main photo's); every example is read, and an unknown one refused (NOT_FOUND),
+   * before any walk. excludeExamples (default) leaves the examples out of the answer: each walk ranks
+   * k + |examples| products, so that k remain whenever k others match the filters.
+   *
+   * AVERAGE_VECTOR: one walk for the averaged vector; score = its cosine with the product's best photo.
+   * BEST_SCORE: one walk per positive (its k + |examples| nearest products: the candidates), then one
+   * statement for every candidate's best cosine to every example, scored and ranked here. The answer is
+   * exact when the k-th score is at least every full walk's last cosine (no product outside the
+   * candidates can score higher); otherwise the walks go 4 times as deep, at most twice more. The bound:
+   * 3 rounds of |positive| walks, each at most min(1000, 16·(k + |examples|)) products deep, and one
+   * scoring statement per round; past it the answer is the best among the candidates.
+   */
+  async recommend(args: RecommendArgs): Promise<SearchOutcome> {
+    const opts = validateSearch({ ...args, strategy: args.searchStrategy });
+    const positive = [...new Set(args.positive)];
+    const negative = [...new Set(args.negative ?? [])];
+    if (positive.length === 0) throw badInput('positive must name at least one product', { field: 'positive' });
+    for (const [field, list] of [
+      ['positive', positive],
+      ['negative', negative],
+    ] as const)
+      if (list.length > MAX_EXAMPLES)
+        throw badInput(`${field} names ${list.length} products; at most ${MAX_EXAMPLES}`, {
+          field,
+          reason: 'TOO_MANY_EXAMPLES',
+          max: MAX_EXAMPLES,
+        });
+    const both = positive.find((id) => negative.includes(id));
+    if (both) throw badInput(`product ${both} is both a positive and a negative example`, { field: 'negative', id: both });
+    const strategy = args.strategy ?? 'AVERAGE_VECTOR';
+    const exclude = args.excludeExamples ?? true;
+    const examples = new Set([...positive, ...negative]);
+    const extra = exclude ? examples.size : 0;
+    return this.withModel(args.model, async (model) => {
+      const read = async (ids: string[], field: string) =>
+        Promise.all(ids.map(async (id, i) => await this.productVector(model, id, `${field}[${i}]`)));
+      const pos = await read(positive, 'positive');
+      const neg = await read(negative, 'negative');
+      const keep = (m: ProductMatch) => !(exclude && examples.has(m.product.id)) && (opts.minScore === null || m.score >= opts.minScore);
+      const run = { strategy: args.searchStrategy, signal: args.signal };
+      if (strategy === 'AVERAGE_VECTOR') {
+        const query = averageVectorQuery(pos.map(parseVector), neg.map(parseVector));
+        const walked = await this.run(model, vectorLiteral(query), { ...opts, minScore: null, k: Math.min(MAX_K, opts.k + extra) }, run);
+        if (!walked) return null;
+        return { ...walked, matches: walked.matches.filter(keep).slice(0, opts.k) };
+      }
+      return this.bestScoreRecommend(model, pos, neg, opts, extra, keep, run);
+    });
+  }
+
+  /** BEST_SCORE (see recommend()): walks per positive, the candidates scored against every example. */
+  private async bestScoreRecommend(
+    model: EmbeddingModel,
+    pos: string[],
+    neg: string[],
+    opts: ValidSearch,
+    extra: number,
+    keep: (m: ProductMatch) => boolean,
+    run: { strategy: Strategy | undefined; signal: AbortSignal | undefined },
+  ): Promise<SearchOutcome | null> {
+    let depth = Math.min(MAX_K, opts.k + extra);
+    let roundTrips = 0;
+    let walks = 0;
+    for (let round = 1; ; round++) {
+      // Each candidate as its nearest walk found it (the photos that matched its best positive).
+      const candidates = new Map<string, ProductMatch>();
+      let floor = -Infinity; // the highest last cosine of a walk that may have stopped short of more products
+      for (const vector of pos) {
+        const walked = await this.run(model, vector, { ...opts, minScore: null, k: depth }, run);
+        if (!walked) return null;
+        walks++;
+        roundTrips += walked.plan.roundTrips;
+        for (const m of walked.matches) {
+          const seen = candidates.get(m.product.id);
+          if (!seen || m.score > seen.score) candidates.set(m.product.id, m);
+        }
+        if (walked.matches.length >= depth) floor = Math.max(floor, walked.matches.at(-1)!.score);
+      }
+      const cosines = await bestCosines(this.db, model, [...candidates.keys()], [...pos, ...neg], opts.filter);
+      roundTrips++;
+      const scored = [...candidates.values()]
+        .map((m) => {
+          const c = cosines.get(m.product.id) ?? [];
+          const score = bestScore(c.slice(0, pos.length), c.slice(pos.length));
+          return { ...m, score, distance: 1 - score, matchProbability: null };
+        })
+        .filter(keep)
+        .sort((a, b) => b.score - a.score || Number(a.product.id) - Number(b.product.id));
+      // No product outside the candidates is nearer a positive than the deepest full walk's last one.
+      const kth = scored[opts.k - 1]?.score ?? -Infinity;
+      const exact = kth >= floor;
+      if (exact || round >= BEST_SCORE_ROUNDS || depth >= MAX_K) {
+        return {
+          matches: scored.slice(0, opts.k),
+          plan: { strategy: 'exact', estimatedMatches: -1, fellBack: !exact, walks, roundTrips },
+          model: model.id,
+        };
+      }
+      depth = Math.min(MAX_K, depth * 4);
+    }
+  }
+
+  /**
+   * Zero-shot classification of a query photo (embedding/zero-shot.ts): each label put into the template,
+   * embedded as a text (cached like a search text), and scored by SigLIP's own per-label probability,
+   * most probable first. The labels are checked before the photo is read. probability is null, with
+   * `message` saying why, where the model's calibration is unknown (the cosines still order the labels).
+   */
+  async classifyImage(
+    image: QueryImage,
+    labels: readonly string[],
+    args: { template?: string | null; region?: RegionBox | null; model?: string | null; signal?: AbortSignal | undefined },
+  ): Promise<ImageClassification> {
+    const checked = labelPrompts(labels, args.template ?? DEFAULT_TEMPLATE);
+    const region = args.region ? validateRegion('region', args.region) : null;
+    const model = await this.queryModel(args.model);
+    const embedder = this.models.require(model.id);
+    let vector: Float32Array;
+    if (image.kind !== 'product') vector = await this.embedQueryImage(model, image, region, args.signal);
+    else if (!region) vector = parseVector(await this.productVector(model, image.id, 'image.productId'));
+    else {
+      const original = await originalImage(this.db, image.id);
+      if (!original) throw new AppError(ErrorCode.NOT_FOUND, `Product ${image.id} has no stored photo`, { field: 'image.productId' });
+      vector = await this.embedQueryImage(model, { kind: 'bytes', bytes: original }, region, args.signal);
+    }
+    const vectors = await Promise.all(checked.prompts.map(async (p) => parseVector(await this.textVector(model, p))));
+    const scores = classifyVector(vector, { ...checked, vectors }, (score) => embedder.matchProbability(score));
+    const calibrated = embedder.matchProbability(0) !== null;
+    return {
+      model: model.id,
+      labels: scores,
+      message: calibrated
+        ? null
+        : `The model ${model.id} has no known calibration (logit scale and bias): probabilities are null and the labels are ordered by cosine similarity. Set EMBEDDING_LOGIT_SCALE and EMBEDDING_LOGIT_BIAS (README, "Models") to enable them.`,
+    };
+  }
+
   /** similarProducts as cursor pages (first/after): see page(). */
   async similarToImagePage(image: QueryImage, args: SearchArgs & PageArgs): Promise<MatchPage> {
-    const ref =
-      image.kind === 'product'
-        ? { product: image.id }
-        : image.kind === 'url'
-          ? { url: image.url }
-          : { bytes: createHash('sha256').update(image.bytes).digest('base64url') };
-    return this.page(args, ['image', ref, args.region, args.category, args.filter, args.minScore, args.model, args.imagesPerProduct], (k) =>
-      this.similarToImage(image, { ...args, k }),
+    return this.page(
+      args,
+      ['image', imageRef(image), args.region, args.category, args.filter, args.minScore, args.model, args.imagesPerProduct],
+      (k) => this.similarToImage(image, { ...args, k }),
+    );
+  }
+
+  /** similarProducts' composed query as cursor pages (first/after): see page(). */
+  async similarToComposedPage(terms: readonly ComposedTerm[], args: SearchArgs & PageArgs): Promise<MatchPage> {
+    const refs = terms.map((t) =>
+      t.kind === 'text'
+        ? { text: t.text.trim().toLowerCase(), w: t.weight }
+        : { image: imageRef(t.image), region: t.region ?? null, w: t.weight },
+    );
+    return this.page(args, ['composed', refs, args.category, args.filter, args.minScore, args.model, args.imagesPerProduct], (k) =>
+      this.similarToComposed(terms, { ...args, k }),
     );
   }
 

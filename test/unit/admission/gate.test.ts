@@ -1,7 +1,7 @@
 /** The admission gate: bounded concurrency, bounded queue, bounded wait, and abort of waiting work. */
 import { describe, expect, it } from 'vitest';
 import { Admission, Gate, requestDeadline, untilAborted } from '../../../src/admission/index.js';
-import { operationCost } from '../../../src/admission/budget.js';
+import { enforceBudget, operationCost } from '../../../src/admission/budget.js';
 import { AppError } from '../../../src/errors.js';
 import { Kind, parse, type OperationDefinitionNode } from 'graphql';
 
@@ -81,6 +81,7 @@ describe('operationCost', () => {
       similarityFields: 2,
       similarityK: 110,
       pageFirst: 0,
+      embeddings: 1, // the text; a product's stored vector needs none
     });
     expect(
       cost('query($k: Int) { ...F ...F } fragment F on Query { similarProducts(image: {productId: "1"}, k: $k) { score } }', { k: 400 }),
@@ -102,7 +103,7 @@ describe('operationCost', () => {
     // The operation a gateway sends for a batch of Product references (the federation spec's form).
     const entities = 'query($representations: [_Any!]!) { _entities(representations: $representations) { ... on Product { title } } }';
     const refs = Array.from({ length: 40 }, (_, i) => ({ __typename: 'Product', id: String(i + 1) }));
-    expect(cost(entities, { representations: refs })).toEqual({ similarityFields: 0, similarityK: 0, pageFirst: 40 });
+    expect(cost(entities, { representations: refs })).toEqual({ similarityFields: 0, similarityK: 0, pageFirst: 40, embeddings: 0 });
     expect(
       cost('{ _entities(representations: [{__typename: "Product", sku: "A"}, {__typename: "Product", sku: "B"}]) { __typename } }')
         .pageFirst,
@@ -117,5 +118,45 @@ describe('operationCost', () => {
     expect(cost('query($m: [ID!]) { compareModels(models: $m, text: "x") { k } }', { m: ['a', 'b', 'c'] }).similarityK).toBe(30);
     // No models named: every ready model answers, up to 8, so it counts as 8.
     expect(cost('{ compareModels(text: "x", k: 200) { k } }').similarityK).toBe(1600);
+  });
+
+  it('counts each text and photo an operation embeds: composed-query terms, classifyImage labels, one per compared model', () => {
+    const composed = `query($q: ComposedQuery) { similarProducts(query: $q, k: 5) { score } }`;
+    const terms = [
+      { image: { base64: 'AAAA' }, weight: 1 }, // a photo: embedded
+      { image: { productId: '7' }, weight: 1 }, // a stored vector: not embedded
+      { image: { productId: '7' }, region: { x: 0, y: 0, width: 0.5, height: 0.5 } }, // a crop of it: embedded
+      { text: 'red', weight: 0.6 },
+      { text: 'leather', weight: -0.4 },
+      { text: 'dropped', weight: 0 }, // weight 0: dropped unread
+    ];
+    expect(cost(composed, { q: { terms } })).toMatchObject({ similarityFields: 1, similarityK: 5, embeddings: 4 });
+    expect(cost('{ classifyImage(image: {base64: "AAAA"}, labels: ["bags", "shoes", "mugs"]) { label } }').embeddings).toBe(4);
+    expect(
+      cost('query($l: [String!]!) { classifyImage(image: {productId: "1"}, labels: $l) { label } }', { l: ['a', 'b'] }).embeddings,
+    ).toBe(2);
+    expect(cost('{ compareModels(models: ["a", "b"], image: {url: "https://example.com/a.jpg"}) { k } }').embeddings).toBe(2);
+    expect(cost('{ searchProducts(text: "x", mode: KEYWORD) { score } }').embeddings).toBe(0);
+  });
+
+  it('counts recommendProducts by k, once per positive example with BEST_SCORE (one walk each)', () => {
+    expect(cost('{ recommendProducts(positive: ["1", "2", "3"], k: 20) { score } }')).toMatchObject({
+      similarityFields: 1,
+      similarityK: 20,
+    });
+    expect(cost('{ recommendProducts(positive: ["1", "2", "3"], strategy: BEST_SCORE, k: 20) { score } }').similarityK).toBe(60);
+  });
+
+  it('refuses an operation over its embeddings budget with BUDGET_EXCEEDED, before anything runs', () => {
+    const labels = Array.from({ length: 64 }, (_, i) => `"l${i}"`).join(', ');
+    const c = cost(`{ a: classifyImage(image: {base64: "AAAA"}, labels: [${labels}]) { label } b: searchProducts(text: "x") { score } }`);
+    expect(c.embeddings).toBe(66);
+    const budget = { similarityFields: 3, similarityK: 1000, pageFirst: 500, embeddings: 65 };
+    expect(() => enforceBudget(c, budget, 'anonymous')).toThrow(
+      expect.objectContaining({
+        extensions: expect.objectContaining({ code: 'BUDGET_EXCEEDED', limit: 'embeddings', requested: 66, max: 65 }),
+      }),
+    );
+    expect(() => enforceBudget(c, { ...budget, embeddings: 66 }, 'anonymous')).not.toThrow();
   });
 });
