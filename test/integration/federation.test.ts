@@ -12,10 +12,11 @@ import { ApolloServerPluginInlineTraceDisabled } from '@apollo/server/plugin/dis
 import { startStandaloneServer } from '@apollo/server/standalone';
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import { parse } from 'graphql';
-import { sql, type KyselyPlugin } from 'kysely';
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderProductImage, syntheticCatalog } from '../../src/demo/synthetic-catalog.js';
 import { ADMIN_TOKEN, codes, startTestService, tinyModelDir, type TestService } from '../support/service.js';
+import { countStatementsFrom } from '../support/statement-count.js';
 
 const catalog = syntheticCatalog(12, 5);
 const images = new Map<string, Buffer>();
@@ -96,28 +97,6 @@ async function throughGateway<T = any>(query: string, variables?: Record<string,
   return res.body.singleResult as { data?: T; errors?: Array<{ message: string; extensions?: { code?: string } }> };
 }
 
-/** Counts the statements on the products table that this service's read pool runs while `fn` runs. */
-async function countProductStatements(fn: () => Promise<unknown>): Promise<number> {
-  let n = 0;
-  const counter: KyselyPlugin = {
-    transformQuery(args) {
-      const from = (args.node as { from?: { froms?: Array<{ table?: { identifier?: { name?: string } } }> } }).from;
-      if (from?.froms?.some((f) => f.table?.identifier?.name === 'products')) n++;
-      return args.node;
-    },
-    transformResult: (args) => Promise.resolve(args.result),
-  };
-  const database = t.service.services.database as { reads: typeof t.service.services.database.reads };
-  const reads = database.reads;
-  database.reads = reads.withPlugin(counter);
-  try {
-    await fn();
-  } finally {
-    database.reads = reads;
-  }
-  return n;
-}
-
 describe('through a gateway', () => {
   it('runs a photo search here and reads the inventory subgraph field on each match', async () => {
     const query = catalog[3]!;
@@ -135,7 +114,7 @@ describe('through a gateway', () => {
   it("resolves the other subgraph's product references by SKU here, in one statement per batch", async () => {
     lowStock = [catalog[0]!.sku, catalog[5]!.sku, 'NOT-IN-THE-CATALOG', catalog[9]!.sku, catalog[2]!.sku];
     let res: Awaited<ReturnType<typeof throughGateway<any>>> | undefined;
-    const statements = await countProductStatements(async () => {
+    const statements = await countStatementsFrom(t, 'products', async () => {
       res = await throughGateway(`{ lowStock { sku title category liveInventory } }`);
     });
     expect(res!.errors).toBeUndefined();
@@ -158,7 +137,7 @@ describe("this service's subgraph API, as a router calls it", () => {
       { __typename: 'Product', id: ids[2]!.id },
     ];
     let res: Awaited<ReturnType<TestService['gql']>> | undefined;
-    const statements = await countProductStatements(async () => {
+    const statements = await countStatementsFrom(t, 'products', async () => {
       res = await t.gql(`query($r: [_Any!]!) { _entities(representations: $r) { ... on Product { id sku } } }`, { r: representations });
     });
     expect(res!.errors).toBeUndefined();

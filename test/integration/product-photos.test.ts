@@ -9,7 +9,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { sql, type KyselyPlugin } from 'kysely';
+import { sql } from 'kysely';
 import sharp from 'sharp';
 import { randomBytes } from 'node:crypto';
 import { writeTinyModel } from '../../scripts/models/tiny-model.js';
@@ -19,6 +19,7 @@ import { JOB, REINDEX, sleep } from './reindex-support.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderProductImage } from '../../src/demo/synthetic-catalog.js';
 import { codes, startTestService, tinyModelDir, type GqlResponse, type TestService } from '../support/service.js';
+import { countStatementsFrom } from '../support/statement-count.js';
 
 const UPSERT = `mutation($p: [ProductInput!]!) { upsertProducts(products: $p) {
   id sku imageSha256 thumbnailUrl images { id position label variant width height thumbnailUrl url regions { x y width height } } } }`;
@@ -237,28 +238,6 @@ describe('search by best photo', () => {
 });
 
 describe('Product.images without a statement per product', () => {
-  /** Counts the statements reading product_images (its FROM) that the service's read handle runs while `fn` runs. */
-  async function countImageStatements(fn: () => Promise<unknown>): Promise<number> {
-    let n = 0;
-    const counter: KyselyPlugin = {
-      transformQuery(args) {
-        const from = (args.node as { from?: { froms?: Array<{ table?: { identifier?: { name?: string } } }> } }).from;
-        if (from?.froms?.some((f) => f.table?.identifier?.name === 'product_images')) n++;
-        return args.node;
-      },
-      transformResult: (args) => Promise.resolve(args.result),
-    };
-    const database = t.service.services.database as { reads: typeof t.service.services.database.reads };
-    const reads = database.reads;
-    database.reads = reads.withPlugin(counter);
-    try {
-      await fn();
-    } finally {
-      database.reads = reads;
-    }
-    return n;
-  }
-
   // Products of their own (two photos each), so that the counts do not depend on the tests before.
   const own: string[] = [];
   beforeAll(async () => {
@@ -284,7 +263,7 @@ describe('Product.images without a statement per product', () => {
 
   it('reads the photos of a whole page of products with one statement', async () => {
     let res: GqlResponse<any> | undefined;
-    const statements = await countImageStatements(async () => {
+    const statements = await countStatementsFrom(t, 'product_images', async () => {
       res = await t.gql(`{ products(first: 50, filter: { category: "listed" }) { edges { node { sku images { id position } } } } }`);
     });
     expect(res!.errors).toBeUndefined();
@@ -296,7 +275,7 @@ describe('Product.images without a statement per product', () => {
 
   it("reads the photos of every match of a search with one statement, each product's own", async () => {
     let res: GqlResponse<any> | undefined;
-    const statements = await countImageStatements(async () => {
+    const statements = await countStatementsFrom(t, 'product_images', async () => {
       res = await t.gql(
         `query($image: ImageInput!) { similarProducts(image: $image, k: 4, filter: { category: "listed" }) {
           product { id sku images { id } } matchedImage { id } } }`,
