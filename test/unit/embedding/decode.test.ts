@@ -1,7 +1,7 @@
 import { deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
-import { decodeImage, inspectImage } from '../../../src/images/decode.js';
+import { MAX_DECLARED_PIXELS_PER_BYTE, decodeImage, inspectImage } from '../../../src/images/decode.js';
 import { cleanupDirs, fromRaw, solid } from './helpers.js';
 
 const limits = { maxImageBytes: 5 * 1024 * 1024, maxImagePixels: 40_000_000 };
@@ -121,5 +121,80 @@ describe('images/decode', () => {
     const img = await decodeImage(grey, limits);
     expect(img.data.length).toBe(48);
     expect(img.data[0]).toBe(img.data[1]);
+  });
+});
+
+/** Sensor-like noise, so the file is as dense as a photo (a flat image is what the bomb guard refuses). */
+const noisy = (width: number, height: number) =>
+  sharp({ create: { width, height, channels: 3, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 30 } } });
+
+describe('images/decode: decoding shrunk to what the caller needs (issue 23)', () => {
+  // a cap of 1 MP stands for IMAGE_MAX_PIXELS / SEARCH_IMAGE_MAX_PIXELS, so the images stay small and quick
+  const small = { maxImageBytes: 64 * 1024 * 1024, maxImagePixels: 1_000_000 };
+  const atLeast = { width: 300, height: 300 };
+
+  it('accepts a baseline JPEG over the full-decode cap when the caller needs fewer pixels, and decodes it at that size', async () => {
+    const jpeg = await noisy(1600, 1200).jpeg({ quality: 90 }).toBuffer();
+    await expect(decodeImage(jpeg, small)).rejects.toMatchObject({ code: 'IMAGE_TOO_LARGE' });
+    const img = await decodeImage(jpeg, small, undefined, atLeast);
+    expect([img.width, img.height, img.sourceWidth, img.sourceHeight]).toEqual([300, 300, 1600, 1200]);
+    expect(img.data.length).toBe(300 * 300 * 3);
+  });
+
+  it('keeps the full-decode cap for formats that cannot shrink on load: PNG, progressive JPEG, lossless WebP', async () => {
+    const pixels = noisy(1600, 1200);
+    const progressive = await pixels.clone().jpeg({ quality: 90, progressive: true }).toBuffer();
+    const png = await pixels.clone().png({ compressionLevel: 1 }).toBuffer();
+    const lossless = await pixels.clone().webp({ lossless: true, effort: 0 }).toBuffer();
+    for (const [name, bytes] of [
+      ['progressive jpeg', progressive],
+      ['png', png],
+      ['lossless webp', lossless],
+    ] as const) {
+      await expect(decodeImage(bytes, small, undefined, atLeast), name).rejects.toMatchObject({
+        code: 'IMAGE_TOO_LARGE',
+        details: { maxImagePixels: 1_000_000 },
+      });
+    }
+    // under the cap they decode as before, at full resolution
+    await expect(decodeImage(png, { ...small, maxImagePixels: 2_000_000 }, undefined, atLeast)).resolves.toMatchObject({
+      width: 1600,
+      height: 1200,
+    });
+  });
+
+  it('shrinks a lossy WebP on load', async () => {
+    const webp = await noisy(1600, 1200).webp({ quality: 80 }).toBuffer();
+    await expect(decodeImage(webp, small)).rejects.toMatchObject({ code: 'IMAGE_TOO_LARGE' });
+    await expect(decodeImage(webp, small, undefined, atLeast)).resolves.toMatchObject({ width: 300, height: 300, format: 'webp' });
+  });
+
+  it('refuses a JPEG that declares far more pixels than its bytes can carry (bomb guard), and any over the scalable cap', async () => {
+    // one flat colour: every 8×8 block is a DC value and nothing else, ~170 pixels per byte
+    const flat = await sharp({ create: { width: 4000, height: 3000, channels: 3, background: '#808080' } })
+      .jpeg({ quality: 80 })
+      .toBuffer();
+    expect((4000 * 3000) / flat.length).toBeGreaterThan(MAX_DECLARED_PIXELS_PER_BYTE);
+    await expect(decodeImage(flat, small, undefined, atLeast)).rejects.toMatchObject({ code: 'IMAGE_TOO_LARGE' });
+    const jpeg = await noisy(1600, 1200).jpeg({ quality: 90 }).toBuffer();
+    await expect(decodeImage(jpeg, { ...small, maxScalablePixels: 1600 * 1200 - 1 }, undefined, atLeast)).rejects.toMatchObject({
+      code: 'IMAGE_TOO_LARGE',
+      details: { width: 1600, height: 1200, maxImagePixels: 1600 * 1200 - 1 },
+    });
+  });
+
+  it('asks for the needed size in displayed orientation (EXIF 6 swaps the axes)', async () => {
+    // stored 1800×600 landscape, orientation 6: displayed 600×1800 portrait
+    const jpeg = await noisy(1800, 600).jpeg({ quality: 90 }).withMetadata({ orientation: 6 }).toBuffer();
+    const img = await decodeImage(jpeg, small, undefined, { width: 100, height: 300 });
+    expect([img.width, img.height]).toEqual([100, 300]);
+  });
+
+  it('leaves an image no larger than the needed size as it is', async () => {
+    const jpeg = await noisy(200, 150).jpeg().toBuffer();
+    const full = await decodeImage(jpeg, small);
+    const asked = await decodeImage(jpeg, small, undefined, atLeast);
+    expect([asked.width, asked.height]).toEqual([200, 150]);
+    expect(Buffer.compare(asked.data, full.data)).toBe(0);
   });
 });
