@@ -216,7 +216,7 @@ export async function inspectImage(bytes: Buffer | Uint8Array, limits: ImageLimi
  * is decoded smaller, to min(its size, atLeast) on each axis (aspect ratio not kept; after EXIF
  * orientation): libjpeg's DCT scaling or libwebp's scaled decoding to the nearest size above, then
  * libvips' antialiased linear reduce. The caller squashes that Pillow-exactly to the model's size, and
- * from 3× the model's size the chain measured within 0.16–0.21 levels mean, ≤ 1 at p99, of Pillow's
+ * from 3× the model's size the chain measured within 0.16–0.27 levels mean, ≤ 2 at p99, of Pillow's
  * resize of the full image on 12–50 MP photos (pillow.test.ts; DECODE_OVERSAMPLE in embed.ts). Other
  * images are decoded at full resolution.
  */
