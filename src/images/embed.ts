@@ -20,8 +20,9 @@ import { DEFAULT_IMAGE_LIMITS, decodeImage, type ImageLimits, type ResizeSpec } 
  * How many times the model's input size a shrunk decode keeps per axis. Against Pillow's resize of the
  * full image (libjpeg DCT scaling, libvips' linear reduce, then the Pillow-exact squash; photo-like JPEGs,
  * BILINEAR to 224): 2× measured 0.43–0.62 levels mean and 7–8 at p99 on 12, 24 and 50 MP, 2.5× 0.34–0.37
- * and 3–4 on 12 MP, 3× 0.16–0.21 and 1; 4× no better than 3×. The error is libvips' reduce against
- * Pillow's filter, not the DCT scaling: the same chain without shrink-on-load measured the same.
+ * and 3–4 on 12 MP, 3× 0.16–0.21 and 1; 4× no better than 3×. At 2× a 12 MP photo decodes at 1/8, and
+ * DCT scaling to 1/8 alone is too coarse (Pillow's own draft mode at 1/8, then its resize: 0.36 mean,
+ * p99 5; at 1/4: 0.16, p99 1), so 3× keeps 12 MP at 1/4 and gives 1/8 only from 50 MP up.
  * pillow.test.ts holds every phone size to 0.5 and 4 (3× with 384 px, BICUBIC and WebP: ≤ 0.27, ≤ 2).
  */
 export const DECODE_OVERSAMPLE = 3;
