@@ -1,11 +1,12 @@
 // The storefront page: plain ES module, talks only to the public GraphQL API at /graphql.
 import { gql, gqlUpload, ApiError, describeError } from './api.js';
+import { DEFAULT_MODEL_SIZE, downsizeForUpload } from './downsize.js';
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 const CARD = `fragment Card on Product { id sku title category brand price currency inStock thumbnailUrl imageUrl }`;
 const Q = {
-  model: `query Model { embeddingModel { id dimension provider active } }`,
+  model: `query Model { embeddingModel { id dimension imageSize provider active } }`,
   categories: `query Categories($after: String) { products(first: 500, after: $after) { edges { node { category } } pageInfo { hasNextPage endCursor } } }`,
   browse: `${CARD} query Browse($filter: ProductFilter, $first: Int, $after: String) { products(filter: $filter, first: $first, after: $after) { totalCount edges { node { ...Card } } pageInfo { hasNextPage endCursor } } }`,
   image: `${CARD} query ByImage($image: ImageInput!, $region: RegionInput, $filter: ProductFilter, $k: Int) { similarProducts(image: $image, region: $region, filter: $filter, k: $k) { score matchedImage { id label thumbnailUrl } product { ...Card } } }`,
@@ -17,9 +18,13 @@ const Q = {
 
 /**
  * What the grid shows: the catalog, products like a photo, like a text, or like a product.
- * @type {{ kind: 'browse' } | { kind: 'photo', file: File } | { kind: 'text', text: string } | { kind: 'similar', product: any }}
+ * A photo keeps the shopper's file (the preview) and what is uploaded: the same photo made smaller in the
+ * browser (downsize.js), once, however many searches it then takes (filters, areas, compare).
+ * @type {{ kind: 'browse' } | { kind: 'photo', file: File, upload: Promise<Blob> } | { kind: 'text', text: string } | { kind: 'similar', product: any }}
  */
 let query = { kind: 'browse' };
+/** The model's input size (embeddingModel.imageSize) once known: how small the uploaded photo may get. */
+let modelImageSize = DEFAULT_MODEL_SIZE;
 let previewUrl = null;
 let inflight = null; // AbortController of the current request
 let seq = 0;
@@ -98,7 +103,7 @@ async function run() {
       const vars = { ...(image ? { image } : { text: query.text }), filter, k };
       const data =
         query.kind === 'photo'
-          ? await gqlUpload(Q.compare, vars, { 'variables.image.file': query.file }, controller.signal)
+          ? await gqlUpload(Q.compare, vars, { 'variables.image.file': await query.upload }, controller.signal)
           : await gql(Q.compare, vars, controller.signal);
       if (mine !== seq) return;
       renderCompare(data.compareModels);
@@ -107,7 +112,7 @@ async function run() {
       const data = await gqlUpload(
         Q.image,
         { image: { file: null }, ...(region ? { region } : {}), filter, k },
-        { 'variables.image.file': query.file },
+        { 'variables.image.file': await query.upload },
         controller.signal,
       );
       items = data.similarProducts;
@@ -640,7 +645,8 @@ function searchPhoto(file) {
   regionEl.photo.alt = `Your photo, to draw a search area on: ${file.name}`;
   regionEl.editor.hidden = false;
   el.q.value = '';
-  query = { kind: 'photo', file }; // uploaded as is (multipart), so large photos cost no base64 overhead
+  // uploaded as a file (multipart, no base64 overhead), made smaller first where it is larger than the model needs
+  query = { kind: 'photo', file, upload: downsizeForUpload(file, modelImageSize) };
   return run();
 }
 
@@ -760,6 +766,7 @@ async function loadModel() {
         'The service runs without an embedding model: you can browse the catalog, but search by photo or text is unavailable.';
       return;
     }
+    if (m.imageSize > 0) modelImageSize = m.imageSize;
     const standIn = /^vps\/tiny-/.test(m.id); // the project's generated stand-in models
     el.model.dataset.state = standIn ? 'stand-in' : 'real';
     el.model.textContent = `Model: ${m.id} · ${m.provider}${standIn ? ' (stand-in)' : ''}`;
