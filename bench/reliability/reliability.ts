@@ -254,9 +254,11 @@ function httpClient(localAddress: string) {
  * NAT, or every client of a test run on one machine), each on its own connection.
  */
 const gql = httpClient('127.0.0.1');
+// as many as the largest group of other clients (abusers, phone-photo shoppers)
+const OTHERS = Math.max(ABUSERS, SHOPPERS);
 const abuserClients = {
-  own: Array.from({ length: ABUSERS }, (_, k) => httpClient(`127.0.0.${k + 2}`)),
-  shared: Array.from({ length: ABUSERS }, () => httpClient('127.0.0.1')),
+  own: Array.from({ length: OTHERS }, (_, k) => httpClient(`127.0.0.${k + 2}`)),
+  shared: Array.from({ length: OTHERS }, () => httpClient('127.0.0.1')),
 };
 
 const stats = (xs: Answer[]) => {
