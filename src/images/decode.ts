@@ -22,6 +22,7 @@
  *    16320×12240), and a bomb guard: above `maxImagePixels`, a header may declare at most
  *    MAX_DECLARED_PIXELS_PER_BYTE pixels per byte of the file, so the work stays proportional to the
  *    bytes sent (a flat 200 MP JPEG, the cheapest to send, measured 110–350 ms of CPU to decode at 1/8);
+ *    and what the decoder produces at its scale (planShrink) is held to `maxImagePixels` like a full decode;
  *  - everything else is decoded at full resolution (PNG, GIF, TIFF, AVIF/HEIF, progressive JPEG, whose
  *    decoder keeps every DCT coefficient of the image, lossless or alpha or animated WebP, whose decoder
  *    keeps the whole image) and keeps `maxImagePixels`.
@@ -245,8 +246,18 @@ export async function decodeImage(
       fastShrinkOnLoad: false,
     });
   } else if (scaled && atLeast) {
-    const target = shrinkTarget(header, atLeast);
-    if (target) pipeline = pipeline.resize(target.width, target.height, { fit: 'fill', kernel: 'linear', fastShrinkOnLoad: true });
+    const plan = planShrink(header, atLeast, limits.maxImagePixels);
+    if ('loadedPixels' in plan) {
+      // what the decoder itself produces before the reduce is what the decode costs: held to the
+      // full-decode cap (a 100000×600 strip cannot shrink on load along its short side)
+      throw new AppError(
+        ErrorCode.IMAGE_TOO_LARGE,
+        `Image is ${header.width}×${header.height}; at the smallest scale its decoder allows it is still ${plan.loadedPixels} pixels, over the limit of ${limits.maxImagePixels}`,
+        { width: header.width, height: header.height, maxImagePixels: limits.maxImagePixels },
+      );
+    }
+    if (plan.target)
+      pipeline = pipeline.resize(plan.target.width, plan.target.height, { fit: 'fill', kernel: 'linear', fastShrinkOnLoad: true });
   }
   try {
     const { data, info } = await pipeline.removeAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
@@ -276,12 +287,42 @@ export async function decodeImage(
 }
 
 /**
- * The decoded size for atLeast (in displayed orientation): min(source, atLeast) per axis, or null when
- * the image is no larger than atLeast on either axis (decoded as it is).
+ * The size to decode to for atLeast (in displayed orientation): min(source, atLeast) per axis, or null
+ * when the image is no larger than atLeast on either axis (decoded as it is). When the decoder would
+ * produce more than maxLoadedPixels on the way there (libjpeg's scales are 1/2, 1/4, 1/8 only, and sharp
+ * picks one only when the shrink passes it by one: a 24 MP photo for a 512 px model, 3 × 512 = 1536, has a
+ * shrink of 2.79 and would decode whole), a smaller target down to half of atLeast that lets the next
+ * scale in; else `loadedPixels`, what it would cost.
  */
-export function shrinkTarget(header: Pick<ImageHeader, 'width' | 'height' | 'orientation'>, atLeast: ResizeSpec): ResizeSpec | null {
+export function planShrink(
+  header: Pick<ImageHeader, 'format' | 'width' | 'height' | 'orientation'>,
+  atLeast: ResizeSpec,
+  maxLoadedPixels = Infinity,
+): { target: ResizeSpec | null } | { loadedPixels: number } {
   // EXIF orientations 5–8 swap the axes
   const [w, h] = header.orientation >= 5 ? [header.height, header.width] : [header.width, header.height];
-  if (w <= atLeast.width && h <= atLeast.height) return null;
-  return { width: Math.min(w, atLeast.width), height: Math.min(h, atLeast.height) };
+  if (w <= atLeast.width && h <= atLeast.height) return { target: null };
+  const wanted = { width: Math.min(w, atLeast.width), height: Math.min(h, atLeast.height) };
+  const loaded = shrunkOnLoadPixels(header, wanted);
+  if (loaded <= maxLoadedPixels) return { target: wanted };
+  for (const f of [2, 4, 8]) {
+    const t = { width: Math.min(wanted.width, Math.floor(w / (f + 1))), height: Math.min(wanted.height, Math.floor(h / (f + 1))) };
+    if (2 * t.width < wanted.width || 2 * t.height < wanted.height) break;
+    if (shrunkOnLoadPixels(header, t) <= maxLoadedPixels) return { target: t };
+  }
+  return { loadedPixels: loaded };
+}
+
+/**
+ * The pixels the decoder produces on the way to `target`: sharp (pipeline.cc) shrinks a JPEG on load by
+ * the largest of 8, 4, 2 that the common shrink min(w/tw, h/th) reaches, halved when the shrink's integer
+ * part equals it (libjpeg rounds sizes up); a WebP decodes at exactly the common shrink.
+ */
+export function shrunkOnLoadPixels(header: Pick<ImageHeader, 'format' | 'width' | 'height' | 'orientation'>, target: ResizeSpec): number {
+  const [w, h] = header.orientation >= 5 ? [header.height, header.width] : [header.width, header.height];
+  const shrink = Math.min(w / target.width, h / target.height);
+  if (header.format === 'webp') return shrink > 1 ? Math.round(w / shrink) * Math.round(h / shrink) : w * h;
+  let factor = shrink >= 8 ? 8 : shrink >= 4 ? 4 : shrink >= 2 ? 2 : 1;
+  if (factor > 1 && Math.trunc(shrink) === factor) factor /= 2;
+  return Math.ceil(w / factor) * Math.ceil(h / factor);
 }

@@ -20,9 +20,10 @@ import { DEFAULT_IMAGE_LIMITS, decodeImage, type ImageLimits, type ResizeSpec } 
  * How many times the model's input size a shrunk decode keeps per axis. Against Pillow's resize of the
  * full image (libjpeg DCT scaling, libvips' linear reduce, then the Pillow-exact squash; photo-like JPEGs,
  * BILINEAR to 224): 2× measured 0.43–0.62 levels mean and 7–8 at p99 on 12, 24 and 50 MP, 2.5× 0.34–0.37
- * and 3–4 on 12 MP, 3× 0.16–0.21 and 1; 4× no better than 3×. At 2× a 12 MP photo decodes at 1/8, and
- * DCT scaling to 1/8 alone is too coarse (Pillow's own draft mode at 1/8, then its resize: 0.36 mean,
- * p99 5; at 1/4: 0.16, p99 1), so 3× keeps 12 MP at 1/4 and gives 1/8 only from 50 MP up.
+ * and 3–4 on 12 MP, 3× 0.16–0.21 and 1; 4× no better than 3×. DCT scaling that leaves too little for the
+ * filters is too coarse (Pillow's own draft mode at 1/8 on 12 MP, then its resize to 224: 0.36 mean, p99
+ * 5; at 1/4: 0.16, p99 1). At 3× and 224 px sharp decodes 12 MP at 1/2, 24 MP at 1/4, 50 MP at 1/8; 2.5–2.7×
+ * (1/4 for 12 MP) saved ≤ 10 % of the CPU for twice the error, so 3× it is.
  * pillow.test.ts holds every phone size to 0.5 and 4 (3× with 384 px, BICUBIC and WebP: ≤ 0.27, ≤ 2).
  */
 export const DECODE_OVERSAMPLE = 3;

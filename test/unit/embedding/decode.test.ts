@@ -1,7 +1,7 @@
 import { deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MAX_DECLARED_PIXELS_PER_BYTE, decodeImage, inspectImage } from '../../../src/images/decode.js';
+import { MAX_DECLARED_PIXELS_PER_BYTE, decodeImage, inspectImage, planShrink } from '../../../src/images/decode.js';
 import { cleanupDirs, fromRaw, solid } from './helpers.js';
 
 const limits = { maxImageBytes: 5 * 1024 * 1024, maxImagePixels: 40_000_000 };
@@ -181,6 +181,26 @@ describe('images/decode: decoding shrunk to what the caller needs (issue 23)', (
       code: 'IMAGE_TOO_LARGE',
       details: { width: 1600, height: 1200, maxImagePixels: 1600 * 1200 - 1 },
     });
+  });
+
+  it('refuses an image whose decoder cannot shrink it enough (a strip: its short side is already the size needed)', async () => {
+    // 6000×300: 1.8 MP over the 1 MP cap; the common shrink is min(6000/300, 300/300) = 1, so it would decode whole
+    const strip = await noisy(6000, 300).jpeg({ quality: 90 }).toBuffer();
+    await expect(decodeImage(strip, small, undefined, atLeast)).rejects.toMatchObject({
+      code: 'IMAGE_TOO_LARGE',
+      details: { width: 6000, height: 300, maxImagePixels: 1_000_000 },
+    });
+    // a photo of the same pixel count that does shrink is accepted (the 1600×1200 above)
+  });
+
+  it('takes a coarser DCT scale, down to half the size asked, when the finer one would decode over the cap', () => {
+    const jpeg = (width: number, height: number) => ({ format: 'jpeg', width, height, orientation: 1 });
+    // 12 MP for a 224 px model (3 × 224 = 672): a shrink of 4.5, decoded at 1/2 (2016×1512), under 16 MP
+    expect(planShrink(jpeg(4032, 3024), { width: 672, height: 672 }, 16_000_000)).toEqual({ target: { width: 672, height: 672 } });
+    // 24 MP for a 512 px model (1536): a shrink of 2.79 decodes whole (24.5 MP); 1428 lets 1/2 in (6.1 MP)
+    expect(planShrink(jpeg(5712, 4284), { width: 1536, height: 1536 }, 16_000_000)).toEqual({ target: { width: 1536, height: 1428 } });
+    // a strip cannot shrink along its short side at all
+    expect(planShrink(jpeg(100_000, 600), { width: 672, height: 672 }, 16_000_000)).toEqual({ loadedPixels: 60_000_000 });
   });
 
   it('asks for the needed size in displayed orientation (EXIF 6 swaps the axes)', async () => {
