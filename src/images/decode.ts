@@ -249,7 +249,7 @@ export async function decodeImage(
     const plan = planShrink(header, atLeast, limits.maxImagePixels);
     if ('loadedPixels' in plan) {
       // what the decoder itself produces before the reduce is what the decode costs: held to the
-      // full-decode cap (a 100000×600 strip cannot shrink on load along its short side)
+      // full-decode cap even at libjpeg's coarsest scale
       throw new AppError(
         ErrorCode.IMAGE_TOO_LARGE,
         `Image is ${header.width}×${header.height}; at the smallest scale its decoder allows it is still ${plan.loadedPixels} pixels, over the limit of ${limits.maxImagePixels}`,
@@ -288,11 +288,11 @@ export async function decodeImage(
 
 /**
  * The size to decode to for atLeast (in displayed orientation): min(source, atLeast) per axis, or null
- * when the image is no larger than atLeast on either axis (decoded as it is). When the decoder would
- * produce more than maxLoadedPixels on the way there (libjpeg's scales are 1/2, 1/4, 1/8 only, and sharp
- * picks one only when the shrink passes it by one: a 24 MP photo for a 512 px model, 3 × 512 = 1536, has a
- * shrink of 2.79 and would decode whole), a smaller target down to half of atLeast that lets the next
- * scale in; else `loadedPixels`, what it would cost.
+ * for the image as it is. What the decoder produces on the way is held to maxLoadedPixels: libjpeg's
+ * scales are 1/2, 1/4 and 1/8 only, and sharp picks one only once the shrink passes it by one (a 24 MP
+ * photo for a 512 px model, 3 × 512 = 1536, has a shrink of 2.79 and would decode whole; a small region
+ * of a 200 MP photo asks for more than the photo has), so past the cap the target gets smaller until the
+ * next scale fits. `loadedPixels` when even 1/8 does not fit.
  */
 export function planShrink(
   header: Pick<ImageHeader, 'format' | 'width' | 'height' | 'orientation'>,
@@ -301,13 +301,14 @@ export function planShrink(
 ): { target: ResizeSpec | null } | { loadedPixels: number } {
   // EXIF orientations 5–8 swap the axes
   const [w, h] = header.orientation >= 5 ? [header.height, header.width] : [header.width, header.height];
-  if (w <= atLeast.width && h <= atLeast.height) return { target: null };
   const wanted = { width: Math.min(w, atLeast.width), height: Math.min(h, atLeast.height) };
   const loaded = shrunkOnLoadPixels(header, wanted);
-  if (loaded <= maxLoadedPixels) return { target: wanted };
+  if (loaded <= maxLoadedPixels) return { target: wanted.width === w && wanted.height === h ? null : wanted };
   for (const f of [2, 4, 8]) {
-    const t = { width: Math.min(wanted.width, Math.floor(w / (f + 1))), height: Math.min(wanted.height, Math.floor(h / (f + 1))) };
-    if (2 * t.width < wanted.width || 2 * t.height < wanted.height) break;
+    const t = {
+      width: Math.max(1, Math.min(wanted.width, Math.floor(w / (f + 1)))),
+      height: Math.max(1, Math.min(wanted.height, Math.floor(h / (f + 1)))),
+    };
     if (shrunkOnLoadPixels(header, t) <= maxLoadedPixels) return { target: t };
   }
   return { loadedPixels: loaded };

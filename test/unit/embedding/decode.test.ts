@@ -183,24 +183,26 @@ describe('images/decode: decoding shrunk to what the caller needs (issue 23)', (
     });
   });
 
-  it('refuses an image whose decoder cannot shrink it enough (a strip: its short side is already the size needed)', async () => {
-    // 6000×300: 1.8 MP over the 1 MP cap; the common shrink is min(6000/300, 300/300) = 1, so it would decode whole
+  it('decodes a strip, which cannot shrink along its short side, at a coarser scale that fits the cap', async () => {
+    // 6000×300: 1.8 MP over the 1 MP cap; asked for 300×300 the common shrink is min(20, 1) = 1 (whole);
+    // 300×100 lets 1/2 in (3000×150 decoded)
     const strip = await noisy(6000, 300).jpeg({ quality: 90 }).toBuffer();
-    await expect(decodeImage(strip, small, undefined, atLeast)).rejects.toMatchObject({
-      code: 'IMAGE_TOO_LARGE',
-      details: { width: 6000, height: 300, maxImagePixels: 1_000_000 },
-    });
-    // a photo of the same pixel count that does shrink is accepted (the 1600×1200 above)
+    await expect(decodeImage(strip, small, undefined, atLeast)).resolves.toMatchObject({ width: 300, height: 100 });
   });
 
-  it('takes a coarser DCT scale, down to half the size asked, when the finer one would decode over the cap', () => {
+  it('takes a coarser DCT scale when the finer one would decode over the cap', () => {
     const jpeg = (width: number, height: number) => ({ format: 'jpeg', width, height, orientation: 1 });
-    // 12 MP for a 224 px model (3 × 224 = 672): a shrink of 4.5, decoded at 1/2 (2016×1512), under 16 MP
-    expect(planShrink(jpeg(4032, 3024), { width: 672, height: 672 }, 16_000_000)).toEqual({ target: { width: 672, height: 672 } });
+    const cap = 16_000_000;
+    // 12 MP for a 224 px model (3 × 224 = 672): a shrink of 4.5, decoded at 1/2 (2016×1512), under the cap
+    expect(planShrink(jpeg(4032, 3024), { width: 672, height: 672 }, cap)).toEqual({ target: { width: 672, height: 672 } });
     // 24 MP for a 512 px model (1536): a shrink of 2.79 decodes whole (24.5 MP); 1428 lets 1/2 in (6.1 MP)
-    expect(planShrink(jpeg(5712, 4284), { width: 1536, height: 1536 }, 16_000_000)).toEqual({ target: { width: 1536, height: 1428 } });
-    // a strip cannot shrink along its short side at all
-    expect(planShrink(jpeg(100_000, 600), { width: 672, height: 672 }, 16_000_000)).toEqual({ loadedPixels: 60_000_000 });
+    expect(planShrink(jpeg(5712, 4284), { width: 1536, height: 1536 }, cap)).toEqual({ target: { width: 1536, height: 1428 } });
+    // a small region of a 200 MP photo asks for more than the photo has: 1/4 (4080×3060) is the first that fits
+    expect(planShrink(jpeg(16320, 12240), { width: 67200, height: 67200 }, cap)).toEqual({ target: { width: 3264, height: 2448 } });
+    // small enough as it is: decoded as it is
+    expect(planShrink(jpeg(600, 400), { width: 672, height: 672 }, cap)).toEqual({ target: null });
+    // nothing fits, not even 1/8 (500×500): what the size asked for would cost (1/4: 1000×1000)
+    expect(planShrink(jpeg(4000, 4000), { width: 672, height: 672 }, 10_000)).toEqual({ loadedPixels: 1000 * 1000 });
   });
 
   it('asks for the needed size in displayed orientation (EXIF 6 swaps the axes)', async () => {
