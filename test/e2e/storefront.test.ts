@@ -149,15 +149,18 @@ suite('storefront page in headless Chromium', () => {
     // 4032×3024 as a phone stores a portrait photo: landscape pixels, EXIF orientation 6 (rotate 90° clockwise
     // to display). Left half red, right half blue: displayed, red is on top.
     const [W, H] = [4032, 3024];
-    const raw = Buffer.alloc(W * H * 3);
-    for (let i = 0; i < W * H; i++) raw.set(i % W < W / 2 ? [220, 30, 30] : [30, 30, 220], i * 3);
-    const noise = await sharp({
-      create: { width: W, height: H, channels: 3, background: '#000', noise: { type: 'gaussian', mean: 0, sigma: 12 } },
-    })
+    const raw = { width: W, height: H, channels: 3 } as const;
+    const noise = await sharp({ create: { ...raw, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 12 } } })
       .raw()
       .toBuffer();
-    for (let i = 0; i < raw.length; i++) raw[i] = Math.min(255, raw[i]! + noise[i]!);
-    const phone = await sharp(raw, { raw: { width: W, height: H, channels: 3 } })
+    const red = await sharp({ create: { width: W / 2, height: H, channels: 3, background: { r: 220, g: 30, b: 30 } } })
+      .png()
+      .toBuffer();
+    const phone = await sharp({ create: { ...raw, background: { r: 30, g: 30, b: 220 } } })
+      .composite([
+        { input: red, left: 0, top: 0 },
+        { input: noise, raw, blend: 'overlay' }, // sensor noise, so the file is as large as a photo's
+      ])
       .jpeg({ quality: 92 })
       .withMetadata({ orientation: 6 })
       .toBuffer();
