@@ -71,6 +71,8 @@ const schema = z.object({
   MODEL_AUTO_FETCH: bool.default(true),
   IMAGE_MAX_BYTES: int(1024, 512 * 1024 * 1024).default(20 * 1024 * 1024),
   IMAGE_MAX_PIXELS: int(1, 1_000_000_000).default(40_000_000),
+  // declared pixels of a baseline JPEG or lossy WebP, decoded shrunk to what the model needs (images/decode.ts)
+  IMAGE_MAX_SCALABLE_PIXELS: int(1, 4_294_836_225).default(16384 * 16384),
   PRODUCT_MAX_IMAGES: int(1, 100).default(12),
   IMAGE_FETCH_TIMEOUT_MS: int(100, 600_000).default(15_000),
   IMAGE_FETCH_CONNECT_TIMEOUT_MS: int(100, 600_000).default(5_000),
@@ -345,6 +347,7 @@ function configOf(env: Env, psqlOff: boolean) {
     images: {
       maxBytes: env.IMAGE_MAX_BYTES,
       maxPixels: env.IMAGE_MAX_PIXELS,
+      maxScalablePixels: env.IMAGE_MAX_SCALABLE_PIXELS,
       maxPerProduct: env.PRODUCT_MAX_IMAGES,
       fetch: {
         totalTimeoutMs: env.IMAGE_FETCH_TIMEOUT_MS,

@@ -109,7 +109,11 @@ export function fetchOptionsOf(config: Config): FetchImageOptions {
 }
 
 export function imageLimitsOf(config: Config): ImageLimits {
-  return { maxImageBytes: config.images.maxBytes, maxImagePixels: config.images.maxPixels };
+  return {
+    maxImageBytes: config.images.maxBytes,
+    maxImagePixels: config.images.maxPixels,
+    maxScalablePixels: config.images.maxScalablePixels,
+  };
 }
 
 /**

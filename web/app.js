@@ -1,11 +1,12 @@
 // The storefront page: plain ES module, talks only to the public GraphQL API at /graphql.
 import { gql, gqlUpload, ApiError, describeError } from './api.js';
+import { DEFAULT_MODEL_SIZE, downsizeForUpload } from './downsize.js';
 
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
 const CARD = `fragment Card on Product { id sku title category brand price currency inStock thumbnailUrl imageUrl }`;
 const Q = {
-  model: `query Model { embeddingModel { id dimension provider active } }`,
+  model: `query Model { embeddingModel { id dimension imageSize provider active } }`,
   categories: `query Categories($after: String) { products(first: 500, after: $after) { edges { node { category } } pageInfo { hasNextPage endCursor } } }`,
   browse: `${CARD} query Browse($filter: ProductFilter, $first: Int, $after: String) { products(filter: $filter, first: $first, after: $after) { totalCount edges { node { ...Card } } pageInfo { hasNextPage endCursor } } }`,
   image: `${CARD} query ByImage($image: ImageInput!, $region: RegionInput, $filter: ProductFilter, $k: Int) { similarProducts(image: $image, region: $region, filter: $filter, k: $k) { score matchedImage { id label thumbnailUrl } product { ...Card } } }`,
@@ -22,13 +23,17 @@ const Q = {
 /**
  * What the grid shows: the catalog, products like a photo (refined with words), like a text, like a
  * product, or like the products a shopper marked "more like this" and unlike those marked "not like this".
- * @type {{ kind: 'browse' } | { kind: 'photo', file: File, refine?: string } | { kind: 'text', text: string } | { kind: 'similar', product: any } | { kind: 'recommend', positive: any[], negative: any[] }}
+ * A photo keeps the shopper's file (the preview) and what is uploaded: the same photo made smaller in the
+ * browser (downsize.js), once, however many searches it then takes (filters, areas, refinements, compare).
+ * @type {{ kind: 'browse' } | { kind: 'photo', file: File, upload: Promise<Blob>, refine?: string } | { kind: 'text', text: string } | { kind: 'similar', product: any } | { kind: 'recommend', positive: any[], negative: any[] }}
  */
 let query = { kind: 'browse' };
 /** The matches the grid shows (a "not like this" before any "more like this" starts from the best of them). */
 let shown = [];
 /** recommendProducts takes at most this many examples each side. */
 const MAX_EXAMPLES = 16;
+/** The model's input size (embeddingModel.imageSize) once known: how small the uploaded photo may get. */
+let modelImageSize = DEFAULT_MODEL_SIZE;
 let previewUrl = null;
 let inflight = null; // AbortController of the current request
 let seq = 0;
@@ -113,7 +118,7 @@ async function run() {
       const vars = { ...(image ? { image } : { text: query.text }), filter, k };
       const data =
         query.kind === 'photo'
-          ? await gqlUpload(Q.compare, vars, { 'variables.image.file': query.file }, controller.signal)
+          ? await gqlUpload(Q.compare, vars, { 'variables.image.file': await query.upload }, controller.signal)
           : await gql(Q.compare, vars, controller.signal);
       if (mine !== seq) return;
       renderCompare(data.compareModels);
@@ -124,7 +129,7 @@ async function run() {
       const data = await gqlUpload(
         Q.composed,
         { query: { terms }, filter, k },
-        { 'variables.query.terms.0.image.file': query.file },
+        { 'variables.query.terms.0.image.file': await query.upload },
         controller.signal,
       );
       items = data.similarProducts;
@@ -136,7 +141,7 @@ async function run() {
       const data = await gqlUpload(
         Q.image,
         { image: { file: null }, ...(region ? { region } : {}), filter, k },
-        { 'variables.image.file': query.file },
+        { 'variables.image.file': await query.upload },
         controller.signal,
       );
       items = data.similarProducts;
@@ -582,9 +587,9 @@ function refineTerms(text) {
 /**
  * The catalog categories the shopper's photo most likely shows (classifyImage with the categories as
  * labels): one click narrows the filter to it, a second click widens it again.
- * @param {File} file
+ * @param {{ file: File, upload: Promise<Blob> }} photo the photo query it classifies
  */
-async function showLikelyCategories(file) {
+async function showLikelyCategories(photo) {
   el.likely.hidden = true;
   el.likelyList.replaceChildren();
   const labels = [...el.category.options]
@@ -593,8 +598,8 @@ async function showLikelyCategories(file) {
     .slice(0, 64);
   if (labels.length < 2) return;
   try {
-    const data = await gqlUpload(Q.classify, { image: { file: null }, labels }, { 'variables.image.file': file });
-    if (query.kind !== 'photo' || query.file !== file) return; // another search meanwhile
+    const data = await gqlUpload(Q.classify, { image: { file: null }, labels }, { 'variables.image.file': await photo.upload });
+    if (query.kind !== 'photo' || query.file !== photo.file) return; // another search meanwhile
     for (const l of data.classifyImage.labels.slice(0, 3)) {
       const li = document.createElement('li');
       const b = document.createElement('button');
@@ -785,8 +790,9 @@ function searchPhoto(file) {
   regionEl.photo.alt = `Your photo, to draw a search area on: ${file.name}`;
   regionEl.editor.hidden = false;
   el.q.value = '';
-  query = { kind: 'photo', file }; // uploaded as is (multipart), so large photos cost no base64 overhead
-  showLikelyCategories(file);
+  // uploaded as a file (multipart, no base64 overhead), made smaller first where it is larger than the model needs
+  query = { kind: 'photo', file, upload: downsizeForUpload(file, modelImageSize) };
+  showLikelyCategories(query);
   return run();
 }
 
@@ -794,7 +800,7 @@ el.refineForm.addEventListener('submit', (e) => {
   e.preventDefault();
   if (query.kind !== 'photo') return;
   const refine = el.refine.value.trim();
-  query = { kind: 'photo', file: query.file, ...(refine ? { refine } : {}) };
+  query = { kind: 'photo', file: query.file, upload: query.upload, ...(refine ? { refine } : {}) };
   run();
 });
 
@@ -918,6 +924,7 @@ async function loadModel() {
         'The service runs without an embedding model: you can browse the catalog, but search by photo or text is unavailable.';
       return;
     }
+    if (m.imageSize > 0) modelImageSize = m.imageSize;
     const standIn = /^vps\/tiny-/.test(m.id); // the project's generated stand-in models
     el.model.dataset.state = standIn ? 'stand-in' : 'real';
     el.model.textContent = `Model: ${m.id} · ${m.provider}${standIn ? ' (stand-in)' : ''}`;

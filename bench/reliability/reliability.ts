@@ -8,6 +8,11 @@
  *    from their own loopback addresses (127.0.0.2 and up), then from the storefront's own address; p50/p99,
  *    its errors, how many abusive requests were refused and with which code, server RSS before/after.
  *    Alone and under abuse alternate for BENCH_ROUNDS rounds, and the medians across rounds are reported;
+ *  - the same under photos (issue 23): a photo flood (abusive clients, each from its own address, sending
+ *    BENCH_PHOTOS_PER_REQUEST phone JPEGs of BENCH_PHOTO_SIZE per request, three similarProducts aliases
+ *    with base64 images, in a closed loop) and a phone-photo shopper load (BENCH_SHOPPERS shoppers, each
+ *    from its own address, one full-size phone photo per search, BENCH_SHOPPER_PAUSE_MS between searches):
+ *    the storefront's p50/p99 and errors, and the photo senders' own p50/p99 and outcomes;
  *  - `pg_ctl restart -m fast` under load: failed requests, time from the database accepting connections to
  *    the first success, whether the process is alive, whether a reindex job in flight went on afterwards;
  *  - SIGKILL of the server in the middle of an upsert batch: all or nothing afterwards, and every product that
@@ -19,7 +24,10 @@
  * `node --import tsx src/main.ts serve`, run in BENCH_SERVER_DIR), BENCH_PRODUCTS (30000), BENCH_REQUESTS
  * (storefront requests per phase, 1000), BENCH_ABUSERS (6), BENCH_KILL_RUNS (3), BENCH_UPSERT_BATCH (40),
  * BENCH_PHASE_SECONDS (upper bound of each phase, 120), BENCH_ROUNDS (alone/abuse rounds, alternated; medians
- * reported, 3), BENCH_SKIP_FAULTS=1 (stop after the abuse phases), PG_THROWAWAY_STATE (the cluster's state dir;
+ * reported, 3), BENCH_PHASES (comma-separated phase keys to run: alone, heavy, budget, heavy-shared,
+ * budget-shared, photo-flood, phone-shoppers; default all), BENCH_PHOTO_SIZE (5712x4284, a 24 MP phone photo),
+ * BENCH_PHOTOS_PER_REQUEST (3), BENCH_SHOPPERS (4), BENCH_SHOPPER_PAUSE_MS (1000),
+ * BENCH_SKIP_FAULTS=1 (stop after the abuse phases), PG_THROWAWAY_STATE (the cluster's state dir;
  * default .cache/pg-bench-reliability; the cluster is stopped afterwards if this run started it).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -32,6 +40,7 @@ import net from 'node:net';
 import pg from 'pg';
 import { writeTinyModel } from '../../scripts/models/tiny-model.js';
 import { renderProductImage, SHAPES, COLOURS, type Colour } from '../../src/demo/synthetic-catalog.js';
+import { photoJpegs } from '../embedding/common.js';
 import { median, percentile, table } from '../lib/report.js';
 
 const envInt = (name: string, fallback: number) => {
@@ -45,6 +54,14 @@ const KILL_RUNS = envInt('BENCH_KILL_RUNS', 3);
 const UPSERT_BATCH = envInt('BENCH_UPSERT_BATCH', 40);
 const PHASE_MS = envInt('BENCH_PHASE_SECONDS', 120) * 1000;
 const ROUNDS = envInt('BENCH_ROUNDS', 3);
+const PHASES = (process.env.BENCH_PHASES ?? '')
+  .split(',')
+  .map((x) => x.trim())
+  .filter(Boolean);
+const [PHOTO_W, PHOTO_H] = (process.env.BENCH_PHOTO_SIZE ?? '5712x4284').split('x').map(Number) as [number, number];
+const PHOTOS_PER_REQUEST = Math.min(3, envInt('BENCH_PHOTOS_PER_REQUEST', 3)); // the anonymous budget: 3 similarity fields
+const SHOPPERS = envInt('BENCH_SHOPPERS', 4);
+const SHOPPER_PAUSE_MS = envInt('BENCH_SHOPPER_PAUSE_MS', 1000);
 /** Thrown to end the run after the abuse phases (BENCH_SKIP_FAULTS=1, for quick iterations). */
 class SkipFaults extends Error {}
 const SERVER_DIR = path.resolve(process.env.BENCH_SERVER_DIR ?? '.');
@@ -237,9 +254,11 @@ function httpClient(localAddress: string) {
  * NAT, or every client of a test run on one machine), each on its own connection.
  */
 const gql = httpClient('127.0.0.1');
+// as many as the largest group of other clients (abusers, phone-photo shoppers)
+const OTHERS = Math.max(ABUSERS, SHOPPERS);
 const abuserClients = {
-  own: Array.from({ length: ABUSERS }, (_, k) => httpClient(`127.0.0.${k + 2}`)),
-  shared: Array.from({ length: ABUSERS }, () => httpClient('127.0.0.1')),
+  own: Array.from({ length: OTHERS }, (_, k) => httpClient(`127.0.0.${k + 2}`)),
+  shared: Array.from({ length: OTHERS }, () => httpClient('127.0.0.1')),
 };
 
 const stats = (xs: Answer[]) => {
@@ -325,39 +344,113 @@ try {
   // ---- 1. alone, then under abuse, alternated for ROUNDS rounds (medians across rounds) ---------------------
   await storefront(Math.min(50, REQUESTS)); // warm-up
   const rssBefore = rssMiB();
-  /** The storefront client's requests while ABUSERS clients send `heavy` in a loop; the abusers' outcomes. */
+  /** One request body of an abusive client: its index k, its i-th request. */
+  type Load = (k: number, i: number) => unknown;
+  const byId =
+    (q: string): Load =>
+    (k, i) => ({ query: q, variables: { id: ids[(k * 104729 + i * 31) % ids.length] } });
+  /**
+   * The storefront client's requests while `clients` clients send `load` in a loop (pausing `pauseMs`
+   * between requests: 0 is a closed loop); the other clients' outcomes and their served latencies.
+   */
   async function underAbuse(
-    heavy: string,
+    load: Load,
     from: keyof typeof abuserClients,
-  ): Promise<{ answers: Answer[]; served: number; refused: Map<string, number> }> {
+    clients = ABUSERS,
+    pauseMs = 0,
+  ): Promise<{ answers: Answer[]; served: number; refused: Map<string, number>; servedMs: number[] }> {
     let abusing = true;
     const refused = new Map<string, number>();
+    const servedMs: number[] = [];
     let served = 0;
     const abuser = async (k: number) => {
       for (let i = 0; abusing; i++) {
-        const a = await abuserClients[from][k]!(
-          { query: heavy, variables: { id: ids[(k * 104729 + i * 31) % ids.length] } },
-          { timeoutMs: 60_000 },
-        );
-        if (a.ok) served++;
-        else refused.set(a.code ?? `HTTP_${a.status}`, (refused.get(a.code ?? `HTTP_${a.status}`) ?? 0) + 1);
+        const a = await abuserClients[from][k]!(load(k, i), { timeoutMs: 60_000 });
+        if (a.ok) {
+          served++;
+          servedMs.push(a.ms);
+        } else refused.set(a.code ?? `HTTP_${a.status}`, (refused.get(a.code ?? `HTTP_${a.status}`) ?? 0) + 1);
         if (!a.ok && a.status === 0) await sleep(50); // a connection refused: do not spin
+        if (pauseMs && abusing) await sleep(pauseMs);
       }
     };
-    const abusers = Array.from({ length: ABUSERS }, (_, k) => abuser(k));
+    const abusers = Array.from({ length: clients }, (_, k) => abuser(k));
     await sleep(500); // the abuse is under way before the storefront client measures
     const answers = await storefront(REQUESTS);
     abusing = false;
     await Promise.all(abusers);
-    return { answers, served, refused };
+    return { answers, served, refused, servedMs };
   }
-  const phases = [
-    { label: 'alone', heavy: null, from: 'own' as const },
-    { label: '30 aliases × k 1000, each from its own address', heavy: HEAVY, from: 'own' as const },
-    { label: '3 fields × k 333 (within the anonymous budget), each from its own address', heavy: BUDGET_HEAVY, from: 'own' as const },
-    { label: "30 aliases × k 1000, from the storefront's address", heavy: HEAVY, from: 'shared' as const },
-    { label: "3 fields × k 333, from the storefront's address", heavy: BUDGET_HEAVY, from: 'shared' as const },
+  // Phone photos (photo-like JPEGs at a phone's size, bench/embedding/common.ts), sent as base64.
+  const wantPhotos = !PHASES.length || PHASES.some((p) => p.startsWith('photo') || p.startsWith('phone'));
+  const photos = wantPhotos ? (await photoJpegs(3, PHOTO_W, PHOTO_H, 11)).map((b) => b.toString('base64')) : [];
+  if (wantPhotos) {
+    const mib = (photos.reduce((a, b) => a + b.length, 0) / photos.length / 1024 / 1024) * 0.75;
+    console.log(`phone photos: ${PHOTO_W}×${PHOTO_H} JPEG, ${mib.toFixed(1)} MiB each`);
+  }
+  const PHOTO_QUERY = (n: number) =>
+    `query(${Array.from({ length: n }, (_, i) => `$b${i}: String!`).join(', ')}) { ${Array.from(
+      { length: n },
+      (_, i) => `a${i}: similarProducts(image: { base64: $b${i} }, k: 10) { score product { id title price } }`,
+    ).join(' ')} }`;
+  const photoLoad =
+    (n: number): Load =>
+    (k, i) => ({
+      query: PHOTO_QUERY(n),
+      variables: Object.fromEntries(Array.from({ length: n }, (_, j) => [`b${j}`, photos[(k + i + j) % photos.length]])),
+    });
+  const allPhases = [
+    { key: 'alone', label: 'alone', load: null, from: 'own' as const, clients: 0, pauseMs: 0 },
+    {
+      key: 'heavy',
+      label: '30 aliases × k 1000, each from its own address',
+      load: byId(HEAVY),
+      from: 'own' as const,
+      clients: ABUSERS,
+      pauseMs: 0,
+    },
+    {
+      key: 'budget',
+      label: '3 fields × k 333 (within the anonymous budget), each from its own address',
+      load: byId(BUDGET_HEAVY),
+      from: 'own' as const,
+      clients: ABUSERS,
+      pauseMs: 0,
+    },
+    {
+      key: 'heavy-shared',
+      label: "30 aliases × k 1000, from the storefront's address",
+      load: byId(HEAVY),
+      from: 'shared' as const,
+      clients: ABUSERS,
+      pauseMs: 0,
+    },
+    {
+      key: 'budget-shared',
+      label: "3 fields × k 333, from the storefront's address",
+      load: byId(BUDGET_HEAVY),
+      from: 'shared' as const,
+      clients: ABUSERS,
+      pauseMs: 0,
+    },
+    {
+      key: 'photo-flood',
+      label: `photo flood: ${PHOTOS_PER_REQUEST} × ${PHOTO_W}×${PHOTO_H} JPEGs per request, each client from its own address`,
+      load: photoLoad(PHOTOS_PER_REQUEST),
+      from: 'own' as const,
+      clients: ABUSERS,
+      pauseMs: 0,
+    },
+    {
+      key: 'phone-shoppers',
+      label: `${SHOPPERS} phone-photo shoppers: one ${PHOTO_W}×${PHOTO_H} JPEG per search, ${SHOPPER_PAUSE_MS} ms apart, each from its own address`,
+      load: photoLoad(1),
+      from: 'own' as const,
+      clients: SHOPPERS,
+      pauseMs: SHOPPER_PAUSE_MS,
+    },
   ];
+  const phases = allPhases.filter((p) => !PHASES.length || PHASES.includes(p.key));
   const perPhase = phases.map(() => ({
     p50: [] as number[],
     p99: [] as number[],
@@ -366,12 +459,13 @@ try {
     n: 0,
     served: 0,
     refused: new Map<string, number>(),
+    servedMs: [] as number[],
   }));
   for (let round = 0; round < ROUNDS; round++) {
     for (const [i, phase] of phases.entries()) {
-      const out = phase.heavy
-        ? await underAbuse(phase.heavy, phase.from)
-        : { answers: await storefront(REQUESTS), served: 0, refused: new Map<string, number>() };
+      const out = phase.load
+        ? await underAbuse(phase.load, phase.from, phase.clients, phase.pauseMs)
+        : { answers: await storefront(REQUESTS), served: 0, refused: new Map<string, number>(), servedMs: [] };
       const s = stats(out.answers);
       const acc = perPhase[i]!;
       acc.p50.push(s.p50);
@@ -380,9 +474,10 @@ try {
       for (const [c, n] of s.codes) acc.codes.set(c, (acc.codes.get(c) ?? 0) + n);
       acc.n += s.n;
       acc.served += out.served;
+      acc.servedMs.push(...out.servedMs);
       for (const [c, n] of out.refused) acc.refused.set(c, (acc.refused.get(c) ?? 0) + n);
       console.log(
-        `  round ${round + 1}, storefront ${phase.heavy ? `with ${ABUSERS} abusive clients (${phase.label})` : 'alone'}: ${fmt(s)}`,
+        `  round ${round + 1}, storefront ${phase.load ? `with ${phase.clients} other clients (${phase.label})` : 'alone'}: ${fmt(s)}`,
       );
       await sleep(1000); // let the server settle (tarpitted answers drain) before the next phase
     }
@@ -391,14 +486,18 @@ try {
     const acc = perPhase[i]!;
     const runs = acc.p99.map((p99, r) => `${acc.p50[r]!.toFixed(1)}/${p99.toFixed(1)}`).join(', ');
     row(
-      phase.heavy ? `storefront with ${ABUSERS} abusive clients (${phase.label})` : 'storefront alone',
+      phase.load ? `storefront with ${phase.clients} other clients (${phase.label})` : 'storefront alone',
       `median of ${ROUNDS}: p50 ${median(acc.p50).toFixed(1)} ms, p99 ${median(acc.p99).toFixed(1)} ms, ${acc.errors}/${acc.n} errors${codeList(acc.codes)} (rounds p50/p99: ${runs})`,
     );
-    if (phase.heavy)
+    if (phase.load) {
+      const lat = acc.servedMs.length
+        ? `; served p50 ${median(acc.servedMs).toFixed(0)} ms, p99 ${percentile(acc.servedMs, 99).toFixed(0)} ms`
+        : '';
       row(
-        `abusive requests (${phase.label})`,
-        `${acc.served} served, ${[...acc.refused.values()].reduce((a, b) => a + b, 0)} refused (${[...acc.refused].map(([c, n]) => `${c} ${n}`).join(', ') || 'none'})`,
+        `other clients' requests (${phase.label})`,
+        `${acc.served} served, ${[...acc.refused.values()].reduce((a, b) => a + b, 0)} refused (${[...acc.refused].map(([c, n]) => `${c} ${n}`).join(', ') || 'none'})${lat}`,
       );
+    }
   }
   const rssAfter = rssMiB();
   row('server RSS before/after abuse', `${rssBefore ?? '?'} / ${rssAfter ?? '?'} MiB`);

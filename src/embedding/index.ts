@@ -71,6 +71,8 @@ export interface EmbedderInfo {
   maxWaitMs: number;
   logitScale?: number;
   logitBias?: number;
+  /** True for a NaFlex model (aspect-preserving patch grid): its input has no one size (inputSize is nominal). */
+  naflex?: boolean;
 }
 
 export interface Embedder {
@@ -192,6 +194,7 @@ class EmbedderImpl implements Embedder {
     };
     if (this.files.logitScale !== undefined) out.logitScale = this.files.logitScale;
     if (this.files.logitBias !== undefined) out.logitBias = this.files.logitBias;
+    if (this.files.preprocess.naflex) out.naflex = true;
     return out;
   }
 

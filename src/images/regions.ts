@@ -8,7 +8,7 @@ import type { Embedder, RgbPixels } from '../embedding/index.js';
 import type { RegionBox } from '../db/types.js';
 import { AppError, ErrorCode } from '../errors.js';
 import { DEFAULT_IMAGE_LIMITS, type ImageLimits } from './decode.js';
-import { decodeBounded } from './embed.js';
+import { decodeBounded, decodeSizeFor } from './embed.js';
 
 /** The box in whole pixels of a width × height image: at least one pixel, inside the image. */
 export function regionPixels(box: RegionBox, width: number, height: number): { left: number; top: number; width: number; height: number } {
@@ -67,7 +67,7 @@ async function embedChunk(
   const decoded = await Promise.all(
     chunk.map((p, n) => {
       const index = from + n;
-      return decodeBounded(p.bytes, limits).catch((err: unknown) => {
+      return decodeBounded(p.bytes, limits, decodeSizeFor(embedder, p.regions)).catch((err: unknown) => {
         if (err instanceof AppError) {
           throw new AppError(
             err.code,

@@ -1,7 +1,7 @@
 /** Thumbnails for display, made once at ingest from validated bytes. */
 import sharp from 'sharp';
 import { AppError, ErrorCode } from '../errors.js';
-import { FLATTEN_BACKGROUND, inspectImage, type ImageLimits } from './decode.js';
+import { FLATTEN_BACKGROUND, inspectImage, pixelCap, type ImageLimits } from './decode.js';
 
 export const THUMBNAIL_SIZE = 256;
 
@@ -14,9 +14,12 @@ export interface Thumbnail {
 }
 
 export async function makeThumbnail(bytes: Buffer, limits: ImageLimits): Promise<Thumbnail> {
-  const header = await inspectImage(bytes, limits); // caps before any pixel is decoded
+  // caps before any pixel is decoded; a phone photo shrinks on load (sharp's resize below), so it is held
+  // to the scalable cap (decode.ts)
+  const header = await inspectImage(bytes, limits, { scaled: true });
   try {
-    const img = sharp(bytes, { limitInputPixels: limits.maxImagePixels, failOn: 'error', pages: 1, autoOrient: true });
+    const limitInputPixels = pixelCap(limits, header.shrinksOnLoad, bytes.length);
+    const img = sharp(bytes, { limitInputPixels, failOn: 'error', pages: 1, autoOrient: true });
     const data = await img
       .resize(THUMBNAIL_SIZE, THUMBNAIL_SIZE, { fit: 'inside', withoutEnlargement: true })
       .flatten({ background: FLATTEN_BACKGROUND })

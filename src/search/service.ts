@@ -16,7 +16,7 @@ import type { RegionBox } from '../db/types.js';
 import { mayReadReplica, readFromPrimary } from '../db/read-routing.js';
 import type { DB } from '../db/types.js';
 import type { ImageLimits } from '../images/decode.js';
-import { decodeForModel } from '../images/embed.js';
+import { decodeForModel, decodeSizeFor } from '../images/embed.js';
 import type { FetchImageOptions } from '../images/fetch.js';
 import { loadImageBytes } from '../images/source.js';
 import type { ModelService } from '../models/service.js';
@@ -367,7 +367,9 @@ export class SearchService {
     const embedding = (async () => {
       const release = await this.gates.embed.acquire(signal);
       try {
-        const whole = await this.gates.decode.run(() => decodeForModel(bytes, limits), signal);
+        // decoded no larger than the model (and the region) needs, where the format shrinks on load
+        const atLeast = decodeSizeFor(embedder, region ? [region] : []);
+        const whole = await this.gates.decode.run(() => decodeForModel(bytes, limits, atLeast), signal);
         signal?.throwIfAborted();
         return await embedder.embedImages([region ? cropPixels(whole, region) : whole]);
       } finally {

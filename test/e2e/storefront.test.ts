@@ -11,6 +11,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import sharp from 'sharp';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { demoProducts, seedOverHttp, type DemoProduct } from '../../src/demo/seed.js';
@@ -145,6 +146,44 @@ suite('storefront page in headless Chromium', () => {
     await page.press('#q', 'Enter');
     await waitForResults(page, 'Results for “red circle”');
     expect(await page.locator('#results .card').count()).toBe(24); // k
+  });
+
+  it('makes a 12 MP phone photo smaller before uploading it, EXIF orientation applied (issue 23)', { timeout: 60_000 }, async () => {
+    // 4032×3024 as a phone stores a portrait photo: landscape pixels, EXIF orientation 6 (rotate 90° clockwise
+    // to display). Left half red, right half blue: displayed, red is on top.
+    const [W, H] = [4032, 3024];
+    const raw = { width: W, height: H, channels: 3 } as const;
+    const noise = await sharp({ create: { ...raw, background: '#808080', noise: { type: 'gaussian', mean: 128, sigma: 12 } } })
+      .raw()
+      .toBuffer();
+    const red = await sharp({ create: { width: W / 2, height: H, channels: 3, background: { r: 220, g: 30, b: 30 } } })
+      .png()
+      .toBuffer();
+    const phone = await sharp({ create: { ...raw, background: { r: 30, g: 30, b: 220 } } })
+      .composite([
+        { input: red, left: 0, top: 0 },
+        { input: noise, raw, blend: 'overlay' }, // sensor noise, so the file is as large as a photo's
+      ])
+      .jpeg({ quality: 92 })
+      .withMetadata({ orientation: 6 })
+      .toBuffer();
+    const uploaded = page.waitForRequest(
+      (r) => r.url().endsWith('/graphql') && (r.headers()['content-type'] ?? '').startsWith('multipart/'),
+    );
+    await page.setInputFiles('#photo', { name: 'IMG_0001.jpg', mimeType: 'image/jpeg', buffer: phone });
+    const req = await uploaded;
+    await waitForResults(page, 'Products like your photo');
+    const file = multipartFile(req.postDataBuffer()!, req.headers()['content-type']!, '0');
+    const meta = await sharp(file).metadata();
+    // the shorter side kept at max(768, 3 × the model's input), the aspect ratio and orientation of the display
+    expect([meta.format, meta.width, meta.height]).toEqual(['jpeg', 768, 1024]);
+    expect(meta.orientation ?? 1).toBe(1);
+    expect(file.length).toBeLessThan(phone.length / 10);
+    const { data } = await sharp(file).raw().toBuffer({ resolveWithObject: true });
+    const px = (x: number, y: number) => [...data.subarray((y * 768 + x) * 3, (y * 768 + x) * 3 + 3)];
+    expect(px(384, 100)[0]).toBeGreaterThan(150); // red on top
+    expect(px(384, 900)[2]).toBeGreaterThan(150); // blue below
+    console.log(`[e2e] phone photo ${phone.length} bytes uploaded as ${file.length} bytes (${meta.width}×${meta.height})`);
   });
 
   it('explains errors from the API: not an image, too large, nothing found, bad filter', async () => {
@@ -304,4 +343,21 @@ async function waitForResults(page: Page, heading: string): Promise<void> {
     const doc = (globalThis as any).document;
     return doc.getElementById('results-title')?.textContent === h && doc.getElementById('results').getAttribute('aria-busy') === 'false';
   }, heading);
+}
+
+/** The part named `name` of a multipart/form-data body (the file the page uploaded). */
+function multipartFile(body: Buffer, contentType: string, name: string): Buffer {
+  const boundary = /boundary=(?:"([^"]+)"|([^;]+))/.exec(contentType);
+  const delimiter = Buffer.from(`--${boundary![1] ?? boundary![2]}`);
+  let at = body.indexOf(delimiter);
+  while (at >= 0) {
+    const next = body.indexOf(delimiter, at + delimiter.length);
+    if (next < 0) break;
+    const part = body.subarray(at + delimiter.length + 2, next - 2); // after CRLF, before CRLF
+    const split = part.indexOf('\r\n\r\n');
+    const headers = part.subarray(0, split).toString('latin1');
+    if (new RegExp(`name="${name}"`).test(headers)) return part.subarray(split + 4);
+    at = next;
+  }
+  throw new Error(`no part ${name} in the upload`);
 }

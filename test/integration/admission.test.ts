@@ -207,6 +207,33 @@ describe('admission on the expensive paths', () => {
     expect(codes(s)).toEqual(['INVALID_IMAGE']);
   });
 
+  it(
+    'accepts a 24 MP phone JPEG over the search pixel cap (decoded shrunk on load), and finds its product (issue 23)',
+    { timeout: 120_000 },
+    async () => {
+      // the first product's photo, as a phone would take it: 5712×4284 (a recent iPhone's 24 MP default), with sensor noise
+      const [W, H] = [5712, 4284];
+      const first = syntheticCatalog(6, 3)[0]!;
+      const raw = await sharp(await renderProductImage(first.shape, first.colour, { size: 96 }))
+        .resize(W, H, { fit: 'fill' })
+        .removeAlpha()
+        .raw()
+        .toBuffer();
+      let seed = 23;
+      for (let i = 0; i < raw.length; i++) {
+        seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+        raw[i] = Math.max(0, Math.min(255, raw[i]! + (seed >>> 28) - 8));
+      }
+      const phone = await sharp(raw, { raw: { width: W, height: H, channels: 3 } })
+        .jpeg({ quality: 90 })
+        .toBuffer();
+      const r = await t.gql(BY_B64, { b: phone.toString('base64') });
+      expect(r.errors, JSON.stringify(r.errors)).toBeUndefined();
+      expect(r.data.similarProducts[0].product.id).toBe(productId);
+      // (a PNG or progressive JPEG of this size stays refused: the 16.8 MP PNG above, and images/decode's unit tests)
+    },
+  );
+
   it('refuses a URL that points at a private or metadata address before connecting (under the loopback tripwire)', async () => {
     const tripwire = installLoopbackTripwire();
     try {

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeImage } from '../../../src/images/decode.js';
+import { DECODE_OVERSAMPLE } from '../../../src/images/embed.js';
 import { parsePreprocessorConfig } from '../../../src/embedding/model-dir.js';
 import { resizeForModel } from '../../../src/embedding/preprocess.js';
 import { cleanupDirs, tempDir } from './helpers.js';
@@ -34,11 +35,13 @@ const spec = (S: number, resample = 2) => parsePreprocessorConfig({ size: { heig
 /** Reference pixels: what the HF processor's PIL path yields, alpha flattened onto white first. */
 const PILLOW_SCRIPT = `
 import json, sys
-from PIL import Image
+from PIL import Image, ImageOps
 jobs = json.load(sys.stdin)
 for j in jobs:
     im = Image.open(j['in'])
     im.seek(0)
+    if j.get('exif'):
+        im = ImageOps.exif_transpose(im)  # transformers' load_image does this before the processor
     if j.get('clip16') is False and im.mode in ('I;16', 'I;16B', 'I'):
         im = im.point(lambda v: v / 257).convert('L')
     if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
@@ -57,6 +60,8 @@ interface Case {
   clip16?: boolean;
   /** PIL resample code (2 BILINEAR, SigLIP 2's; 3 BICUBIC, SigLIP v1's); default 2. */
   resample?: number;
+  /** Apply EXIF orientation on the Pillow side (ImageOps.exif_transpose, as transformers' load_image does). */
+  exif?: boolean;
 }
 
 /** Photo-like content: gradients, waves, hard edges and noise (deterministic). */
@@ -183,6 +188,7 @@ async function pillow(dir: string, items: Case[]): Promise<Uint8Array[]> {
         size: c.size,
         resample: c.resample ?? 2,
         ...(c.clip16 === false ? { clip16: false } : {}),
+        ...(c.exif ? { exif: true } : {}),
       };
     }),
   );
@@ -291,5 +297,97 @@ describe.skipIf(!hasPillow)('preprocessing vs Pillow: image formats (BILINEAR)',
     // almost entirely white. We keep the ramp (value / 257), which is what the image shows.
     expect(diff(mine, refClip!).mean).toBeGreaterThan(50);
     expect(diff(mine, refScaled!).mean).toBeLessThanOrEqual(0.5);
+  });
+});
+
+/**
+ * A phone photo's content at any resolution (the same scene at 12, 24 or 50 MP): a lit backdrop
+ * (gradients), a product with a fine woven texture and hard edges (ellipse), a printed label (a
+ * high-contrast checker, the hardest case for a staged resize), and sensor noise (±6 levels).
+ */
+function phoneScene(w: number, h: number, seed: number): Buffer {
+  const raw = Buffer.alloc(w * h * 3);
+  let s = seed >>> 0;
+  const rnd = () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296;
+  const cx = w * 0.5;
+  const cy = h * 0.55;
+  const rx = w * 0.22;
+  const ry = h * 0.3;
+  const clamp = (v: number) => (v < 0 ? 0 : v > 255 ? 255 : v);
+  for (let y = 0; y < h; y++) {
+    const v = y / h;
+    for (let x = 0; x < w; x++) {
+      const u = x / w;
+      const n = (rnd() - 0.5) * 12;
+      let r = 200 - 80 * v;
+      let g = 190 - 60 * v + 20 * u;
+      let b = 170 + 40 * u;
+      const dx = (x - cx) / rx;
+      const dy = (y - cy) / ry;
+      if (dx * dx + dy * dy < 1) {
+        const t = Math.sin(u * 180) * Math.sin(v * 140);
+        r = 120 + 60 * t;
+        g = 40 + 30 * t;
+        b = 50;
+      }
+      if (u > 0.1 && u < 0.3 && v > 0.15 && v < 0.4) r = g = b = ((((x * 37) / w) | 0) + (((y * 37) / h) | 0)) & 1 ? 240 : 20;
+      const i = (y * w + x) * 3;
+      raw[i] = clamp(r + n);
+      raw[i + 1] = clamp(g + n);
+      raw[i + 2] = clamp(b + n);
+    }
+  }
+  return raw;
+}
+
+/**
+ * Phone photos at the sizes phones take them, decoded the way the engine decodes them (shrunk on load
+ * to DECODE_OVERSAMPLE × the model's size, images/embed.ts), against what the HF processor gets: Pillow's
+ * resize of the full-size decoded image. Sizes: 4032×3024 is the 12 MP default of most phones' main
+ * cameras (4:3); 5712×4284 the 24 MP default of recent iPhone Pro main cameras; 8160×6120 the 50 MP mode of
+ * 50 MP sensors (Samsung, Google Pixel, Xiaomi). Portrait photos are stored landscape with EXIF orientation
+ * 6 (rotate 90° to display), as phones write them.
+ */
+describe.skipIf(!hasPillow)('preprocessing vs Pillow: phone photos decoded shrunk (issue 23)', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await tempDir('vps-pillow-phone-');
+  });
+  afterAll(cleanupDirs);
+  // SEARCH_IMAGE_MAX_PIXELS' default: each of these is over it, accepted because it shrinks on load
+  const searchLimits = { maxImageBytes: 256 * 1024 * 1024, maxImagePixels: 16_000_000 };
+
+  const phone = async (w: number, h: number, orientation?: number, format: 'jpeg' | 'webp' = 'jpeg') => {
+    let img = sharp(phoneScene(w, h, w), { raw: { width: w, height: h, channels: 3 } });
+    if (orientation) img = img.withMetadata({ orientation });
+    return format === 'webp' ? img.webp({ quality: 90 }).toBuffer() : img.jpeg({ quality: 90 }).toBuffer();
+  };
+
+  it('is within 0.5 levels mean and 4 at p99 of Pillow on 12, 24 and 50 MP JPEGs (and a 12 MP WebP)', { timeout: 300_000 }, async () => {
+    const items: Case[] = [
+      { name: '12 MP 4032×3024 → 224', bytes: await phone(4032, 3024), size: 224 },
+      { name: '12 MP portrait (EXIF 6) → 224', bytes: await phone(4032, 3024, 6), size: 224, exif: true },
+      { name: '12 MP 4032×3024 → 384', bytes: await phone(4032, 3024), size: 384 },
+      { name: '12 MP → 224 BICUBIC', bytes: await phone(4032, 3024), size: 224, resample: 3 },
+      { name: '12 MP lossy WebP → 224', bytes: await phone(4032, 3024, undefined, 'webp'), size: 224 },
+      { name: '24 MP 5712×4284 → 224', bytes: await phone(5712, 4284), size: 224 },
+      // 3 × 512 would decode 24 MP whole (over the 16 MP cap): a coarser DCT scale, decoded to 1536×1428
+      { name: '24 MP 5712×4284 → 512', bytes: await phone(5712, 4284), size: 512 },
+      { name: '50 MP 8160×6120 → 224', bytes: await phone(8160, 6120), size: 224 },
+    ];
+    const refs = await pillow(dir, items);
+    const rows: string[] = [];
+    for (const [i, c] of items.entries()) {
+      const S = c.size;
+      const decoded = await decodeImage(c.bytes, searchLimits, undefined, { width: DECODE_OVERSAMPLE * S, height: DECODE_OVERSAMPLE * S });
+      // decoded shrunk: DECODE_OVERSAMPLE × S, or no less than half that where the cap asks for a coarser scale
+      expect(decoded.width * decoded.height, c.name).toBeLessThanOrEqual((DECODE_OVERSAMPLE * S) ** 2);
+      expect(Math.min(decoded.width, decoded.height), c.name).toBeGreaterThanOrEqual((DECODE_OVERSAMPLE * S) / 2);
+      const d = diff(resizeForModel(decoded, spec(S, c.resample)), refs[i]!);
+      rows.push(`${c.name.padEnd(32)} mean ${d.mean.toFixed(3)}  p99 ${d.p99}  max ${d.max}`);
+      expect.soft(d.mean, c.name).toBeLessThanOrEqual(0.5);
+      expect.soft(d.p99, c.name).toBeLessThanOrEqual(4);
+    }
+    console.log(rows.join('\n'));
   });
 });
