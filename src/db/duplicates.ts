@@ -20,7 +20,7 @@ import type { DB, Db } from './types.js';
  * bench/duplicates (perturbed copies of generated photos: resized, recompressed, cropped a little, through
  * the generated model): see that script's output and BENCHMARKS.md.
  */
-export const DEFAULT_DUPLICATE_THRESHOLD = 0.95;
+export const DEFAULT_DUPLICATE_THRESHOLD = 0.92;
 export const DEFAULT_NEIGHBOURS = 10;
 export const MAX_NEIGHBOURS = 100;
 /** Photos per k-NN statement. */
