@@ -164,11 +164,11 @@ if (parts.has('threshold')) {
       const xs = positives.get(p)!;
       return {
         pairs: `copy: ${p}`,
-        min: Math.min(...xs),
-        p1: percentile(xs, 1),
-        p5: percentile(xs, 5),
-        median: percentile(xs, 50),
-        max: Math.max(...xs),
+        min: f4(Math.min(...xs)),
+        p1: f4(percentile(xs, 1)),
+        p5: f4(percentile(xs, 5)),
+        median: f4(percentile(xs, 50)),
+        max: f4(Math.max(...xs)),
       };
     }),
     {
