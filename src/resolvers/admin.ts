@@ -94,6 +94,9 @@ export const adminResolvers: Resolvers = {
     },
     cancelReindex: async (_, { id }, ctx) => {
       requireAdmin(ctx);
+      // A tagging run shares the jobs' table: cancelTagging cancels it.
+      if ((await getReindexJob(ctx.services.database.db, id))?.kind === 'tag')
+        throw new AppError(ErrorCode.NOT_FOUND, `No reindex job ${id} (it is a tagging run: cancelTagging)`, { field: 'id' });
       return reindexJobDto(await ctx.services.jobs.cancel(id));
     },
     activateModel: async (_, { model }, ctx) => {
