@@ -262,14 +262,13 @@ async function detection(label: string, vectors: Float32Array[], planted: Array<
           };
         }),
       );
-      // The plan of one k-NN probe: the model's HNSW index, not a scan of every vector.
-      const plan = await sql<{ 'QUERY PLAN': string }>`EXPLAIN SELECT e.product_id FROM product_embeddings e
-        WHERE e.model_id = ${sql.lit(model.id)} AND e.region = 0 AND e.product_id <> 1
-        ORDER BY e.embedding::halfvec(${sql.raw(String(model.dimension))}) <=> (SELECT embedding FROM product_embeddings LIMIT 1)::halfvec(${sql.raw(String(model.dimension))}) LIMIT 10`.execute(
-        db,
-      );
-      const usesIndex = plan.rows.some((r) => /hnsw/i.test(r['QUERY PLAN']));
     }
+    // The plan of one k-NN probe: the model's HNSW index, not a scan of every vector.
+    const d = sql.raw(String(model.dimension));
+    const plan = await sql<{ 'QUERY PLAN': string }>`EXPLAIN SELECT e.product_id FROM product_embeddings e
+      WHERE e.model_id = ${sql.lit(model.id)} AND e.region = 0 AND e.product_id <> 1
+      ORDER BY e.embedding::halfvec(${d}) <=> (SELECT embedding FROM product_embeddings LIMIT 1)::halfvec(${d}) LIMIT 10`.execute(db);
+    const usesIndex = plan.rows.some((r) => /hnsw/i.test(r['QUERY PLAN']));
     table(`${label}: duplicate detection at the default threshold ${scan.threshold} (${backend})`, [
       {
         products: vectors.length,
