@@ -27,6 +27,7 @@ const config = {
     ProductImage: '../db/images.js#ProductImage',
     ProductConnection: '../resolvers/parents.js#ProductConnectionParent',
     ProductMatch: '../search/service.js#ProductMatch',
+    ReindexJob: '../resolvers/parents.js#ReindexJobParent',
   },
   scalars: { JSON: 'Record<string, unknown>', DateTime: 'Date', ID: 'string', Upload: 'Promise<unknown>' },
   mapperTypeSuffix: 'Model',

@@ -17,6 +17,8 @@ const benches: Array<[string, string[]]> = [
   ['bench/search/graphql-load.ts', ['--rows', '20000']],
   ['bench/search/graphql-load.ts', ['--rows', '20000', '--backend', 'pglite']],
   ['bench/search/replica.ts', ['--rows', '20000']],
+  ['bench/search/photos.ts', ['--products', '5000', '--photos', '4']],
+  ['bench/eval/held-out.ts', ['--products', '80', '--photos', '4']],
   ['bench/reindex/reindex.ts', []],
   ['bench/reliability/reliability.ts', []],
 ];

@@ -89,6 +89,7 @@ const schema = z.object({
   PGLITE_PSQL_PASSWORD: z.string().min(16, 'must be at least 16 characters').optional(), // PSQL_MIN_PASSWORD_LENGTH (db/psql-port.ts)
   PGLITE_PSQL_TRUST: bool.default(false),
   PGLITE_PSQL_MAX_HOLD_MS: int(100, 86_400_000).default(60_000),
+  PGLITE_PSQL_STATEMENT_TIMEOUT_MS: int(100, 86_400_000).default(10_000),
   // --- admission control, budgets, timeouts, rate limits (README: Configuration, "Public API limits") ---
   ADMISSION_FETCH_CONCURRENCY: int(1, 10_000).default(16),
   ADMISSION_FETCH_QUEUE: int(0, 100_000).default(32),
@@ -303,7 +304,13 @@ function configOf(env: Env, psqlOff: boolean) {
           kind: 'pglite' as const,
           dataDir: path.join(dataDir, 'pglite'),
           psqlPort: env.PGLITE_PSQL_PORT,
-          psql: { off: psqlOff, password: env.PGLITE_PSQL_PASSWORD, trust: env.PGLITE_PSQL_TRUST, maxHoldMs: env.PGLITE_PSQL_MAX_HOLD_MS },
+          psql: {
+            off: psqlOff,
+            password: env.PGLITE_PSQL_PASSWORD,
+            trust: env.PGLITE_PSQL_TRUST,
+            maxHoldMs: env.PGLITE_PSQL_MAX_HOLD_MS,
+            statementTimeoutMs: env.PGLITE_PSQL_STATEMENT_TIMEOUT_MS,
+          },
         },
     http: { host: env.HOST, port: env.PORT, bodyLimit: env.HTTP_BODY_LIMIT_BYTES },
     adminToken: env.ADMIN_TOKEN,

@@ -139,7 +139,16 @@ export async function openConfiguredDatabase(
           dataDir: c.dataDir,
           // Without a port, no psql front is started (one-shot commands must not take the service's port).
           ...(opts.psqlPort === false || c.psql?.off ? {} : { psqlPort: c.psqlPort }),
-          ...(c.psql ? { psql: { password: c.psql.password, trust: c.psql.trust, maxHoldMs: c.psql.maxHoldMs } } : {}),
+          ...(c.psql
+            ? {
+                psql: {
+                  password: c.psql.password,
+                  trust: c.psql.trust,
+                  maxHoldMs: c.psql.maxHoldMs,
+                  statementTimeoutMs: c.psql.statementTimeoutMs,
+                },
+              }
+            : {}),
         },
     log,
   );

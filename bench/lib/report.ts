@@ -1,4 +1,8 @@
 /** Statistics and table printing shared by the benchmarks. */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+
 export const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -27,3 +31,33 @@ export function arg(name: string, fallback: string): string {
 }
 
 export const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
+
+/** The SIMD flags that decide distance and inference speed (pgvector's halfvec distances, ONNX Runtime's kernels). */
+const SIMD_FLAGS = ['sse4_2', 'avx', 'avx2', 'fma', 'f16c', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'amx_tile'];
+
+/**
+ * The machine a run's figures belong to: load average at the start, cores, CPU model and its SIMD flags
+ * (from `lscpu`, else /proc/cpuinfo), so that figures from different machines or a loaded one are not compared.
+ */
+export function printMachine(): void {
+  const load = os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
+  let flags: string[] = [];
+  let model = os.cpus()[0]?.model ?? 'unknown CPU';
+  try {
+    const out = execFileSync('lscpu', { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    flags = /^Flags:\s*(.*)$/m.exec(out)?.[1]?.split(/\s+/) ?? [];
+    model = /^Model name:\s*(.*)$/m.exec(out)?.[1] ?? model;
+  } catch {
+    try {
+      flags = /^flags\s*:\s*(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.split(/\s+/) ?? [];
+    } catch {
+      // not Linux: the model name is what is known
+    }
+  }
+  const simd = SIMD_FLAGS.filter((f) => flags.includes(f));
+  console.log(`load average at start: ${load} (${os.availableParallelism()} cores, ${model})`);
+  console.log(`lscpu flags (SIMD): ${simd.length ? simd.join(' ') : 'none of ' + SIMD_FLAGS.join(' ')}`);
+}

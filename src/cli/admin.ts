@@ -6,6 +6,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Config } from '../config.js';
 import { getModel } from '../db/models.js';
+import { modelCoverage } from '../db/embeddings.js';
 import { getReindexJob } from '../db/reindex-jobs.js';
 import { runModelCommand } from './model.js';
 import { importHfDataset, isHfDataset, parseMapping } from '../jobs/hf-dataset.js';
@@ -144,7 +145,7 @@ export async function reindexCommand(args: string[], config: Config, log: Logger
       interrupted = true;
     };
     process.once('SIGINT', onSigint);
-    const bar = new ProgressBar(`reindex ${job.modelId}`);
+    const bar = new ProgressBar(`reindex ${job.modelId} (photos)`);
     for (;;) {
       const j = (await getReindexJob(ctx.database.db, job.id))!;
       bar.update(j.processed, Math.max(j.total, j.processed), `${j.state}${j.failed ? ` failed ${j.failed}` : ''}`);
@@ -152,6 +153,8 @@ export async function reindexCommand(args: string[], config: Config, log: Logger
         bar.update(j.processed, Math.max(j.total, j.processed), j.state, true);
         bar.done();
         out(`job ${j.id} ${j.state}${j.activated ? `: ${j.modelId} is now the active model` : ''}${j.error ? `: ${j.error}` : ''}`);
+        const c = await modelCoverage(ctx.database.db, j.modelId);
+        out(`  ${j.modelId}: ${c.productsEmbedded}/${c.products} products, ${c.photosEmbedded}/${c.photos} photos, ${c.vectors} vectors`);
         for (const e of j.errors.slice(0, 10)) out(`  product ${e.productId} (${e.sku ?? '?'}): ${e.message}`);
         if (j.state !== 'succeeded') process.exitCode = 1;
         break;

@@ -96,7 +96,7 @@ export async function openDatabase(target: DatabaseTarget, log?: Logger): Promis
     };
     return { db, reads, readRouter, kind: 'postgres', psqlUrl: null, script, close };
   }
-  const pglite = await openPglite(target.dataDir, target.loadDataDir);
+  const pglite = await openPglite(target.dataDir, target.loadDataDir, log);
   const lock = new Mutex();
   const db = new Kysely<DB>({ dialect: new PgliteDialect(pglite, lock) });
   let psql: { url: string; stop(): Promise<void> } | null = null;

@@ -198,6 +198,40 @@ export async function countLeft(db: Db, o: { modelId: string; afterId: string; o
   return Number(r.rows[0]!.n);
 }
 
+/** How far a model covers the catalog: products, photos and the vectors it has (whole photos and regions). */
+export interface ModelCoverage {
+  /** Products with at least one stored photo. */
+  products: number;
+  /** Of those, products whose every photo the model has embedded. */
+  productsEmbedded: number;
+  /** Stored photos. */
+  photos: number;
+  /** Photos the model has embedded (each with its regions). */
+  photosEmbedded: number;
+  /** The model's vectors: one per photo and one per region of it. */
+  vectors: number;
+}
+
+/** A model's coverage of the catalog, counted now in one statement (for a reindex job's progress). */
+export async function modelCoverage(db: Db, modelId: string): Promise<ModelCoverage> {
+  const r = await sql<{ products: string; products_missing: string; photos: string; photos_missing: string; vectors: string }>`
+    SELECT (SELECT count(DISTINCT product_id) FROM product_images) AS products,
+           (SELECT count(DISTINCT pi.product_id) FROM product_images pi WHERE ${missingVector(modelId)}) AS products_missing,
+           (SELECT count(*) FROM product_images) AS photos,
+           (SELECT count(*) FROM product_images pi WHERE ${missingVector(modelId)}) AS photos_missing,
+           (SELECT count(*) FROM product_embeddings WHERE model_id = ${modelId}) AS vectors`.execute(db);
+  const row = r.rows[0]!;
+  const products = Number(row.products);
+  const photos = Number(row.photos);
+  return {
+    products,
+    productsEmbedded: products - Number(row.products_missing),
+    photos,
+    photosEmbedded: photos - Number(row.photos_missing),
+    vectors: Number(row.vectors),
+  };
+}
+
 /** Products with a stored photo the model has not embedded. */
 export async function countMissing(db: Db, modelId: string): Promise<number> {
   const r = await sql<{

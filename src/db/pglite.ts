@@ -1,5 +1,6 @@
 /**
- * The embedded default database: PGlite (PostgreSQL compiled to WASM) with pgvector.
+ * The embedded default database: PGlite (PostgreSQL compiled to WASM) with pgvector, in a worker thread
+ * of its own (db/pglite-host.ts), as a Kysely dialect.
  *
  * PGlite is a single PostgreSQL session. Two concurrent requests that each run a transaction
  * would otherwise interleave their statements inside one another's BEGIN…COMMIT. A session lock
@@ -8,8 +9,6 @@
  * holding it for as long as a psql client keeps a transaction open (within a bound).
  */
 import fs from 'node:fs/promises';
-import { PGlite } from '@electric-sql/pglite';
-import { vector } from '@electric-sql/pglite-pgvector';
 import { Mutex } from 'async-mutex';
 import {
   CompiledQuery,
@@ -22,15 +21,17 @@ import {
   type Kysely,
   type QueryResult,
 } from 'kysely';
+import type { Logger } from '../log.js';
+import { EmbeddedDatabase } from './pglite-host.js';
 
-export async function openPglite(dataDir: string | undefined, loadDataDir?: Blob): Promise<PGlite> {
+export async function openPglite(dataDir: string | undefined, loadDataDir?: Blob, log?: Logger): Promise<EmbeddedDatabase> {
   if (dataDir) await fs.mkdir(dataDir, { recursive: true });
   // undefined dataDir: an in-memory database (tests), from a dumped data directory when given one.
-  return PGlite.create(dataDir, { extensions: { vector }, ...(loadDataDir ? { loadDataDir } : {}) });
+  return EmbeddedDatabase.open(dataDir, loadDataDir, log);
 }
 
 class PgliteConnection implements DatabaseConnection {
-  constructor(private readonly pg: PGlite) {}
+  constructor(private readonly pg: EmbeddedDatabase) {}
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
     const res = await this.pg.query<R>(compiled.sql, [...compiled.parameters]);
@@ -52,7 +53,7 @@ class PgliteDriver implements Driver {
   private readonly releasers = new Map<DatabaseConnection, () => void>();
 
   constructor(
-    private readonly pg: PGlite,
+    private readonly pg: EmbeddedDatabase,
     private readonly lock: Mutex,
   ) {
     this.connection = new PgliteConnection(pg);
@@ -92,7 +93,7 @@ class PgliteDriver implements Driver {
 
 export class PgliteDialect implements Dialect {
   constructor(
-    private readonly pg: PGlite,
+    private readonly pg: EmbeddedDatabase,
     private readonly lock: Mutex,
   ) {}
   createAdapter() {

@@ -1,7 +1,7 @@
 /**
  * The embedded database's psql port for analysts: a small PostgreSQL wire-protocol front for PGlite.
  *
- * PGlite is one PostgreSQL session in this process, shared with the service. So the port is not a
+ * PGlite is one PostgreSQL session, shared with the service (in a worker thread: db/pglite-host.ts). So the port is not a
  * pipe to PGlite but a gatekeeper that speaks the protocol itself wherever a client could change what
  * the service's session is (docs/ARCHITECTURE.md, "The embedded database's psql port", has the
  * reasoning; SECURITY.md what it promises):
@@ -23,23 +23,26 @@
  * - The lock (the service's session lock) is taken per unit of work (up to a Sync or a simple Query
  *   that leaves no transaction open), so app statements never run inside a psql transaction. One
  *   client holds it at most `maxHoldMs` at a stretch: past it, it is cut off (FATAL 25P03).
+ * - One statement runs at most `statementTimeoutMs` (and never past the hold bound): PGlite runs in a
+ *   worker thread, so the service goes on answering meanwhile, and a statement past its limit is ended
+ *   by replacing that thread (db/pglite-host.ts): the client is cut off (FATAL 57014), its transaction
+ *   rolled back by crash recovery, and the service's session is a fresh one.
  * - Every time a client hands the session back, the port restores the service's session: DISCARD ALL
  *   (settings, prepared statements, temp tables, advisory locks), SET SESSION AUTHORIZATION to the
  *   service's own role (PGlite's DISCARD ALL and SET SESSION AUTHORIZATION DEFAULT keep a role a client
  *   switched to), and a fresh random seed (setseed() would make the service's random() predictable).
  *   So an analyst's SET lasts for one unit of work: a transaction keeps several statements together.
  *
- * What this does not bound: one statement. PGlite runs on the main thread and cannot be interrupted
- * (statement_timeout needs a timer signal the WASM build does not have), so a `pg_sleep(60)` holds the
- * service for its length; the client is cut off when it ends. See docs/ARCHITECTURE.md.
+ * An in-memory database (tests only) cannot be interrupted without losing its data: there a long
+ * statement runs to its end and the client is cut off then. See docs/ARCHITECTURE.md.
  */
 import { createHash, randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { PGlite } from '@electric-sql/pglite';
 import type { Mutex } from 'async-mutex';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from '../log.js';
+import { StatementInterruptedError, type EmbeddedDatabase } from './pglite-host.js';
 import { mayCopyFromClient } from './psql-statements.js';
 
 export interface PsqlPortOptions {
@@ -51,6 +54,8 @@ export interface PsqlPortOptions {
   trust?: boolean;
   /** The longest one client may hold the session at a stretch (an open transaction); default 60 s. */
   maxHoldMs?: number;
+  /** The longest one statement may run (on a file-backed database); default 10 s. */
+  statementTimeoutMs?: number;
   /** An authenticated client silent this long is closed; default 5 minutes. */
   idleTimeoutMs?: number;
   /** Authenticated sessions at once; default 4. */
@@ -126,6 +131,14 @@ class TransactionStatus {
 
   get inTransaction() {
     return this.last !== 0x49;
+  }
+
+  /** A fresh session (the database's worker was replaced): idle, no message half read. */
+  reset() {
+    this.header = Buffer.alloc(0);
+    this.remaining = 0;
+    this.wantStatus = false;
+    this.last = 0x49;
   }
 
   feed(data: Uint8Array) {
@@ -227,6 +240,7 @@ const digest = (s: string | Buffer) => createHash('sha256').update(s).digest();
 interface ConnectionSettings {
   passwordDigest: Buffer | null;
   maxHoldMs: number;
+  statementTimeoutMs: number;
   idleTimeoutMs: number;
   authTimeoutMs: number;
   throttle: PasswordThrottle;
@@ -260,7 +274,7 @@ class PsqlConnection {
 
   constructor(
     private readonly socket: net.Socket,
-    private readonly pg: PGlite,
+    private readonly pg: EmbeddedDatabase,
     private readonly lock: Mutex,
     private readonly opts: ConnectionSettings,
     private readonly log: Logger | undefined,
@@ -300,7 +314,7 @@ class PsqlConnection {
           this.socket.write('N'); // no TLS on a loopback port; the client goes on in plain text
           continue;
         }
-        if (code === CANCEL_REQUEST) return this.close(); // cancelling a running PGlite statement is not possible
+        if (code === CANCEL_REQUEST) return this.close(); // not honoured: statements end by their time limit
         if (code !== PROTOCOL_V3) return this.refuse('0A000', 'unsupported frontend protocol');
         if (!this.readStartup(packet.subarray(8))) return;
         if (this.opts.passwordDigest) {
@@ -444,16 +458,27 @@ class PsqlConnection {
       this.holdTimer.unref();
       this.heldSince = Date.now();
     }
-    await this.pg.runExclusive(() =>
-      this.pg.execProtocolRawStream(new Uint8Array(message), {
+    // A statement may run its own limit, and never past what is left of the hold bound.
+    const holdLeft = this.opts.maxHoldMs - (Date.now() - this.heldSince);
+    try {
+      await this.pg.execProtocolRawStream(new Uint8Array(message), {
+        timeoutMs: Math.max(1, Math.min(this.opts.statementTimeoutMs, holdLeft)),
         onRawData: (data) => {
           this.status.feed(data);
           if (data.length && this.phase !== 'closed' && this.socket.writable) this.socket.write(Buffer.from(data));
         },
-      }),
-    );
-    // A statement cannot be interrupted, and while it runs no timer fires: one that ran past the bound
-    // ends the session here (the client learns why) rather than letting it go on.
+      });
+    } catch (err) {
+      if (!(err instanceof StatementInterruptedError)) throw err;
+      // The database's worker was replaced: a fresh session, with no transaction of this client's.
+      this.status.reset();
+      return this.cutOff(
+        '57014',
+        'canceling statement due to statement timeout (PGLITE_PSQL_STATEMENT_TIMEOUT_MS, or PGLITE_PSQL_MAX_HOLD_MS for a transaction); it was rolled back',
+      );
+    }
+    // On an in-memory database a statement cannot be ended: one that ran past the bound ends the
+    // session here (the client learns why) rather than letting it go on.
     if (Date.now() - this.heldSince > this.opts.maxHoldMs && !this.isClosed())
       return this.cutOff('25P03', 'the psql session held the embedded database longer than PGLITE_PSQL_MAX_HOLD_MS');
     const type = message[0];
@@ -466,8 +491,6 @@ class PsqlConnection {
 
   /**
    * One protocol message to PGlite from the port itself, its answers read for the status and dropped.
-   * As a stream with a callback of its own: PGlite keeps the last stream's callback for execProtocolRaw
-   * too (0.5), which would send these answers to the client.
    */
   private async raw(message: Uint8Array) {
     await this.pg.execProtocolRawStream(message, { onRawData: (data) => this.status.feed(data) });
@@ -476,14 +499,12 @@ class PsqlConnection {
   /**
    * The service's session as it was before the client's unit of work: see the header. Each a Query of
    * its own (DISCARD ALL cannot run in the implicit transaction of a multi-statement Query), sent as
-   * protocol messages: PGlite's exec() takes the same PGlite-internal lock and would wait for this one.
+   * protocol messages, followed for the transaction status like the client's.
    */
   private async restoreServiceSession() {
-    await this.pg.runExclusive(async () => {
-      await this.raw(simpleQuery('DISCARD ALL'));
-      await this.raw(simpleQuery(`SET SESSION AUTHORIZATION ${quoteIdent(this.opts.serviceRole)}`));
-      await this.raw(simpleQuery(`SELECT setseed(${(randomInt(2_000_001) - 1_000_000) / 1_000_000})`));
-    });
+    await this.raw(simpleQuery('DISCARD ALL'));
+    await this.raw(simpleQuery(`SET SESSION AUTHORIZATION ${quoteIdent(this.opts.serviceRole)}`));
+    await this.raw(simpleQuery(`SELECT setseed(${(randomInt(2_000_001) - 1_000_000) / 1_000_000})`));
   }
 
   // A method, so TypeScript does not narrow `phase` across the awaits above.
@@ -519,16 +540,14 @@ class PsqlConnection {
     for (const t of [this.idleTimer, this.holdTimer, this.authTimer]) if (t) clearTimeout(t);
     this.socket.end();
     this.socket.destroySoon();
-    // After the message in flight (a PGlite statement cannot be interrupted), reset the session.
+    // After the message in flight (it ends, or is ended by its time limit), reset the session.
     this.chain = this.chain
       .then(async () => {
         if (!started || !this.release) return; // it does not hold the session: restored when handed back
         // A Sync ends an unfinished extended-protocol exchange (and its error state), then the
         // transaction is rolled back and the service's session restored.
-        await this.pg.runExclusive(async () => {
-          await this.raw(SYNC);
-          if (this.status.inTransaction) await this.raw(simpleQuery('ROLLBACK'));
-        });
+        await this.raw(SYNC);
+        if (this.status.inTransaction) await this.raw(simpleQuery('ROLLBACK'));
         await this.restoreServiceSession();
       })
       .catch((err: unknown) =>
@@ -542,7 +561,7 @@ class PsqlConnection {
 }
 
 /** The ParameterStatus messages a client expects at startup (psql reads server_version from them). */
-async function startupParameters(pg: PGlite): Promise<{ parameterStatus: Buffer; serviceRole: string }> {
+async function startupParameters(pg: EmbeddedDatabase): Promise<{ parameterStatus: Buffer; serviceRole: string }> {
   const names = [
     'server_version',
     'server_encoding',
@@ -571,17 +590,17 @@ async function startupParameters(pg: PGlite): Promise<{ parameterStatus: Buffer;
 }
 
 /** Serves the embedded database on a loopback port so analysts can connect with psql. */
-export async function startPsqlPort(pg: PGlite, lock: Mutex, opts: PsqlPortOptions, log?: Logger): Promise<PsqlPort> {
+export async function startPsqlPort(pg: EmbeddedDatabase, lock: Mutex, opts: PsqlPortOptions, log?: Logger): Promise<PsqlPort> {
   if (!opts.trust && opts.password !== undefined && opts.password.length < PSQL_MIN_PASSWORD_LENGTH)
     throw new Error(`the psql port's password must be at least ${PSQL_MIN_PASSWORD_LENGTH} characters`);
   const password = opts.trust ? null : (opts.password ?? randomBytes(18).toString('base64url'));
   const maxConnections = opts.maxConnections ?? 4;
   const connections = new Set<PsqlConnection>();
-  await pg.waitReady;
   const startup = await lock.runExclusive(() => startupParameters(pg));
   const settings: ConnectionSettings = {
     passwordDigest: password === null ? null : digest(password),
     maxHoldMs: opts.maxHoldMs ?? 60_000,
+    statementTimeoutMs: opts.statementTimeoutMs ?? 10_000,
     idleTimeoutMs: opts.idleTimeoutMs ?? 5 * 60_000,
     authTimeoutMs: opts.authTimeoutMs ?? AUTH_TIMEOUT_MS,
     throttle: new PasswordThrottle(opts.failedPasswordDelayMs ?? 250),

@@ -7,11 +7,12 @@ import { ProgressBar } from '../cli/progress.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { evaluateModels, type LabelledQuery } from './evaluate.js';
+import { evaluateHeldOut, formatHeldOutTable } from './held-out.js';
 import { formatTable, renderHtml, toJson } from './report.js';
 import { DEFAULT_TRANSFORMS, isTransform, TRANSFORMS, type Transform } from './transforms.js';
 
 export const EVAL_USAGE = `eval [--model ID]... [--model-dir DIR]... [--transforms LIST] [--limit N] [--category NAME]
-       [--queries FILE.jsonl] [--html FILE] [--no-html] [--json] [--concurrency N] [--show N]
+       [--queries FILE.jsonl] [--held-out] [--html FILE] [--no-html] [--json] [--concurrency N] [--show N]
 
   Offline retrieval evaluation of one or more models on the catalog: each query is an image whose right
   answer is known, asked of every model through the search path shoppers use; the rank at which each model
@@ -22,6 +23,9 @@ export const EVAL_USAGE = `eval [--model ID]... [--model-dir DIR]... [--transfor
   paths relative to the file.
   Models: ready, loaded ones (--model ID, repeatable: registered ids, loaded from the model cache; or
   --model-dir DIR); default every ready model in the cache, the active one first.
+  --held-out: a catalog of several photos per product: each sampled product's last photo is held out of
+  the catalog and is the query; the product is ranked by its best other photo and by its first photo only
+  (what one photo per product could answer), exactly, side by side (no transforms, no HTML report).
   Output: the table on stdout; the HTML report (thumbnails inlined) to --html FILE (default
   eval-report.html; --no-html: none); --json prints the figures as JSON instead of the table.
   With the embedded database, stop the service first (or use DATABASE_URL); the admin query
@@ -67,6 +71,7 @@ export async function evalCommand(args: string[], config: Config, log: Logger): 
       limit: { type: 'string' },
       category: { type: 'string' },
       queries: { type: 'string' },
+      'held-out': { type: 'boolean' },
       html: { type: 'string' },
       'no-html': { type: 'boolean' },
       json: { type: 'boolean' },
@@ -93,6 +98,9 @@ export async function evalCommand(args: string[], config: Config, log: Logger): 
       throw new CliError(`unknown transform ${bad.join(', ') || '(none)'}: choose from ${TRANSFORMS.join(', ')}`);
     transforms = names as Transform[];
   }
+  const heldOut = values['held-out'] ?? false;
+  if (heldOut && (values.queries || values.transforms))
+    throw new CliError('--held-out makes its own queries: give no --queries or --transforms');
   const queries = values.queries ? await readLabelledQueries(values.queries, config.images.maxBytes) : null;
 
   const ctx = await openCliContext(config, log, { loadConfiguredModel: true });
@@ -105,6 +113,22 @@ export async function evalCommand(args: string[], config: Config, log: Logger): 
       await ctx.models.loadServable(); // every ready model in the cache
     }
     const bar = values.json ? null : new ProgressBar('eval');
+    if (heldOut) {
+      const report = await evaluateHeldOut(
+        { db: ctx.database.db, models: ctx.models, search: ctx.services.search },
+        {
+          models: named.length ? named : null,
+          limit,
+          category: values.category ?? null,
+          concurrency,
+          onProgress: (done, total) => bar?.update(done, total),
+        },
+      );
+      bar?.done();
+      const { outcomes: _outcomes, ...figures } = report;
+      process.stdout.write(values.json ? `${JSON.stringify(figures, null, 2)}\n` : `\n${formatHeldOutTable(report)}\n`);
+      return;
+    }
     const report = await evaluateModels(
       { db: ctx.database.db, models: ctx.models, search: ctx.services.search },
       {

@@ -95,7 +95,10 @@ export interface EvalReport {
   seconds: number;
 }
 
-async function modelsToEvaluate(models: ModelService, given?: readonly string[] | null): Promise<Array<{ id: string; active: boolean }>> {
+export async function modelsToEvaluate(
+  models: ModelService,
+  given?: readonly string[] | null,
+): Promise<Array<{ id: string; active: boolean }>> {
   let ids: string[];
   if (given?.length) {
     ids = given.map((m) => m.trim());

@@ -2,7 +2,9 @@ import { AppError, ErrorCode } from '../errors.js';
 import type { ReindexJob as Job, ReindexState } from '../db/reindex-jobs.js';
 import { getReindexJob, listReindexJobs } from '../db/reindex-jobs.js';
 import type { ModelRecord } from '../models/service.js';
-import type { ModelStatus, RegisteredModel, ReindexJob, ReindexJobState, Resolvers } from '../schema/generated.js';
+import { modelCoverage } from '../db/embeddings.js';
+import type { ModelStatus, RegisteredModel, ReindexJobState, Resolvers } from '../schema/generated.js';
+import type { ReindexJobParent } from './parents.js';
 import { requireAdmin } from './auth.js';
 
 const up = <T extends string>(s: string) => s.toUpperCase() as T;
@@ -17,7 +19,7 @@ export function jobRate(j: Job, now = Date.now()): { rate: number | null; etaSec
   return { rate, etaSeconds: Math.max(0, j.total - j.processed) / rate };
 }
 
-export function reindexJobDto(j: Job, now = Date.now()): ReindexJob {
+export function reindexJobDto(j: Job, now = Date.now()): ReindexJobParent {
   const { rate, etaSeconds } = jobRate(j, now);
   return {
     id: j.id,
@@ -80,6 +82,10 @@ export const adminResolvers: Resolvers = {
       });
       return jobs.map((j) => reindexJobDto(j));
     },
+  },
+  ReindexJob: {
+    // The jobs' parents come from admin-only fields (requireAdmin above): the primary, as they are.
+    coverage: (job, _, ctx) => modelCoverage(ctx.services.database.db, job.model),
   },
   Mutation: {
     reindex: async (_, args, ctx) => {

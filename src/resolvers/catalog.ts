@@ -1,9 +1,9 @@
 import { deleteProduct, findProduct, pageProducts } from '../catalog/catalog.js';
 import { ingestProducts } from '../catalog/ingest.js';
-import { imagesOfProducts } from '../db/images.js';
 import type { Resolvers } from '../schema/generated.js';
 import { requireAdmin } from './auth.js';
 import { decodeCursor, encodeCursor, toProductInputs } from './inputs.js';
+import { productImagesLoader } from './loaders.js';
 
 export const catalogResolvers: Resolvers = {
   Query: {
@@ -26,7 +26,8 @@ export const catalogResolvers: Resolvers = {
   Product: {
     // The main photo's thumbnail by product id: no photo lookup per product listed.
     thumbnailUrl: (p) => (p.imageSha256 ? `/products/${p.id}/thumbnail.webp?v=${p.imageSha256.slice(0, 12)}` : null),
-    images: async (p, _, ctx) => (await imagesOfProducts(ctx.services.database.reads, [p.id])).get(p.id) ?? [],
+    // Gathered per request: a page or a search's matches cost one photos statement, not one per product.
+    images: (p, _, ctx) => productImagesLoader(ctx).load(p.id),
   },
   ProductImage: {
     // A photo's id changes whenever its bytes do (migration 0010): the URL needs no cache buster.

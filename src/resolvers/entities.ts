@@ -12,17 +12,15 @@ import { untilAborted } from '../admission/index.js';
 import { badInput } from '../errors.js';
 import type { Resolvers } from '../schema/generated.js';
 import type { RequestContext } from './context.js';
+import { perRequest } from './loaders.js';
 
 /** A key of a reference: `id:42` or `sku:TEE-1` (DataLoader keys are compared as strings). */
 type ReferenceKey = `id:${string}` | `sku:${string}`;
 
-const loaders = new WeakMap<RequestContext, DataLoader<ReferenceKey, Product | null>>();
-
 /** The request's loader: one per request, so nothing is cached across requests (or callers). */
-function productLoader(ctx: RequestContext): DataLoader<ReferenceKey, Product | null> {
-  let loader = loaders.get(ctx);
-  if (!loader) {
-    loader = new DataLoader(async (keys) => {
+const productLoader = perRequest(
+  (ctx: RequestContext) =>
+    new DataLoader<ReferenceKey, Product | null>(async (keys) => {
       const ids = new Set<string>();
       const skus = new Set<string>();
       for (const key of keys) {
@@ -43,11 +41,8 @@ function productLoader(ctx: RequestContext): DataLoader<ReferenceKey, Product | 
         byKey.set(`sku:${p.sku}`, p);
       }
       return keys.map((key) => byKey.get(key) ?? null);
-    });
-    loaders.set(ctx, loader);
-  }
-  return loader;
-}
+    }),
+);
 
 export const entityResolvers: Resolvers = {
   Product: {

@@ -3,7 +3,7 @@
 import type { GraphQLResolveInfo, GraphQLScalarType, GraphQLScalarTypeConfig } from 'graphql';
 import type { Product as ProductModel } from '../db/products.js';
 import type { ProductImage as ProductImageModel } from '../db/images.js';
-import type { ProductConnectionParent as ProductConnectionParentModel } from '../resolvers/parents.js';
+import type { ProductConnectionParent as ProductConnectionParentModel, ReindexJobParent as ReindexJobParentModel } from '../resolvers/parents.js';
 import type { ProductMatch as ProductMatchModel } from '../search/service.js';
 import type { RequestContext } from '../resolvers/context.js';
 export type Maybe<T> = T | null;
@@ -734,6 +734,24 @@ export type RegisteredModel = {
   vectors: Scalars['Int']['output'];
 };
 
+/**
+ * How far a model covers the catalog now, counted when asked: a product is covered when every one of its
+ * photos has the model's vectors (the whole photo's and one per region).
+ */
+export type ReindexCoverage = {
+  __typename?: 'ReindexCoverage';
+  /** Stored photos. */
+  photos: Scalars['Int']['output'];
+  /** Photos the model has embedded. */
+  photosEmbedded: Scalars['Int']['output'];
+  /** Products with at least one stored photo. */
+  products: Scalars['Int']['output'];
+  /** Products whose every photo the model has embedded. */
+  productsEmbedded: Scalars['Int']['output'];
+  /** The model's vectors: one per photo and one per region of it. */
+  vectors: Scalars['Int']['output'];
+};
+
 /** A product a reindex could not embed. */
 export type ReindexError = {
   __typename?: 'ReindexError';
@@ -754,6 +772,11 @@ export type ReindexJob = {
   activated: Scalars['Boolean']['output'];
   /** Times a worker started or resumed the job. */
   attempts: Scalars['Int']['output'];
+  /**
+   * The model's coverage of the catalog in products, photos and vectors, counted when asked (one
+   * statement): products beside the photos the job counts.
+   */
+  coverage: ReindexCoverage;
   createdAt: Scalars['DateTime']['output'];
   /** Why the job failed or was not activated. */
   error?: Maybe<Scalars['String']['output']>;
@@ -761,20 +784,20 @@ export type ReindexJob = {
   errors: Array<ReindexError>;
   /** Estimated seconds left; null unless running with a known rate. */
   etaSeconds?: Maybe<Scalars['Float']['output']>;
-  /** Products whose image could not be embedded. */
+  /** Photos that could not be embedded. */
   failed: Scalars['Int']['output'];
   finishedAt?: Maybe<Scalars['DateTime']['output']>;
   id: Scalars['ID']['output'];
   /** The model whose vectors the job computes. */
   model: Scalars['String']['output'];
   onlyMissing: Scalars['Boolean']['output'];
-  /** Products processed so far (embedded or failed). */
+  /** Photos processed so far (embedded or failed; a photo's regions with it). A product is as many photos as it has. */
   processed: Scalars['Int']['output'];
-  /** Products per second in the current run; null unless running. */
+  /** Photos per second in the current run; null unless running. */
   rate?: Maybe<Scalars['Float']['output']>;
   startedAt?: Maybe<Scalars['DateTime']['output']>;
   state: ReindexJobState;
-  /** Products to process (re-estimated while the job runs; products written meanwhile count). */
+  /** Photos to process (re-estimated while the job runs; photos written meanwhile count). */
   total: Scalars['Int']['output'];
 };
 
@@ -995,8 +1018,9 @@ export type ResolversTypes = {
   Region: ResolverTypeWrapper<Region>;
   RegionInput: RegionInput;
   RegisteredModel: ResolverTypeWrapper<RegisteredModel>;
+  ReindexCoverage: ResolverTypeWrapper<ReindexCoverage>;
   ReindexError: ResolverTypeWrapper<ReindexError>;
-  ReindexJob: ResolverTypeWrapper<ReindexJob>;
+  ReindexJob: ResolverTypeWrapper<ReindexJobParentModel>;
   ReindexJobState: ReindexJobState;
   SearchMode: SearchMode;
   SuggestionAcceptance: ResolverTypeWrapper<SuggestionAcceptance>;
@@ -1046,8 +1070,9 @@ export type ResolversParentTypes = {
   Region: Region;
   RegionInput: RegionInput;
   RegisteredModel: RegisteredModel;
+  ReindexCoverage: ReindexCoverage;
   ReindexError: ReindexError;
-  ReindexJob: ReindexJob;
+  ReindexJob: ReindexJobParentModel;
   SuggestionAcceptance: SuggestionAcceptance;
   TagJob: TagJob;
   TagSuggestion: TagSuggestion;
@@ -1284,6 +1309,14 @@ export type RegisteredModelResolvers<ContextType = RequestContext, ParentType ex
   vectors?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
 };
 
+export type ReindexCoverageResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ReindexCoverage'] = ResolversParentTypes['ReindexCoverage']> = {
+  photos?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  photosEmbedded?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  products?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  productsEmbedded?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  vectors?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+};
+
 export type ReindexErrorResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['ReindexError'] = ResolversParentTypes['ReindexError']> = {
   message?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
   productId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
@@ -1294,6 +1327,7 @@ export type ReindexJobResolvers<ContextType = RequestContext, ParentType extends
   activate?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   activated?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
   attempts?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  coverage?: Resolver<ResolversTypes['ReindexCoverage'], ParentType, ContextType>;
   createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
   error?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
   errors?: Resolver<Array<ResolversTypes['ReindexError']>, ParentType, ContextType>;
@@ -1385,6 +1419,7 @@ export type Resolvers<ContextType = RequestContext> = {
   Query?: QueryResolvers<ContextType>;
   Region?: RegionResolvers<ContextType>;
   RegisteredModel?: RegisteredModelResolvers<ContextType>;
+  ReindexCoverage?: ReindexCoverageResolvers<ContextType>;
   ReindexError?: ReindexErrorResolvers<ContextType>;
   ReindexJob?: ReindexJobResolvers<ContextType>;
   SuggestionAcceptance?: SuggestionAcceptanceResolvers<ContextType>;

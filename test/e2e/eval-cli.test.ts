@@ -1,7 +1,8 @@
 /**
  * `vps eval` as an operator runs it: a process of its own over an embedded database that a previous process
  * filled with a demo-like catalog (generated photos, the tiny generated model, real ONNX Runtime), then the
- * table, --json, the HTML report file, a labelled query set, and a refused option.
+ * table, --json, the HTML report file, a labelled query set, --held-out on the products that have a second
+ * photo, and refused options.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -13,6 +14,7 @@ import { writeTinyModel } from '../../scripts/models/tiny-model.js';
 import { ingestProducts } from '../../src/catalog/ingest.js';
 import { loadConfig } from '../../src/config.js';
 import { demoProducts, type DemoProduct } from '../../src/demo/seed.js';
+import { perturb } from '../../src/demo/synthetic-catalog.js';
 import { createLogger } from '../../src/log.js';
 import { buildServices } from '../../src/services.js';
 
@@ -29,6 +31,7 @@ const env = {
   MODEL_AUTO_FETCH: 'false',
 };
 let catalog: DemoProduct[];
+const HELD_OUT = 8;
 
 function vps(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
@@ -49,16 +52,18 @@ beforeAll(async () => {
   const services = await buildServices(config, createLogger('silent'), { psqlPort: false, model: 'configured' });
   try {
     catalog = await demoProducts(30);
+    // The first HELD_OUT products have a second photo (a crop of the first): what --held-out samples.
+    const second = await Promise.all(catalog.slice(0, HELD_OUT).map((p) => perturb(p.image, 'crop')));
     await ingestProducts(
       services.ingest,
-      catalog.map((p) => ({
+      catalog.map((p, i) => ({
         sku: p.sku,
         title: p.title,
         category: p.category,
         brand: p.brand,
         price: p.price,
         currency: p.currency,
-        image: { bytes: p.image },
+        ...(i < HELD_OUT ? { images: [{ image: { bytes: p.image } }, { image: { bytes: second[i]! } }] } : { image: { bytes: p.image } }),
       })),
     );
   } finally {
@@ -107,6 +112,23 @@ describe('vps eval', () => {
     expect(r.stdout).toMatch(/vps\/tiny-eval-cli\s+all\s+5\s+100\.0\s+100\.0\s+100\.0\s+1\.000/);
     expect(r.stdout).toContain('5 queries on 5 products (labelled)');
     expect(r.stdout).not.toContain('HTML report');
+  }, 120_000);
+
+  it('holds out the last photo of each product that has two (--held-out): both rankings, as a table and as JSON', async () => {
+    const r = await vps(['eval', '--held-out', '--json']);
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out).toMatchObject({ k: 10, products: HELD_OUT, skipped: 0 });
+    expect(out.outcomes).toBeUndefined(); // figures only
+    const [m] = out.models;
+    expect(m).toMatchObject({ model: 'vps/tiny-eval-cli', bestPhoto: { queries: HELD_OUT }, firstPhoto: { queries: HELD_OUT } });
+    const table = await vps(['eval', '--held-out', '--limit', '3']);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/vps\/tiny-eval-cli\s+best photo\s+3\s/);
+    expect(table.stdout).toMatch(/vps\/tiny-eval-cli\s+first photo only\s+3\s/);
+    const refused = await vps(['eval', '--held-out', '--transforms', 'crop']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('--held-out makes its own queries');
   }, 120_000);
 
   it('refuses an unknown transform, naming the choices', async () => {

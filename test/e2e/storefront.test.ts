@@ -2,7 +2,9 @@
  * The storefront page in a real headless Chromium (Debian's `chromium`, driven by playwright-core):
  * the real service with the tiny stand-in model over this file's test database, a generated catalog,
  * then a shopper's photo upload, a category filter, a click through to similar products (by keyboard),
- * text search, an error message and a phone-width layout. Screenshots go to test-results/.
+ * text search, an error message and a phone-width layout, the search area drawn on the photo (by pointer
+ * and by keyboard), and axe-core's WCAG A/AA rules on the results with the area open, on a desktop and a
+ * phone screen (test/support/axe.ts). Screenshots go to test-results/.
  *
  * Chromium: CHROMIUM_PATH, else `chromium` / `chromium-browser` / `google-chrome` on PATH. Without one the
  * suite fails when CI is set, and is skipped otherwise.
@@ -14,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { demoProducts, seedOverHttp, type DemoProduct } from '../../src/demo/seed.js';
 import { perturb, renderProductImage } from '../../src/demo/synthetic-catalog.js';
 import { ADMIN_TOKEN, startTestService, tinyModelDir, type TestService } from '../support/service.js';
+import { axeViolations, describeViolations } from '../support/axe.js';
 import { CHROMIUM_INSTALL_HINT, findChromium } from '../support/chromium.js';
 
 const SHOTS = path.resolve('test-results');
@@ -236,7 +239,21 @@ suite('storefront page in headless Chromium', () => {
     await expect.poll(() => regions.length).toBe(6);
     expect(regions[5]).toEqual({ x: 0.25, y: 0.25, width: 0.5, height: 0.5 });
     await waitForResults(p, 'Products like your photo');
+    // The area is in the tab order: away with Shift+Tab and back with Tab, and still moved by the keys.
+    const focused = () => p.evaluate(() => (globalThis as any).document.activeElement?.id as string | undefined);
+    if ((await focused()) !== 'region-box') await p.locator('#region-box').focus();
+    await p.keyboard.press('Shift+Tab');
+    expect(await focused()).not.toBe('region-box');
+    await p.keyboard.press('Tab');
+    expect(await focused()).toBe('region-box');
+    await p.keyboard.press('ArrowDown');
+    await expect.poll(() => regions.length).toBe(7);
+    expect((regions[6] as { y: number }).y).toBeCloseTo(0.3, 2);
+    await waitForResults(p, 'Products like your photo');
     expect(await p.locator('#results .card').count()).toBeGreaterThan(0);
+    // Accessible as it stands: results for the area, the area open on the photo (axe's WCAG A/AA rules).
+    expect(await p.locator('#region-box').isVisible()).toBe(true);
+    expect(describeViolations(await axeViolations(p))).toBe('');
     await p.close();
   });
 
@@ -261,6 +278,13 @@ suite('storefront page in headless Chromium', () => {
     const canvas = (await p.locator('#region-canvas').boundingBox())!;
     expect(canvas.x + canvas.width).toBeLessThanOrEqual(390);
     await p.screenshot({ path: path.join(SHOTS, 'storefront-phone-photo.png') });
+    // The area, opened by a tap, searched, and accessible on the small screen too (axe's WCAG A/AA rules).
+    await p.locator('#region-draw').tap();
+    await waitForResults(p, 'Products like your photo');
+    expect(await p.locator('#region-box').isVisible()).toBe(true);
+    const box = (await p.locator('#region-box').boundingBox())!;
+    expect(box.x + box.width).toBeLessThanOrEqual(390);
+    expect(describeViolations(await axeViolations(p))).toBe('');
     await phone.close();
   });
 });

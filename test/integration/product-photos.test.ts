@@ -1,7 +1,7 @@
 /**
  * Several photos per product over GraphQL (issue 22), with the real ONNX Runtime (tiny stand-in model):
  * ingest of ProductInput.images (labels, variants, regions), what an unchanged, reordered or removed
- * photo costs, all-or-nothing, Product.images, thumbnails per photo, and search that ranks a product by
+ * photo costs, all-or-nothing, Product.images (one statement for a page's photos), thumbnails per photo, and search that ranks a product by
  * its best photo and says which one matched.
  *
  * @backend ingest's per-photo transactions and the photos' rows on each backend
@@ -9,7 +9,7 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { sql } from 'kysely';
+import { sql, type KyselyPlugin } from 'kysely';
 import sharp from 'sharp';
 import { randomBytes } from 'node:crypto';
 import { writeTinyModel } from '../../scripts/models/tiny-model.js';
@@ -18,7 +18,7 @@ import { importCatalog } from '../../src/jobs/import.js';
 import { JOB, REINDEX, sleep } from './reindex-support.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderProductImage } from '../../src/demo/synthetic-catalog.js';
-import { codes, startTestService, tinyModelDir, type TestService } from '../support/service.js';
+import { codes, startTestService, tinyModelDir, type GqlResponse, type TestService } from '../support/service.js';
 
 const UPSERT = `mutation($p: [ProductInput!]!) { upsertProducts(products: $p) {
   id sku imageSha256 thumbnailUrl images { id position label variant width height thumbnailUrl url regions { x y width height } } } }`;
@@ -236,6 +236,82 @@ describe('search by best photo', () => {
   });
 });
 
+describe('Product.images without a statement per product', () => {
+  /** Counts the statements reading product_images (its FROM) that the service's read handle runs while `fn` runs. */
+  async function countImageStatements(fn: () => Promise<unknown>): Promise<number> {
+    let n = 0;
+    const counter: KyselyPlugin = {
+      transformQuery(args) {
+        const from = (args.node as { from?: { froms?: Array<{ table?: { identifier?: { name?: string } } }> } }).from;
+        if (from?.froms?.some((f) => f.table?.identifier?.name === 'product_images')) n++;
+        return args.node;
+      },
+      transformResult: (args) => Promise.resolve(args.result),
+    };
+    const database = t.service.services.database as { reads: typeof t.service.services.database.reads };
+    const reads = database.reads;
+    database.reads = reads.withPlugin(counter);
+    try {
+      await fn();
+    } finally {
+      database.reads = reads;
+    }
+    return n;
+  }
+
+  // Products of their own (two photos each), so that the counts do not depend on the tests before.
+  const own: string[] = [];
+  beforeAll(async () => {
+    const names = ['filler1', 'filler2', 'other', 'detail'] as const;
+    const res = await t.gql(
+      UPSERT,
+      {
+        p: names.map((name, i) => ({
+          sku: `LIST-${i}`,
+          title: `Listed ${i}`,
+          category: 'listed',
+          images: [{ image: { base64: b64(photos[name]!) } }, { image: { base64: b64(photos[names[(i + 1) % names.length]!]!) } }],
+        })),
+      },
+      { admin: true },
+    );
+    expect(res.errors).toBeUndefined();
+    own.push(...res.data!.upsertProducts.map((p: { id: string }) => p.id));
+  });
+  afterAll(async () => {
+    for (const id of own) await t.gql(`mutation($id: ID!) { deleteProduct(id: $id) }`, { id }, { admin: true });
+  });
+
+  it('reads the photos of a whole page of products with one statement', async () => {
+    let res: GqlResponse<any> | undefined;
+    const statements = await countImageStatements(async () => {
+      res = await t.gql(`{ products(first: 50, filter: { category: "listed" }) { edges { node { sku images { id position } } } } }`);
+    });
+    expect(res!.errors).toBeUndefined();
+    const nodes = res!.data.products.edges.map((e: any) => e.node);
+    expect(nodes).toHaveLength(4); // a statement per product would be 4
+    for (const n of nodes) expect(n.images.map((i: any) => i.position)).toEqual([0, 1]);
+    expect(statements).toBe(1);
+  });
+
+  it("reads the photos of every match of a search with one statement, each product's own", async () => {
+    let res: GqlResponse<any> | undefined;
+    const statements = await countImageStatements(async () => {
+      res = await t.gql(
+        `query($image: ImageInput!) { similarProducts(image: $image, k: 4, filter: { category: "listed" }) {
+          product { id sku images { id } } matchedImage { id } } }`,
+        { image: { base64: b64(photos.filler1!) } },
+      );
+    });
+    expect(res!.errors).toBeUndefined();
+    const matches = res!.data.similarProducts;
+    expect(matches).toHaveLength(4);
+    // The matched photo is one of its own product's photos: the batch hands each product its own list.
+    for (const m of matches) expect(m.product.images.map((i: any) => i.id)).toContain(m.matchedImage.id);
+    expect(statements).toBe(1);
+  });
+});
+
 describe('a region of the query photo', () => {
   it('crops the query before embedding: each half of a two-product photo finds its product', async () => {
     // A street photo holding two products side by side: the bag's front photo left, another product right.
@@ -328,6 +404,23 @@ describe('reindex of a catalog with several photos', () => {
       expect(pairs.rows).toHaveLength(2);
       expect(pairs.rows[0]!.pairs).toEqual(pairs.rows[1]!.pairs);
       expect(pairs.rows[0]!.pairs).toHaveLength(Number(photosStored.rows[0]!.n) + Number(photosStored.rows[0]!.regions));
+      // The job's coverage says the same in products, photos and vectors (regions included).
+      const coverage = (
+        await t.gql(
+          `query($id: ID!) { reindexJob(id: $id) { coverage { products productsEmbedded photos photosEmbedded vectors } } }`,
+          { id: started.data.reindex.id },
+          { admin: true },
+        )
+      ).data.reindexJob.coverage;
+      const products = await sql<{ n: string }>`SELECT count(DISTINCT product_id)::text AS n FROM product_images`.execute(db);
+      expect(coverage).toEqual({
+        products: Number(products.rows[0]!.n),
+        productsEmbedded: Number(products.rows[0]!.n),
+        photos: Number(photosStored.rows[0]!.n),
+        photosEmbedded: Number(photosStored.rows[0]!.n),
+        vectors: Number(photosStored.rows[0]!.n) + Number(photosStored.rows[0]!.regions),
+      });
+      expect(coverage.photos).toBeGreaterThan(coverage.products); // several photos per product: the counts differ
       const res = await t.gql(SIMILAR, { image: { base64: b64(photos.front!) }, k: 3 });
       expect(res.errors).toBeUndefined();
       expect(res.data.similarProducts[0].matchedImage).not.toBeNull();

@@ -1,7 +1,10 @@
 /**
- * Crash and resume: the service runs as a child process (`vps serve`), a reindex is under way, the
- * process is killed with SIGKILL; a fresh process resumes the job from its last committed batch, and in the
- * end every product has exactly one vector of the new model, none skipped, none duplicated.
+ * Crash and resume: the service runs as a child process (`vps serve`), a reindex of a catalog whose
+ * products have several photos (one with a region) is under way, the process is killed with SIGKILL; a
+ * fresh process resumes the job from its last committed batch, and in the end every photo has exactly its
+ * vectors of the new model (the whole photo's and one per region), none skipped, none duplicated, none
+ * half-written; progress counts photos, and the job's coverage says products beside them. Rolling back to
+ * the previous model afterwards finds its vectors intact.
  * PostgreSQL (TEST_DATABASE_URL): the new process takes the job over once the dead worker's lease runs out.
  * PGlite: the data directory belongs to one process, so the new one resumes the job at start.
  * Then a graceful stop (SIGTERM) mid-job: the job is handed back to the queue and a third process finishes it.
@@ -30,6 +33,11 @@ import {
 } from './reindex-support.js';
 
 const N = 60;
+/** Photos per product; the last has one region, so a product has PHOTOS + 1 vectors per model. */
+const PHOTOS = 3;
+const VECTORS = N * (PHOTOS + 1);
+const JOB_COVERAGE = `query($id: ID!) { reindexJob(id: $id) { state processed total failed activated attempts
+  coverage { products productsEmbedded photos photosEmbedded vectors } } }`;
 let A: { dir: string; id: string };
 let B: { dir: string; id: string };
 let testDb: TestDatabase | null = null;
@@ -55,18 +63,29 @@ afterAll(async () => {
 
 const startChild = (): Promise<Child> => startServiceChild({ modelDir: A.dir, databaseUrl: testDb?.url ?? null, dataDir }, children);
 
+/**
+ * Counted on the database itself: photos, the model's vectors, and photos whose vectors are exactly theirs
+ * (region 0 and one per region of the photo, each once, on the photo's own bytes): a batch half-written by
+ * the killed process, or written twice by the resumed one, would make a photo fall out of `whole`.
+ */
 async function exactCounts(database: Database, modelId: string) {
-  const r = await sql<{ products: string; vectors: string; current: string }>`
-    SELECT (SELECT count(*) FROM product_images) AS products,
+  const r = await sql<{ products: string; photos: string; vectors: string; whole: string }>`
+    SELECT (SELECT count(DISTINCT product_id) FROM product_images) AS products,
+           (SELECT count(*) FROM product_images) AS photos,
            (SELECT count(*) FROM product_embeddings WHERE model_id = ${modelId}) AS vectors,
-           (SELECT count(DISTINCT e.product_id) FROM product_embeddings e JOIN product_images pi ON pi.product_id = e.product_id AND pi.sha256 = e.image_sha256
-             WHERE e.model_id = ${modelId}) AS current`.execute(database.db);
-  return { products: Number(r.rows[0]!.products), vectors: Number(r.rows[0]!.vectors), current: Number(r.rows[0]!.current) };
+           (SELECT count(*) FROM product_images pi
+             WHERE (SELECT array_agg(e.region::int ORDER BY e.region) FROM product_embeddings e
+                     WHERE e.image_id = pi.id AND e.model_id = ${modelId} AND e.image_sha256 = pi.sha256)
+                   = (SELECT array_agg(g ORDER BY g) FROM generate_series(0, jsonb_array_length(pi.regions)) g)) AS whole`.execute(
+    database.db,
+  );
+  const row = r.rows[0]!;
+  return { products: Number(row.products), photos: Number(row.photos), vectors: Number(row.vectors), whole: Number(row.whole) };
 }
 
-it('resumes a reindex killed with SIGKILL (and paused by SIGTERM) and ends with exactly one vector per product', async () => {
+it('resumes a reindex of a catalog of several photos per product killed with SIGKILL (and paused by SIGTERM), ends with exactly each photo’s vectors, and rolls back', async () => {
   const first = await startChild();
-  const inputs = await catalogInputs(N, 3, 'CR');
+  const inputs = await catalogInputs(N, 3, 'CR', PHOTOS);
   for (let i = 0; i < N; i += 30) {
     const r = await first.gql(UPSERT, { p: inputs.slice(i, i + 30) });
     expect(r.errors).toBeUndefined();
@@ -83,7 +102,7 @@ it('resumes a reindex killed with SIGKILL (and paused by SIGTERM) and ends with 
   }
   first.proc.kill('SIGKILL');
   await new Promise((r) => first.proc.once('exit', r));
-  expect(before.processed).toBeLessThan(N);
+  expect(before.processed).toBeLessThan(N * PHOTOS);
 
   // the second process resumes the job; a graceful stop (SIGTERM) mid-job pauses it at a batch boundary
   const second = await startChild();
@@ -108,17 +127,39 @@ it('resumes a reindex killed with SIGKILL (and paused by SIGTERM) and ends with 
     if (Date.now() > until) throw new Error(`job still ${job.state}`);
     await sleep(100);
   }
-  expect(job).toMatchObject({ state: 'SUCCEEDED', activated: true, processed: N, total: N, failed: 0 });
+  // Progress counts photos; the coverage counts products, photos and vectors beside them.
+  expect(job).toMatchObject({ state: 'SUCCEEDED', activated: true, processed: N * PHOTOS, total: N * PHOTOS, failed: 0 });
   expect(job.attempts).toBeGreaterThanOrEqual(3);
+  const covered = (await third.gql(JOB_COVERAGE, { id })).data.reindexJob.coverage;
+  expect(covered).toEqual({ products: N, productsEmbedded: N, photos: N * PHOTOS, photosEmbedded: N * PHOTOS, vectors: VECTORS });
   const models = (await third.gql(MODELS)).data.models;
   expect(models.find((m: any) => m.active).id).toBe(B.id);
+
+  // Rollback: the previous model takes search back at once (its vectors were kept), and finds a product
+  // by its other photo.
+  const back = await third.gql(`mutation($m: String!) { activateModel(model: $m) { id active } }`, { m: A.id });
+  expect(back.errors).toBeUndefined();
+  expect(back.data.activateModel).toEqual({ id: A.id, active: true });
+  const side = (inputs[7]!.images as Array<{ image: unknown }>)[1]!.image;
+  const found = await third.gql(
+    `query($image: ImageInput!) { similarProducts(image: $image, k: 3) { product { sku } matchedImage { label } } }`,
+    {
+      image: side,
+    },
+  );
+  expect(found.errors).toBeUndefined();
+  expect(found.data.similarProducts).toHaveLength(3);
+  expect(new Set(found.data.similarProducts.map((m: any) => m.product.sku)).size).toBe(3);
 
   // stop gracefully, then count on the database itself
   third.proc.kill('SIGTERM');
   await new Promise((r) => third.proc.once('exit', r));
   const database = testDb ?? (await openDatabase({ kind: 'pglite', dataDir: path.join(dataDir!, 'pglite') }));
   try {
-    expect(await exactCounts(database, B.id)).toEqual({ products: N, vectors: N, current: N });
+    expect(await exactCounts(database, B.id)).toEqual({ products: N, photos: N * PHOTOS, vectors: VECTORS, whole: N * PHOTOS });
+    expect(await exactCounts(database, A.id)).toEqual({ products: N, photos: N * PHOTOS, vectors: VECTORS, whole: N * PHOTOS });
+    const active = await sql<{ id: string }>`SELECT id FROM embedding_models WHERE is_active`.execute(database.db);
+    expect(active.rows.map((r) => r.id)).toEqual([A.id]);
   } finally {
     if (!testDb) await database.close();
   }

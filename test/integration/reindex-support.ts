@@ -26,8 +26,17 @@ export async function writeCachedModel(dimension = 48, seed = 22): Promise<{ dir
   return { dir, id };
 }
 
-export async function catalogInputs(n: number, seed = 5, skuPrefix = 'R'): Promise<Array<Record<string, unknown>>> {
+/**
+ * `photos` > 1: each product gets that many photos (views at other sizes, the last with a region around
+ * its middle, so the catalog has region vectors too) instead of the single `image`.
+ */
+export async function catalogInputs(n: number, seed = 5, skuPrefix = 'R', photos = 1): Promise<Array<Record<string, unknown>>> {
   const cat = syntheticCatalog(n, seed);
+  const view = async (p: SyntheticProduct, j: number) => ({
+    image: { base64: (await renderProductImage(p.shape, p.colour, { size: 64 + 16 * j })).toString('base64') },
+    label: `view ${j}`,
+    ...(j === photos - 1 ? { regions: [{ x: 0.25, y: 0.25, width: 0.5, height: 0.5 }] } : {}),
+  });
   return Promise.all(
     cat.map(async (p: SyntheticProduct, i) => ({
       sku: `${skuPrefix}-${String(i).padStart(5, '0')}`,
@@ -37,7 +46,9 @@ export async function catalogInputs(n: number, seed = 5, skuPrefix = 'R'): Promi
       price: p.price,
       currency: p.currency,
       inStock: p.inStock,
-      image: { base64: (await renderProductImage(p.shape, p.colour, { size: 64 })).toString('base64') },
+      ...(photos > 1
+        ? { images: await Promise.all(Array.from({ length: photos }, (_, j) => view(p, j))) }
+        : { image: { base64: (await renderProductImage(p.shape, p.colour, { size: 64 })).toString('base64') } }),
     })),
   );
 }

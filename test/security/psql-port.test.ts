@@ -9,7 +9,10 @@
  * every later message is a type byte, an Int32 length that counts itself, and the body.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -216,15 +219,20 @@ describe('the psql port cannot stall, break or take over the service (issue 21)'
     expect(await serviceCount()).toBeGreaterThanOrEqual(0);
   });
 
-  it('5. a statement that runs past PGLITE_PSQL_MAX_HOLD_MS ends its session; the service goes on', async () => {
+  it('5. in memory, a statement that runs past PGLITE_PSQL_MAX_HOLD_MS ends its session; the service goes on', async () => {
     const c = new pg.Client({ connectionString: url() });
     await c.connect();
-    const cut = new Promise<Error>((resolve) => c.once('error', resolve));
-    // PGlite cannot interrupt it (see psql-port.ts): it runs to its end, then the session is cut off.
-    await c.query(`SELECT pg_sleep(${(HOLD_MS * 2) / 1000})`).catch(() => {});
     c.on('error', () => {});
-    expect((await cut).message).toMatch(/PGLITE_PSQL_MAX_HOLD_MS/);
+    // An in-memory database is never interrupted (its data would go with the worker): at the bound the
+    // client is told and cut off, the statement runs to its end, and then the service's session is
+    // restored. The file-backed case, where the statement itself ends, is the next describe block.
+    const err = await c.query(`SELECT pg_sleep(${(HOLD_MS * 2) / 1000})`).then(
+      () => null,
+      (e: Error) => e,
+    );
+    expect(err?.message).toMatch(/PGLITE_PSQL_MAX_HOLD_MS/);
     expect(await serviceCount()).toBeGreaterThanOrEqual(0);
+    expect(await serviceRole()).not.toBe('');
   });
 
   it('6. four sockets that never authenticate hold no session slot and are closed after the auth timeout', async () => {
@@ -274,5 +282,87 @@ describe('the psql port cannot stall, break or take over the service (issue 21)'
     const service = (await sql<{ r: number }>`SELECT random() AS r`.execute(database.db)).rows[0]!.r;
     expect(service).not.toBe(predicted);
     await c.end();
+  });
+});
+
+describe('5. with a data directory (as `npm start` runs it), one statement is ended by its time limit (issue 21)', () => {
+  const STATEMENT_TIMEOUT_MS = 1000;
+  let database: Database;
+  let dir: string;
+  const serviceCount = async (table = 'products') =>
+    Number((await sql<{ n: string }>`SELECT count(*) AS n FROM ${sql.table(table)}`.execute(database.db)).rows[0]!.n);
+  const client = async () => {
+    const c = new pg.Client({ connectionString: database.psqlUrl! });
+    c.on('error', () => {}); // the FATAL that ends the session also reaches the client as an 'error'
+    await c.connect();
+    return c;
+  };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'vps-psql-timeout-'));
+    database = await openDatabase({
+      kind: 'pglite',
+      dataDir: dir,
+      psqlPort: 0,
+      psql: { password: PASSWORD, maxHoldMs: 30_000, statementTimeoutMs: STATEMENT_TIMEOUT_MS },
+    });
+    await migrateToLatest(database.db);
+  });
+  afterAll(async () => {
+    await database?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("the probe's `select pg_sleep(6)` ends at the limit with 57014, the service's thread turns meanwhile, and the service goes on", async () => {
+    const c = await client();
+    const started = Date.now();
+    const answer = c.query('SELECT pg_sleep(6)').then(
+      () => null,
+      (err: Error & { code?: string }) => err,
+    );
+    // On the main thread the statement stopped every timer (and /healthz) for its length; in the
+    // worker the service's event loop keeps turning: each 100 ms sleep ends about on time.
+    let worstLag = 0;
+    for (let i = 0; i < 5; i++) {
+      const t = Date.now();
+      await new Promise((r) => setTimeout(r, 100));
+      worstLag = Math.max(worstLag, Date.now() - t - 100);
+    }
+    expect(worstLag).toBeLessThan(400);
+    const err = await answer;
+    expect(err?.code).toBe('57014');
+    expect(err?.message).toMatch(/PGLITE_PSQL_STATEMENT_TIMEOUT_MS/);
+    expect(Date.now() - started).toBeLessThan(5500); // ended, not run to its 6 s
+    expect(await serviceCount()).toBeGreaterThanOrEqual(0);
+    await c.end().catch(() => {});
+  });
+
+  it("the probe's `SET statement_timeout=500; select pg_sleep(2)`: the port's own limit holds whatever the client sets", async () => {
+    const c = await client();
+    const err = await c.query('SET statement_timeout = 500; SELECT pg_sleep(2)').then(
+      () => null,
+      (e: Error & { code?: string }) => e,
+    );
+    expect(err?.code).toBe('57014');
+    await c.end().catch(() => {});
+  });
+
+  it('a bulk INSERT ended by the limit is rolled back, committed rows survive, and a new client is served', async () => {
+    const setup = await client();
+    await setup.query('CREATE TABLE analyst_scratch (x int)');
+    await setup.query('INSERT INTO analyst_scratch VALUES (1)');
+    await setup.end();
+    const c = await client();
+    const err = await c.query('INSERT INTO analyst_scratch SELECT g FROM generate_series(2, 500000000) AS g').then(
+      () => null,
+      (e: Error & { code?: string }) => e,
+    );
+    expect(err?.code).toBe('57014');
+    await c.end().catch(() => {});
+    // The service's own session: the worker was replaced and the data directory recovered.
+    expect(await serviceCount('analyst_scratch')).toBe(1);
+    const next = await client();
+    expect((await next.query<{ n: string }>('SELECT count(*) AS n FROM analyst_scratch')).rows[0]!.n).toBe('1');
+    await next.end();
   });
 });

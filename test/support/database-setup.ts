@@ -67,7 +67,7 @@ export default async function setup(project: TestProject) {
     const pglite = await openPglite(undefined);
     const db = new Kysely<DB>({ dialect: new PgliteDialect(pglite, new Mutex()) });
     await migrateToLatest(db);
-    const dump = await pglite.dumpDataDir('none');
+    const dump = await pglite.dumpDataDir();
     await db.destroy();
     const template = path.join(os.tmpdir(), `vps-test-pglite-${process.pid}.tar`);
     fs.writeFileSync(template, Buffer.from(await dump.arrayBuffer()));
