@@ -23,7 +23,6 @@
  *
  * Prints the load average and the CPU's flags; the figures go in BENCHMARKS.md only from a quiet run.
  */
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -44,7 +43,7 @@ import { createLogger } from '../../src/log.js';
 import { dropModelIndex, ensureModelIndex } from '../../src/models/hnsw.js';
 import { registerModel } from '../../src/models/lifecycle.js';
 import { embeddingLikeSpace, seededRandom } from '../../test/support/vectors.js';
-import { arg, ms, percentile, table } from '../lib/report.js';
+import { arg, ms, percentile, printMachine, table } from '../lib/report.js';
 import { benchDatabase } from '../search/database.js';
 
 const originals = Number(arg('originals', '400'));
@@ -62,19 +61,7 @@ const load = () =>
     .loadavg()
     .map((l) => l.toFixed(2))
     .join(' ');
-console.log(`load average at start: ${load()} (${os.availableParallelism()} cores)`);
-try {
-  const flags = /Flags:\s*(.*)/.exec(execFileSync('lscpu', { encoding: 'utf8' }))?.[1] ?? '';
-  const model = /Model name:\s*(.*)/.exec(execFileSync('lscpu', { encoding: 'utf8' }))?.[1] ?? '';
-  console.log(
-    `cpu: ${model}; SIMD flags: ${flags
-      .split(' ')
-      .filter((f) => /^(avx|sse4|fma|f16c|amx)/.test(f))
-      .join(' ')}`,
-  );
-} catch {
-  console.log('cpu: lscpu not available');
-}
+printMachine();
 
 /** A generated product photo: 2–4 shapes in random colours and places on a random light ground. */
 async function photo(i: number, size = 128): Promise<Buffer> {
