@@ -303,22 +303,22 @@ export class JobRunner {
       log.info({ activated }, 'reindex finished');
     } catch (err) {
       if (err instanceof LostJobError) {
-        log.info('reindex stopped: the job was cancelled or taken over');
+        log.info(`${claimed.kind} stopped: the job was cancelled or taken over`);
         return;
       }
       if (err instanceof StopRequested) {
         await this.requeue(claimed, this.workerId, null, 1);
-        log.info('reindex paused for shutdown; it resumes on the next start');
+        log.info(`${claimed.kind} paused for shutdown; it resumes on the next start`);
         return;
       }
       const message = err instanceof Error ? err.message : String(err);
       if (attemptsExhausted(this.policy, claimed.attempts)) {
         await failOpenJob(this.db, jobId, message);
         if (claimed.kind === 'reindex') await markBuildEnded(this.db, claimed.modelId);
-        log.error({ err }, 'reindex failed');
+        log.error({ err }, `${claimed.kind} failed`);
       } else {
         await requeueJob(this.db, jobId, this.workerId, message);
-        log.warn({ err, attempt: claimed.attempts }, 'reindex attempt failed; the queue retries it');
+        log.warn({ err, attempt: claimed.attempts }, `${claimed.kind} attempt failed; the queue retries it`);
       }
       throw err;
     } finally {
