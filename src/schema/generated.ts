@@ -563,7 +563,7 @@ export type Query = {
    * with productId, a box of that product's main photo.
    * model: a ready model loaded in this process (default: the active one); otherwise MODEL_UNAVAILABLE.
    * collapseDuplicates: keep only the best product of each near-duplicate group (the model's last
-   * scanDuplicates), still exactly k when k groups match.
+   * scanDuplicates), still exactly k when k groups match (reading at most 1000 products beyond k).
    */
   similarProducts: Array<ProductMatch>;
   /** similarProducts as cursor pages (first: 1–100, default 10). */

@@ -548,7 +548,7 @@ export class SearchService {
    * A query keeping one product per near-duplicate group (the best-ranked): asks for more than k and
    * collapses, asking again deeper while fewer than k groups came back and more products exist. Asking for
    * k + (products beyond the first of each group) is always enough, so the answer is exactly k whenever
-   * k groups (products in no group count as their own) match.
+   * k groups (products in no group count as their own) match, as long as that is within k + MAX_K.
    */
   private async runCollapsed(
     model: EmbeddingModel,
@@ -557,7 +557,9 @@ export class SearchService {
     extra: { preferProductId?: string; strategy?: Strategy | undefined },
     calibrate: (score: number) => number | null,
   ): Promise<SearchOutcome | null> {
-    const removable = await collapsibleProducts(this.db, model.id);
+    // Bounded for the public API: at most MAX_K products beyond k are read, so a catalog of huge groups
+    // cannot turn one query into a scan (then fewer than k only if over MAX_K duplicates rank above the k-th group).
+    const removable = Math.min(MAX_K, await collapsibleProducts(this.db, model.id));
     const deepest = opts.k + removable;
     let want = Math.min(deepest, 2 * opts.k);
     for (;;) {
