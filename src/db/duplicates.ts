@@ -16,9 +16,11 @@ import { MODEL_ID } from '../hub/ids.js';
 import type { DB, Db } from './types.js';
 
 /**
- * The default threshold: the cosine above which two products' photos count as the same photo. Chosen from
- * bench/duplicates (perturbed copies of generated photos: resized, recompressed, cropped a little, through
- * the generated model): see that script's output and BENCHMARKS.md.
+ * The default threshold: the cosine at or above which two products' photos count as the same photo. Chosen
+ * with bench/catalog/duplicates.ts (perturbed copies of generated photos: resized, recompressed, cropped a
+ * little, through the generated tiny model): the highest candidate that still keeps about 99 % of the
+ * copies, where the next lower one starts taking distinct photos for duplicates. A real checkpoint's
+ * cosines are spread differently: measure it with the bench's --model-dir and pass threshold.
  */
 export const DEFAULT_DUPLICATE_THRESHOLD = 0.92;
 export const DEFAULT_NEIGHBOURS = 10;
