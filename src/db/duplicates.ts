@@ -80,37 +80,54 @@ export function groupPairs(pairs: readonly DuplicatePair[]): Map<string, string[
   return groups;
 }
 
+/**
+ * The k-NN self-join of one batch of query photos (image ids in (afterId, lastId]): each photo's nearest
+ * photos of other products through the model's partial HNSW index (its expression and the model id as
+ * literals, so the planner matches the index), the pairs at or above the threshold, each pair's best score.
+ * Run with the HNSW settings of knnSettings in the same transaction.
+ */
+export function duplicatePairsStatement(
+  model: { id: string; dimension: number },
+  o: { afterId: string; lastId: string; threshold: number; neighbours: number },
+) {
+  const dim = sql.raw(String(model.dimension));
+  const id = sql.lit(model.id);
+  return sql<{ a: string; b: string; score: number }>`
+    SELECT least(q.product_id, n.product_id) AS a, greatest(q.product_id, n.product_id) AS b, max(1 - n.distance) AS score
+    FROM product_embeddings q
+    CROSS JOIN LATERAL (
+      SELECT e.product_id, (e.embedding::halfvec(${dim}) <=> q.embedding::halfvec(${dim}))::float8 AS distance
+      FROM product_embeddings e
+      WHERE e.model_id = ${id} AND e.region = 0 AND e.product_id <> q.product_id
+      ORDER BY e.embedding::halfvec(${dim}) <=> q.embedding::halfvec(${dim})
+      LIMIT ${o.neighbours}
+    ) n
+    WHERE q.model_id = ${id} AND q.region = 0 AND q.image_id > ${o.afterId} AND q.image_id <= ${o.lastId}
+      AND 1 - n.distance >= ${o.threshold}
+    GROUP BY 1, 2`;
+}
+
+/** ef_search ≥ neighbours; the iterative scan walks on past the query product's own photos. Transaction-local. */
+export function knnSettings(neighbours: number) {
+  return sql`SELECT set_config('hnsw.ef_search', ${String(Math.max(40, 2 * neighbours))}, true),
+                    set_config('hnsw.iterative_scan', 'relaxed_order', true)`;
+}
+
 /** One batch of photos' pairs: each photo's nearest photos of other products, those at or above the threshold. */
 async function pairsOfBatch(
-  db: Db,
+  db: Kysely<DB>,
   model: { id: string; dimension: number },
   o: { afterId: string; threshold: number; neighbours: number },
 ): Promise<{ pairs: DuplicatePair[]; last: string | null; photos: number }> {
-  const dim = sql.raw(String(model.dimension));
-  const id = sql.lit(model.id);
   return db.transaction().execute(async (trx) => {
-    // ef_search ≥ neighbours; the iterative scan walks on past the query product's own photos.
-    await sql`SELECT set_config('hnsw.ef_search', ${String(Math.max(40, 2 * o.neighbours))}, true),
-                     set_config('hnsw.iterative_scan', 'relaxed_order', true)`.execute(trx);
+    await knnSettings(o.neighbours).execute(trx);
     const batch = await sql<{ id: string }>`
       SELECT e.image_id AS id FROM product_embeddings e
       WHERE e.model_id = ${model.id} AND e.region = 0 AND e.image_id > ${o.afterId}
       ORDER BY e.image_id LIMIT ${SCAN_BATCH}`.execute(trx);
     if (batch.rows.length === 0) return { pairs: [], last: null, photos: 0 };
     const last = String(batch.rows.at(-1)!.id);
-    const rows = await sql<{ a: string; b: string; score: number }>`
-      SELECT least(q.product_id, n.product_id) AS a, greatest(q.product_id, n.product_id) AS b, max(1 - n.distance) AS score
-      FROM product_embeddings q
-      CROSS JOIN LATERAL (
-        SELECT e.product_id, (e.embedding::halfvec(${dim}) <=> q.embedding::halfvec(${dim}))::float8 AS distance
-        FROM product_embeddings e
-        WHERE e.model_id = ${id} AND e.region = 0 AND e.product_id <> q.product_id
-        ORDER BY e.embedding::halfvec(${dim}) <=> q.embedding::halfvec(${dim})
-        LIMIT ${o.neighbours}
-      ) n
-      WHERE q.model_id = ${id} AND q.region = 0 AND q.image_id > ${o.afterId} AND q.image_id <= ${last}
-        AND n.distance <= ${1 - o.threshold}
-      GROUP BY 1, 2`.execute(trx);
+    const rows = await duplicatePairsStatement(model, { ...o, lastId: last }).execute(trx);
     return {
       pairs: rows.rows.map((r) => ({ a: String(r.a), b: String(r.b), score: Number(r.score) })),
       last,
