@@ -20,6 +20,7 @@ const benches: Array<[string, string[]]> = [
   ['bench/search/replica.ts', ['--rows', '20000']],
   ['bench/search/photos.ts', ['--products', '5000', '--photos', '4']],
   ['bench/eval/held-out.ts', ['--products', '80', '--photos', '4']],
+  ['bench/catalog/duplicates.ts', ['--originals', '400', '--catalog', '10000', '--vectors', '100000']],
   ['bench/reindex/reindex.ts', []],
   ['bench/reliability/reliability.ts', []],
 ];

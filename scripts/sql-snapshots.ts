@@ -5,7 +5,7 @@
  * generated query files for the same reason).
  *
  * The statements are captured, not re-typed: the real functions (search/query.ts, search/keyword.ts,
- * db/embeddings.ts, jobs/reindex.ts) run against a Kysely whose driver records each compiled statement and
+ * db/embeddings.ts, jobs/reindex.ts, db/duplicates.ts) run against a Kysely whose driver records each compiled statement and
  * answers with no rows (Kysely's DummyDriver pattern), so no database is needed and nothing here can drift
  * from what the service runs.
  */
@@ -20,6 +20,7 @@ import {
   type DatabaseConnection,
   type QueryResult,
 } from 'kysely';
+import { duplicatePairsStatement, knnSettings } from '../src/db/duplicates.js';
 import { nextCatalogBatch } from '../src/db/embeddings.js';
 import type { DB } from '../src/db/types.js';
 import { commitBatch } from '../src/jobs/reindex.js';
@@ -160,6 +161,18 @@ files.push(
         q,
       ),
     ),
+  ),
+);
+
+const duplicates = await capture(async () => {
+  await knnSettings(10).execute(db);
+  await duplicatePairsStatement(query.model, { afterId: '4096', lastId: '4352', threshold: 0.92, neighbours: 10 }).execute(db);
+});
+files.push(
+  file(
+    'duplicates-scan.sql',
+    "scanDuplicates (src/db/duplicates.ts): per batch of 256 photos, in one transaction, the HNSW settings and the k-NN self-join through the model's index.",
+    [section('the HNSW settings (transaction-local)', duplicates[0]!), section('the pairs of one batch of query photos', duplicates[1]!)],
   ),
 );
 

@@ -1,5 +1,6 @@
 /**
- * The command-line entry: `serve` (default), `migrate [up|status|down]`, `import`, `reindex`, `model`, `eval`.
+ * The command-line entry: `serve` (default), `migrate [up|status|down]`, `import`, `reindex`, `model`, `tag`,
+ * `duplicates`, `eval`.
  * Run as `npm start`, `npm run migrate -- status`, or `npm run cli -- <command> --help`.
  */
 import { parseArgs } from 'node:util';
@@ -10,6 +11,7 @@ import { migrateDown, migrateToLatest, migrationStatus } from './db/migrate.js';
 import { applySearchLanguage } from './db/search-language.js';
 import { IMPORT_USAGE, importCommand, MODEL_USAGE, modelCommand, REINDEX_USAGE, reindexCommand } from './cli/admin.js';
 import { EVAL_USAGE, evalCommand } from './eval/cli.js';
+import { DUPLICATES_USAGE, duplicatesCommand, TAG_USAGE, tagCommand } from './cli/intelligence.js';
 import { createLogger, type Logger } from './log.js';
 import { openConfiguredDatabase } from './services.js';
 
@@ -49,6 +51,16 @@ const commands: Record<string, Command> = {
     summary: 'Re-embed the catalog with a model on the job queue, then switch search to it atomically.',
     usage: REINDEX_USAGE,
     run: reindexCommand,
+  },
+  tag: {
+    summary: 'Tag the catalog with zero-shot labels as suggestions (a durable job); accept them into products.',
+    usage: TAG_USAGE,
+    run: tagCommand,
+  },
+  duplicates: {
+    summary: 'Find near-duplicate products through the HNSW index (scan), list their groups (list).',
+    usage: DUPLICATES_USAGE,
+    run: duplicatesCommand,
   },
   eval: {
     summary: 'Measure retrieval (recall@1/5/10, MRR) of one or more models on the catalog; table, HTML report, --json.',

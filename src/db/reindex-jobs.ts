@@ -1,10 +1,11 @@
 /**
- * reindex_jobs: a job's row, its lease (worker id + heartbeat) and its progress. Every write by a worker
+ * reindex_jobs: the durable catalog jobs, a reindex (kind 'reindex') or a tagging run (kind 'tag', with its
+ * taxonomy; migration 0011): a job's row, its lease (worker id + heartbeat) and its progress. Every write by a worker
  * is fenced on worker_id and state = 'running', so a cancelled or taken-over job stops at its next write.
  */
 import { sql, type Selectable } from 'kysely';
 import { AppError, ErrorCode } from '../errors.js';
-import type { Db, ReindexJobsTable } from './types.js';
+import type { Db, ReindexJobsTable, TagTaxonomy } from './types.js';
 
 export type ReindexState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 export const OPEN_STATES: ReindexState[] = ['queued', 'running'];
@@ -16,8 +17,13 @@ export interface ReindexError {
   message: string;
 }
 
+export type JobKind = 'reindex' | 'tag';
+
 export interface ReindexJob {
   id: string;
+  kind: JobKind;
+  /** A tagging run's taxonomy; null for a reindex. */
+  taxonomy: TagTaxonomy | null;
   modelId: string;
   onlyMissing: boolean;
   activate: boolean;
@@ -46,6 +52,8 @@ const date = (d: Date | string | null) => (d == null ? null : new Date(d));
 function toJob(r: Selectable<ReindexJobsTable>): ReindexJob {
   return {
     id: String(r.id),
+    kind: r.kind,
+    taxonomy: r.taxonomy,
     modelId: r.model_id,
     onlyMissing: r.only_missing,
     activate: r.activate,
@@ -78,6 +86,7 @@ export async function insertReindexJob(db: Db, j: { modelId: string; onlyMissing
     .selectFrom('reindex_jobs')
     .select('id')
     .where('model_id', '=', j.modelId)
+    .where('kind', '=', 'reindex')
     .where('state', 'in', OPEN_STATES)
     .executeTakeFirst();
   const conflict = (id?: string) =>
@@ -103,6 +112,41 @@ export async function insertReindexJob(db: Db, j: { modelId: string; onlyMissing
   }
 }
 
+/** A new queued tagging run; CONFLICT when a run for the same attribute is already queued or running. */
+export async function insertTagJob(db: Db, j: { modelId: string; taxonomy: TagTaxonomy }): Promise<ReindexJob> {
+  const open = await db
+    .selectFrom('reindex_jobs')
+    .select('id')
+    .where('kind', '=', 'tag')
+    .where(sql<string>`taxonomy ->> 'attribute'`, '=', j.taxonomy.attribute)
+    .where('state', 'in', OPEN_STATES)
+    .executeTakeFirst();
+  const conflict = (id?: string) =>
+    new AppError(
+      ErrorCode.CONFLICT,
+      `A tagging run for ${j.taxonomy.attribute} is already queued or running${id ? ` (job ${id})` : ''}; cancel it or wait for it to finish`,
+      { attribute: j.taxonomy.attribute, ...(id ? { job: id } : {}) },
+    );
+  if (open) throw conflict(String(open.id));
+  try {
+    const row = await db
+      .insertInto('reindex_jobs')
+      .values({
+        model_id: j.modelId,
+        kind: 'tag',
+        taxonomy: JSON.stringify(j.taxonomy),
+        only_missing: j.taxonomy.onlyMissing,
+        activate: false,
+      })
+      .returningAll()
+      .executeTakeFirstOrThrow();
+    return toJob(row);
+  } catch (err) {
+    if (isUniqueViolation(err)) throw conflict();
+    throw err;
+  }
+}
+
 export async function setQueueJobId(db: Db, id: string, queueJobId: string): Promise<void> {
   await db.updateTable('reindex_jobs').set({ queue_job_id: queueJobId }).where('id', '=', id).execute();
 }
@@ -115,9 +159,10 @@ export async function getReindexJob(db: Db, id: string): Promise<ReindexJob | nu
 
 export async function listReindexJobs(
   db: Db,
-  opts: { state?: ReindexState | null; model?: string | null; limit: number },
+  opts: { state?: ReindexState | null; model?: string | null; limit: number; kind?: JobKind | null },
 ): Promise<ReindexJob[]> {
   let q = db.selectFrom('reindex_jobs').selectAll().orderBy('id', 'desc').limit(opts.limit);
+  if (opts.kind) q = q.where('kind', '=', opts.kind);
   if (opts.state) q = q.where('state', '=', opts.state);
   if (opts.model) q = q.where('model_id', '=', opts.model);
   return (await q.execute()).map(toJob);
@@ -128,6 +173,7 @@ export async function openJobForModel(db: Db, modelId: string): Promise<ReindexJ
     .selectFrom('reindex_jobs')
     .selectAll()
     .where('model_id', '=', modelId)
+    .where('kind', '=', 'reindex')
     .where('state', 'in', OPEN_STATES)
     .executeTakeFirst();
   return r ? toJob(r) : null;

@@ -100,6 +100,72 @@ export interface ReindexJobsTable {
   created_at: Generated<Date>;
   started_at: Date | null;
   finished_at: Date | null;
+  /** 'reindex' or 'tag' (migration 0011). */
+  kind: Generated<'reindex' | 'tag'>;
+  /** A tagging run's taxonomy (migration 0011); null for a reindex. */
+  taxonomy: ColumnType<TagTaxonomy | null, string | null | undefined, string | null>;
+}
+
+/** What a tagging run classifies by (reindex_jobs.taxonomy). */
+export interface TagTaxonomy {
+  attribute: string;
+  labels: string[];
+  template: string;
+  onlyMissing: boolean;
+}
+
+export interface TagSuggestionsTable {
+  product_id: string;
+  attribute: string;
+  rank: number;
+  label: string;
+  probability: number;
+  score: number;
+  model_id: string;
+  job_id: string | null;
+  created_at: Generated<Date>;
+}
+
+export interface TagAcceptancesTable {
+  id: ColumnType<string, never, never>;
+  attribute: string;
+  target: 'category' | 'attributes';
+  min_probability: number;
+  accepted: number;
+  skipped: number;
+  accepted_at: Generated<Date>;
+}
+
+export interface TagAcceptanceItemsTable {
+  acceptance_id: string;
+  product_id: string;
+  label: string;
+  probability: number;
+  model_id: string;
+}
+
+export interface DuplicateScansTable {
+  model_id: string;
+  threshold: number;
+  neighbours: number;
+  products: number;
+  pairs: number;
+  groups: number;
+  duration_ms: number;
+  scanned_at: Generated<Date>;
+}
+
+export interface DuplicatePairsTable {
+  model_id: string;
+  product_a: string;
+  product_b: string;
+  score: number;
+}
+
+export interface DuplicateGroupsTable {
+  model_id: string;
+  product_id: string;
+  group_id: string;
 }
 
 export interface DB {
@@ -108,6 +174,12 @@ export interface DB {
   product_embeddings: ProductEmbeddingsTable;
   product_images: ProductImagesTable;
   reindex_jobs: ReindexJobsTable;
+  tag_suggestions: TagSuggestionsTable;
+  tag_acceptances: TagAcceptancesTable;
+  tag_acceptance_items: TagAcceptanceItemsTable;
+  duplicate_scans: DuplicateScansTable;
+  duplicate_pairs: DuplicatePairsTable;
+  duplicate_groups: DuplicateGroupsTable;
 }
 
 /** What a repository function runs on: the database, or a transaction its caller opened. */

@@ -36,7 +36,7 @@ export function startHeartbeat(
 export async function giveUp(db: Kysely<DB>, policy: RetryPolicy, job: ReindexJob, log: Logger): Promise<void> {
   const reason = exhaustedReason(policy, job.attempts, job.error);
   await failOpenJob(db, job.id, reason);
-  await markBuildEnded(db, job.modelId);
+  if (job.kind === 'reindex') await markBuildEnded(db, job.modelId);
   log.error({ job: job.id, model: job.modelId, attempts: job.attempts }, `reindex failed: ${reason}`);
 }
 

@@ -25,6 +25,7 @@ import {
   type ComputedVector,
 } from '../db/embeddings.js';
 import { getModel } from '../db/models.js';
+import { countTagLeft } from '../db/tag-suggestions.js';
 import {
   advanceJob,
   claimReindexJob,
@@ -125,7 +126,7 @@ export async function commitBatch(
 }
 
 /**
- * Takes the job for this worker (claimReindexJob) and, on its first pass, counts what is left to do, in
+ * Takes the job (a reindex or a tagging run) for this worker (claimReindexJob) and, on its first pass, counts what is left to do, in
  * one transaction: a job shows RUNNING only with its total. Counted after the claim (in runReindex), the
  * API showed a half-started job, RUNNING with total 0, for as long as the worker took to mark the model
  * building and drop its indexes (seconds on a loaded machine: reindex.test.ts read it so).
@@ -134,7 +135,10 @@ export async function claimJob(db: Kysely<DB>, id: string, workerId: string, lea
   return db.transaction().execute(async (trx) => {
     const job = await claimReindexJob(trx, id, workerId, leaseSeconds);
     if (job?.pass === 1) {
-      job.total = job.processed + (await countLeft(trx, { modelId: job.modelId, afterId: job.cursor, onlyMissing: job.onlyMissing }));
+      const left = job.taxonomy
+        ? await countTagLeft(trx, { attribute: job.taxonomy.attribute, onlyMissing: job.taxonomy.onlyMissing, afterId: job.cursor })
+        : await countLeft(trx, { modelId: job.modelId, afterId: job.cursor, onlyMissing: job.onlyMissing });
+      job.total = job.processed + left;
       await setTotal(trx, job.id, job.total);
     }
     return job;

@@ -15,6 +15,7 @@ import {
   failOpenJob,
   getReindexJob,
   insertReindexJob,
+  insertTagJob,
   listReindexJobs,
   LostJobError,
   requeueJob,
@@ -29,6 +30,7 @@ import type { ModelService } from '../models/service.js';
 import { ReindexQueue } from './queue.js';
 import { giveUp, recoverOrphans, startHeartbeat } from './recovery.js';
 import { claimJob, runReindex, StopRequested } from './reindex.js';
+import { checkTaxonomy, runTagging } from './tag.js';
 import { attemptsExhausted, DEFAULT_MAX_ATTEMPTS, type RetryPolicy } from './retry-policy.js';
 
 export { queueName } from './queue.js';
@@ -141,14 +143,50 @@ export class JobRunner {
     return job;
   }
 
+  /**
+   * Enqueues a zero-shot tagging run of the catalog (jobs/tag.ts) with a model (default: the active one) and
+   * returns at once. The model must be calibrated (its probabilities are what acceptance thresholds).
+   */
+  async enqueueTagging(args: {
+    model?: string | null;
+    attribute: string;
+    labels: readonly string[];
+    template?: string | null;
+    onlyMissing?: boolean | null;
+  }): Promise<ReindexJob> {
+    const taxonomy = checkTaxonomy(args);
+    const { model } = await this.models.resolve(args.model);
+    const embedder = this.models.embedder(model.id);
+    if (embedder && embedder.matchProbability(0) === null)
+      throw new AppError(
+        ErrorCode.MODEL_UNAVAILABLE,
+        `Model ${model.id} has no calibration (logit scale and bias), so no probabilities to suggest with: set EMBEDDING_LOGIT_SCALE and EMBEDDING_LOGIT_BIAS`,
+        { model: model.id },
+      );
+    await this.watch(model.id);
+    await this.queue.ensure(model.id);
+    const job = await this.db.transaction().execute(async (trx) => {
+      const row = await insertTagJob(trx, { modelId: model.id, taxonomy });
+      const queueId = await this.queue.send(trx, model.id, row.id);
+      await setQueueJobId(trx, row.id, queueId);
+      return { ...row, queueJobId: queueId };
+    });
+    this.log.info({ job: job.id, model: model.id, attribute: taxonomy.attribute, labels: taxonomy.labels.length }, 'tagging queued');
+    return job;
+  }
+
+  /** Cancels a queued or running job of either kind (what it committed stays: vectors, suggestions). */
   async cancel(id: string): Promise<ReindexJob> {
     const before = await getReindexJob(this.db, id);
-    if (!before) throw new AppError(ErrorCode.NOT_FOUND, `No reindex job ${id}`, { field: 'id' });
+    if (!before) throw new AppError(ErrorCode.NOT_FOUND, `No job ${id}`, { field: 'id' });
     const cancelled = await cancelJob(this.db, id);
-    if (!cancelled) throw new AppError(ErrorCode.CONFLICT, `Reindex job ${id} has already ${before.state}`, { state: before.state });
+    if (!cancelled) throw new AppError(ErrorCode.CONFLICT, `Job ${id} has already ${before.state}`, { state: before.state });
     if (cancelled.queueJobId) await this.queue.cancel(cancelled.modelId, cancelled.queueJobId);
-    await markBuildEnded(this.db, cancelled.modelId);
-    this.log.info({ job: id, model: cancelled.modelId }, 'reindex cancelled');
+    if (cancelled.kind === 'reindex') await markBuildEnded(this.db, cancelled.modelId);
+    this.log.info(
+      { job: id, model: cancelled.modelId, kind: cancelled.kind },
+      `${cancelled.kind === 'tag' ? 'tagging' : 'reindex'} cancelled`,
+    );
     return (await getReindexJob(this.db, id))!;
   }
 
@@ -225,9 +263,26 @@ export class JobRunner {
       const embedder = this.models.embedder(claimed.modelId);
       if (!embedder) throw new Error(`model ${claimed.modelId} is not loaded in this worker`);
       log.info(
-        { cursor: claimed.cursor, processed: claimed.processed, attempt: claimed.attempts },
-        claimed.attempts > 1 ? 'reindex resumed' : 'reindex started',
+        { cursor: claimed.cursor, processed: claimed.processed, attempt: claimed.attempts, kind: claimed.kind },
+        claimed.attempts > 1 ? `${claimed.kind} resumed` : `${claimed.kind} started`,
       );
+      if (claimed.kind === 'tag') {
+        await runTagging(
+          {
+            db: this.db,
+            log,
+            workerId: this.workerId,
+            // REINDEX_BATCH_SIZE: photos per batch for a reindex, products per batch for a tagging run
+            batchSize: this.opts.batchSize,
+            throttleMs: this.opts.throttleMs,
+            stopping: () => this.stopping,
+            lost: () => beat.lost(),
+          },
+          claimed,
+          embedder,
+        );
+        return;
+      }
       const { activated } = await runReindex(
         {
           db: this.db,
@@ -248,22 +303,22 @@ export class JobRunner {
       log.info({ activated }, 'reindex finished');
     } catch (err) {
       if (err instanceof LostJobError) {
-        log.info('reindex stopped: the job was cancelled or taken over');
+        log.info(`${claimed.kind} stopped: the job was cancelled or taken over`);
         return;
       }
       if (err instanceof StopRequested) {
         await this.requeue(claimed, this.workerId, null, 1);
-        log.info('reindex paused for shutdown; it resumes on the next start');
+        log.info(`${claimed.kind} paused for shutdown; it resumes on the next start`);
         return;
       }
       const message = err instanceof Error ? err.message : String(err);
       if (attemptsExhausted(this.policy, claimed.attempts)) {
         await failOpenJob(this.db, jobId, message);
-        await markBuildEnded(this.db, claimed.modelId);
-        log.error({ err }, 'reindex failed');
+        if (claimed.kind === 'reindex') await markBuildEnded(this.db, claimed.modelId);
+        log.error({ err }, `${claimed.kind} failed`);
       } else {
         await requeueJob(this.db, jobId, this.workerId, message);
-        log.warn({ err, attempt: claimed.attempts }, 'reindex attempt failed; the queue retries it');
+        log.warn({ err, attempt: claimed.attempts }, `${claimed.kind} attempt failed; the queue retries it`);
       }
       throw err;
     } finally {

@@ -9,17 +9,18 @@ import { requireAdmin } from './auth.js';
 
 const up = <T extends string>(s: string) => s.toUpperCase() as T;
 
+/** A running job's rate (items per second in this run) and the seconds left at that rate. */
+export function jobRate(j: Job, now = Date.now()): { rate: number | null; etaSeconds: number | null } {
+  if (j.state !== 'running' || !j.runStartedAt) return { rate: null, etaSeconds: null };
+  const secs = (now - j.runStartedAt.getTime()) / 1000;
+  const done = j.processed - j.runProcessed;
+  if (!(secs > 0 && done > 0)) return { rate: null, etaSeconds: null };
+  const rate = done / secs;
+  return { rate, etaSeconds: Math.max(0, j.total - j.processed) / rate };
+}
+
 export function reindexJobDto(j: Job, now = Date.now()): ReindexJobParent {
-  let rate: number | null = null;
-  let etaSeconds: number | null = null;
-  if (j.state === 'running' && j.runStartedAt) {
-    const secs = (now - j.runStartedAt.getTime()) / 1000;
-    const done = j.processed - j.runProcessed;
-    if (secs > 0 && done > 0) {
-      rate = done / secs;
-      etaSeconds = Math.max(0, j.total - j.processed) / rate;
-    }
-  }
+  const { rate, etaSeconds } = jobRate(j, now);
   return {
     id: j.id,
     model: j.modelId,
@@ -66,7 +67,7 @@ export const adminResolvers: Resolvers = {
     reindexJob: async (_, { id }, ctx) => {
       requireAdmin(ctx);
       const job = await getReindexJob(ctx.services.database.db, id);
-      return job ? reindexJobDto(job) : null;
+      return job?.kind === 'reindex' ? reindexJobDto(job) : null;
     },
     reindexJobs: async (_, { state, model, first }, ctx) => {
       requireAdmin(ctx);
@@ -77,6 +78,7 @@ export const adminResolvers: Resolvers = {
         state: state ? (state.toLowerCase() as ReindexState) : null,
         model: model ?? null,
         limit,
+        kind: 'reindex',
       });
       return jobs.map((j) => reindexJobDto(j));
     },
@@ -98,6 +100,9 @@ export const adminResolvers: Resolvers = {
     },
     cancelReindex: async (_, { id }, ctx) => {
       requireAdmin(ctx);
+      // A tagging run shares the jobs' table: cancelTagging cancels it.
+      if ((await getReindexJob(ctx.services.database.db, id))?.kind === 'tag')
+        throw new AppError(ErrorCode.NOT_FOUND, `No reindex job ${id} (it is a tagging run: cancelTagging)`, { field: 'id' });
       return reindexJobDto(await ctx.services.jobs.cancel(id));
     },
     activateModel: async (_, { model }, ctx) => {

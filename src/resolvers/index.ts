@@ -9,6 +9,7 @@ import { catalogResolvers } from './catalog.js';
 import type { RequestContext } from './context.js';
 import { entityResolvers } from './entities.js';
 import { evalResolvers } from './eval.js';
+import { intelligenceResolvers } from './intelligence.js';
 import { searchResolvers } from './search.js';
 import { DateTimeScalar, JSONScalar } from './scalars.js';
 
@@ -19,6 +20,7 @@ export const resolvers: Resolvers[] = [
   searchResolvers,
   adminResolvers,
   evalResolvers,
+  intelligenceResolvers,
 ];
 
 /**

@@ -37,6 +37,47 @@ export type ComposedQuery = {
   terms: Array<QueryTerm>;
 };
 
+/** Products whose photos are near-identical (connected by pairs at or above the scan's threshold). */
+export type DuplicateGroup = {
+  __typename?: 'DuplicateGroup';
+  /** The group's id: its lowest product id. */
+  id: Scalars['ID']['output'];
+  /** The best pair score in the group. */
+  maxScore: Scalars['Float']['output'];
+  pairs: Array<DuplicatePair>;
+  products: Array<Product>;
+};
+
+export type DuplicateGroupPage = {
+  __typename?: 'DuplicateGroupPage';
+  /** Pass as after for the next page; null on the last page. */
+  endCursor?: Maybe<Scalars['String']['output']>;
+  groups: Array<DuplicateGroup>;
+  scan: DuplicateScan;
+};
+
+/** Two products of a duplicate group and the best cosine similarity between a photo of each. */
+export type DuplicatePair = {
+  __typename?: 'DuplicatePair';
+  a: Scalars['ID']['output'];
+  b: Scalars['ID']['output'];
+  score: Scalars['Float']['output'];
+};
+
+/** The last near-duplicate scan of a model. */
+export type DuplicateScan = {
+  __typename?: 'DuplicateScan';
+  durationMs: Scalars['Int']['output'];
+  groups: Scalars['Int']['output'];
+  model: Scalars['String']['output'];
+  /** Nearest photos read per photo from the model's HNSW index. */
+  neighbours: Scalars['Int']['output'];
+  pairs: Scalars['Int']['output'];
+  products: Scalars['Int']['output'];
+  scannedAt: Scalars['DateTime']['output'];
+  threshold: Scalars['Float']['output'];
+};
+
 /** The embedding model that serves search. */
 export type EmbeddingModelInfo = {
   __typename?: 'EmbeddingModelInfo';
@@ -214,12 +255,20 @@ export type ModelStatus =
 export type Mutation = {
   __typename?: 'Mutation';
   /**
+   * Copies each product's most probable suggestion for the attribute, when at least minProbability (0–1), into
+   * the product (category, or the attributes key), in one transaction, recorded; only where the attribute is
+   * missing: a value the merchant set is never overwritten. Requires the admin token.
+   */
+  acceptSuggestions: SuggestionAcceptance;
+  /**
    * Makes a model the active one, atomically: rolls a switch back, or activates a model built with
    * activate: false. CONFLICT when a product lacks a vector for it. Requires the admin token.
    */
   activateModel: RegisteredModel;
   /** Cancels a queued or running job (vectors computed so far stay). Requires the admin token. */
   cancelReindex: ReindexJob;
+  /** Cancels a queued or running tagging run (suggestions committed so far stay). Requires the admin token. */
+  cancelTagging: TagJob;
   /** Deletes a product and its vectors; false when no such product. Requires the admin token. */
   deleteProduct: Scalars['Boolean']['output'];
   /** Deletes a non-active model's vectors and index; returns how many vectors. Requires the admin token. */
@@ -233,13 +282,35 @@ export type Mutation = {
    */
   reindex: ReindexJob;
   /**
+   * Finds near-duplicate products with a model (default: the active one): each whole photo's nearest photos
+   * (neighbours, default 10, at most 100) from the model's HNSW index, pairs of products at or above threshold
+   * (cosine, default DUPLICATE_THRESHOLD), connected into groups; replaces the model's previous scan. Runs
+   * before it answers (minutes at 100 000 products: prefer `vps duplicates scan` there). Requires the admin token.
+   */
+  scanDuplicates: DuplicateScan;
+  /**
    * Marks a model to be kept current (or not): ingest then embeds new and changed images for it although it
    * is neither active nor being built, so it stays comparable (compareModels) without a reindex after each
    * catalog change. Requires the admin token.
    */
   setModelKeepCurrent: RegisteredModel;
+  /**
+   * Enqueues tagging the catalog with zero-shot labels and returns at once: each product's stored photo
+   * vectors are classified against the labels' prompts (template, default "a photo of {}"), and its best
+   * labels are stored as suggestions (tagSuggestions); the product itself is not changed. attribute: category
+   * or a key of Product.attributes. onlyMissing: only products whose attribute is missing. model: default the
+   * active one; MODEL_UNAVAILABLE when it has no calibration. CONFLICT when a run for the attribute is already
+   * queued or running. Requires the admin token.
+   */
+  tagCatalog: TagJob;
   /** Inserts or updates products by SKU, all or nothing (at most 500 per call). Requires the admin token. */
   upsertProducts: Array<Product>;
+};
+
+
+export type MutationAcceptSuggestionsArgs = {
+  attribute: Scalars['String']['input'];
+  minProbability: Scalars['Float']['input'];
 };
 
 
@@ -249,6 +320,11 @@ export type MutationActivateModelArgs = {
 
 
 export type MutationCancelReindexArgs = {
+  id: Scalars['ID']['input'];
+};
+
+
+export type MutationCancelTaggingArgs = {
   id: Scalars['ID']['input'];
 };
 
@@ -270,9 +346,25 @@ export type MutationReindexArgs = {
 };
 
 
+export type MutationScanDuplicatesArgs = {
+  model?: InputMaybe<Scalars['String']['input']>;
+  neighbours?: InputMaybe<Scalars['Int']['input']>;
+  threshold?: InputMaybe<Scalars['Float']['input']>;
+};
+
+
 export type MutationSetModelKeepCurrentArgs = {
   keep: Scalars['Boolean']['input'];
   model: Scalars['String']['input'];
+};
+
+
+export type MutationTagCatalogArgs = {
+  attribute: Scalars['String']['input'];
+  labels: Array<Scalars['String']['input']>;
+  model?: InputMaybe<Scalars['String']['input']>;
+  onlyMissing?: InputMaybe<Scalars['Boolean']['input']>;
+  template?: InputMaybe<Scalars['String']['input']>;
 };
 
 
@@ -465,6 +557,12 @@ export type Query = {
    * active one first); any other is MODEL_UNAVAILABLE before anything runs.
    */
   compareModels: ModelComparison;
+  /**
+   * Groups of near-duplicate products found by the last scan of a model (default: the active one), largest
+   * score first, as pages (first: 1–100, default 20). NOT_FOUND when the model was never scanned
+   * (scanDuplicates). Requires the admin token.
+   */
+  duplicateGroups: DuplicateGroupPage;
   /** The loaded embedding model, or null when the service runs without one. */
   embeddingModel?: Maybe<EmbeddingModelInfo>;
   /**
@@ -518,10 +616,19 @@ export type Query = {
    * region: the box of the query photo to search for (the bag in a street photo), cropped before embedding;
    * with productId, a box of that product's main photo (with query, each term takes its own region instead).
    * model: a ready model loaded in this process (default: the active one); otherwise MODEL_UNAVAILABLE.
+   * collapseDuplicates: keep only the best product of each near-duplicate group (the model's last
+   * scanDuplicates), still exactly k when k groups match (reading at most 1000 products beyond k).
    */
   similarProducts: Array<ProductMatch>;
   /** similarProducts as cursor pages (first: 1–100, default 10). */
   similarProductsPage: ProductMatchPage;
+  /** A tagging run by id; null when there is none. Requires the admin token. */
+  tagJob?: Maybe<TagJob>;
+  /**
+   * An attribute's suggestions, most probable first: each product's best label (or, with productId, that
+   * product's best labels), optionally at or above minProbability (first: 1–500, default 50). Requires the admin token.
+   */
+  tagSuggestions: Array<TagSuggestion>;
 };
 
 
@@ -544,6 +651,13 @@ export type QueryCompareModelsArgs = {
   models?: InputMaybe<Array<Scalars['ID']['input']>>;
   region?: InputMaybe<RegionInput>;
   text?: InputMaybe<Scalars['String']['input']>;
+};
+
+
+export type QueryDuplicateGroupsArgs = {
+  after?: InputMaybe<Scalars['String']['input']>;
+  first?: InputMaybe<Scalars['Int']['input']>;
+  model?: InputMaybe<Scalars['String']['input']>;
 };
 
 
@@ -622,6 +736,7 @@ export type QuerySearchProductsPageArgs = {
 
 export type QuerySimilarProductsArgs = {
   category?: InputMaybe<Scalars['String']['input']>;
+  collapseDuplicates?: InputMaybe<Scalars['Boolean']['input']>;
   filter?: InputMaybe<ProductFilter>;
   image?: InputMaybe<ImageInput>;
   imagesPerProduct?: InputMaybe<Scalars['Int']['input']>;
@@ -636,6 +751,7 @@ export type QuerySimilarProductsArgs = {
 export type QuerySimilarProductsPageArgs = {
   after?: InputMaybe<Scalars['String']['input']>;
   category?: InputMaybe<Scalars['String']['input']>;
+  collapseDuplicates?: InputMaybe<Scalars['Boolean']['input']>;
   filter?: InputMaybe<ProductFilter>;
   first?: InputMaybe<Scalars['Int']['input']>;
   image?: InputMaybe<ImageInput>;
@@ -644,6 +760,19 @@ export type QuerySimilarProductsPageArgs = {
   model?: InputMaybe<Scalars['ID']['input']>;
   query?: InputMaybe<ComposedQuery>;
   region?: InputMaybe<RegionInput>;
+};
+
+
+export type QueryTagJobArgs = {
+  id: Scalars['ID']['input'];
+};
+
+
+export type QueryTagSuggestionsArgs = {
+  attribute: Scalars['String']['input'];
+  first?: InputMaybe<Scalars['Int']['input']>;
+  minProbability?: InputMaybe<Scalars['Float']['input']>;
+  productId?: InputMaybe<Scalars['ID']['input']>;
 };
 
 /**
@@ -789,6 +918,70 @@ export type SearchMode =
   | 'KEYWORD'
   | 'VECTOR';
 
+/** What acceptSuggestions wrote. */
+export type SuggestionAcceptance = {
+  __typename?: 'SuggestionAcceptance';
+  /** Products whose attribute was filled. */
+  accepted: Scalars['Int']['output'];
+  acceptedAt: Scalars['DateTime']['output'];
+  attribute: Scalars['String']['output'];
+  id: Scalars['ID']['output'];
+  minProbability: Scalars['Float']['output'];
+  /** Products with a qualifying suggestion whose attribute was already set (by the merchant or earlier): unchanged. */
+  skipped: Scalars['Int']['output'];
+  /** Where the labels went: CATEGORY (Product.category) or ATTRIBUTES (a key of Product.attributes). */
+  target: Scalars['String']['output'];
+};
+
+/**
+ * A zero-shot tagging run of the catalog on the durable job queue (the reindex jobs' machinery: resumable
+ * after a crash, progress, cancel).
+ */
+export type TagJob = {
+  __typename?: 'TagJob';
+  attempts: Scalars['Int']['output'];
+  /** The attribute tagged: category, or a key of Product.attributes. */
+  attribute: Scalars['String']['output'];
+  createdAt: Scalars['DateTime']['output'];
+  error?: Maybe<Scalars['String']['output']>;
+  errors: Array<ReindexError>;
+  etaSeconds?: Maybe<Scalars['Float']['output']>;
+  /** Products without a vector of the model (see errors). */
+  failed: Scalars['Int']['output'];
+  finishedAt?: Maybe<Scalars['DateTime']['output']>;
+  id: Scalars['ID']['output'];
+  labels: Array<Scalars['String']['output']>;
+  /** The model whose stored photo vectors (and label texts) classify the products. */
+  model: Scalars['String']['output'];
+  /** Only products whose attribute is missing (an attribute key absent or empty; category: "uncategorized"). */
+  onlyMissing: Scalars['Boolean']['output'];
+  /** Products classified so far (or recorded as failed). */
+  processed: Scalars['Int']['output'];
+  /** Products per second in the current run; null unless running. */
+  rate?: Maybe<Scalars['Float']['output']>;
+  startedAt?: Maybe<Scalars['DateTime']['output']>;
+  state: ReindexJobState;
+  /** The prompt template, {} where each label goes. */
+  template: Scalars['String']['output'];
+  total: Scalars['Int']['output'];
+};
+
+/** One of a product's most probable labels for an attribute. */
+export type TagSuggestion = {
+  __typename?: 'TagSuggestion';
+  attribute: Scalars['String']['output'];
+  createdAt: Scalars['DateTime']['output'];
+  label: Scalars['String']['output'];
+  model: Scalars['String']['output'];
+  /** SigLIP's calibrated probability of the label's prompt for the product's best photo for it. */
+  probability: Scalars['Float']['output'];
+  productId: Scalars['ID']['output'];
+  /** 1: the most probable label. */
+  rank: Scalars['Int']['output'];
+  /** Cosine similarity of the label's prompt and that photo. */
+  score: Scalars['Float']['output'];
+};
+
 
 
 export type ResolverTypeWrapper<T> = Promise<T> | T;
@@ -886,14 +1079,18 @@ export type FederationReferenceTypes = {
 export type ResolversTypes = {
   ComposedQuery: ComposedQuery;
   DateTime: ResolverTypeWrapper<Scalars['DateTime']['output']>;
+  DuplicateGroup: ResolverTypeWrapper<Omit<DuplicateGroup, 'products'> & { products: Array<ResolversTypes['Product']> }>;
+  ID: ResolverTypeWrapper<Scalars['ID']['output']>;
+  Float: ResolverTypeWrapper<Scalars['Float']['output']>;
+  DuplicateGroupPage: ResolverTypeWrapper<Omit<DuplicateGroupPage, 'groups'> & { groups: Array<ResolversTypes['DuplicateGroup']> }>;
+  String: ResolverTypeWrapper<Scalars['String']['output']>;
+  DuplicatePair: ResolverTypeWrapper<DuplicatePair>;
+  DuplicateScan: ResolverTypeWrapper<DuplicateScan>;
+  Int: ResolverTypeWrapper<Scalars['Int']['output']>;
   EmbeddingModelInfo: ResolverTypeWrapper<EmbeddingModelInfo>;
   Boolean: ResolverTypeWrapper<Scalars['Boolean']['output']>;
-  Int: ResolverTypeWrapper<Scalars['Int']['output']>;
-  ID: ResolverTypeWrapper<Scalars['ID']['output']>;
-  String: ResolverTypeWrapper<Scalars['String']['output']>;
   EvalCategoryMetrics: ResolverTypeWrapper<EvalCategoryMetrics>;
   EvalMetrics: ResolverTypeWrapper<EvalMetrics>;
-  Float: ResolverTypeWrapper<Scalars['Float']['output']>;
   EvalTransform: EvalTransform;
   EvalTransformMetrics: ResolverTypeWrapper<EvalTransformMetrics>;
   FusionWeights: FusionWeights;
@@ -931,6 +1128,9 @@ export type ResolversTypes = {
   ReindexJob: ResolverTypeWrapper<ReindexJobParentModel>;
   ReindexJobState: ReindexJobState;
   SearchMode: SearchMode;
+  SuggestionAcceptance: ResolverTypeWrapper<SuggestionAcceptance>;
+  TagJob: ResolverTypeWrapper<TagJob>;
+  TagSuggestion: ResolverTypeWrapper<TagSuggestion>;
   Upload: ResolverTypeWrapper<Scalars['Upload']['output']>;
 };
 
@@ -938,14 +1138,18 @@ export type ResolversTypes = {
 export type ResolversParentTypes = {
   ComposedQuery: ComposedQuery;
   DateTime: Scalars['DateTime']['output'];
+  DuplicateGroup: Omit<DuplicateGroup, 'products'> & { products: Array<ResolversParentTypes['Product']> };
+  ID: Scalars['ID']['output'];
+  Float: Scalars['Float']['output'];
+  DuplicateGroupPage: Omit<DuplicateGroupPage, 'groups'> & { groups: Array<ResolversParentTypes['DuplicateGroup']> };
+  String: Scalars['String']['output'];
+  DuplicatePair: DuplicatePair;
+  DuplicateScan: DuplicateScan;
+  Int: Scalars['Int']['output'];
   EmbeddingModelInfo: EmbeddingModelInfo;
   Boolean: Scalars['Boolean']['output'];
-  Int: Scalars['Int']['output'];
-  ID: Scalars['ID']['output'];
-  String: Scalars['String']['output'];
   EvalCategoryMetrics: EvalCategoryMetrics;
   EvalMetrics: EvalMetrics;
-  Float: Scalars['Float']['output'];
   EvalTransformMetrics: EvalTransformMetrics;
   FusionWeights: FusionWeights;
   ImageClassification: ImageClassification;
@@ -978,12 +1182,45 @@ export type ResolversParentTypes = {
   ReindexCoverage: ReindexCoverage;
   ReindexError: ReindexError;
   ReindexJob: ReindexJobParentModel;
+  SuggestionAcceptance: SuggestionAcceptance;
+  TagJob: TagJob;
+  TagSuggestion: TagSuggestion;
   Upload: Scalars['Upload']['output'];
 };
 
 export interface DateTimeScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['DateTime'], any> {
   name: 'DateTime';
 }
+
+export type DuplicateGroupResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['DuplicateGroup'] = ResolversParentTypes['DuplicateGroup']> = {
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  maxScore?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  pairs?: Resolver<Array<ResolversTypes['DuplicatePair']>, ParentType, ContextType>;
+  products?: Resolver<Array<ResolversTypes['Product']>, ParentType, ContextType>;
+};
+
+export type DuplicateGroupPageResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['DuplicateGroupPage'] = ResolversParentTypes['DuplicateGroupPage']> = {
+  endCursor?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  groups?: Resolver<Array<ResolversTypes['DuplicateGroup']>, ParentType, ContextType>;
+  scan?: Resolver<ResolversTypes['DuplicateScan'], ParentType, ContextType>;
+};
+
+export type DuplicatePairResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['DuplicatePair'] = ResolversParentTypes['DuplicatePair']> = {
+  a?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  b?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  score?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+};
+
+export type DuplicateScanResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['DuplicateScan'] = ResolversParentTypes['DuplicateScan']> = {
+  durationMs?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  groups?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  model?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  neighbours?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  pairs?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  products?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  scannedAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  threshold?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+};
 
 export type EmbeddingModelInfoResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['EmbeddingModelInfo'] = ResolversParentTypes['EmbeddingModelInfo']> = {
   active?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
@@ -1073,12 +1310,16 @@ export type ModelResultsResolvers<ContextType = RequestContext, ParentType exten
 };
 
 export type MutationResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Mutation'] = ResolversParentTypes['Mutation']> = {
+  acceptSuggestions?: Resolver<ResolversTypes['SuggestionAcceptance'], ParentType, ContextType, RequireFields<MutationAcceptSuggestionsArgs, 'attribute' | 'minProbability'>>;
   activateModel?: Resolver<ResolversTypes['RegisteredModel'], ParentType, ContextType, RequireFields<MutationActivateModelArgs, 'model'>>;
   cancelReindex?: Resolver<ResolversTypes['ReindexJob'], ParentType, ContextType, RequireFields<MutationCancelReindexArgs, 'id'>>;
+  cancelTagging?: Resolver<ResolversTypes['TagJob'], ParentType, ContextType, RequireFields<MutationCancelTaggingArgs, 'id'>>;
   deleteProduct?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType, RequireFields<MutationDeleteProductArgs, 'id'>>;
   dropModelEmbeddings?: Resolver<ResolversTypes['Int'], ParentType, ContextType, RequireFields<MutationDropModelEmbeddingsArgs, 'model'>>;
   reindex?: Resolver<ResolversTypes['ReindexJob'], ParentType, ContextType, RequireFields<MutationReindexArgs, 'activate' | 'onlyMissing'>>;
+  scanDuplicates?: Resolver<ResolversTypes['DuplicateScan'], ParentType, ContextType, Partial<MutationScanDuplicatesArgs>>;
   setModelKeepCurrent?: Resolver<ResolversTypes['RegisteredModel'], ParentType, ContextType, RequireFields<MutationSetModelKeepCurrentArgs, 'keep' | 'model'>>;
+  tagCatalog?: Resolver<ResolversTypes['TagJob'], ParentType, ContextType, RequireFields<MutationTagCatalogArgs, 'attribute' | 'labels' | 'onlyMissing'>>;
   upsertProducts?: Resolver<Array<ResolversTypes['Product']>, ParentType, ContextType, RequireFields<MutationUpsertProductsArgs, 'products'>>;
 };
 
@@ -1153,6 +1394,7 @@ export type ProductMatchPageResolvers<ContextType = RequestContext, ParentType e
 export type QueryResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Query'] = ResolversParentTypes['Query']> = {
   classifyImage?: Resolver<ResolversTypes['ImageClassification'], ParentType, ContextType, RequireFields<QueryClassifyImageArgs, 'image' | 'labels' | 'template'>>;
   compareModels?: Resolver<ResolversTypes['ModelComparison'], ParentType, ContextType, RequireFields<QueryCompareModelsArgs, 'imagesPerProduct' | 'k'>>;
+  duplicateGroups?: Resolver<ResolversTypes['DuplicateGroupPage'], ParentType, ContextType, RequireFields<QueryDuplicateGroupsArgs, 'first'>>;
   embeddingModel?: Resolver<Maybe<ResolversTypes['EmbeddingModelInfo']>, ParentType, ContextType>;
   evaluateModels?: Resolver<ResolversTypes['ModelEvaluationReport'], ParentType, ContextType, RequireFields<QueryEvaluateModelsArgs, 'limit'>>;
   models?: Resolver<Array<ResolversTypes['RegisteredModel']>, ParentType, ContextType>;
@@ -1163,8 +1405,10 @@ export type QueryResolvers<ContextType = RequestContext, ParentType extends Reso
   reindexJobs?: Resolver<Array<ResolversTypes['ReindexJob']>, ParentType, ContextType, RequireFields<QueryReindexJobsArgs, 'first'>>;
   searchProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySearchProductsArgs, 'imagesPerProduct' | 'k' | 'mode' | 'text'>>;
   searchProductsPage?: Resolver<ResolversTypes['ProductMatchPage'], ParentType, ContextType, RequireFields<QuerySearchProductsPageArgs, 'first' | 'imagesPerProduct' | 'mode' | 'text'>>;
-  similarProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySimilarProductsArgs, 'imagesPerProduct' | 'k'>>;
-  similarProductsPage?: Resolver<ResolversTypes['ProductMatchPage'], ParentType, ContextType, RequireFields<QuerySimilarProductsPageArgs, 'first' | 'imagesPerProduct'>>;
+  similarProducts?: Resolver<Array<ResolversTypes['ProductMatch']>, ParentType, ContextType, RequireFields<QuerySimilarProductsArgs, 'collapseDuplicates' | 'imagesPerProduct' | 'k'>>;
+  similarProductsPage?: Resolver<ResolversTypes['ProductMatchPage'], ParentType, ContextType, RequireFields<QuerySimilarProductsPageArgs, 'collapseDuplicates' | 'first' | 'imagesPerProduct'>>;
+  tagJob?: Resolver<Maybe<ResolversTypes['TagJob']>, ParentType, ContextType, RequireFields<QueryTagJobArgs, 'id'>>;
+  tagSuggestions?: Resolver<Array<ResolversTypes['TagSuggestion']>, ParentType, ContextType, RequireFields<QueryTagSuggestionsArgs, 'attribute' | 'first'>>;
 };
 
 export type RegionResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['Region'] = ResolversParentTypes['Region']> = {
@@ -1223,12 +1467,58 @@ export type ReindexJobResolvers<ContextType = RequestContext, ParentType extends
   total?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
 };
 
+export type SuggestionAcceptanceResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['SuggestionAcceptance'] = ResolversParentTypes['SuggestionAcceptance']> = {
+  accepted?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  acceptedAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  attribute?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  minProbability?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  skipped?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  target?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+};
+
+export type TagJobResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['TagJob'] = ResolversParentTypes['TagJob']> = {
+  attempts?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  attribute?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  error?: Resolver<Maybe<ResolversTypes['String']>, ParentType, ContextType>;
+  errors?: Resolver<Array<ResolversTypes['ReindexError']>, ParentType, ContextType>;
+  etaSeconds?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  failed?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  finishedAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  id?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  labels?: Resolver<Array<ResolversTypes['String']>, ParentType, ContextType>;
+  model?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  onlyMissing?: Resolver<ResolversTypes['Boolean'], ParentType, ContextType>;
+  processed?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  rate?: Resolver<Maybe<ResolversTypes['Float']>, ParentType, ContextType>;
+  startedAt?: Resolver<Maybe<ResolversTypes['DateTime']>, ParentType, ContextType>;
+  state?: Resolver<ResolversTypes['ReindexJobState'], ParentType, ContextType>;
+  template?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  total?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+};
+
+export type TagSuggestionResolvers<ContextType = RequestContext, ParentType extends ResolversParentTypes['TagSuggestion'] = ResolversParentTypes['TagSuggestion']> = {
+  attribute?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  createdAt?: Resolver<ResolversTypes['DateTime'], ParentType, ContextType>;
+  label?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  model?: Resolver<ResolversTypes['String'], ParentType, ContextType>;
+  probability?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+  productId?: Resolver<ResolversTypes['ID'], ParentType, ContextType>;
+  rank?: Resolver<ResolversTypes['Int'], ParentType, ContextType>;
+  score?: Resolver<ResolversTypes['Float'], ParentType, ContextType>;
+};
+
 export interface UploadScalarConfig extends GraphQLScalarTypeConfig<ResolversTypes['Upload'], any> {
   name: 'Upload';
 }
 
 export type Resolvers<ContextType = RequestContext> = {
   DateTime?: GraphQLScalarType;
+  DuplicateGroup?: DuplicateGroupResolvers<ContextType>;
+  DuplicateGroupPage?: DuplicateGroupPageResolvers<ContextType>;
+  DuplicatePair?: DuplicatePairResolvers<ContextType>;
+  DuplicateScan?: DuplicateScanResolvers<ContextType>;
   EmbeddingModelInfo?: EmbeddingModelInfoResolvers<ContextType>;
   EvalCategoryMetrics?: EvalCategoryMetricsResolvers<ContextType>;
   EvalMetrics?: EvalMetricsResolvers<ContextType>;
@@ -1257,6 +1547,9 @@ export type Resolvers<ContextType = RequestContext> = {
   ReindexCoverage?: ReindexCoverageResolvers<ContextType>;
   ReindexError?: ReindexErrorResolvers<ContextType>;
   ReindexJob?: ReindexJobResolvers<ContextType>;
+  SuggestionAcceptance?: SuggestionAcceptanceResolvers<ContextType>;
+  TagJob?: TagJobResolvers<ContextType>;
+  TagSuggestion?: TagSuggestionResolvers<ContextType>;
   Upload?: GraphQLScalarType;
 };
 

@@ -8,6 +8,7 @@ import { LRUCache } from 'lru-cache';
 import { unboundedAdmission, untilAborted, type Admission } from '../admission/index.js';
 import { AppError, ErrorCode, badInput } from '../errors.js';
 import { metrics } from '../metrics/index.js';
+import { collapsibleProducts, duplicateGroupsOf } from '../db/duplicates.js';
 import { storedVector, vectorLiteral } from '../db/embeddings.js';
 import type { EmbeddingModel } from '../db/models.js';
 import type { ProductImage } from '../db/images.js';
@@ -42,6 +43,8 @@ export interface SearchArgs {
   imagesPerProduct?: number | null;
   /** Image queries: the box of the query photo to search for (fractions), cropped before embedding. */
   region?: RegionBox | null;
+  /** Keep one product per near-duplicate group (db/duplicates.ts, the model's last scan); still exactly k. */
+  collapseDuplicates?: boolean | null;
   /** Benchmarks and tests only. */
   strategy?: Strategy;
   /** The request's deadline / client disconnect: queued work is dropped and a URL fetch aborted. */
@@ -163,6 +166,7 @@ interface ValidSearch {
   k: number;
   minScore: number | null;
   imagesPerProduct: number;
+  collapseDuplicates?: boolean;
 }
 
 function validateSearch(args: SearchArgs): ValidSearch {
@@ -181,9 +185,15 @@ function validateSearch(args: SearchArgs): ValidSearch {
     if (filter?.category != null && filter.category !== args.category) {
       throw badInput('category and filter.category disagree; give one of them', { field: 'category' });
     }
-    return { filter: { ...filter, category: args.category }, k, minScore, imagesPerProduct };
+    return {
+      filter: { ...filter, category: args.category },
+      k,
+      minScore,
+      imagesPerProduct,
+      collapseDuplicates: args.collapseDuplicates ?? false,
+    };
   }
-  return { filter, k, minScore, imagesPerProduct };
+  return { filter, k, minScore, imagesPerProduct, collapseDuplicates: args.collapseDuplicates ?? false };
 }
 
 function validateText(text: string, field = 'text'): string {
@@ -653,7 +663,17 @@ export class SearchService {
   async similarToImagePage(image: QueryImage, args: SearchArgs & PageArgs): Promise<MatchPage> {
     return this.page(
       args,
-      ['image', imageRef(image), args.region, args.category, args.filter, args.minScore, args.model, args.imagesPerProduct],
+      [
+        'image',
+        imageRef(image),
+        args.region,
+        args.category,
+        args.filter,
+        args.minScore,
+        args.model,
+        args.imagesPerProduct,
+        args.collapseDuplicates ?? false,
+      ],
       (k) => this.similarToImage(image, { ...args, k }),
     );
   }
@@ -665,8 +685,10 @@ export class SearchService {
         ? { text: t.text.trim().toLowerCase(), w: t.weight }
         : { image: imageRef(t.image), region: t.region ?? null, w: t.weight },
     );
-    return this.page(args, ['composed', refs, args.category, args.filter, args.minScore, args.model, args.imagesPerProduct], (k) =>
-      this.similarToComposed(terms, { ...args, k }),
+    return this.page(
+      args,
+      ['composed', refs, args.category, args.filter, args.minScore, args.model, args.imagesPerProduct, args.collapseDuplicates ?? false],
+      (k) => this.similarToComposed(terms, { ...args, k }),
     );
   }
 
@@ -755,9 +777,56 @@ export class SearchService {
     // A large k has a gate of its own: small-k (storefront) queries never wait behind large ones.
     const gate = this.limits.admission.queryGate(opts.k);
     return untilAborted(
-      gate.run(() => this.runQuery(model, vector, opts, extra, calibrate), extra.signal),
+      gate.run(
+        () =>
+          opts.collapseDuplicates
+            ? this.runCollapsed(model, vector, opts, extra, calibrate)
+            : this.runQuery(model, vector, opts, extra, calibrate),
+        extra.signal,
+      ),
       extra.signal,
     );
+  }
+
+  /**
+   * A query keeping one product per near-duplicate group (the best-ranked): asks for more than k and
+   * collapses, asking again deeper while fewer than k groups came back and more products exist. Asking for
+   * k + (products beyond the first of each group) is always enough, so the answer is exactly k whenever
+   * k groups (products in no group count as their own) match, as long as that is within k + MAX_K.
+   */
+  private async runCollapsed(
+    model: EmbeddingModel,
+    vector: string,
+    opts: ValidSearch,
+    extra: { preferProductId?: string; strategy?: Strategy | undefined },
+    calibrate: (score: number) => number | null,
+  ): Promise<SearchOutcome | null> {
+    // Bounded for the public API: at most MAX_K products beyond k are read, so a catalog of huge groups
+    // cannot turn one query into a scan (then fewer than k only if over MAX_K duplicates rank above the k-th group).
+    const removable = Math.min(MAX_K, await collapsibleProducts(this.db, model.id));
+    const deepest = opts.k + removable;
+    let want = Math.min(deepest, 2 * opts.k);
+    for (;;) {
+      const outcome = await this.runQuery(model, vector, { ...opts, k: want }, extra, calibrate);
+      if (!outcome) return null;
+      const groups = await duplicateGroupsOf(
+        this.db,
+        model.id,
+        outcome.matches.map((m) => m.product.id),
+      );
+      const seen = new Set<string>();
+      const kept: ProductMatch[] = [];
+      for (const m of outcome.matches) {
+        const group = groups.get(m.product.id) ?? `product ${m.product.id}`;
+        if (seen.has(group)) continue;
+        seen.add(group);
+        kept.push(m);
+        if (kept.length === opts.k) break;
+      }
+      // Done with k, or when the query ran out of products (fewer than asked), or at the depth that is always enough.
+      if (kept.length === opts.k || outcome.matches.length < want || want >= deepest) return { ...outcome, matches: kept };
+      want = Math.min(deepest, want * 4);
+    }
   }
 
   private async runQuery(

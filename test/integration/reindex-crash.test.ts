@@ -11,16 +11,26 @@
  *
  * @backend job recovery at start (the embedded database recovers in-process)
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { openDatabase, type Database } from '../../src/db/connect.js';
-import { ADMIN_TOKEN } from '../support/service.js';
 import { createTestDatabase, type TestDatabase } from '../support/test-db.js';
-import { catalogInputs, JOB, MODELS, REINDEX, sleep, UPSERT, writeCachedModel, writeModelA } from './reindex-support.js';
+import {
+  catalogInputs,
+  JOB,
+  MODELS,
+  REINDEX,
+  sleep,
+  startServiceChild,
+  UPSERT,
+  writeCachedModel,
+  writeModelA,
+  type Child,
+} from './reindex-support.js';
 
 const N = 60;
 /** Photos per product; the last has one region, so a product has PHOTOS + 1 vectors per model. */
@@ -51,58 +61,7 @@ afterAll(async () => {
   for (const d of [A?.dir, B?.dir, dataDir]) if (d) await fs.rm(d, { recursive: true, force: true });
 });
 
-interface Child {
-  proc: ChildProcess;
-  gql(query: string, variables?: Record<string, unknown>): Promise<any>;
-}
-
-async function startChild(): Promise<Child> {
-  const env: Record<string, string> = {
-    ...(process.env as Record<string, string>),
-    PORT: '0',
-    HOST: '127.0.0.1',
-    LOG_LEVEL: 'warn',
-    ADMIN_TOKEN,
-    EMBEDDING_MODEL_DIR: A.dir,
-    REINDEX_BATCH_SIZE: '4',
-    REINDEX_THROTTLE_MS: '100',
-    REINDEX_LEASE_SECONDS: '2',
-    JOBS_POLL_INTERVAL_MS: '500',
-    PGLITE_PSQL_PORT: '0',
-  };
-  delete env.DATABASE_URL;
-  if (testDb?.url) env.DATABASE_URL = testDb.url;
-  else env.DATA_DIR = dataDir!;
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(proc);
-  proc.on('exit', () => children.delete(proc));
-  let out = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`service did not start:\n${out}`)), 60_000);
-    const onData = (d: Buffer) => {
-      out += d.toString();
-      const m = /GraphQL:\s+(http:\/\/\S+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    };
-    proc.stdout.on('data', onData);
-    proc.stderr.on('data', onData);
-    proc.on('exit', (code) => reject(new Error(`service exited with ${code}:\n${out}`)));
-  });
-  return {
-    proc,
-    async gql(query, variables) {
-      const res = await fetch(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` },
-        body: JSON.stringify({ query, variables }),
-      });
-      return res.json();
-    },
-  };
-}
+const startChild = (): Promise<Child> => startServiceChild({ modelDir: A.dir, databaseUrl: testDb?.url ?? null, dataDir }, children);
 
 /**
  * Counted on the database itself: photos, the model's vectors, and photos whose vectors are exactly theirs

@@ -1,4 +1,5 @@
-/** Shared by the reindex tests: two distinguishable tiny models and a catalog with images. */
+/** Shared by the reindex tests: two distinguishable tiny models, a catalog with images, the service as a child process. */
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -6,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { writeTinyModel } from '../../scripts/models/tiny-model.js';
 import { modelCachePath } from '../../src/hub/paths.js';
 import { renderProductImage, syntheticCatalog, type SyntheticProduct } from '../../src/demo/synthetic-catalog.js';
+import { ADMIN_TOKEN } from '../support/service.js';
 
 /** Model A: the one the service starts with (directory), 32-d. */
 export async function writeModelA(): Promise<{ dir: string; id: string }> {
@@ -59,3 +61,65 @@ export const UPSERT = `mutation($p: [ProductInput!]!) { upsertProducts(products:
 export const SIMILAR = `query($image: ImageInput!, $k: Int) { similarProducts(image: $image, k: $k) { score product { id } } }`;
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export interface Child {
+  proc: ChildProcess;
+  gql(query: string, variables?: Record<string, unknown>): Promise<any>;
+}
+
+/**
+ * `vps serve` as a child process (so that a test can SIGKILL it), on the given PostgreSQL URL or, without
+ * one, on the embedded database in dataDir; resolves once it prints its GraphQL URL. `children` tracks the
+ * live ones for the file's cleanup.
+ */
+export async function startServiceChild(
+  o: { modelDir: string; databaseUrl: string | null; dataDir: string | null; env?: Record<string, string> },
+  children: Set<ChildProcess>,
+): Promise<Child> {
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    PORT: '0',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'warn',
+    ADMIN_TOKEN,
+    EMBEDDING_MODEL_DIR: o.modelDir,
+    REINDEX_BATCH_SIZE: '4',
+    REINDEX_THROTTLE_MS: '100',
+    REINDEX_LEASE_SECONDS: '2',
+    JOBS_POLL_INTERVAL_MS: '500',
+    PGLITE_PSQL_PORT: '0',
+    ...o.env,
+  };
+  delete env.DATABASE_URL;
+  if (o.databaseUrl) env.DATABASE_URL = o.databaseUrl;
+  else env.DATA_DIR = o.dataDir!;
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(proc);
+  proc.on('exit', () => children.delete(proc));
+  let out = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`service did not start:\n${out}`)), 60_000);
+    const onData = (d: Buffer) => {
+      out += d.toString();
+      const m = /GraphQL:\s+(http:\/\/\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
+    proc.on('exit', (code) => reject(new Error(`service exited with ${code}:\n${out}`)));
+  });
+  return {
+    proc,
+    async gql(query, variables) {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_TOKEN}` },
+        body: JSON.stringify({ query, variables }),
+      });
+      return res.json();
+    },
+  };
+}
