@@ -42,8 +42,12 @@ export interface AttributeFilter {
   values: string[];
 }
 
-/** A JSON number as JSON writes it: such a filter value also matches the number (size 42 for "42"). */
-const JSON_NUMBER = /^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$/;
+/**
+ * A JSON number as JSON writes it: such a filter value also matches the number (size 42 for "42"). The
+ * exponent is kept to 3 digits: jsonb holds numbers as numeric, which refuses 1e1000000 with an error
+ * (the value then only matches as a string, which is what it can be in a product).
+ */
+const JSON_NUMBER = /^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,3})?$/;
 
 /**
  * The jsonb documents an attribute value is contained in, as `attributes @> doc` tests them: the string
