@@ -247,7 +247,7 @@ describe('acceptance', () => {
       f: { attributes: [{ name: 'colour', values: ['x'.repeat(129)] }] },
     });
     expect(codes(tooLong)).toEqual(['BAD_USER_INPUT']);
-    expect(tooLong.errors[0].extensions.field).toBe('filter.attributes[0].values');
+    expect(tooLong.errors![0]!.extensions!.field).toBe('filter.attributes[0].values');
     const tooMany = await t.gql(`query($f: ProductFilter) { products(filter: $f) { totalCount } }`, {
       f: { attributes: Array.from({ length: 11 }, (_, i) => ({ name: `k${i}`, values: ['a'] })) },
     });
