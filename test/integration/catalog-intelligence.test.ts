@@ -225,6 +225,10 @@ describe('acceptance', () => {
         { p: ids[1] },
       ],
       [`query($f: ProductFilter, $k: Int) { r: searchProducts(text: "a photo", filter: $f, k: $k, mode: HYBRID) { product { id } } }`, {}],
+      [
+        `query($f: ProductFilter, $k: Int, $p: ID!) { r: similarProducts(query: { terms: [{ image: { productId: $p } }, { text: "a photo", weight: 0.5 }] }, filter: $f, k: $k) { product { id } } }`,
+        { p: ids[2] },
+      ],
     ] as const;
     for (const [query, extra] of searches) {
       const r = await t.gql(query, { f: filter, k, ...extra });
@@ -233,6 +237,15 @@ describe('acceptance', () => {
       expect(got).toHaveLength(k);
       for (const id of got) expect(colourOf.get(id)).toBe(label);
     }
+    // pages: two pages of a similarProductsPage hold every member once, and nothing else
+    const PAGE = `query($f: ProductFilter, $p: ID!, $n: Int, $after: String) { similarProductsPage(image: { productId: $p }, filter: $f, first: $n, after: $after) { edges { node { product { id } } } pageInfo { hasNextPage endCursor } } }`;
+    const half = Math.ceil(members.length / 2);
+    const one = await t.gql(PAGE, { f: filter, p: ids[1], n: half });
+    expect(one.errors).toBeUndefined();
+    const two = await t.gql(PAGE, { f: filter, p: ids[1], n: half, after: one.data.similarProductsPage.pageInfo.endCursor });
+    expect(two.errors).toBeUndefined();
+    const paged = [...one.data.similarProductsPage.edges, ...two.data.similarProductsPage.edges].map((e: any) => e.node.product.id);
+    expect(paged.sort()).toEqual([...members].sort());
     // the merchant's own value and the accepted one, either: the union; a colour nobody has: nothing
     const either = await t.gql(`query($f: ProductFilter) { products(filter: $f) { totalCount } }`, {
       f: { attributes: [{ name: 'colour', values: [label, 'merchant teal'] }] },
