@@ -22,7 +22,6 @@
  * scan (iterative scans off, defaults), and hnswlib-node in memory (unfiltered only: it has no
  * relational filters).
  */
-import os from 'node:os';
 import { sql } from 'kysely';
 import { vectorLiteral } from '../../src/db/embeddings.js';
 import { activateModel } from '../../src/db/models.js';
@@ -37,7 +36,7 @@ import { registerModel } from '../../src/models/lifecycle.js';
 import { SelectivityEstimator } from '../../src/search/estimate.js';
 import { explainNeighbours, nearestNeighbours, searchNeighbours, type NeighbourQuery } from '../../src/search/query.js';
 import { embeddingLikeSpace } from '../../test/support/vectors.js';
-import { arg, median, ms, percentile, table } from '../lib/report.js';
+import { arg, median, ms, percentile, printMachine, table } from '../lib/report.js';
 import { benchDatabase } from './database.js';
 
 const rows = Number(arg('rows', '100000'));
@@ -64,12 +63,7 @@ const selectivities = [
 const keepState = arg('keep-state', '') || null;
 const sharedBuffers = arg('shared-buffers', '') || null;
 // Quote figures only from runs that start on a quiet machine (BENCHMARKS.md): read before the cluster starts.
-console.log(
-  `load average at start: ${os
-    .loadavg()
-    .map((l) => l.toFixed(2))
-    .join(' ')} (${os.availableParallelism()} cores)`,
-);
+printMachine();
 const { database, stop } = await benchDatabase(backend, { keepState, sharedBuffers });
 const db = database.db;
 console.error(`[bench] ${backend}, ${rows} rows of ${dim}-d vectors${keepState ? ` (kept in ${keepState})` : ''}`);
