@@ -52,9 +52,10 @@ const JSON_NUMBER = /^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,3})?$/
 /**
  * The jsonb documents an attribute value is contained in, as `attributes @> doc` tests them: the string
  * ({"colour":"red"}, what acceptSuggestions writes), an array holding it ({"colour":["red","blue"]}), and
- * for a value that is a JSON number or true/false the number or boolean too, so a filter matches what
- * `attributes ->> name` reads as that text (the form tagging tests for a missing attribute). Containment,
- * not `->>`, so that one GIN index on the whole column serves every key (migration 0012).
+ * for a value that is a JSON number or true/false the number or boolean too ("42" matches 42, and 42.0:
+ * jsonb compares numbers by value; "true" matches true), as a merchant's JSON may hold them. Containment,
+ * not `attributes ->> name = value`, so that one GIN index on the whole column serves every key
+ * (migration 0012).
  */
 export function attributeMatches(name: string, value: string): string[] {
   const key = JSON.stringify(name);
