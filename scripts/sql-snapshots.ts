@@ -5,7 +5,7 @@
  * generated query files for the same reason).
  *
  * The statements are captured, not re-typed: the real functions (search/query.ts, search/keyword.ts,
- * db/embeddings.ts, jobs/reindex.ts, db/duplicates.ts) run against a Kysely whose driver records each compiled statement and
+ * db/embeddings.ts, db/products.ts, jobs/reindex.ts, db/duplicates.ts) run against a Kysely whose driver records each compiled statement and
  * answers with no rows (Kysely's DummyDriver pattern), so no database is needed and nothing here can drift
  * from what the service runs.
  */
@@ -22,6 +22,7 @@ import {
 } from 'kysely';
 import { duplicatePairsStatement, knnSettings } from '../src/db/duplicates.js';
 import { nextCatalogBatch } from '../src/db/embeddings.js';
+import { listProducts } from '../src/db/products.js';
 import type { DB } from '../src/db/types.js';
 import { commitBatch } from '../src/jobs/reindex.js';
 import { keywordSearch } from '../src/search/keyword.js';
@@ -98,6 +99,25 @@ for (const strategy of ['hnsw', 'exact'] as const) {
     ]),
   );
 }
+
+// An attributes filter (ProductFilter.attributes, e.g. an accepted colour): read from the product by its
+// primary key inside the walk's WHERE (not carried on the vector rows), and containment on the listing.
+const colourRed = { category: 'shoes', attributes: [{ name: 'colour', values: ['red'] }] };
+const [attributeWalk] = await capture(() => searchNeighbours(db, { ...query, filter: colourRed, strategy: 'hnsw' }, null));
+const [attributeListing] = await capture(() => listProducts(db, { filter: colourRed, first: 50 }));
+files.push(
+  file(
+    'search-attributes.sql',
+    "A filter on products.attributes (src/db/products.ts productFilterCondition): in the hot path's walk, and in the products listing.",
+    [
+      section(
+        'similarProducts(filter: { category: "shoes", attributes: [{ name: "colour", values: ["red"] }] }, k: 10), hnsw',
+        attributeWalk!,
+      ),
+      section('products(filter: { category: "shoes", attributes: [{ name: "colour", values: ["red"] }] }, first: 50)', attributeListing!),
+    ],
+  ),
+);
 
 const [keyword] = await capture(() => keywordSearch(db, { text: 'red running shoes', filter: { category: 'shoes' }, k: 10 }));
 files.push(

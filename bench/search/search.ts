@@ -14,13 +14,14 @@
  * "ours" is the service's hot path (searchNeighbours: cached statistics, one statement, products
  * included); its statements per query are reported. "join-filter" is the same hot path with the filter
  * read from products through a join: the design before migration 0008 carried the filter columns on the
- * vector rows. Data: embedding-like vectors (clustered, low intrinsic dimension, L2-normalised, 768-d);
+ * vector rows. "attr-filter" is the hot path with the same selectivity as a ProductFilter.attributes
+ * filter (JSON containment on the product's row, migration 0012; not carried on the vector rows). Data:
+ * embedding-like vectors (clustered, low intrinsic dimension, L2-normalised, 768-d);
  * categories holding 10%, 1%, 0.1% and 0.01% of the rows. Peers: the exact scan of a typical tutorial
  * (ORDER BY distance with the filter, no ANN index), pgvector HNSW with the filter applied after the
  * scan (iterative scans off, defaults), and hnswlib-node in memory (unfiltered only: it has no
  * relational filters).
  */
-import os from 'node:os';
 import { sql } from 'kysely';
 import { vectorLiteral } from '../../src/db/embeddings.js';
 import { activateModel } from '../../src/db/models.js';
@@ -35,7 +36,7 @@ import { registerModel } from '../../src/models/lifecycle.js';
 import { SelectivityEstimator } from '../../src/search/estimate.js';
 import { explainNeighbours, nearestNeighbours, searchNeighbours, type NeighbourQuery } from '../../src/search/query.js';
 import { embeddingLikeSpace } from '../../test/support/vectors.js';
-import { arg, median, ms, percentile, table } from '../lib/report.js';
+import { arg, median, ms, percentile, printMachine, table } from '../lib/report.js';
 import { benchDatabase } from './database.js';
 
 const rows = Number(arg('rows', '100000'));
@@ -62,12 +63,7 @@ const selectivities = [
 const keepState = arg('keep-state', '') || null;
 const sharedBuffers = arg('shared-buffers', '') || null;
 // Quote figures only from runs that start on a quiet machine (BENCHMARKS.md): read before the cluster starts.
-console.log(
-  `load average at start: ${os
-    .loadavg()
-    .map((l) => l.toFixed(2))
-    .join(' ')} (${os.availableParallelism()} cores)`,
-);
+printMachine();
 const { database, stop } = await benchDatabase(backend, { keepState, sharedBuffers });
 const db = database.db;
 console.error(`[bench] ${backend}, ${rows} rows of ${dim}-d vectors${keepState ? ` (kept in ${keepState})` : ''}`);
@@ -96,8 +92,8 @@ if (loaded.rows.length) {
   for (let start = 0; start < rows; start += batch) {
     const ids = Array.from({ length: Math.min(batch, rows - start) }, (_, j) => start + j);
     const inserted = await sql<{ id: string }>`
-      INSERT INTO products (sku, title, category, price, in_stock)
-      SELECT 'b-' || i, 'bench product ' || i, c, (i % 500)::numeric, (i % 3 <> 0)
+      INSERT INTO products (sku, title, category, price, in_stock, attributes)
+      SELECT 'b-' || i, 'bench product ' || i, c, (i % 500)::numeric, (i % 3 <> 0), jsonb_build_object('tier', c)
       FROM unnest(${ids}::int[], ${ids.map(categoryOf)}::text[]) WITH ORDINALITY AS t(i, c, n) ORDER BY n RETURNING id`.execute(db);
     await sql`
       INSERT INTO product_embeddings (product_id, model_id, embedding, image_sha256)
@@ -109,6 +105,14 @@ if (loaded.rows.length) {
   }
   loadSeconds = ms(t0) / 1000;
   await sql`INSERT INTO bench_dataset (description, load_seconds) VALUES (${DATASET}, ${loadSeconds})`.execute(db);
+}
+
+// The "attr" columns filter on products.attributes (ProductFilter.attributes, read from the product, not
+// carried): each product's category is also its attributes' "tier". A dataset kept from before gets it here.
+if (!(await sql<{ n: number }>`SELECT 1 AS n FROM products WHERE attributes ? 'tier' LIMIT 1`.execute(db)).rows.length) {
+  console.error(`[bench] adding attributes.tier to the kept dataset`);
+  await sql`UPDATE products SET attributes = attributes || jsonb_build_object('tier', category)`.execute(db);
+  await sql`ANALYZE products`.execute(db);
 }
 
 // The build time of a kept index is kept too (this run did not build it).
@@ -229,6 +233,10 @@ for (const { label, filter } of only === 'storage' ? [] : selectivities) {
   }
   const exactTimes: number[] = [];
   const oursTimes: number[] = [];
+  const attrTimes: number[] = [];
+  let attrRoundTrips = 0;
+  let shortAttr = 0;
+  const attrFilter = filter ? { attributes: [{ name: 'tier', values: [filter.category] }] } : null;
   const joinTimes: number[] = [];
   let recallHits = 0;
   let recallTotal = 0;
@@ -253,6 +261,13 @@ for (const { label, filter } of only === 'storage' ? [] : selectivities) {
     // The same hot path with the filter read from products through the join (the design before
     // migration 0008), so both designs are measured on the same data in the same run.
     if (filter) joinTimes.push((await timed(() => hotPath({ ...base, vector, filterOn: 'products' }))).ms);
+    // The same selectivity as an attributes filter (JSON containment on the product's row).
+    if (attrFilter) {
+      const attr = await timed(() => hotPath({ ...base, filter: attrFilter, vector }));
+      attrTimes.push(attr.ms);
+      attrRoundTrips += attr.value.roundTrips;
+      if (attr.value.neighbours.length < Math.min(k, matchingCount)) shortAttr++;
+    }
     exactTimes.push(exact.ms);
     oursTimes.push(ours.ms);
     const truth = new Set(exact.value.neighbours.map((n) => n.productId));
@@ -280,6 +295,9 @@ for (const { label, filter } of only === 'storage' ? [] : selectivities) {
     'ours statements/query': roundTrips / queries.length,
     'ours short': shortOurs,
     'join-filter p50 ms': joinTimes.length ? median(joinTimes) : '–',
+    'attr-filter p50 ms': attrTimes.length ? median(attrTimes) : '–',
+    'attr-filter statements/query': attrTimes.length ? attrRoundTrips / attrTimes.length : '–',
+    'attr-filter short': attrTimes.length ? shortAttr : '–',
     'exact-scan p50 ms': median(exactTimes),
     [`exact-scan QPS c${conc}`]: await qps(exactRun, conc, Math.max(16, nQueries / 2)),
     'post-filter HNSW recall@10': recallPostHits / recallTotal,

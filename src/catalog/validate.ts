@@ -3,7 +3,7 @@
  * offending field, before anything is written.
  */
 import { badInput } from '../errors.js';
-import type { ProductFilter, ProductWrite } from '../db/products.js';
+import type { AttributeFilter, ProductFilter, ProductWrite } from '../db/products.js';
 import type { RegionBox } from '../db/types.js';
 
 export const LIMITS = {
@@ -18,6 +18,11 @@ export const LIMITS = {
   urlLength: 2048,
   maxPrice: 9_999_999_999.99,
   filterCategories: 100,
+  /** ProductFilter.attributes: entries, values per entry, and lengths (a tagging taxonomy's bounds). */
+  filterAttributes: 10,
+  filterAttributeValues: 100,
+  attributeName: 64,
+  attributeValue: 128,
   /** Photos per product by default (PRODUCT_MAX_IMAGES). */
   imagesPerProduct: 12,
   /** Regions of interest per photo, as Product Search allows. */
@@ -270,7 +275,39 @@ export function validateFilter(filter: ProductFilter | null | undefined): Produc
   ] as const) {
     if (value != null && value.length > max) throw badInput(`${field} is longer than ${max} characters`, { field });
   }
-  return { ...filter, minPrice, maxPrice };
+  return { ...filter, minPrice, maxPrice, attributes: validateAttributeFilters(filter.attributes) };
+}
+
+/** With the u flag a paired surrogate is one astral code point; only a lone one is category Cs. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * filter.attributes: bounded like categories (entries, values, lengths; the name and label bounds of a
+ * tagging taxonomy, so every accepted suggestion can be asked for), names not empty, and strings that
+ * JSON can carry (a lone UTF-16 surrogate has no UTF-8 form: the containment document would not parse).
+ */
+function validateAttributeFilters(list: AttributeFilter[] | null | undefined): AttributeFilter[] | null {
+  if (list == null) return null;
+  const field = 'filter.attributes';
+  if (list.length > LIMITS.filterAttributes) throw badInput(`${field} takes at most ${LIMITS.filterAttributes} entries`, { field });
+  return list.map((a, i) => {
+    const at = `${field}[${i}]`;
+    if (a.name.length === 0) throw badInput(`${at}.name must not be empty`, { field: `${at}.name` });
+    if (a.name.length > LIMITS.attributeName)
+      throw badInput(`${at}.name is longer than ${LIMITS.attributeName} characters`, { field: `${at}.name`, max: LIMITS.attributeName });
+    if (a.values.length > LIMITS.filterAttributeValues)
+      throw badInput(`${at}.values takes at most ${LIMITS.filterAttributeValues} values`, { field: `${at}.values` });
+    for (const v of a.values) {
+      if (v.length > LIMITS.attributeValue)
+        throw badInput(`${at}.values are at most ${LIMITS.attributeValue} characters`, {
+          field: `${at}.values`,
+          max: LIMITS.attributeValue,
+        });
+    }
+    if ([a.name, ...a.values].some((s) => LONE_SURROGATE.test(s)))
+      throw badInput(`${at} contains a lone UTF-16 surrogate, which JSON text cannot hold`, { field: at });
+    return { name: a.name, values: a.values };
+  });
 }
 
 export function validatePageSize(first: number | null | undefined): number {

@@ -32,6 +32,44 @@ export interface ProductFilter {
   inStock?: boolean | null;
   /** Only this variant's photos count (product_images.variant; search only). */
   variant?: string | null;
+  /** Keys of products.attributes: each entry must hold (AND), with any of its values (OR). */
+  attributes?: AttributeFilter[] | null;
+}
+
+/** products.attributes[name] is one of values (attributeMatches says what "is" means). */
+export interface AttributeFilter {
+  name: string;
+  values: string[];
+}
+
+/**
+ * A JSON number as JSON writes it: such a filter value also matches the number (size 42 for "42"). The
+ * exponent is kept to 3 digits: jsonb holds numbers as numeric, which refuses 1e1000000 with an error
+ * (the value then only matches as a string, which is what it can be in a product).
+ */
+const JSON_NUMBER = /^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,3})?$/;
+
+/**
+ * The jsonb documents an attribute value is contained in, as `attributes @> doc` tests them: the string
+ * ({"colour":"red"}, what acceptSuggestions writes), an array holding it ({"colour":["red","blue"]}), and
+ * for a value that is a JSON number or true/false the number or boolean too ("42" matches 42, and 42.0:
+ * jsonb compares numbers by value; "true" matches true), as a merchant's JSON may hold them. Containment,
+ * not `attributes ->> name = value`, so that one GIN index on the whole column serves every key
+ * (migration 0012).
+ */
+export function attributeMatches(name: string, value: string): string[] {
+  const key = JSON.stringify(name);
+  const forms = [JSON.stringify(value)];
+  // Written as given (not through JSON.parse): jsonb compares numbers exactly, doubles would round.
+  if (JSON_NUMBER.test(value) || value === 'true' || value === 'false') forms.push(value);
+  return forms.flatMap((v) => [`{${key}:${v}}`, `{${key}:[${v}]}`]);
+}
+
+/** One AttributeFilter over an attributes column: any of its documents contained (an empty list: none). */
+function attributeCondition(column: RawBuilder<unknown>, a: AttributeFilter): RawBuilder<boolean> {
+  const docs = a.values.flatMap((v) => attributeMatches(a.name, v));
+  // A text[] parameter cast to jsonb[]: one parameter per filter, on both backends' array encodings.
+  return docs.length ? sql<boolean>`${column} @> ANY(${docs}::text[]::jsonb[])` : sql<boolean>`false`;
 }
 
 /**
@@ -105,6 +143,20 @@ export function productFilterCondition(
         ? sql<boolean>`e.variant = ${filter.variant}`
         : sql<boolean>`EXISTS (SELECT 1 FROM product_images vi WHERE vi.product_id = ${sql.ref(`${table}.id`)} AND vi.variant = ${filter.variant})`,
     );
+  }
+  // Attributes are not carried on the vector rows (a JSON object of up to 64 KiB, copied per photo and
+  // region, and kept equal by a trigger, for a filter few queries use): over `e` they are read from the
+  // product by its primary key. In a correlated EXISTS, the same filter in the same WHERE as the carried
+  // columns, so the HNSW walk's iterative scan and the exact path count only vectors of products that
+  // pass it, as they do for the carried ones ("exactly k whenever k products match").
+  const attributes = filter?.attributes ?? [];
+  if (attributes.length) {
+    if (table === 'e') {
+      const each = attributes.map((a) => attributeCondition(sql.ref('ap.attributes'), a));
+      conds.push(sql<boolean>`EXISTS (SELECT 1 FROM products ap WHERE ap.id = e.product_id AND ${sql.join(each, sql` AND `)})`);
+    } else {
+      for (const a of attributes) conds.push(attributeCondition(sql.ref(`${table}.attributes`), a));
+    }
   }
   return conds.length ? sql<boolean>`(${sql.join(conds, sql` AND `)})` : sql<boolean>`true`;
 }

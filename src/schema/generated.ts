@@ -27,6 +27,18 @@ export type Scalars = {
 };
 
 /**
+ * One key of the product's attributes and the values it may have. A value matches the attribute's string,
+ * an element of an array of strings, and, written as JSON writes them, a number or true/false: "red" matches
+ * {"colour": "red"} and {"colour": ["red", "blue"]}; "42" matches {"size": 42}. Case and spaces count.
+ */
+export type AttributeFilter = {
+  /** The attribute's key, 1 to 64 characters. */
+  name: Scalars['String']['input'];
+  /** Any of these (at most 100, each at most 128 characters); [] matches no product. */
+  values: Array<Scalars['String']['input']>;
+};
+
+/**
  * A query made of weighted terms ("like this photo, but red, not leather"): the weighted sum of the terms'
  * unit vectors, normalised, searched as one vector (score: its cosine similarity with a product's best
  * photo). 1–8 terms, not all of weight 0, and not cancelling out (BAD_USER_INPUT, details.reason EMPTY_TERMS,
@@ -421,6 +433,11 @@ export type ProductEdge = {
 
 /** Relational filters; all given conditions must hold. */
 export type ProductFilter = {
+  /**
+   * Keys of the product's attributes (ProductInput.attributes, and what acceptSuggestions fills): every
+   * entry must hold, each with any of its values. At most 10 entries.
+   */
+  attributes?: InputMaybe<Array<AttributeFilter>>;
   brand?: InputMaybe<Scalars['String']['input']>;
   /** Any of these categories. */
   categories?: InputMaybe<Array<Scalars['String']['input']>>;
@@ -1077,13 +1094,14 @@ export type FederationReferenceTypes = {
 
 /** Mapping between all available schema types and the resolvers types */
 export type ResolversTypes = {
+  AttributeFilter: AttributeFilter;
+  String: ResolverTypeWrapper<Scalars['String']['output']>;
   ComposedQuery: ComposedQuery;
   DateTime: ResolverTypeWrapper<Scalars['DateTime']['output']>;
   DuplicateGroup: ResolverTypeWrapper<Omit<DuplicateGroup, 'products'> & { products: Array<ResolversTypes['Product']> }>;
   ID: ResolverTypeWrapper<Scalars['ID']['output']>;
   Float: ResolverTypeWrapper<Scalars['Float']['output']>;
   DuplicateGroupPage: ResolverTypeWrapper<Omit<DuplicateGroupPage, 'groups'> & { groups: Array<ResolversTypes['DuplicateGroup']> }>;
-  String: ResolverTypeWrapper<Scalars['String']['output']>;
   DuplicatePair: ResolverTypeWrapper<DuplicatePair>;
   DuplicateScan: ResolverTypeWrapper<DuplicateScan>;
   Int: ResolverTypeWrapper<Scalars['Int']['output']>;
@@ -1136,13 +1154,14 @@ export type ResolversTypes = {
 
 /** Mapping between all available schema types and the resolvers parents */
 export type ResolversParentTypes = {
+  AttributeFilter: AttributeFilter;
+  String: Scalars['String']['output'];
   ComposedQuery: ComposedQuery;
   DateTime: Scalars['DateTime']['output'];
   DuplicateGroup: Omit<DuplicateGroup, 'products'> & { products: Array<ResolversParentTypes['Product']> };
   ID: Scalars['ID']['output'];
   Float: Scalars['Float']['output'];
   DuplicateGroupPage: Omit<DuplicateGroupPage, 'groups'> & { groups: Array<ResolversParentTypes['DuplicateGroup']> };
-  String: Scalars['String']['output'];
   DuplicatePair: DuplicatePair;
   DuplicateScan: DuplicateScan;
   Int: Scalars['Int']['output'];

@@ -4,7 +4,7 @@
  * no round trip. The arithmetic is the planner's for these shapes (MCV frequencies for equality, the
  * histogram for price ranges, independence between columns), so it agrees with EXPLAIN on the filters
  * ProductFilter can express (test/integration/search-estimate.test.ts measures both). Without
- * statistics (a table never analysed) it says so, and the caller asks EXPLAIN.
+ * statistics (a table never analysed), or for an attributes filter, it says so, and the caller asks EXPLAIN.
  */
 import { sql, type Kysely } from 'kysely';
 import type { ProductFilter } from '../db/products.js';
@@ -71,6 +71,10 @@ export class SelectivityEstimator {
     }
     const s = this.snapshot;
     if (!s) return null;
+    // Attribute filters (JSON containment on products.attributes, read through the product) have no
+    // column statistics this arithmetic could use: the planner estimates them from its sample of the
+    // documents (matchingsel), so EXPLAIN answers, at one round trip.
+    if (filter?.attributes?.length) return null;
     const vectors = s.vectors.get(modelId);
     if (vectors === undefined) return null;
     return Math.round(vectors * filterSelectivity(s, filter));

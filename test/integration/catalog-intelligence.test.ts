@@ -3,7 +3,8 @@
  * this run's database: a tagging run classifies every product's stored photo vectors with the shared
  * zero-shot implementation, resumes after its worker stops mid-run, cancels; acceptSuggestions fills only
  * what the merchant left missing, in one recorded transaction; a near-duplicate scan finds planted copies,
- * and similarProducts(collapseDuplicates: true) keeps one product per group and still returns exactly k.
+ * and similarProducts(collapseDuplicates: true) keeps one product per group and still returns exactly k. An
+ * accepted colour then narrows the listing and searches through filter.attributes.
  *
  * The tiny model has no published calibration: EMBEDDING_LOGIT_SCALE = 0 and EMBEDDING_LOGIT_BIAS = 0 make
  * its probability sigmoid(cos), so the probabilities spread over (0.27, 0.73) and thresholds mean something.
@@ -196,6 +197,74 @@ describe('acceptance', () => {
       skipped: merchantColour.size + fill.length,
     });
     for (const id of merchantColour) expect((await product(id)).attributes.colour).toBe('merchant teal');
+  }, 60_000);
+
+  it('an accepted colour narrows the listing and every search through filter.attributes, still exactly k', async () => {
+    // After the first test's two acceptances every product has a colour: the merchant's or an accepted label.
+    const colourOf = new Map(await Promise.all(ids.map(async (id) => [id, (await product(id)).attributes.colour as string] as const)));
+    const byColour = new Map<string, string[]>();
+    for (const [id, c] of colourOf) byColour.set(c, [...(byColour.get(c) ?? []), id]);
+    const [label, members] = [...byColour].filter(([c]) => c !== 'merchant teal').sort((a, b) => b[1].length - a[1].length)[0]!;
+    expect(members.length).toBeGreaterThan(1);
+    const filter = { attributes: [{ name: 'colour', values: [label] }] };
+    const listed = await t.gql(`query($f: ProductFilter) { products(filter: $f, first: 500) { totalCount edges { node { id } } } }`, {
+      f: filter,
+    });
+    expect(listed.errors).toBeUndefined();
+    expect(listed.data.products.totalCount).toBe(members.length);
+    expect(listed.data.products.edges.map((e: any) => e.node.id).sort()).toEqual([...members].sort());
+    const k = members.length - 1;
+    const searches = [
+      [`query($f: ProductFilter, $k: Int) { r: searchProducts(text: "a photo", filter: $f, k: $k) { product { id } } }`, {}],
+      [
+        `query($f: ProductFilter, $k: Int, $p: ID!) { r: similarProducts(image: { productId: $p }, filter: $f, k: $k) { product { id } } }`,
+        { p: ids[1] },
+      ],
+      [
+        `query($f: ProductFilter, $k: Int, $p: ID!) { r: recommendProducts(positive: [$p], filter: $f, k: $k) { product { id } } }`,
+        { p: ids[1] },
+      ],
+      [`query($f: ProductFilter, $k: Int) { r: searchProducts(text: "a photo", filter: $f, k: $k, mode: HYBRID) { product { id } } }`, {}],
+      [
+        `query($f: ProductFilter, $k: Int, $p: ID!) { r: similarProducts(query: { terms: [{ image: { productId: $p } }, { text: "a photo", weight: 0.5 }] }, filter: $f, k: $k) { product { id } } }`,
+        { p: ids[2] },
+      ],
+    ] as const;
+    for (const [query, extra] of searches) {
+      const r = await t.gql(query, { f: filter, k, ...extra });
+      expect(r.errors).toBeUndefined();
+      const got: string[] = r.data.r.map((m: any) => m.product.id);
+      expect(got).toHaveLength(k);
+      for (const id of got) expect(colourOf.get(id)).toBe(label);
+    }
+    // pages: two pages of a similarProductsPage hold every member once, and nothing else
+    const PAGE = `query($f: ProductFilter, $p: ID!, $n: Int, $after: String) { similarProductsPage(image: { productId: $p }, filter: $f, first: $n, after: $after) { edges { node { product { id } } } pageInfo { hasNextPage endCursor } } }`;
+    const half = Math.ceil(members.length / 2);
+    const one = await t.gql(PAGE, { f: filter, p: ids[1], n: half });
+    expect(one.errors).toBeUndefined();
+    const two = await t.gql(PAGE, { f: filter, p: ids[1], n: half, after: one.data.similarProductsPage.pageInfo.endCursor });
+    expect(two.errors).toBeUndefined();
+    const paged = [...one.data.similarProductsPage.edges, ...two.data.similarProductsPage.edges].map((e: any) => e.node.product.id);
+    expect(paged.sort()).toEqual([...members].sort());
+    // the merchant's own value and the accepted one, either: the union; a colour nobody has: nothing
+    const either = await t.gql(`query($f: ProductFilter) { products(filter: $f) { totalCount } }`, {
+      f: { attributes: [{ name: 'colour', values: [label, 'merchant teal'] }] },
+    });
+    expect(either.data.products.totalCount).toBe(members.length + merchantColour.size);
+    const none = await t.gql(`query($f: ProductFilter) { searchProducts(text: "a photo", filter: $f) { score } }`, {
+      f: { attributes: [{ name: 'colour', values: ['ultraviolet'] }] },
+    });
+    expect(none.data.searchProducts).toEqual([]);
+    // bounded like categories, refused with the stable code before anything runs
+    const tooLong = await t.gql(`query($f: ProductFilter) { searchProducts(text: "a photo", filter: $f) { score } }`, {
+      f: { attributes: [{ name: 'colour', values: ['x'.repeat(129)] }] },
+    });
+    expect(codes(tooLong)).toEqual(['BAD_USER_INPUT']);
+    expect(tooLong.errors![0]!.extensions!.field).toBe('filter.attributes[0].values');
+    const tooMany = await t.gql(`query($f: ProductFilter) { products(filter: $f) { totalCount } }`, {
+      f: { attributes: Array.from({ length: 11 }, (_, i) => ({ name: `k${i}`, values: ['a'] })) },
+    });
+    expect(codes(tooMany)).toEqual(['BAD_USER_INPUT']);
   }, 60_000);
 
   it('fills a category only where the merchant gave the placeholder, and search filters see it', async () => {
