@@ -10,7 +10,7 @@ import { requireAdmin } from './auth.js';
 const up = <T extends string>(s: string) => s.toUpperCase() as T;
 
 /** A running job's rate (items per second in this run) and the seconds left at that rate. */
-export function jobRate(j: Job, now = Date.now()): { rate: number | null; etaSeconds: number | null } {
+function jobRate(j: Job, now: number): { rate: number | null; etaSeconds: number | null } {
   if (j.state !== 'running' || !j.runStartedAt) return { rate: null, etaSeconds: null };
   const secs = (now - j.runStartedAt.getTime()) / 1000;
   const done = j.processed - j.runProcessed;
@@ -19,26 +19,31 @@ export function jobRate(j: Job, now = Date.now()): { rate: number | null; etaSec
   return { rate, etaSeconds: Math.max(0, j.total - j.processed) / rate };
 }
 
+/** What every job of the runner shows (a reindex and a tagging run alike): state, progress, rate, errors, times. */
+export function jobProgressDto(j: Job, now = Date.now()) {
+  return {
+    state: up<ReindexJobState>(j.state),
+    processed: j.processed,
+    total: Math.max(j.total, j.processed),
+    failed: j.failed,
+    ...jobRate(j, now),
+    errors: j.errors.map((e) => ({ productId: e.productId, sku: e.sku, message: e.message })),
+    error: j.error,
+    attempts: j.attempts,
+    createdAt: j.createdAt,
+    startedAt: j.startedAt,
+    finishedAt: j.finishedAt,
+  };
+}
+
 export function reindexJobDto(j: Job, now = Date.now()): ReindexJobParent {
-  const { rate, etaSeconds } = jobRate(j, now);
   return {
     id: j.id,
     model: j.modelId,
     onlyMissing: j.onlyMissing,
     activate: j.activate,
-    state: up<ReindexJobState>(j.state),
-    processed: j.processed,
-    total: Math.max(j.total, j.processed),
-    failed: j.failed,
-    rate,
-    etaSeconds,
-    errors: j.errors.map((e) => ({ productId: e.productId, sku: e.sku, message: e.message })),
-    error: j.error,
     activated: j.activated,
-    attempts: j.attempts,
-    createdAt: j.createdAt,
-    startedAt: j.startedAt,
-    finishedAt: j.finishedAt,
+    ...jobProgressDto(j, now),
   };
 }
 

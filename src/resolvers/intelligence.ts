@@ -5,8 +5,8 @@ import { getActiveModel, getModel } from '../db/models.js';
 import { getProductsByIds } from '../db/products.js';
 import { getReindexJob, type ReindexJob as Job } from '../db/reindex-jobs.js';
 import { acceptSuggestions, listSuggestions } from '../db/tag-suggestions.js';
-import type { DuplicateScan, ReindexJobState, Resolvers, TagJob } from '../schema/generated.js';
-import { jobRate } from './admin.js';
+import type { DuplicateScan, Resolvers, TagJob } from '../schema/generated.js';
+import { jobProgressDto } from './admin.js';
 import { requireAdmin } from './auth.js';
 
 function tagJobDto(j: Job): TagJob {
@@ -18,17 +18,7 @@ function tagJobDto(j: Job): TagJob {
     labels: t.labels,
     template: t.template,
     onlyMissing: t.onlyMissing,
-    state: j.state.toUpperCase() as ReindexJobState,
-    processed: j.processed,
-    total: Math.max(j.total, j.processed),
-    failed: j.failed,
-    ...jobRate(j),
-    errors: j.errors.map((e) => ({ productId: e.productId, sku: e.sku, message: e.message })),
-    error: j.error,
-    attempts: j.attempts,
-    createdAt: j.createdAt,
-    startedAt: j.startedAt,
-    finishedAt: j.finishedAt,
+    ...jobProgressDto(j),
   };
 }
 
