@@ -7,7 +7,6 @@ import { parseArgs } from 'node:util';
 import type { Config } from '../config.js';
 import { getModel } from '../db/models.js';
 import { modelCoverage } from '../db/embeddings.js';
-import { getReindexJob } from '../db/reindex-jobs.js';
 import { runModelCommand } from './model.js';
 import { importHfDataset, isHfDataset, parseMapping } from '../jobs/hf-dataset.js';
 import { importCatalog, type ImportProgress } from '../jobs/import.js';
@@ -16,6 +15,7 @@ import type { Logger } from '../log.js';
 import { syncCategoryIndexes } from '../models/category-indexes.js';
 import { imageLimitsOf } from '../services.js';
 import { CliError, openCliContext } from './context.js';
+import { followJob } from './follow-job.js';
 import { ProgressBar } from './progress.js';
 
 const out = (s: string) => process.stdout.write(`${s}\n`);
@@ -140,35 +140,17 @@ export async function reindexCommand(args: string[], config: Config, log: Logger
     const job = await runner.enqueueReindex({ model, onlyMissing: values['only-missing'] ?? false, activate: !values['no-activate'] });
     out(`reindex job ${job.id} queued for model ${job.modelId}`);
     if (values.detach) return;
-    let interrupted = false;
-    const onSigint = () => {
-      interrupted = true;
-    };
-    process.once('SIGINT', onSigint);
-    const bar = new ProgressBar(`reindex ${job.modelId} (photos)`);
-    for (;;) {
-      const j = (await getReindexJob(ctx.database.db, job.id))!;
-      bar.update(j.processed, Math.max(j.total, j.processed), `${j.state}${j.failed ? ` failed ${j.failed}` : ''}`);
-      if (['succeeded', 'failed', 'cancelled'].includes(j.state)) {
-        bar.update(j.processed, Math.max(j.total, j.processed), j.state, true);
-        bar.done();
+    await followJob(ctx.database.db, job.id, {
+      label: `reindex ${job.modelId} (photos)`,
+      failedWord: 'failed',
+      resumeHint: 'a process with the model runs (vps serve, or vps reindex again)',
+      report: async (j) => {
         out(`job ${j.id} ${j.state}${j.activated ? `: ${j.modelId} is now the active model` : ''}${j.error ? `: ${j.error}` : ''}`);
         const c = await modelCoverage(ctx.database.db, j.modelId);
         out(`  ${j.modelId}: ${c.productsEmbedded}/${c.products} products, ${c.photosEmbedded}/${c.photos} photos, ${c.vectors} vectors`);
         for (const e of j.errors.slice(0, 10)) out(`  product ${e.productId} (${e.sku ?? '?'}): ${e.message}`);
-        if (j.state !== 'succeeded') process.exitCode = 1;
-        break;
-      }
-      if (interrupted) {
-        bar.done();
-        out(
-          `interrupted: job ${j.id} pauses at ${j.processed}/${j.total}; it resumes when a process with the model runs (vps serve, or vps reindex again)`,
-        );
-        break;
-      }
-      await new Promise((r) => setTimeout(r, 500));
-    }
-    process.off('SIGINT', onSigint);
+      },
+    });
   } finally {
     await runner?.stop();
     await ctx.close();

@@ -7,11 +7,11 @@ import type { Config } from '../config.js';
 import { getDuplicateScan, listDuplicateGroups, scanDuplicates } from '../db/duplicates.js';
 import { getActiveModel, getModel } from '../db/models.js';
 import { getProductsByIds } from '../db/products.js';
-import { getReindexJob } from '../db/reindex-jobs.js';
 import { acceptSuggestions } from '../db/tag-suggestions.js';
 import { JobRunner } from '../jobs/runner.js';
 import type { Logger } from '../log.js';
 import { CliError, openCliContext } from './context.js';
+import { followJob } from './follow-job.js';
 import { ProgressBar } from './progress.js';
 
 const out = (s: string) => process.stdout.write(`${s}\n`);
@@ -69,32 +69,16 @@ export async function tagCommand(args: string[], config: Config, log: Logger): P
     });
     out(`tagging job ${job.id} queued for ${attribute} (${job.taxonomy!.labels.length} labels, model ${job.modelId})`);
     if (values.detach) return;
-    let interrupted = false;
-    const onSigint = () => {
-      interrupted = true;
-    };
-    process.once('SIGINT', onSigint);
-    const bar = new ProgressBar(`tag ${attribute}`);
-    for (;;) {
-      const j = (await getReindexJob(ctx.database.db, job.id))!;
-      bar.update(j.processed, Math.max(j.total, j.processed), `${j.state}${j.failed ? ` without vector ${j.failed}` : ''}`);
-      if (['succeeded', 'failed', 'cancelled'].includes(j.state)) {
-        bar.update(j.processed, Math.max(j.total, j.processed), j.state, true);
-        bar.done();
+    await followJob(ctx.database.db, job.id, {
+      label: `tag ${attribute}`,
+      failedWord: 'without vector',
+      resumeHint: 'a process with the model runs',
+      report: (j) => {
         out(
           `job ${j.id} ${j.state}${j.error ? `: ${j.error}` : ''}; suggestions in tag_suggestions (vps tag accept ${attribute} --min-probability P)`,
         );
-        if (j.state !== 'succeeded') process.exitCode = 1;
-        break;
-      }
-      if (interrupted) {
-        bar.done();
-        out(`interrupted: job ${j.id} pauses at ${j.processed}/${j.total}; it resumes when a process with the model runs`);
-        break;
-      }
-      await new Promise((r) => setTimeout(r, 500));
-    }
-    process.off('SIGINT', onSigint);
+      },
+    });
   } finally {
     await runner?.stop();
     await ctx.close();
