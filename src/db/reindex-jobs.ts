@@ -3,7 +3,7 @@
  * taxonomy; migration 0011): a job's row, its lease (worker id + heartbeat) and its progress. Every write by a worker
  * is fenced on worker_id and state = 'running', so a cancelled or taken-over job stops at its next write.
  */
-import { sql, type Selectable } from 'kysely';
+import { sql, type Insertable, type Selectable } from 'kysely';
 import { AppError, ErrorCode } from '../errors.js';
 import type { Db, ReindexJobsTable, TagTaxonomy } from './types.js';
 
@@ -80,6 +80,19 @@ function toJob(r: Selectable<ReindexJobsTable>): ReindexJob {
 
 const isUniqueViolation = (e: unknown) => typeof e === 'object' && e !== null && (e as { code?: string }).code === '23505';
 
+/**
+ * Inserts a queued job. The check for an open one comes first (its error names that job); the partial
+ * unique index decides a race between two inserts, answered with the same CONFLICT.
+ */
+async function insertJob(db: Db, values: Insertable<ReindexJobsTable>, conflict: () => AppError): Promise<ReindexJob> {
+  try {
+    return toJob(await db.insertInto('reindex_jobs').values(values).returningAll().executeTakeFirstOrThrow());
+  } catch (err) {
+    if (isUniqueViolation(err)) throw conflict();
+    throw err;
+  }
+}
+
 /** A new queued job; CONFLICT when the model already has a queued or running one. */
 export async function insertReindexJob(db: Db, j: { modelId: string; onlyMissing: boolean; activate: boolean }): Promise<ReindexJob> {
   const open = await db
@@ -99,17 +112,7 @@ export async function insertReindexJob(db: Db, j: { modelId: string; onlyMissing
       },
     );
   if (open) throw conflict(String(open.id));
-  try {
-    const row = await db
-      .insertInto('reindex_jobs')
-      .values({ model_id: j.modelId, only_missing: j.onlyMissing, activate: j.activate })
-      .returningAll()
-      .executeTakeFirstOrThrow();
-    return toJob(row);
-  } catch (err) {
-    if (isUniqueViolation(err)) throw conflict();
-    throw err;
-  }
+  return insertJob(db, { model_id: j.modelId, only_missing: j.onlyMissing, activate: j.activate }, conflict);
 }
 
 /** A new queued tagging run; CONFLICT when a run for the same attribute is already queued or running. */
@@ -128,23 +131,11 @@ export async function insertTagJob(db: Db, j: { modelId: string; taxonomy: TagTa
       { attribute: j.taxonomy.attribute, ...(id ? { job: id } : {}) },
     );
   if (open) throw conflict(String(open.id));
-  try {
-    const row = await db
-      .insertInto('reindex_jobs')
-      .values({
-        model_id: j.modelId,
-        kind: 'tag',
-        taxonomy: JSON.stringify(j.taxonomy),
-        only_missing: j.taxonomy.onlyMissing,
-        activate: false,
-      })
-      .returningAll()
-      .executeTakeFirstOrThrow();
-    return toJob(row);
-  } catch (err) {
-    if (isUniqueViolation(err)) throw conflict();
-    throw err;
-  }
+  return insertJob(
+    db,
+    { model_id: j.modelId, kind: 'tag', taxonomy: JSON.stringify(j.taxonomy), only_missing: j.taxonomy.onlyMissing, activate: false },
+    conflict,
+  );
 }
 
 export async function setQueueJobId(db: Db, id: string, queueJobId: string): Promise<void> {
