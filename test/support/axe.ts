@@ -19,8 +19,18 @@ export interface AxeViolation {
   nodes: Array<{ target: string; summary: string }>;
 }
 
-/** Runs axe on the page (injected once per document) and returns its violations; none means axe found nothing. */
+/**
+ * Runs axe on the page (injected once per document) and returns its violations; none means axe found nothing.
+ * It checks the page as it settles: finite CSS transitions and animations (the result grid fades back from
+ * its loading opacity over 0.15 s) are awaited first, because axe computes contrast from the colours
+ * rendered at that instant, and a card caught mid-fade failed `color-contrast` in CI on a loaded machine.
+ */
 export async function axeViolations(page: Page, tags: readonly string[] = AXE_TAGS): Promise<AxeViolation[]> {
+  await page.evaluate(async () => {
+    const running: any[] = (globalThis as any).document.getAnimations(); // runs in the page (no DOM lib here)
+    // an infinite one (the loading spinner) never finishes; a cancelled one rejects, hence allSettled
+    await Promise.allSettled(running.filter((a) => a.effect?.getTiming().iterations !== Infinity).map((a) => a.finished));
+  });
   if (!(await page.evaluate(() => 'axe' in globalThis))) await page.evaluate(axe.source);
   return page.evaluate(async (values) => {
     const engine = (globalThis as any).axe; // runs in the page (the project's TS lib has no DOM)
