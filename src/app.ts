@@ -2,6 +2,7 @@
 import type { Config } from './config.js';
 import Fastify from 'fastify';
 import type { Logger } from './log.js';
+import { lowerComputeThreads } from './admission/thread-priority.js';
 import { enablePrometheus } from './metrics/prometheus.js';
 import { registerMetricsRoute, startHttpServer, type HttpServer } from './server.js';
 import { buildServices, type ServiceOverrides, type Services } from './services.js';
@@ -25,6 +26,10 @@ export async function startService(config: Config, log: Logger, opts: StartOptio
   // Before the services: the model and the pool register their gauges as they are built.
   if (config.metrics.enabled) enablePrometheus();
   const services = await buildServices(config, log, { ...opts, model: 'serve', jobs: 'work', purpose: 'service' });
+  // Serving before computing: photo decoding yields the CPU to requests and the database (the model's
+  // threads lower themselves as they start).
+  const decodeThreads = await lowerComputeThreads(config.limits.computeThreadNice);
+  log.info({ nice: config.limits.computeThreadNice, ...decodeThreads }, 'compute threads: CPU priority');
   let http: HttpServer | undefined;
   let metricsServer: MetricsServer | undefined;
   try {

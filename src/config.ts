@@ -105,6 +105,8 @@ const schema = z.object({
   ADMISSION_HEAVY_QUERY_CONCURRENCY: int(1, 1024).default(1),
   ADMISSION_HEAVY_QUERY_QUEUE: int(0, 100_000).default(4),
   ADMISSION_MAX_WAIT_MS: int(1, 600_000).default(2_000),
+  // The nice value of the threads that decode photos and run the model (admission/thread-priority.ts); 0 off.
+  COMPUTE_THREAD_NICE: int(0, 19).default(10),
   BUDGET_SIMILARITY_FIELDS: int(1, 1000).default(3),
   BUDGET_SIMILARITY_K: int(1, 1_000_000).default(1_000),
   BUDGET_ADMIN_SIMILARITY_FIELDS: int(1, 1000).default(30),
@@ -388,6 +390,7 @@ function limitsOf(env: Env) {
       },
       heavyK: env.ADMISSION_HEAVY_K,
     },
+    computeThreadNice: env.COMPUTE_THREAD_NICE,
     budget: {
       anonymous: {
         similarityFields: env.BUDGET_SIMILARITY_FIELDS,

@@ -90,6 +90,7 @@ export async function loadEmbedder(config: Config, dir: string, log: Logger): Pr
       intraOpThreads: config.embedding.intraOpThreads,
       maxBatch: config.embedding.maxBatch,
       maxWaitMs: config.embedding.maxWaitMs,
+      threadNice: config.limits.computeThreadNice,
       ...(config.embedding.variant ? { variant: config.embedding.variant } : {}),
       ...(calibration && (!configured || path.resolve(configured.dir) === path.resolve(dir)) ? { calibration } : {}),
     },

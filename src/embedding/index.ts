@@ -46,6 +46,11 @@ export interface EmbedderOptions {
   preprocessWorkers?: number;
   /** The user's logit_scale/logit_bias for this model, ahead of what its directory says (calibration.ts). */
   calibration?: Calibration;
+  /**
+   * The nice value of the inference and preprocessing threads (COMPUTE_THREAD_NICE; 0 or absent: the
+   * process's own). Serving comes first: admission/thread-priority.ts.
+   */
+  threadNice?: number;
 }
 
 /** Decoded pixels: interleaved 8-bit RGB, row-major, `data.length === width * height * 3`. */
@@ -242,6 +247,7 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
       textMaxLength: tokenizer.maxLength,
       ...(files.preprocess.naflex ? { naflex: files.preprocess.naflex } : {}),
       warmup: true,
+      ...(opts.threadNice ? { threadNice: opts.threadNice } : {}),
     },
     opts.workers,
     logger,
@@ -319,6 +325,6 @@ export async function createEmbedder(opts: EmbedderOptions, log?: LogLike): Prom
     },
     'embedding engine ready',
   );
-  const preprocessPool = new PreprocessPool(files.preprocess, opts.preprocessWorkers ?? 1);
+  const preprocessPool = new PreprocessPool(files.preprocess, opts.preprocessWorkers ?? 1, undefined, opts.threadNice ?? 0);
   return new EmbedderImpl(opts, files, tokenizer, pool, batcher, ready.provider, preprocessPool);
 }

@@ -48,6 +48,7 @@ export class PreprocessPool {
     private readonly spec: PreprocessSpec,
     size: number,
     private readonly inlineMaxPixels = INLINE_MAX_PIXELS,
+    private readonly threadNice = 0,
   ) {
     this.slots = Array.from({ length: Math.max(1, size) }, () => null);
   }
@@ -101,7 +102,7 @@ export class PreprocessPool {
 
   private spawn(index: number): Slot {
     const worker = new Worker(BOOTSTRAP, {
-      workerData: { spec: this.spec, __entry: ENTRY } satisfies PreprocessWorkerInit & { __entry: string },
+      workerData: { spec: this.spec, threadNice: this.threadNice, __entry: ENTRY } satisfies PreprocessWorkerInit & { __entry: string },
     });
     const slot: Slot = { worker, pending: new Map() };
     this.slots[index] = slot;

@@ -4,12 +4,14 @@
  * calls, so terminating it is always safe. Results are transferred back, not copied.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { lowerThisThread } from '../admission/thread-priority.js';
 import { naflexPreprocess } from './naflex.js';
 import { preprocessRgb } from './preprocess.js';
 import type { PreprocessFromWorker, PreprocessToWorker, PreprocessWorkerInit } from './protocol.js';
 
-const { spec } = workerData as PreprocessWorkerInit;
+const { spec, threadNice } = workerData as PreprocessWorkerInit;
 const port = parentPort!;
+lowerThisThread(threadNice ?? 0); // serving first (admission/thread-priority.ts)
 
 port.on('message', (msg: PreprocessToWorker) => {
   if (msg.crash) {

@@ -20,6 +20,8 @@ export interface WorkerInit {
   naflex?: { patchSize: number; maxNumPatches: number };
   /** Warm-up run at start (validates the output dimension for real). */
   warmup: boolean;
+  /** The nice value the worker lowers itself to before creating its sessions (admission/thread-priority.ts). */
+  threadNice?: number;
 }
 
 export type Kind = 'image' | 'text';
@@ -60,6 +62,8 @@ export type FromWorker =
 /** The preprocessing workers (preprocess-pool.ts): full-resolution RGB in, the tower's input out. */
 export interface PreprocessWorkerInit {
   spec: PreprocessSpec;
+  /** The nice value the worker lowers itself to (admission/thread-priority.ts). */
+  threadNice?: number;
 }
 
 export type PreprocessToWorker =

@@ -8,10 +8,13 @@ import * as ort from 'onnxruntime-node';
 import { fromHalf, toHalf } from './fp16.js';
 import type { FromWorker, Kind, ToWorker, WorkerInit } from './protocol.js';
 import { createWithProvider } from './providers.js';
+import { lowerThisThread } from '../admission/thread-priority.js';
 
 const init = workerData as WorkerInit;
 const port = parentPort!;
 const post = (msg: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(msg, transfer);
+// Before any session exists, so ONNX Runtime's intra-op threads inherit it (admission/thread-priority.ts).
+lowerThisThread(init.threadNice ?? 0);
 
 interface Tower {
   session: ort.InferenceSession;
