@@ -22,6 +22,7 @@ import { readFromPrimary } from './db/read-routing.js';
 import { maskInternalErrors } from './http/errors.js';
 import { invalidInput } from './http/graphql-input.js';
 import { registerClientLimits } from './http/rate-limit.js';
+import { registerJsonBodyParser } from './http/json-body.js';
 import { registerMultipart, uploadOverflowed } from './http/multipart.js';
 import { ErrorCode, isAppError } from './errors.js';
 import { registerStorefront } from './http/storefront.js';
@@ -181,6 +182,8 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   const clientLimits = await registerClientLimits(app, limits.rateLimit, limits.trustProxy !== false, isAdminRequest, () => closing);
   const allowance = clientLimits.allowance;
   maskInternalErrors(app); // 5xx answers outside GraphQL carry no internal message (src/http/errors.ts)
+  // Large JSON bodies (base64 photos) are parsed off the main thread (src/http/json-body.ts).
+  registerJsonBodyParser(app);
   app.addHook('onSend', (req, reply, payload, done) => {
     if (closing) void reply.header('connection', 'close');
     void reply.header('x-request-id', req.id);

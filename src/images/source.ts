@@ -7,7 +7,10 @@ export type ImageBytesSource = { kind: 'base64'; base64: string } | { kind: 'url
 /** Decodes base64 (standard or URL-safe) after checking that the decoded size fits the cap. */
 export function decodeBase64Image(base64: string, maxBytes: number): Buffer {
   const clean = base64.replace(/\s+/g, '');
-  const decodedSize = Math.floor((clean.replace(/=+$/, '').length * 3) / 4);
+  // The padding counted from the end: a /=+$/ replace scanned the whole string (10 ms for a 24 MP photo's).
+  let end = clean.length;
+  while (end > 0 && clean.charCodeAt(end - 1) === 0x3d /* = */) end--;
+  const decodedSize = Math.floor((end * 3) / 4);
   if (decodedSize > maxBytes) {
     throw new AppError(ErrorCode.IMAGE_TOO_LARGE, `Image is ${decodedSize} bytes; the limit is ${maxBytes}`, {
       bytes: decodedSize,

@@ -13,13 +13,21 @@ import {
   type QueryImage,
 } from '../catalog/validate.js';
 import { decodeBase64Image } from '../images/source.js';
+import { OFFLOAD_MIN_BYTES, payloadWorker } from '../http/payload-worker.js';
 import { readUpload, type UploadReadOptions } from '../images/upload.js';
 import type { ImageInput, ProductInput } from '../schema/generated.js';
 
 /** The image of a similarity query. ImageInput is @oneOf, so GraphQL has already seen to exactly one field. */
 export async function toQueryImage(image: ImageInput, maxBytes: number, upload: UploadReadOptions = {}): Promise<QueryImage> {
   if (image.file != null) return { kind: 'bytes', bytes: await readUpload(image.file, maxBytes, upload) };
-  if (image.base64 != null) return { kind: 'bytes', bytes: decodeBase64Image(validateBase64('image', image.base64), maxBytes) };
+  if (image.base64 != null) {
+    // A phone photo's base64 (megabytes) is checked and decoded off the main thread (http/payload-worker.ts).
+    const bytes =
+      image.base64.length < OFFLOAD_MIN_BYTES
+        ? decodeBase64Image(validateBase64('image', image.base64), maxBytes)
+        : await payloadWorker().decodeBase64('image', image.base64, maxBytes);
+    return { kind: 'bytes', bytes };
+  }
   if (image.url != null) return { kind: 'url', url: validateImageUrl('image', image.url) };
   if (image.productId != null) return { kind: 'product', id: validateId('image.productId', image.productId) };
   throw badInput('image needs exactly one of base64, url, productId or file', { field: 'image' });

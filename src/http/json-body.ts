@@ -1,0 +1,25 @@
+/**
+ * JSON request bodies, parsed where their cost falls on nobody else: small ones on the main thread by
+ * Fastify's own parser, those of OFFLOAD_MIN_BYTES and more (base64 photos) on the payload worker
+ * (payload-worker.ts, which says why), by the same rules and with the same error codes.
+ */
+import type { FastifyInstance } from 'fastify';
+import { OFFLOAD_MIN_BYTES, payloadWorker } from './payload-worker.js';
+
+/** Replaces Fastify's `application/json` parser with one that sends large bodies to the payload worker. */
+export function registerJsonBodyParser(app: FastifyInstance): void {
+  const inline = app.getDefaultJsonParser('error', 'error'); // the rules of payload-thread.ts's JSON_RULES
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body: Buffer, done) => {
+    if (body.length < OFFLOAD_MIN_BYTES) {
+      void inline(request, body.toString('utf8'), done); // Fastify's own parser, synchronous
+      return;
+    }
+    void payloadWorker()
+      .parseJson(body)
+      .then(
+        (value) => done(null, value),
+        (err: Error) => done(err, undefined),
+      );
+  });
+}
