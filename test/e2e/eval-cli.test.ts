@@ -8,7 +8,6 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeTinyModel } from '../../scripts/models/tiny-model.js';
 import { ingestProducts } from '../../src/catalog/ingest.js';
@@ -17,10 +16,7 @@ import { demoProducts, type DemoProduct } from '../../src/demo/seed.js';
 import { perturb } from '../../src/demo/synthetic-catalog.js';
 import { createLogger } from '../../src/log.js';
 import { buildServices } from '../../src/services.js';
-
-const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const TSX = path.join(REPO, 'node_modules', '.bin', 'tsx');
-const MAIN = path.join(REPO, 'src', 'main.ts');
+import { vpsArgs } from '../support/vps-command.js';
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'vps-eval-cli-'));
 const env = {
@@ -36,7 +32,7 @@ const HELD_OUT = 8;
 function vps(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const { DATABASE_URL: _ignored, ...rest } = process.env;
-    const child = spawn(TSX, [MAIN, ...args], { cwd: work, env: { ...rest, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, vpsArgs(...args), { cwd: work, env: { ...rest, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

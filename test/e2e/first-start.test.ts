@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeSiglipVisionModel } from '../../scripts/models/siglip-vision.js';
 import { renderProductImage } from '../../src/demo/synthetic-catalog.js';
 import { layOutAsHuggingfaceHub, startHub, type Hub } from '../unit/hub/hub-imitation.js';
+import { vpsArgs } from '../support/vps-command.js';
 
 const DEFAULT_REPO = 'onnx-community/siglip2-base-patch16-224-ONNX';
 const COMMIT = 'b'.repeat(40);
@@ -41,7 +42,7 @@ afterAll(async () => {
 });
 
 function run(args: string[], env: Record<string, string>): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
+  const child = spawn(process.execPath, vpsArgs(...args), {
     env: { ...process.env, LOG_LEVEL: 'info', ...env, EMBEDDING_MODEL_DIR: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

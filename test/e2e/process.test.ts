@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { renderProductImage } from '../../src/demo/synthetic-catalog.js';
+import { vpsArgs } from '../support/vps-command.js';
 
 const TOKEN = 'process-test-admin-token-123';
 const children: ChildProcess[] = [];
@@ -17,7 +18,7 @@ afterAll(() => children.forEach((c) => c.kill('SIGKILL')));
 
 async function startProcess(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; exited: Promise<number | null> }> {
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'vps-proc-'));
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'serve'], {
+  const child = spawn(process.execPath, vpsArgs('serve'), {
     env: {
       ...process.env,
       PORT: '0',
@@ -82,7 +83,7 @@ describe('the service process', () => {
   });
 
   it('refuses to start on an invalid setting, naming it without echoing secrets', () => {
-    const r = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts', 'serve'], {
+    const r = spawnSync(process.execPath, vpsArgs('serve'), {
       env: { ...process.env, PORT: 'not-a-port', ADMIN_TOKEN: 'short-secret', DATABASE_URL: 'mysql://x' },
       encoding: 'utf8',
       timeout: 60_000,

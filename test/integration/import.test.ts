@@ -13,6 +13,7 @@ import { importCatalog } from '../../src/jobs/import.js';
 import type { IngestContext } from '../../src/catalog/ingest.js';
 import { startTestService, type TestService } from '../support/service.js';
 import { writeModelA } from './reindex-support.js';
+import { vpsArgs } from '../support/vps-command.js';
 
 let t: TestService;
 let dir: string;
@@ -153,7 +154,7 @@ describe('import', () => {
       PGLITE_PSQL_PORT: '0',
     };
     delete env.DATABASE_URL;
-    const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'import', file, '--batch', '2'], {
+    const proc = spawn(process.execPath, vpsArgs('import', file, '--batch', '2'), {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

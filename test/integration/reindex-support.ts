@@ -8,6 +8,7 @@ import { writeTinyModel } from '../../scripts/models/tiny-model.js';
 import { modelCachePath } from '../../src/hub/paths.js';
 import { renderProductImage, syntheticCatalog, type SyntheticProduct } from '../../src/demo/synthetic-catalog.js';
 import { ADMIN_TOKEN } from '../support/service.js';
+import { vpsArgs } from '../support/vps-command.js';
 
 /** Model A: the one the service starts with (directory), 32-d. */
 export async function writeModelA(): Promise<{ dir: string; id: string }> {
@@ -93,7 +94,7 @@ export async function startServiceChild(
   delete env.DATABASE_URL;
   if (o.databaseUrl) env.DATABASE_URL = o.databaseUrl;
   else env.DATA_DIR = o.dataDir!;
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, vpsArgs('serve'), { env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(proc);
   proc.on('exit', () => children.delete(proc));
   let out = '';
