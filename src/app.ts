@@ -28,8 +28,8 @@ export async function startService(config: Config, log: Logger, opts: StartOptio
   const services = await buildServices(config, log, { ...opts, model: 'serve', jobs: 'work', purpose: 'service' });
   // Serving before computing: photo decoding yields the CPU to requests and the database (the model's
   // threads lower themselves as they start).
-  const decodeThreads = await lowerComputeThreads(config.limits.computeThreadNice);
-  log.info({ nice: config.limits.computeThreadNice, ...decodeThreads }, 'compute threads: CPU priority');
+  const lowered = await lowerComputeThreads(config.limits.computeThreadNice);
+  log.info({ nice: config.limits.computeThreadNice, ...lowered }, 'compute threads: CPU priority');
   let http: HttpServer | undefined;
   let metricsServer: MetricsServer | undefined;
   try {
