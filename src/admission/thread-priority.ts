@@ -25,7 +25,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 
-/** What Linux names the libuv pool's threads (libuv ≥ 1.50, Node ≥ 22) and libvips' workers. */
+/** What the libuv pool's threads (named by Node 22 and 24, not by Node 20) and libvips' workers are called. */
 const COMPUTE_THREAD_NAMES = [/^libuv-worker$/, /^libvips/];
 
 const lowers = (nice: number) => process.platform === 'linux' && nice > 0;
