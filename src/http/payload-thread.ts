@@ -15,7 +15,7 @@ const { threadNice } = workerData as PayloadWorkerInit;
 lowerThisThread(threadNice);
 const port = parentPort!;
 /** Fastify's defaults (onProtoPoisoning and onConstructorPoisoning: 'error'). */
-export const JSON_RULES = { protoAction: 'error', constructorAction: 'error' } as const;
+const JSON_RULES = { protoAction: 'error', constructorAction: 'error' } as const;
 
 port.on('message', (msg: PayloadToWorker) => {
   if (msg.op === 'json') {
