@@ -9,7 +9,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../../src/db/connect.js';
-import { upsertEmbeddings, vectorLiteral } from '../../src/db/embeddings.js';
+import { vectorLiteral } from '../../src/db/embeddings.js';
 import { activateModel } from '../../src/db/models.js';
 import { ensureModelIndex } from '../../src/models/hnsw.js';
 import { registerModel } from '../../src/models/lifecycle.js';
@@ -58,16 +58,12 @@ async function addPhotos(
       WITH ORDINALITY AS r(product_id, position, variant, n)
     ORDER BY r.n
     RETURNING id`.execute(db);
-  await upsertEmbeddings(
-    db,
-    rows.map((r, n) => ({
-      productId: r.id,
-      modelId: model.id,
-      embedding: r.v,
-      imageSha256: 'a'.repeat(64),
-      imageId: String(images.rows[n]!.id),
-    })),
-  );
+  // One statement per batch (the bulk path a load takes; ingest's own write path is tested elsewhere).
+  await sql`
+    INSERT INTO product_embeddings (product_id, image_id, model_id, embedding, image_sha256)
+    SELECT v.product_id, v.image_id, ${model.id}, v.e::halfvec, ${'a'.repeat(64)}
+    FROM unnest(${rows.map((r) => r.id)}::bigint[], ${images.rows.map((r) => r.id)}::bigint[], ${rows.map((r) => vectorLiteral(r.v))}::text[])
+      AS v(product_id, image_id, e)`.execute(db);
 }
 
 beforeAll(async () => {
