@@ -5,7 +5,7 @@
 WITH n AS MATERIALIZED (
     WITH c AS MATERIALIZED (SELECT e.product_id, e.image_id, e.region, (e.embedding <=> $1::halfvec)::float8 AS distance
     FROM product_embeddings e
-          WHERE e.model_id = 'google/siglip2-base-patch16-224' AND ("e"."category" = $2 AND "e"."price" <= $3)),
+          WHERE e.model_id = 'google/siglip2-base-patch16-224' AND ("e"."category" = $2 AND "e"."price" <= $3) ORDER BY distance, product_id LIMIT $4),
     per_image AS (
       SELECT DISTINCT ON (product_id, image_id) product_id, image_id, region, distance
       FROM c ORDER BY product_id, image_id, distance, region
@@ -20,12 +20,12 @@ WITH n AS MATERIALIZED (
   'product_id', pi.product_id, 'position', pi.position, 'label', pi.label, 'variant', pi.variant, 'regions', pi.regions,
   'sha256', pi.sha256, 'format', pi.format, 'width', pi.width, 'height', pi.height, 'source_url', pi.source_url) END) ORDER BY x.r)
             FROM ranked x LEFT JOIN product_images pi ON pi.id = x.image_id
-            WHERE x.product_id = b.product_id AND x.r <= $4) AS images,
+            WHERE x.product_id = b.product_id AND x.r <= $5) AS images,
            (SELECT count(*) FROM c) AS walked
     FROM ranked b
     WHERE b.r = 1
     ORDER BY distance, product_id
-    LIMIT $5),
+    LIMIT $6),
     guard AS (SELECT coalesce((SELECT is_active FROM embedding_models WHERE id = 'google/siglip2-base-patch16-224'), false) AS model_active)
     SELECT "p"."id", "p"."sku", "p"."title", "p"."description", "p"."category", "p"."brand", "p"."price", "p"."currency", "p"."in_stock", "p"."attributes", "p"."image_url", "p"."image_sha256", "p"."created_at", "p"."updated_at", n.distance, n.images, n.walked, guard.model_active
     FROM guard LEFT JOIN (n JOIN products p ON p.id = n.product_id) ON true
@@ -33,5 +33,6 @@ WITH n AS MATERIALIZED (
 -- $1 = "[0.5,0.5,0.5,0.5]"
 -- $2 = "shoes"
 -- $3 = 100
--- $4 = 1
--- $5 = 10
+-- $4 = 40
+-- $5 = 1
+-- $6 = 10

@@ -166,10 +166,28 @@ function grouped(q: NeighbourQuery, candidates: RawBuilder<unknown>) {
     LIMIT ${q.k}`;
 }
 
-function exactCandidates(q: NeighbourQuery) {
+/**
+ * Every vector passing the filters, with its distance; with `nearest`, only the nearest that many (a top-N
+ * sort, not a full one). The first k products of the nearest vectors are the exact top k whenever those
+ * vectors hold k products: a product ranks by its best vector, which comes first in the same order.
+ */
+function exactCandidates(q: NeighbourQuery, nearest?: number) {
   // Distance on the bare column: it does not match the HNSW expression, so no index walk is used.
   return sql`SELECT e.product_id, e.image_id, e.region, (e.embedding <=> ${q.vector}::halfvec)::float8 AS distance
-    ${filtered(q)}`;
+    ${filtered(q)} ${nearest === undefined ? sql`` : sql`ORDER BY ${order(q)} LIMIT ${nearest}`}`;
+}
+
+/**
+ * How many of the nearest vectors the hot path's exact statement groups first: four times the products'
+ * worth of vectors, so that a catalog's uneven photo counts rarely leave it short of k products (then
+ * every vector is grouped, in a second statement). Null when the answer lists several photos per product
+ * (imagesPerProduct): a product's further photos may lie beyond the nearest vectors.
+ *
+ * Why: grouping every vector that passes the filter (a sort by product, a window) cost a one-photo
+ * catalog 2.3× the old statement's time at 0.1 % of 250 000 products (BENCHMARKS.md, issue 22).
+ */
+function exactNearestLimit(q: NeighbourQuery): number | null {
+  return (q.imagesPerProduct ?? 1) > 1 ? null : 4 * firstWalkLimit(q);
 }
 
 function exactStatement(q: NeighbourQuery) {
@@ -288,13 +306,15 @@ type HydratedRow = Selectable<ProductsTable> & {
  *   every query at the cost of one primary-key lookup (a switch by any replica is seen at once);
  * - the vectors are grouped by product (grouped()) and the products joined in the same statement.
  */
-function hydratedStatement(q: NeighbourQuery, strategy: Strategy, walkLimit = firstWalkLimit(q)) {
+function hydratedStatement(q: NeighbourQuery, strategy: Strategy, limit?: number) {
   const { id } = modelParts(q.model);
+  // The walk's depth (its first by default); for the exact path, the nearest vectors to group (all by default).
+  const walkLimit = limit ?? firstWalkLimit(q);
   const { efSearch, maxScanTuples } = hnswSettings(q.k, walkLimit);
   const settings = sql`(SELECT set_config('hnsw.ef_search', ${String(efSearch)}, true) IS NOT NULL
       AND set_config('hnsw.iterative_scan', 'relaxed_order', true) IS NOT NULL
       AND set_config('hnsw.max_scan_tuples', ${String(maxScanTuples)}, true) IS NOT NULL)`;
-  const found = grouped(q, strategy === 'hnsw' ? walkCandidates(q, walkLimit, settings) : exactCandidates(q));
+  const found = grouped(q, strategy === 'hnsw' ? walkCandidates(q, walkLimit, settings) : exactCandidates(q, limit));
   const hydratedOrder = q.preferProductId ? sql`n.distance, (p.id = ${q.preferProductId}) DESC, p.id` : sql`n.distance, p.id`;
   return sql<HydratedRow>`
     WITH n AS MATERIALIZED (${found}),
@@ -306,15 +326,16 @@ function hydratedStatement(q: NeighbourQuery, strategy: Strategy, walkLimit = fi
 
 /** The plan of the hot path's one statement (EXPLAIN), for operators and tests: which index serves it. */
 export async function explainSearch(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy): Promise<string> {
-  return planText(await sql<PlanRow>`EXPLAIN ${hydratedStatement(q, strategy)}`.execute(db));
+  const limit = strategy === 'exact' ? (exactNearestLimit(q) ?? undefined) : undefined;
+  return planText(await sql<PlanRow>`EXPLAIN ${hydratedStatement(q, strategy, limit)}`.execute(db));
 }
 
-async function runHydrated(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy, walkLimit?: number) {
-  const rows = (await hydratedStatement(q, strategy, walkLimit).execute(db)).rows;
+async function runHydrated(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy, limit?: number) {
+  const rows = (await hydratedStatement(q, strategy, limit).execute(db)).rows;
   const modelActive = rows[0]?.model_active === true;
   const found = rows.filter((r) => r.id != null);
   const neighbours = found.map((r) => ({ product: toProduct(r), distance: Number(r.distance), images: imageHits(r.images!) }));
-  const full = walkLimit !== undefined && found.length > 0 && Number(found[0]!.walked) >= walkLimit;
+  const full = limit !== undefined && found.length > 0 && Number(found[0]!.walked) >= limit;
   return { neighbours, modelActive, full };
 }
 
@@ -336,6 +357,14 @@ export async function searchNeighbours(db: Kysely<DB>, q: NeighbourQuery, estima
   }
   const strategy = q.strategy ?? chooseStrategy(estimatedMatches, q.k);
   if (strategy === 'exact') {
+    const nearest = exactNearestLimit(q);
+    if (nearest !== null) {
+      const { full, ...exactly } = await runHydrated(db, q, 'exact', nearest);
+      roundTrips++;
+      // k products among the nearest vectors, or every matching vector read: that is the exact answer.
+      if (exactly.neighbours.length >= q.k || !full || !exactly.modelActive)
+        return { ...exactly, strategy, estimatedMatches, fellBack: false, walks: 0, roundTrips };
+    }
     const { full: _, ...exactly } = await runHydrated(db, q, 'exact');
     return { ...exactly, strategy, estimatedMatches, fellBack: false, walks: 0, roundTrips: roundTrips + 1 };
   }

@@ -174,6 +174,26 @@ describe('a product with 12 near-identical photos', () => {
     expect(new Set(hot.neighbours.map((n) => n.product.id)).size).toBe(10);
   });
 
+  it("on the hot path's exact statement: groups the nearest vectors first, and every vector when those hold fewer than k products", async () => {
+    const vector = vectorLiteral(twelveLook);
+    // Sized for one photo per product (k 2 → the 8 nearest vectors): the twelve photos fill them, so the
+    // statement is repeated over every vector, and the answer is still 2 distinct products.
+    const short = await searchNeighbours(database.db, { model, vector, filter: null, k: 2, strategy: 'exact', vectorsPerProduct: 1 }, null);
+    expect(short.neighbours.map((n) => n.product.id)[0]).toBe(twelveId);
+    expect(new Set(short.neighbours.map((n) => n.product.id)).size).toBe(2);
+    expect(short.roundTrips).toBe(2);
+    // Sized for 8 photos per product (k 10 → the 320 nearest vectors): one statement, the exact answer.
+    const once = await searchNeighbours(
+      database.db,
+      { model, vector, filter: null, k: 10, strategy: 'exact', vectorsPerProduct: PHOTOS },
+      null,
+    );
+    expect(once.roundTrips).toBe(1);
+    const exact = await nearestNeighbours(database.db, { model, vector, filter: null, k: 10, strategy: 'exact' });
+    expect(once.neighbours.map((n) => n.product.id)).toEqual(exact.neighbours.map((n) => n.productId));
+    expect(short.neighbours.map((n) => n.product.id)).toEqual(exact.neighbours.slice(0, 2).map((n) => n.productId));
+  });
+
   it('lists its n best photos with imagesPerProduct, each photo once, best first', async () => {
     const vector = vectorLiteral(twelveLook);
     for (const strategy of ['exact', 'hnsw'] as const) {
