@@ -3,21 +3,29 @@
 
 -- similarProducts(filter: { category: "shoes", maxPrice: 100 }, k: 10), exact
 WITH n AS MATERIALIZED (
-      WITH c AS MATERIALIZED (SELECT e.product_id, e.image_id, e.region, (e.embedding <=> $1::halfvec)::float8 AS distance
+    WITH c AS MATERIALIZED (SELECT e.product_id, e.image_id, e.region, (e.embedding <=> $1::halfvec)::float8 AS distance
     FROM product_embeddings e
           WHERE e.model_id = 'google/siglip2-base-patch16-224' AND ("e"."category" = $2 AND "e"."price" <= $3) ORDER BY distance, product_id LIMIT $4),
-      best AS (
-        SELECT DISTINCT ON (product_id) product_id, image_id, region, distance
-        FROM c ORDER BY product_id, distance, image_id, region
-      ),
-      b AS (SELECT product_id, image_id, region, distance FROM best ORDER BY distance, product_id LIMIT $5)
-      SELECT b.product_id, b.distance,
-             json_build_array(json_build_object('i', b.image_id::text, 'r', b.region, 'd', b.distance, 'img', CASE WHEN pi.id IS NULL THEN NULL ELSE json_build_object(
+    per_image AS (
+      SELECT DISTINCT ON (product_id, image_id) product_id, image_id, region, distance
+      FROM c ORDER BY product_id, image_id, distance, region
+    ),
+    ranked AS (
+      SELECT product_id, image_id, region, distance,
+             row_number() OVER (PARTITION BY product_id ORDER BY distance, image_id, region) AS r
+      FROM per_image
+    )
+    SELECT b.product_id, b.distance,
+           (SELECT json_agg(json_build_object('i', x.image_id::text, 'r', x.region, 'd', x.distance, 'img', CASE WHEN pi.id IS NULL THEN NULL ELSE json_build_object(
   'product_id', pi.product_id, 'position', pi.position, 'label', pi.label, 'variant', pi.variant, 'regions', pi.regions,
-  'sha256', pi.sha256, 'format', pi.format, 'width', pi.width, 'height', pi.height, 'source_url', pi.source_url) END)) AS images,
-             (SELECT count(*) FROM c) AS walked
-      FROM b LEFT JOIN product_images pi ON pi.id = b.image_id
-      ORDER BY b.distance, b.product_id),
+  'sha256', pi.sha256, 'format', pi.format, 'width', pi.width, 'height', pi.height, 'source_url', pi.source_url) END) ORDER BY x.r)
+            FROM ranked x LEFT JOIN product_images pi ON pi.id = x.image_id
+            WHERE x.product_id = b.product_id AND x.r <= $5) AS images,
+           (SELECT count(*) FROM c) AS walked
+    FROM ranked b
+    WHERE b.r = 1
+    ORDER BY distance, product_id
+    LIMIT $6),
     guard AS (SELECT coalesce((SELECT is_active FROM embedding_models WHERE id = 'google/siglip2-base-patch16-224'), false) AS model_active)
     SELECT "p"."id", "p"."sku", "p"."title", "p"."description", "p"."category", "p"."brand", "p"."price", "p"."currency", "p"."in_stock", "p"."attributes", "p"."image_url", "p"."image_sha256", "p"."created_at", "p"."updated_at", n.distance, n.images, n.walked, guard.model_active
     FROM guard LEFT JOIN (n JOIN products p ON p.id = n.product_id) ON true
@@ -26,4 +34,5 @@ WITH n AS MATERIALIZED (
 -- $2 = "shoes"
 -- $3 = 100
 -- $4 = 40
--- $5 = 10
+-- $5 = 1
+-- $6 = 10

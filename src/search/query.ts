@@ -144,23 +144,6 @@ const imageJson = sql`CASE WHEN pi.id IS NULL THEN NULL ELSE json_build_object(
  */
 function grouped(q: NeighbourQuery, candidates: RawBuilder<unknown>) {
   const n = Math.max(1, q.imagesPerProduct ?? 1);
-  if (n === 1) {
-    // One photo listed per product (the default, and every storefront query): each product's best vector by
-    // DISTINCT ON, with no window and no per-product subquery. The general form below cost a one-photo
-    // catalog 1.2–2.2× the pre-photos statement's time per query (BENCHMARKS.md, issue 22).
-    return sql<Row>`
-      WITH c AS MATERIALIZED (${candidates}),
-      best AS (
-        SELECT DISTINCT ON (product_id) product_id, image_id, region, distance
-        FROM c ORDER BY product_id, distance, image_id, region
-      ),
-      b AS (SELECT product_id, image_id, region, distance FROM best ORDER BY ${order(q)} LIMIT ${q.k})
-      SELECT b.product_id, b.distance,
-             json_build_array(json_build_object('i', b.image_id::text, 'r', b.region, 'd', b.distance, 'img', ${imageJson})) AS images,
-             (SELECT count(*) FROM c) AS walked
-      FROM b LEFT JOIN product_images pi ON pi.id = b.image_id
-      ORDER BY b.distance, ${q.preferProductId ? sql`(b.product_id = ${q.preferProductId}) DESC, ` : sql``}b.product_id`;
-  }
   return sql<Row>`
     WITH c AS MATERIALIZED (${candidates}),
     per_image AS (
