@@ -12,6 +12,8 @@ import path from 'node:path';
 import { openDatabase, type Database } from '../../src/db/connect.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 import pg from 'pg';
+import { sql, type Kysely } from 'kysely';
+import type { DB } from '../../src/db/types.js';
 
 export interface BenchDatabaseOptions {
   /** Directory of a cluster kept between runs (postgres only). */
@@ -123,4 +125,20 @@ export async function benchDatabase(
       if (throwawayStarted) execFileSync(script, ['stop'], { env, stdio: 'ignore' });
     },
   };
+}
+
+/**
+ * Loads these relations into shared_buffers where pg_prewarm exists. Cold buffers after a kept cluster's
+ * restart made single-client latencies drift between runs (BENCHMARKS.md), so the search benchmarks warm
+ * the table and its indexes before timing anything.
+ */
+export async function prewarm(db: Kysely<DB>, relations: readonly string[]): Promise<void> {
+  try {
+    await sql`CREATE EXTENSION IF NOT EXISTS pg_prewarm`.execute(db);
+    const t = process.hrtime.bigint();
+    for (const rel of relations) await sql`SELECT pg_prewarm(${rel}::regclass)`.execute(db);
+    console.error(`[bench] prewarmed ${relations.length} relations in ${(Number(process.hrtime.bigint() - t) / 1e9).toFixed(1)} s`);
+  } catch (err) {
+    console.error(`[bench] no pg_prewarm (${(err as Error).message}): the first queries read from disk`);
+  }
 }

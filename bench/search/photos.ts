@@ -32,7 +32,7 @@ import { SelectivityEstimator } from '../../src/search/estimate.js';
 import { nearestNeighbours, searchNeighbours, type NeighbourQuery } from '../../src/search/query.js';
 import { embeddingLikeSpace, seededRandom } from '../../test/support/vectors.js';
 import { arg, median, ms, percentile, printMachine, table } from '../lib/report.js';
-import { benchDatabase } from './database.js';
+import { benchDatabase, prewarm } from './database.js';
 
 const products = Number(arg('products', '250000'));
 const photos = Number(arg('photos', '4'));
@@ -146,21 +146,10 @@ table(`Load (${backend}, ${products} products × ${photos} photos = ${products *
   },
 ]);
 
-// Warm buffers, as search.ts: a kept cluster starts cold after its restart, and its first queries would
-// measure the disk. The table, the products and every index over the vectors go into shared_buffers.
+// Warm buffers first (database.ts prewarm says why): the table, the products and every index over the vectors.
 if (backend === 'postgres') {
-  try {
-    await sql`CREATE EXTENSION IF NOT EXISTS pg_prewarm`.execute(db);
-    const t = process.hrtime.bigint();
-    const indexes = await sql<{ name: string }>`SELECT indexname AS name FROM pg_indexes WHERE tablename = 'product_embeddings'`.execute(
-      db,
-    );
-    for (const rel of ['product_embeddings', 'products', ...indexes.rows.map((r) => r.name)])
-      await sql`SELECT pg_prewarm(${rel}::regclass)`.execute(db);
-    console.error(`[bench] prewarmed the table and ${indexes.rows.length} indexes in ${(ms(t) / 1000).toFixed(1)} s`);
-  } catch (err) {
-    console.error(`[bench] no pg_prewarm (${(err as Error).message}): the first queries read from disk`);
-  }
+  const indexes = await sql<{ name: string }>`SELECT indexname AS name FROM pg_indexes WHERE tablename = 'product_embeddings'`.execute(db);
+  await prewarm(db, ['product_embeddings', 'products', ...indexes.rows.map((r) => r.name)]);
 }
 
 const estimator = new SelectivityEstimator(db);

@@ -37,7 +37,7 @@ import { SelectivityEstimator } from '../../src/search/estimate.js';
 import { explainNeighbours, nearestNeighbours, searchNeighbours, type NeighbourQuery } from '../../src/search/query.js';
 import { embeddingLikeSpace } from '../../test/support/vectors.js';
 import { arg, median, ms, percentile, printMachine, table } from '../lib/report.js';
-import { benchDatabase } from './database.js';
+import { benchDatabase, prewarm } from './database.js';
 
 const rows = Number(arg('rows', '100000'));
 const backend = arg('backend', 'postgres') as 'postgres' | 'pglite';
@@ -171,19 +171,8 @@ table(`Load and index (${backend}, ${rows} rows, ${dim}-d halfvec)`, [
   },
 ]);
 
-// Cold buffers after a restart made single-client latencies of a kept cluster drift between runs
-// (BENCHMARKS.md): load the table and the indexes into shared_buffers first where pg_prewarm exists.
-if (backend === 'postgres') {
-  try {
-    await sql`CREATE EXTENSION IF NOT EXISTS pg_prewarm`.execute(db);
-    const t = process.hrtime.bigint();
-    for (const rel of ['product_embeddings', 'products', modelIndexName(model.id), ...categoryNames])
-      await sql`SELECT pg_prewarm(${rel}::regclass)`.execute(db);
-    console.error(`[bench] prewarmed the table and indexes in ${(ms(t) / 1000).toFixed(1)} s`);
-  } catch (err) {
-    console.error(`[bench] no pg_prewarm (${(err as Error).message}): the first queries read from disk`);
-  }
-}
+// Warm buffers first (database.ts prewarm says why).
+if (backend === 'postgres') await prewarm(db, ['product_embeddings', 'products', modelIndexName(model.id), ...categoryNames]);
 
 // ---- queries -------------------------------------------------------------------------------------
 const queries = Array.from({ length: nQueries }, (_, j) => vectorLiteral(space.query(j)));
