@@ -3,45 +3,30 @@
 
 -- similarProducts(filter: { category: "shoes", attributes: [{ name: "colour", values: ["red"] }] }, k: 10), hnsw
 WITH n AS MATERIALIZED (
-    WITH c AS MATERIALIZED (SELECT e.product_id, e.image_id, e.region, e.embedding::halfvec(4) <=> $1::halfvec(4) AS distance
+      SELECT b.product_id, b.image_id, b.region, b.distance, NULL::json AS more, b.walked
+      FROM (SELECT DISTINCT ON (product_id) product_id, image_id, region, distance, count(*) OVER () AS walked
+            FROM (SELECT e.product_id, e.image_id, e.region, e.embedding::halfvec(4) <=> $1::halfvec(4) AS distance
     FROM product_embeddings e
           WHERE e.model_id = 'google/siglip2-base-patch16-224' AND ("e"."category" = $2 AND EXISTS (SELECT 1 FROM products ap WHERE ap.id = e.product_id AND "ap"."attributes" @> ANY($3::text[]::jsonb[]))) AND (SELECT set_config('hnsw.ef_search', $4, true) IS NOT NULL
       AND set_config('hnsw.iterative_scan', 'relaxed_order', true) IS NOT NULL
       AND set_config('hnsw.max_scan_tuples', $5, true) IS NOT NULL)
     ORDER BY distance
-    LIMIT $6),
-    per_image AS (
-      SELECT DISTINCT ON (product_id, image_id) product_id, image_id, region, distance
-      FROM c ORDER BY product_id, image_id, distance, region
-    ),
-    ranked AS (
-      SELECT product_id, image_id, region, distance,
-             row_number() OVER (PARTITION BY product_id ORDER BY distance, image_id, region) AS r
-      FROM per_image
-    )
-    SELECT b.product_id, b.distance,
-           (SELECT json_agg(json_build_object('i', x.image_id::text, 'r', x.region, 'd', x.distance, 'img', CASE WHEN pi.id IS NULL THEN NULL ELSE json_build_object(
-  'product_id', pi.product_id, 'position', pi.position, 'label', pi.label, 'variant', pi.variant, 'regions', pi.regions,
-  'sha256', pi.sha256, 'format', pi.format, 'width', pi.width, 'height', pi.height, 'source_url', pi.source_url) END) ORDER BY x.r)
-            FROM ranked x LEFT JOIN product_images pi ON pi.id = x.image_id
-            WHERE x.product_id = b.product_id AND x.r <= $7) AS images,
-           (SELECT count(*) FROM c) AS walked
-    FROM ranked b
-    WHERE b.r = 1
-    ORDER BY distance, product_id
-    LIMIT $8),
+    LIMIT $6) c ORDER BY product_id, distance, image_id, region) b
+      ORDER BY distance, product_id
+      LIMIT $7),
     guard AS (SELECT coalesce((SELECT is_active FROM embedding_models WHERE id = 'google/siglip2-base-patch16-224'), false) AS model_active)
-    SELECT "p"."id", "p"."sku", "p"."title", "p"."description", "p"."category", "p"."brand", "p"."price", "p"."currency", "p"."in_stock", "p"."attributes", "p"."image_url", "p"."image_sha256", "p"."created_at", "p"."updated_at", n.distance, n.images, n.walked, guard.model_active
-    FROM guard LEFT JOIN (n JOIN products p ON p.id = n.product_id) ON true
-    ORDER BY n.distance, p.id;
+    SELECT "p"."id", "p"."sku", "p"."title", "p"."description", "p"."category", "p"."brand", "p"."price", "p"."currency", "p"."in_stock", "p"."attributes", "p"."image_url", "p"."image_sha256", "p"."created_at", "p"."updated_at", g.distance, g.more, g.walked, guard.model_active, g.image_id::text AS image_id, g.region, pi.product_id AS img_product_id, pi.position AS img_position,
+  pi.label AS img_label, pi.variant AS img_variant, pi.regions AS img_regions, pi.sha256 AS img_sha256,
+  pi.format AS img_format, pi.width AS img_width, pi.height AS img_height, pi.source_url AS img_source_url
+    FROM guard LEFT JOIN (n g JOIN products p ON p.id = g.product_id LEFT JOIN product_images pi ON pi.id = g.image_id) ON true
+    ORDER BY g.distance, p.id;
 -- $1 = "[0.5,0.5,0.5,0.5]"
 -- $2 = "shoes"
 -- $3 = ["{\"colour\":\"red\"}","{\"colour\":[\"red\"]}"]
 -- $4 = "40"
 -- $5 = "40000"
 -- $6 = 10
--- $7 = 1
--- $8 = 10
+-- $7 = 10
 
 -- products(filter: { category: "shoes", attributes: [{ name: "colour", values: ["red"] }] }, first: 50)
 select * from "products" where ("products"."category" = $1 AND "products"."attributes" @> ANY($2::text[]::jsonb[])) order by "id" limit $3;
