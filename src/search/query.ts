@@ -405,7 +405,11 @@ async function runHydrated(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy
   const rows = (await hydratedStatement(q, strategy, limit).execute(db)).rows;
   const modelActive = rows[0]?.model_active === true;
   const found = rows.filter((r) => r.id != null);
-  const neighbours = found.map((r) => ({ product: toProduct(r), distance: Number(r.distance), images: imageHits({ ...r, product_id: String(r.id), distance: Number(r.distance), walked: r.walked ?? 0 }) }));
+  const neighbours = found.map((r) => ({
+    product: toProduct(r),
+    distance: Number(r.distance),
+    images: imageHits({ ...r, product_id: String(r.id), distance: Number(r.distance), walked: r.walked ?? 0 }),
+  }));
   const full = limit !== undefined && found.length > 0 && Number(found[0]!.walked) >= limit;
   return { neighbours, modelActive, full };
 }
