@@ -25,8 +25,9 @@ import { sql } from 'kysely';
 import { vectorLiteral } from '../../src/db/embeddings.js';
 import { SelectivityEstimator } from '../../src/search/estimate.js';
 import { searchNeighbours, type NeighbourQuery } from '../../src/search/query.js';
-import { embeddingLikeSpace } from '../../test/support/vectors.js';
 import { arg, median, percentile, printMachine, table } from '../lib/report.js';
+// search.ts's model, vectors and categories: this bench reads the catalog that search.ts loaded.
+import { model, selectivities, space } from './clustered-catalog.js';
 import { benchDatabase, prewarm } from './database.js';
 
 const baselineDir = arg('baseline', '');
@@ -35,16 +36,6 @@ const nQueries = Number(arg('queries', '100'));
 const rounds = Number(arg('rounds', '3'));
 if (!baselineDir || !keepState) throw new Error('--baseline DIR and --keep-state STATE are required (see the header)');
 const k = 10;
-// search.ts's model, vectors and categories: this bench reads the catalog that search.ts loaded.
-const model = { id: 'bench/clustered-768', dimension: 768 };
-const space = embeddingLikeSpace({ dimension: 768, seed: 11, clusters: 256 });
-const selectivities = [
-  { label: '100%', filter: null },
-  { label: '10%', filter: { category: 'c10' } },
-  { label: '1%', filter: { category: 'c1' } },
-  { label: '0.1%', filter: { category: 'c0.1' } },
-  { label: '0.01%', filter: { category: 'c0.01' } },
-];
 
 type HotPath = (db: unknown, q: NeighbourQuery, estimator: unknown) => Promise<{ neighbours: { product: { id: string } }[] }>;
 // The earlier commit's modules, typed as much as this bench uses of them.

@@ -35,8 +35,8 @@ import { dropModelIndex, ensureModelIndex, modelIndexName, modelIndexState } fro
 import { registerModel } from '../../src/models/lifecycle.js';
 import { SelectivityEstimator } from '../../src/search/estimate.js';
 import { explainNeighbours, nearestNeighbours, searchNeighbours, type NeighbourQuery } from '../../src/search/query.js';
-import { embeddingLikeSpace } from '../../test/support/vectors.js';
 import { arg, median, ms, percentile, printMachine, table } from '../lib/report.js';
+import { categoryOf, dim, model, selectivities, space } from './clustered-catalog.js';
 import { benchDatabase, prewarm } from './database.js';
 
 const rows = Number(arg('rows', '100000'));
@@ -46,19 +46,6 @@ const storageCompare = process.argv.includes('--storage-compare');
 const explain = process.argv.includes('--explain');
 const only = arg('only', 'all'); // all | queries | storage
 const k = 10;
-const dim = 768;
-const model = { id: 'bench/clustered-768', dimension: dim };
-const space = embeddingLikeSpace({ dimension: dim, seed: 11, clusters: 256 });
-
-const categoryOf = (i: number) =>
-  i % 10_000 === 7 ? 'c0.01' : i % 1000 === 5 ? 'c0.1' : i % 100 === 3 ? 'c1' : i % 10 === 1 ? 'c10' : 'common';
-const selectivities = [
-  { label: '100%', filter: null },
-  { label: '10%', filter: { category: 'c10' } },
-  { label: '1%', filter: { category: 'c1' } },
-  { label: '0.1%', filter: { category: 'c0.1' } },
-  { label: '0.01%', filter: { category: 'c0.01' } },
-];
 
 const keepState = arg('keep-state', '') || null;
 const sharedBuffers = arg('shared-buffers', '') || null;
