@@ -15,11 +15,11 @@ WITH n AS MATERIALIZED (
       ORDER BY distance, product_id
       LIMIT $7),
     guard AS (SELECT coalesce((SELECT is_active FROM embedding_models WHERE id = 'google/siglip2-base-patch16-224'), false) AS model_active)
-    SELECT "p"."id", "p"."sku", "p"."title", "p"."description", "p"."category", "p"."brand", "p"."price", "p"."currency", "p"."in_stock", "p"."attributes", "p"."image_url", "p"."image_sha256", "p"."created_at", "p"."updated_at", g.distance, g.more, g.walked, guard.model_active, g.image_id::text AS image_id, g.region, pi.product_id AS img_product_id, pi.position AS img_position,
+    SELECT "p"."id", "p"."sku", "p"."title", "p"."description", "p"."category", "p"."brand", "p"."price", "p"."currency", "p"."in_stock", "p"."attributes", "p"."image_url", "p"."image_sha256", "p"."created_at", "p"."updated_at", g.distance, g.more, g.walked, guard.model_active, g.image_id::text AS image_id, g.region, pi.position AS img_position,
   pi.label AS img_label, pi.variant AS img_variant, pi.regions AS img_regions, pi.sha256 AS img_sha256,
   pi.format AS img_format, pi.width AS img_width, pi.height AS img_height, pi.source_url AS img_source_url
     FROM guard LEFT JOIN (n g JOIN products p ON p.id = g.product_id LEFT JOIN product_images pi ON pi.id = g.image_id) ON true
-    ORDER BY g.distance, p.id;
+    ORDER BY "g"."distance", "g"."product_id";
 -- $1 = "[0.5,0.5,0.5,0.5]"
 -- $2 = "shoes"
 -- $3 = 100

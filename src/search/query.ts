@@ -135,7 +135,6 @@ type HitJson = {
 type BestImageColumns = {
   image_id: string | null;
   region: number;
-  img_product_id: string | null;
   img_position: number | null;
   img_label: string | null;
   img_variant: string | null;
@@ -147,14 +146,16 @@ type BestImageColumns = {
   img_source_url: string | null;
 };
 type Row = BestImageColumns & { product_id: string; distance: number; more: HitJson[] | string | null; walked: string | number };
+/** grouped()'s row: the best photo's id and region, not yet its columns. */
+type GroupedRow = Omit<Row, keyof BestImageColumns> & Pick<BestImageColumns, 'image_id' | 'region'>;
 
 /** A further matched photo's columns (no bytes), as JSON inside the statement: no second round trip. */
 const imageJson = sql`CASE WHEN pi.id IS NULL THEN NULL ELSE json_build_object(
   'product_id', pi.product_id, 'position', pi.position, 'label', pi.label, 'variant', pi.variant, 'regions', pi.regions,
   'sha256', pi.sha256, 'format', pi.format, 'width', pi.width, 'height', pi.height, 'source_url', pi.source_url) END`;
 
-/** The best photo's columns, from the grouped row `g` and its photo `pi` (LEFT JOINed on g.image_id). */
-const bestImageColumns = sql`g.image_id::text AS image_id, g.region, pi.product_id AS img_product_id, pi.position AS img_position,
+/** The best photo's columns, from the grouped row `g` and its photo `pi` (LEFT JOINed on g.image_id; its product is g's). */
+const bestImageColumns = sql`g.image_id::text AS image_id, g.region, pi.position AS img_position,
   pi.label AS img_label, pi.variant AS img_variant, pi.regions AS img_regions, pi.sha256 AS img_sha256,
   pi.format AS img_format, pi.width AS img_width, pi.height AS img_height, pi.source_url AS img_source_url`;
 
@@ -165,21 +166,22 @@ const bestImageColumns = sql`g.image_id::text AS image_id, g.region, pi.product_
  * regions); walked is how many candidates there were (a walk that returned its whole limit may go deeper).
  *
  * With one photo per product asked for (the default), a DISTINCT ON picks each product's best vector and
- * nothing is built as JSON: the statement stays as cheap to plan and run as the one-vector-per-product
- * query it replaced (issue 22 measured the window-and-JSON form at 0.5–1.5 ms more per query on a
- * one-photo catalog). Several photos per product need the window over each product's photos.
+ * nothing is built as JSON, to keep one-photo catalogs close to the one-vector-per-product statement
+ * this replaced (the window-and-JSON form was 5–12 % slower on them, and this one still costs
+ * 0.4–0.75 ms more than that statement: bench/search/baseline.ts, BENCHMARKS.md). Several photos per
+ * product need the window over each product's photos.
  */
 function grouped(q: NeighbourQuery, candidates: RawBuilder<unknown>) {
   const n = Math.max(1, q.imagesPerProduct ?? 1);
   if (n === 1)
     // The window counts the candidates before DISTINCT ON keeps each product's first row.
-    return sql<Omit<Row, keyof BestImageColumns> & { image_id: string | null; region: number }>`
+    return sql<GroupedRow>`
       SELECT b.product_id, b.image_id, b.region, b.distance, NULL::json AS more, b.walked
       FROM (SELECT DISTINCT ON (product_id) product_id, image_id, region, distance, count(*) OVER () AS walked
             FROM (${candidates}) c ORDER BY product_id, distance, image_id, region) b
       ORDER BY ${order(q)}
       LIMIT ${q.k}`;
-  return sql<Omit<Row, keyof BestImageColumns> & { image_id: string | null; region: number }>`
+  return sql<GroupedRow>`
     WITH c AS MATERIALIZED (${candidates}),
     per_image AS (
       SELECT DISTINCT ON (product_id, image_id) product_id, image_id, region, distance
@@ -259,22 +261,23 @@ function hnswStatement(q: NeighbourQuery, walkLimit = firstWalkLimit(q)) {
   return groupedWithImages(q, walkCandidates(q, walkLimit, null));
 }
 
-/** The product's matched photos, best first: the best from its columns, the further ones from `more`. */
-function imageHits(r: Row): ImageHit[] {
+/** A product's matched photos, best first: the best from its columns, the further ones from `more`. */
+function imageHits(productId: string, distance: number, r: BestImageColumns & Pick<Row, 'more'>): ImageHit[] {
   const best: ImageHit = {
     imageId: r.image_id,
     region: Number(r.region),
-    distance: Number(r.distance),
+    distance,
     image:
-      r.image_id && r.img_product_id != null
+      // sha256 is NOT NULL: null means the LEFT JOIN found no photo (a vector of no stored photo)
+      r.image_id && r.img_sha256 != null
         ? toProductImage({
             id: r.image_id,
-            product_id: String(r.img_product_id),
+            product_id: productId,
             position: r.img_position!,
             label: r.img_label,
             variant: r.img_variant,
             regions: r.img_regions!,
-            sha256: r.img_sha256!,
+            sha256: r.img_sha256,
             format: r.img_format!,
             width: r.img_width!,
             height: r.img_height!,
@@ -296,7 +299,11 @@ function imageHits(r: Row): ImageHit[] {
 }
 
 const toNeighbours = (rows: Row[]): Neighbour[] =>
-  rows.map((r) => ({ productId: String(r.product_id), distance: Number(r.distance), images: imageHits(r) }));
+  rows.map((r) => ({
+    productId: String(r.product_id),
+    distance: Number(r.distance),
+    images: imageHits(String(r.product_id), Number(r.distance), r),
+  }));
 
 /** A walk's answer: the products, and whether the walk returned its whole limit (it may go deeper). */
 function walkOutcome(rows: Row[], walkLimit: number) {
@@ -386,13 +393,12 @@ function hydratedStatement(q: NeighbourQuery, strategy: Strategy, limit?: number
       AND set_config('hnsw.iterative_scan', 'relaxed_order', true) IS NOT NULL
       AND set_config('hnsw.max_scan_tuples', ${String(maxScanTuples)}, true) IS NOT NULL)`;
   const found = grouped(q, strategy === 'hnsw' ? walkCandidates(q, walkLimit, settings) : exactCandidates(q, limit));
-  const hydratedOrder = q.preferProductId ? sql`g.distance, (p.id = ${q.preferProductId}) DESC, p.id` : sql`g.distance, p.id`;
   return sql<HydratedRow>`
     WITH n AS MATERIALIZED (${found}),
     guard AS (SELECT coalesce((SELECT is_active FROM embedding_models WHERE id = ${id}), false) AS model_active)
     SELECT ${productColumns('p')}, g.distance, g.more, g.walked, guard.model_active, ${bestImageColumns}
     FROM guard LEFT JOIN (n g JOIN products p ON p.id = g.product_id LEFT JOIN product_images pi ON pi.id = g.image_id) ON true
-    ORDER BY ${hydratedOrder}`;
+    ORDER BY ${order(q, 'g')}`;
 }
 
 /** The plan of the hot path's one statement (EXPLAIN), for operators and tests: which index serves it. */
@@ -408,7 +414,7 @@ async function runHydrated(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy
   const neighbours = found.map((r) => ({
     product: toProduct(r),
     distance: Number(r.distance),
-    images: imageHits({ ...r, product_id: String(r.id), distance: Number(r.distance), walked: r.walked ?? 0 }),
+    images: imageHits(String(r.id), Number(r.distance), r),
   }));
   const full = limit !== undefined && found.length > 0 && Number(found[0]!.walked) >= limit;
   return { neighbours, modelActive, full };
