@@ -384,7 +384,7 @@ type HydratedRow = Selectable<ProductsTable> &
  *   every query at the cost of one primary-key lookup (a switch by any replica is seen at once);
  * - the vectors are grouped by product (grouped()) and the products joined in the same statement.
  */
-function hydratedStatement(q: NeighbourQuery, strategy: Strategy, limit?: number) {
+function hydratedStatement(q: NeighbourQuery, strategy: Strategy, limit?: number, lean = false) {
   const { id } = modelParts(q.model);
   // The walk's depth (its first by default); for the exact path, the nearest vectors to group (all by default).
   const walkLimit = limit ?? firstWalkLimit(q);
@@ -392,7 +392,11 @@ function hydratedStatement(q: NeighbourQuery, strategy: Strategy, limit?: number
   const settings = sql`(SELECT set_config('hnsw.ef_search', ${String(efSearch)}, true) IS NOT NULL
       AND set_config('hnsw.iterative_scan', 'relaxed_order', true) IS NOT NULL
       AND set_config('hnsw.max_scan_tuples', ${String(maxScanTuples)}, true) IS NOT NULL)`;
-  const found = grouped(q, strategy === 'hnsw' ? walkCandidates(q, walkLimit, settings) : exactCandidates(q, limit));
+  const candidates = strategy === 'hnsw' ? walkCandidates(q, walkLimit, settings) : exactCandidates(q, limit);
+  // lean: the nearest vectors as they are, one row each (their products checked distinct by runHydrated).
+  const found = lean
+    ? sql`SELECT c.product_id, c.image_id, c.region, c.distance, NULL::json AS more, NULL::bigint AS walked FROM (${candidates}) c`
+    : grouped(q, candidates);
   return sql<HydratedRow>`
     WITH n AS MATERIALIZED (${found}),
     guard AS (SELECT coalesce((SELECT is_active FROM embedding_models WHERE id = ${id}), false) AS model_active)
@@ -403,12 +407,29 @@ function hydratedStatement(q: NeighbourQuery, strategy: Strategy, limit?: number
 
 /** The plan of the hot path's one statement (EXPLAIN), for operators and tests: which index serves it. */
 export async function explainSearch(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy): Promise<string> {
-  const limit = strategy === 'exact' ? (exactNearestLimit(q) ?? undefined) : undefined;
-  return planText(await sql<PlanRow>`EXPLAIN ${hydratedStatement(q, strategy, limit)}`.execute(db));
+  // The first statement searchNeighbours() sends.
+  const lean = leanFirst(q);
+  const limit = lean ? q.k : strategy === 'exact' ? (exactNearestLimit(q) ?? undefined) : undefined;
+  return planText(await sql<PlanRow>`EXPLAIN ${hydratedStatement(q, strategy, limit, lean)}`.execute(db));
 }
 
-async function runHydrated(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy, limit?: number) {
-  const rows = (await hydratedStatement(q, strategy, limit).execute(db)).rows;
+/**
+ * Whether the hot path first asks for the nearest k vectors as they are, ungrouped (the statement of the
+ * one-vector-per-product design before migration 0010): on a catalog of about one vector per product
+ * (the statistics' estimate; up to one product in ten with a second), those k vectors are nearly always
+ * k distinct products, and then they are exactly the grouped answer: each product's vector among them is
+ * its best (a better one would be among them too, a duplicate), and any other product's best is no nearer
+ * than the k-th. When two share a product, the grouped statement runs, walking deeper: one more round trip.
+ *
+ * Why: the grouping (a sort by product, DISTINCT ON, a window count) cost one-photo catalogs 0.13–0.25 ms
+ * a query of the 0.4–0.75 ms they lost to multiple photos (bench/search/baseline.ts, BENCHMARKS.md).
+ */
+export function leanFirst(q: NeighbourQuery): boolean {
+  return (q.imagesPerProduct ?? 1) === 1 && (q.vectorsPerProduct ?? 1) <= 1.1;
+}
+
+async function runHydrated(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy, limit?: number, lean = false) {
+  const rows = (await hydratedStatement(q, strategy, limit, lean).execute(db)).rows;
   const modelActive = rows[0]?.model_active === true;
   const found = rows.filter((r) => r.id != null);
   const neighbours = found.map((r) => ({
@@ -416,8 +437,12 @@ async function runHydrated(db: Kysely<DB>, q: NeighbourQuery, strategy: Strategy
     distance: Number(r.distance),
     images: imageHits(String(r.id), Number(r.distance), r),
   }));
-  const full = limit !== undefined && found.length > 0 && Number(found[0]!.walked) >= limit;
-  return { neighbours, modelActive, full };
+  // How many vectors were read: the lean statement's rows are its vectors; a grouped row counts them.
+  const walked = lean ? found.length : found.length > 0 ? Number(found[0]!.walked) : 0;
+  const full = limit !== undefined && walked >= limit;
+  // A lean answer whose vectors share a product is no answer: the grouped statement must run.
+  const distinct = !lean || new Set(found.map((r) => r.id)).size === found.length;
+  return { neighbours, modelActive, full, distinct };
 }
 
 /**
@@ -437,29 +462,39 @@ export async function searchNeighbours(db: Kysely<DB>, q: NeighbourQuery, estima
     }
   }
   const strategy = q.strategy ?? chooseStrategy(estimatedMatches, q.k);
+  let lean = leanFirst(q);
   if (strategy === 'exact') {
+    if (lean) {
+      const { full, distinct, ...exactly } = await runHydrated(db, q, 'exact', q.k, true);
+      roundTrips++;
+      // k distinct products, or fewer vectors than k pass the filter (all of them read, distinct).
+      if (!exactly.modelActive || (distinct && (exactly.neighbours.length >= q.k || !full)))
+        return { ...exactly, strategy, estimatedMatches, fellBack: false, walks: 0, roundTrips };
+    }
     const nearest = exactNearestLimit(q);
     if (nearest !== null) {
-      const { full, ...exactly } = await runHydrated(db, q, 'exact', nearest);
+      const { full, distinct: _, ...exactly } = await runHydrated(db, q, 'exact', nearest);
       roundTrips++;
       // k products among the nearest vectors, or every matching vector read: that is the exact answer.
       if (exactly.neighbours.length >= q.k || !full || !exactly.modelActive)
         return { ...exactly, strategy, estimatedMatches, fellBack: false, walks: 0, roundTrips };
     }
-    const { full: _, ...exactly } = await runHydrated(db, q, 'exact');
+    const { full: _, distinct: __, ...exactly } = await runHydrated(db, q, 'exact');
     return { ...exactly, strategy, estimatedMatches, fellBack: false, walks: 0, roundTrips: roundTrips + 1 };
   }
-  let walkLimit: number | null = firstWalkLimit(q);
+  let walkLimit: number | null = lean ? q.k : firstWalkLimit(q);
   for (let walks = 1; walkLimit !== null; walks++) {
-    const { full, ...walked } = await runHydrated(db, q, 'hnsw', walkLimit);
+    const { full, distinct, ...walked } = await runHydrated(db, q, 'hnsw', walkLimit, lean);
     roundTrips++;
-    if (walked.neighbours.length >= q.k || !walked.modelActive)
+    if (!walked.modelActive || (distinct && walked.neighbours.length >= q.k))
       return { ...walked, strategy, estimatedMatches, fellBack: false, walks, roundTrips };
-    // Short with the walk's whole limit read: the vectors read held fewer than k products; walk deeper.
-    // Short before its limit: fewer than k products exist, or the walk ran out of budget.
+    // Short (or, lean, holding a product twice) with the walk's whole limit read: the vectors read held
+    // fewer than k products; walk deeper, grouped. Short before its limit: fewer than k products exist,
+    // or the walk ran out of budget.
     walkLimit = full ? nextWalkLimit(q, walkLimit) : null;
+    lean = false;
     if (walkLimit === null) {
-      const { full: _, ...exactly } = await runHydrated(db, q, 'exact');
+      const { full: _, distinct: __, ...exactly } = await runHydrated(db, q, 'exact');
       return { ...exactly, strategy, estimatedMatches, fellBack: true, walks, roundTrips: roundTrips + 1 };
     }
   }

@@ -176,12 +176,13 @@ describe('a product with 12 near-identical photos', () => {
 
   it("on the hot path's exact statement: groups the nearest vectors first, and every vector when those hold fewer than k products", async () => {
     const vector = vectorLiteral(twelveLook);
-    // Sized for one photo per product (k 2 → the 8 nearest vectors): the twelve photos fill them, so the
-    // statement is repeated over every vector, and the answer is still 2 distinct products.
+    // Sized for one photo per product (k 2: the 2 nearest vectors ungrouped, then the 8 nearest grouped):
+    // the twelve photos fill both, so the statement is repeated over every vector, and the answer is
+    // still 2 distinct products.
     const short = await searchNeighbours(database.db, { model, vector, filter: null, k: 2, strategy: 'exact', vectorsPerProduct: 1 }, null);
     expect(short.neighbours.map((n) => n.product.id)[0]).toBe(twelveId);
     expect(new Set(short.neighbours.map((n) => n.product.id)).size).toBe(2);
-    expect(short.roundTrips).toBe(2);
+    expect(short.roundTrips).toBe(3);
     // Sized for 8 photos per product (k 10 → the 320 nearest vectors): one statement, the exact answer.
     const once = await searchNeighbours(
       database.db,
@@ -192,6 +193,27 @@ describe('a product with 12 near-identical photos', () => {
     const exact = await nearestNeighbours(database.db, { model, vector, filter: null, k: 10, strategy: 'exact' });
     expect(once.neighbours.map((n) => n.product.id)).toEqual(exact.neighbours.map((n) => n.productId));
     expect(short.neighbours.map((n) => n.product.id)).toEqual(exact.neighbours.slice(0, 2).map((n) => n.productId));
+  });
+
+  it('sized for one photo per product, the lean first statement (k vectors, ungrouped) gives way to the grouped one when its vectors share a product', async () => {
+    const vector = vectorLiteral(twelveLook);
+    for (const strategy of ['exact', 'hnsw'] as const) {
+      // k 1: one vector is one product, so the lean statement answers alone.
+      const one = await searchNeighbours(database.db, { model, vector, filter: null, k: 1, strategy, vectorsPerProduct: 1 }, null);
+      expect(one.roundTrips).toBe(1);
+      expect(one.neighbours.map((n) => n.product.id)).toEqual([twelveId]);
+      // k 10: the 10 nearest vectors are the twelve's photos, one product; the grouped statement (40
+      // vectors, the twelve's and others') answers with 10 distinct products, the twelve first.
+      const shared = await searchNeighbours(database.db, { model, vector, filter: null, k: 10, strategy, vectorsPerProduct: 1 }, null);
+      expect(shared.roundTrips).toBe(2);
+      const ids = shared.neighbours.map((n) => n.product.id);
+      expect(ids[0]).toBe(twelveId);
+      expect(new Set(ids).size).toBe(10);
+      if (strategy === 'exact') {
+        const exact = await nearestNeighbours(database.db, { model, vector, filter: null, k: 10, strategy: 'exact' });
+        expect(ids).toEqual(exact.neighbours.map((n) => n.productId));
+      }
+    }
   });
 
   it('lists its n best photos with imagesPerProduct, each photo once, best first', async () => {
