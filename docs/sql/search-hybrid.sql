@@ -3,29 +3,27 @@
 
 -- the vector side (hnsw on the query text embedding)
 WITH n AS MATERIALIZED (
-      SELECT b.product_id, b.image_id, b.region, b.distance, NULL::json AS more, b.walked
-      FROM (SELECT DISTINCT ON (product_id) product_id, image_id, region, distance, count(*) OVER () AS walked
-            FROM (SELECT e.product_id, e.image_id, e.region, e.embedding::halfvec(4) <=> $1::halfvec(4) AS distance
+      SELECT c.product_id, c.image_id, c.region, c.distance, NULL::json AS more, NULL::bigint AS walked
+      FROM (SELECT e.product_id, e.image_id, e.region, e.embedding::halfvec(4) <=> $1::halfvec(4) AS distance
     FROM product_embeddings e
           WHERE e.model_id = 'google/siglip2-base-patch16-224' AND ("e"."category" = $2) AND (SELECT set_config('hnsw.ef_search', $3, true) IS NOT NULL
       AND set_config('hnsw.iterative_scan', 'relaxed_order', true) IS NOT NULL
       AND set_config('hnsw.max_scan_tuples', $4, true) IS NOT NULL)
     ORDER BY distance
-    LIMIT $5) c ORDER BY product_id, distance, image_id, region) b
-      ORDER BY distance, product_id
-      LIMIT $6),
+    LIMIT $5) c),
     guard AS (SELECT coalesce((SELECT is_active FROM embedding_models WHERE id = 'google/siglip2-base-patch16-224'), false) AS model_active)
-    SELECT "p"."id", "p"."sku", "p"."title", "p"."description", "p"."category", "p"."brand", "p"."price", "p"."currency", "p"."in_stock", "p"."attributes", "p"."image_url", "p"."image_sha256", "p"."created_at", "p"."updated_at", g.distance, g.more, g.walked, guard.model_active, g.image_id::text AS image_id, g.region, pi.position AS img_position,
+    SELECT "p"."id", "p"."sku", "p"."title", "p"."description", "p"."category", "p"."brand", "p"."price", "p"."currency", "p"."in_stock", "p"."attributes", "p"."image_url", "p"."image_sha256", "p"."created_at", "p"."updated_at", g.distance, g.more, g.walked, guard.model_active,
+      g.image_id::text AS image_id, g.region, pi.position AS img_position,
   pi.label AS img_label, pi.variant AS img_variant, pi.regions AS img_regions, pi.sha256 AS img_sha256,
   pi.format AS img_format, pi.width AS img_width, pi.height AS img_height, pi.source_url AS img_source_url
-    FROM guard LEFT JOIN (n g JOIN products p ON p.id = g.product_id LEFT JOIN product_images pi ON pi.id = g.image_id) ON true
+    FROM guard LEFT JOIN (n g JOIN products p ON p.id = g.product_id
+      LEFT JOIN product_images pi ON pi.id = g.image_id) ON true
     ORDER BY "g"."distance", "g"."product_id";
 -- $1 = "[0.5,0.5,0.5,0.5]"
 -- $2 = "shoes"
 -- $3 = "200"
 -- $4 = "40000"
 -- $5 = 50
--- $6 = 50
 
 -- the keyword side
 WITH q AS (

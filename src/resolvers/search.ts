@@ -7,6 +7,7 @@ import { checkWeights } from '../search/compose.js';
 import type { ComposedTerm } from '../search/service.js';
 import type { RequestContext } from './context.js';
 import { toQueryImage } from './inputs.js';
+import { asksForMatchedPhotos } from './selection.js';
 
 /** similarProducts takes exactly one of image or query. */
 function queryImage(image: ImageInput | null | undefined): ImageInput {
@@ -36,25 +37,26 @@ async function composedTerms(image: ImageInput | null | undefined, query: Compos
 
 export const searchResolvers: Resolvers = {
   Query: {
-    similarProducts: async (_, { image, query, ...args }, ctx) => {
-      const search = { ...args, signal: ctx.signal };
+    similarProducts: async (_, { image, query, ...args }, ctx, info) => {
+      const search = { ...args, signal: ctx.signal, matchedPhotos: asksForMatchedPhotos(info) };
       if (query != null) return (await ctx.services.search.similarToComposed(await composedTerms(image, query, ctx), search)).matches;
       const photo = await toQueryImage(queryImage(image), ctx.services.imageLimits.maxImageBytes, {
         requestOverflowed: ctx.uploadOverflowed,
       });
       return (await ctx.services.search.similarToImage(photo, search)).matches;
     },
-    searchProducts: async (_, { text, ...args }, ctx) =>
-      (await ctx.services.search.searchText(text, { ...args, signal: ctx.signal })).matches,
-    similarProductsPage: async (_, { image, query, ...args }, ctx) => {
-      const search = { ...args, signal: ctx.signal };
+    searchProducts: async (_, { text, ...args }, ctx, info) =>
+      (await ctx.services.search.searchText(text, { ...args, signal: ctx.signal, matchedPhotos: asksForMatchedPhotos(info) })).matches,
+    similarProductsPage: async (_, { image, query, ...args }, ctx, info) => {
+      const search = { ...args, signal: ctx.signal, matchedPhotos: asksForMatchedPhotos(info) };
       if (query != null) return ctx.services.search.similarToComposedPage(await composedTerms(image, query, ctx), search);
       const photo = await toQueryImage(queryImage(image), ctx.services.imageLimits.maxImageBytes, {
         requestOverflowed: ctx.uploadOverflowed,
       });
       return ctx.services.search.similarToImagePage(photo, search);
     },
-    searchProductsPage: async (_, { text, ...args }, ctx) => ctx.services.search.searchTextPage(text, { ...args, signal: ctx.signal }),
+    searchProductsPage: async (_, { text, ...args }, ctx, info) =>
+      ctx.services.search.searchTextPage(text, { ...args, signal: ctx.signal, matchedPhotos: asksForMatchedPhotos(info) }),
     compareModels: async (_, { models, image, text, ...args }, ctx) => {
       if ((image == null) === (text == null)) throw badInput('compareModels takes exactly one of image or text', { field: 'image' });
       if (text != null && args.region != null) throw badInput('region applies to an image query', { field: 'region' });

@@ -39,6 +39,11 @@ export interface NeighbourQuery {
   imagesPerProduct?: number;
   /** Vectors per product of the model on average (the estimator's): sizes the first walk. Default 1. */
   vectorsPerProduct?: number;
+  /**
+   * Whether the hot path reads the best photo's row (ImageHit.image; default true). False when the client
+   * asked for no matched photo: the best photo's id and region only, and no join of product_images.
+   */
+  matchedPhotos?: boolean;
 }
 
 /** One photo's (or region's) match: region 0 is the whole photo. imageId null: a vector of no stored photo. */
@@ -395,13 +400,19 @@ function hydratedStatement(q: NeighbourQuery, strategy: Strategy, limit?: number
   const candidates = strategy === 'hnsw' ? walkCandidates(q, walkLimit, settings) : exactCandidates(q, limit);
   // lean: the nearest vectors as they are, one row each (their products checked distinct by runHydrated).
   const found = lean
-    ? sql`SELECT c.product_id, c.image_id, c.region, c.distance, NULL::json AS more, NULL::bigint AS walked FROM (${candidates}) c`
+    ? sql`
+      SELECT c.product_id, c.image_id, c.region, c.distance, NULL::json AS more, NULL::bigint AS walked
+      FROM (${candidates}) c`
     : grouped(q, candidates);
+  // Without the matched photo asked for, its id and region only (ImageHit.image null): no photo joined.
+  const withPhoto = q.matchedPhotos !== false;
   return sql<HydratedRow>`
     WITH n AS MATERIALIZED (${found}),
     guard AS (SELECT coalesce((SELECT is_active FROM embedding_models WHERE id = ${id}), false) AS model_active)
-    SELECT ${productColumns('p')}, g.distance, g.more, g.walked, guard.model_active, ${bestImageColumns}
-    FROM guard LEFT JOIN (n g JOIN products p ON p.id = g.product_id LEFT JOIN product_images pi ON pi.id = g.image_id) ON true
+    SELECT ${productColumns('p')}, g.distance, g.more, g.walked, guard.model_active,
+      ${withPhoto ? bestImageColumns : sql`g.image_id::text AS image_id, g.region`}
+    FROM guard LEFT JOIN (n g JOIN products p ON p.id = g.product_id
+      ${withPhoto ? sql`LEFT JOIN product_images pi ON pi.id = g.image_id` : sql``}) ON true
     ORDER BY ${order(q, 'g')}`;
 }
 

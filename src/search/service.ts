@@ -45,6 +45,11 @@ export interface SearchArgs {
   region?: RegionBox | null;
   /** Keep one product per near-duplicate group (db/duplicates.ts, the model's last scan); still exactly k. */
   collapseDuplicates?: boolean | null;
+  /**
+   * Whether the matches carry their matched photos (matchedImage, matchedRegion, imageMatches' photos):
+   * default true; false when the client's selection asks for none of them, so the statement reads no photo.
+   */
+  matchedPhotos?: boolean;
   /** Benchmarks and tests only. */
   strategy?: Strategy;
   /** The request's deadline / client disconnect: queued work is dropped and a URL fetch aborted. */
@@ -167,6 +172,7 @@ interface ValidSearch {
   minScore: number | null;
   imagesPerProduct: number;
   collapseDuplicates?: boolean;
+  matchedPhotos?: boolean;
 }
 
 function validateSearch(args: SearchArgs): ValidSearch {
@@ -191,9 +197,17 @@ function validateSearch(args: SearchArgs): ValidSearch {
       minScore,
       imagesPerProduct,
       collapseDuplicates: args.collapseDuplicates ?? false,
+      matchedPhotos: args.matchedPhotos ?? true,
     };
   }
-  return { filter, k, minScore, imagesPerProduct, collapseDuplicates: args.collapseDuplicates ?? false };
+  return {
+    filter,
+    k,
+    minScore,
+    imagesPerProduct,
+    collapseDuplicates: args.collapseDuplicates ?? false,
+    matchedPhotos: args.matchedPhotos ?? true,
+  };
 }
 
 function validateText(text: string, field = 'text'): string {
@@ -846,6 +860,7 @@ export class SearchService {
         ...(extra.preferProductId ? { preferProductId: extra.preferProductId } : {}),
         ...(extra.strategy ? { strategy: extra.strategy } : {}),
         imagesPerProduct: opts.imagesPerProduct,
+        matchedPhotos: opts.matchedPhotos ?? true,
         vectorsPerProduct: this.estimator.vectorsPerProduct(model.id) ?? 1,
       },
       this.estimator,

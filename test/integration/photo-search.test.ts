@@ -216,6 +216,20 @@ describe('a product with 12 near-identical photos', () => {
     }
   });
 
+  it('reads no photo row without matchedPhotos, and ranks the same: the best photo by id and region only', async () => {
+    const vector = vectorLiteral(twelveLook);
+    for (const strategy of ['exact', 'hnsw'] as const) {
+      const q = { model, vector, filter: null, k: 10, strategy, vectorsPerProduct: PHOTOS };
+      const withPhotos = await searchNeighbours(database.db, q, null);
+      const without = await searchNeighbours(database.db, { ...q, matchedPhotos: false }, null);
+      const hits = (r: typeof withPhotos) =>
+        r.neighbours.map((n) => ({ id: n.product.id, distance: n.distance, image: n.images[0]!.imageId, region: n.images[0]!.region }));
+      expect(hits(without)).toEqual(hits(withPhotos));
+      expect(withPhotos.neighbours.every((n) => n.images[0]!.image?.id === n.images[0]!.imageId)).toBe(true);
+      expect(without.neighbours.every((n) => n.images[0]!.imageId !== null && n.images[0]!.image === null)).toBe(true);
+    }
+  });
+
   it('lists its n best photos with imagesPerProduct, each photo once, best first', async () => {
     const vector = vectorLiteral(twelveLook);
     for (const strategy of ['exact', 'hnsw'] as const) {

@@ -220,6 +220,30 @@ describe('search by best photo', () => {
     }
   });
 
+  it('names the matched photo when asked through fragments, and ranks the same without it', async () => {
+    const image = { base64: b64(photos.back!) };
+    const viaFragment = await t.gql(
+      `query($image: ImageInput!) { similarProducts(image: $image, k: 4) { ...M } }
+       fragment M on ProductMatch { score product { id } matchedImage { id label } }`,
+      { image },
+    );
+    expect(viaFragment.errors).toBeUndefined();
+    expect(viaFragment.data.similarProducts[0].matchedImage.label).toBe('back');
+    const page = await t.gql(
+      `query($image: ImageInput!) { similarProductsPage(image: $image, first: 4) {
+         edges { node { ... on ProductMatch { matchedImage { id } } } } } }`,
+      { image },
+    );
+    expect(page.errors).toBeUndefined();
+    expect(page.data.similarProductsPage.edges.map((e: any) => e.node.matchedImage.id)).toEqual(
+      viaFragment.data.similarProducts.map((m: any) => m.matchedImage.id),
+    );
+    // No matched photo asked for: the statement reads none (search/query.ts), and the answer is the same.
+    const bare = await t.gql(`query($image: ImageInput!) { similarProducts(image: $image, k: 4) { score product { id } } }`, { image });
+    expect(bare.errors).toBeUndefined();
+    expect(bare.data.similarProducts).toEqual(viaFragment.data.similarProducts.map((m: any) => ({ score: m.score, product: m.product })));
+  });
+
   it('lists the n best photos with imagesPerProduct, and restricts to a variant', async () => {
     const res = await t.gql(SIMILAR, { image: { base64: b64(photos.front!) }, k: 2, n: 2 });
     expect(res.errors).toBeUndefined();
