@@ -18,13 +18,14 @@ import { SelectivityEstimator } from '../../src/search/estimate.js';
 import { createTestDatabase } from '../support/test-db.js';
 import { embeddingLikeSpace, seededRandom } from '../support/vectors.js';
 
-const PRODUCTS = 10_000;
+// 5 000 products × 8 photos: 40 000 vectors, whose HNSW build is most of this file's time on PGlite.
+const PRODUCTS = 5_000;
 const PHOTOS = 8;
 const model = { id: 'test/photos-24', dimension: 24 };
 const space = embeddingLikeSpace({ dimension: model.dimension, seed: 11 });
 
 function categoryOf(i: number): string {
-  if (i % 1000 === 5) return 'c0.1'; // 10 products, 80 vectors
+  if (i % 1000 === 5) return 'c0.1'; // 5 products, 40 vectors
   if (i % 100 === 3) return 'c1';
   if (i % 10 === 1) return 'c10';
   return 'common';
@@ -121,8 +122,8 @@ describe.each([
   { label: '0.1 %', category: 'c0.1', products: PRODUCTS / 1000 },
 ])('selectivity $label, 8 photos per product', ({ category, products }) => {
   it('returns exactly k distinct products on both strategies, ranked by their best photo (exact: the true answer; walk: recall ≥ 0.9)', async () => {
-    const k = 10;
-    expect(products).toBeGreaterThanOrEqual(k);
+    // k 10, or at 0.1 % every product of the category (5): exactly k either way.
+    const k = Math.min(10, products);
     let found = 0;
     let wanted = 0;
     for (let j = 0; j < 6; j++) {
