@@ -23,6 +23,7 @@ import { maskInternalErrors } from './http/errors.js';
 import { invalidInput } from './http/graphql-input.js';
 import { registerClientLimits } from './http/rate-limit.js';
 import { registerJsonBodyParser } from './http/json-body.js';
+import { payloadWorker } from './http/payload-worker.js';
 import { registerMultipart, uploadOverflowed } from './http/multipart.js';
 import { ErrorCode, isAppError } from './errors.js';
 import { registerStorefront } from './http/storefront.js';
@@ -217,9 +218,12 @@ export async function startHttpServer(services: Services): Promise<HttpServer> {
   });
   const protection = armor.protect();
 
+  const typeDefs = loadTypeDefs();
+  // A large JSON body's photos stay on the payload worker; its value carries stand-ins (http/payload-worker.ts).
+  payloadWorker().holdImagesIn(typeDefs.join('\n'));
   const apollo = new ApolloServer<RequestContext>({
     // A federation subgraph schema (resolvers/index.ts): Product is an entity a gateway can compose.
-    schema: buildSchema(loadTypeDefs(), { introspection: config.graphql.introspection, adminToken: config.adminToken }),
+    schema: buildSchema(typeDefs, { introspection: config.graphql.introspection, adminToken: config.adminToken }),
     introspection: config.graphql.introspection,
     // Past it, parsing stops: 400 GRAPHQL_PARSE_FAILED, penalised and held like any parse error.
     parseOptions: { maxTokens: config.graphql.maxTokens },

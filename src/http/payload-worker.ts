@@ -9,6 +9,13 @@
  * Here the main thread hands the bytes over (a body is transferred; a string is copied, about 1 ms for
  * 6 MB) and takes the result back (decoded bytes are transferred).
  *
+ * A JSON body's photos do not come back at all (holdImagesIn, held-images.ts): the worker keeps each
+ * photo-sized ImageInput.base64 string and the parsed value carries a short stand-in, which the
+ * resolvers hand back to be decoded here (decodeHeld). Why: cloning three 6.4 MB strings to the main
+ * thread and back to be decoded, and the major collections those strings then cost the main thread's
+ * heap (15–30 ms each), were what remained of the flood's cost to other clients. The photos are dropped
+ * when their request ends (release, from json-body.ts's hooks).
+ *
  * One thread for the process, started with the first large payload, lowered in CPU priority as the other
  * compute threads are (admission/thread-priority.ts), replaced when it dies (its callers get an error).
  * The functions it runs are the main thread's own (catalog/validate.ts, images/source.ts, secure-json-parse
@@ -20,8 +27,7 @@ import { computeThreadNice } from '../admission/thread-priority.js';
 import { AppError, type ErrorCode } from '../errors.js';
 import type { PayloadFromWorker, PayloadToWorker, PayloadWorkerInit } from './payload-protocol.js';
 
-/** 1 MiB: below this the work takes a few ms at most, about what the round trip to the thread costs. */
-export const OFFLOAD_MIN_BYTES = 1 << 20;
+export { OFFLOAD_MIN_BYTES, heldImageHandle } from './payload-protocol.js';
 
 const isTs = import.meta.url.endsWith('.ts');
 const BOOTSTRAP = new URL('../embedding/worker-bootstrap.mjs', import.meta.url);
@@ -39,18 +45,50 @@ class PayloadWorker {
   /** Payloads handled on the thread (for tests). */
   handled = 0;
 
-  /** A JSON body, by Fastify's rules (FST_ERR_CTP_INVALID_JSON_BODY where Fastify's parser would say so). */
-  parseJson(body: Buffer): Promise<unknown> {
+  /** The served schema's SDL, once the service has one: the worker holds photos of JSON bodies by it. */
+  private sdl: string | null = null;
+
+  /**
+   * From now on, a JSON body's photo-sized ImageInput.base64 strings stay on the worker (held-images.ts),
+   * and the main thread gets a stand-in for each (heldImageHandle) that decodeHeld() or takeHeld() reads.
+   * `sdl` is the served schema's source (its input types say where photos are); the worker builds it once.
+   */
+  holdImagesIn(sdl: string): void {
+    this.sdl = sdl;
+  }
+
+  /**
+   * A JSON body, by Fastify's rules (FST_ERR_CTP_INVALID_JSON_BODY where Fastify's parser would say so),
+   * and the handles of the photos held from it, to release() when its request ends.
+   */
+  async parseJson(body: Buffer): Promise<{ value: unknown; held: number[] }> {
     // A large Buffer.concat result owns its whole ArrayBuffer: hand it over; anything else is copied.
     const owned = body.byteOffset === 0 && body.buffer.byteLength === body.byteLength;
     const bytes = owned ? (body.buffer as ArrayBuffer) : new Uint8Array(body).buffer;
-    return this.send({ id: 0, op: 'json', bytes }, [bytes]);
+    return (await this.send({ id: 0, op: 'json', bytes, sdl: this.sdl }, [bytes])) as { value: unknown; held: number[] };
   }
 
   /** validateBase64 then decodeBase64Image, with their errors. */
   async decodeBase64(field: string, base64: string, maxBytes: number): Promise<Buffer> {
     const bytes = (await this.send({ id: 0, op: 'base64', field, base64, maxBytes })) as ArrayBuffer;
     return Buffer.from(bytes);
+  }
+
+  /** decodeBase64() of a held photo (REQUEST_ABORTED once its request has ended). */
+  async decodeHeld(field: string, handle: number, maxBytes: number): Promise<Buffer> {
+    const bytes = (await this.send({ id: 0, op: 'decodeHeld', handle, field, maxBytes })) as ArrayBuffer;
+    return Buffer.from(bytes);
+  }
+
+  /** A held photo's base64 text, for a consumer that takes the text (ingest validates it in its own words). */
+  async takeHeld(handle: number): Promise<string> {
+    return (await this.send({ id: 0, op: 'takeHeld', handle })) as string;
+  }
+
+  /** The request the photos came with has ended: the worker drops them. */
+  release(handles: readonly number[]): void {
+    // A worker that died (or was replaced) has dropped them already.
+    if (handles.length) this.worker?.postMessage({ id: 0, op: 'release', handles: [...handles] } satisfies PayloadToWorker);
   }
 
   private send(msg: PayloadToWorker, transfer: ArrayBuffer[] = []): Promise<unknown> {
@@ -76,7 +114,9 @@ class PayloadWorker {
       if (!this.pending.size) worker.unref();
       if ('invalidJson' in msg) p.reject(new errorCodes.FST_ERR_CTP_INVALID_JSON_BODY());
       else if ('error' in msg) p.reject(new AppError(msg.error.code as ErrorCode, msg.error.message, msg.error.details));
-      else p.resolve('bytes' in msg ? msg.bytes : msg.value);
+      else if ('bytes' in msg) p.resolve(msg.bytes);
+      else if ('text' in msg) p.resolve(msg.text);
+      else p.resolve({ value: msg.value, held: msg.held });
     });
     const fail = (err: Error) => {
       if (this.worker === worker) this.worker = null;

@@ -13,7 +13,7 @@ import {
   type QueryImage,
 } from '../catalog/validate.js';
 import { decodeBase64Image } from '../images/source.js';
-import { OFFLOAD_MIN_BYTES, payloadWorker } from '../http/payload-worker.js';
+import { heldImageHandle, OFFLOAD_MIN_BYTES, payloadWorker } from '../http/payload-worker.js';
 import { readUpload, type UploadReadOptions } from '../images/upload.js';
 import type { ImageInput, ProductInput } from '../schema/generated.js';
 
@@ -21,11 +21,15 @@ import type { ImageInput, ProductInput } from '../schema/generated.js';
 export async function toQueryImage(image: ImageInput, maxBytes: number, upload: UploadReadOptions = {}): Promise<QueryImage> {
   if (image.file != null) return { kind: 'bytes', bytes: await readUpload(image.file, maxBytes, upload) };
   if (image.base64 != null) {
-    // A phone photo's base64 (megabytes) is checked and decoded off the main thread (http/payload-worker.ts).
+    // A phone photo's base64 (megabytes) is checked and decoded off the main thread (http/payload-worker.ts),
+    // where a large JSON body's photo already is (held there: the body's value has a stand-in for it).
+    const held = heldImageHandle(image.base64);
     const bytes =
-      image.base64.length < OFFLOAD_MIN_BYTES
-        ? decodeBase64Image(validateBase64('image', image.base64), maxBytes)
-        : await payloadWorker().decodeBase64('image', image.base64, maxBytes);
+      held !== null
+        ? await payloadWorker().decodeHeld('image', held, maxBytes)
+        : image.base64.length < OFFLOAD_MIN_BYTES
+          ? decodeBase64Image(validateBase64('image', image.base64), maxBytes)
+          : await payloadWorker().decodeBase64('image', image.base64, maxBytes);
     return { kind: 'bytes', bytes };
   }
   if (image.url != null) return { kind: 'url', url: validateImageUrl('image', image.url) };
@@ -41,7 +45,12 @@ export async function toProductInputs(
 ): Promise<ProductInputLike[]> {
   // Worded like the other per-product image errors of catalog/ingest.
   const imageSpec = async (image: ImageInput, field: string, index: number): Promise<ImageSpec> => {
-    if (image.file == null) return { base64: image.base64 ?? null, url: image.url ?? null, productId: image.productId ?? null };
+    if (image.file == null) {
+      // Ingest checks and decodes the text itself, in its own words: a held photo's text comes back for it.
+      const held = image.base64 == null ? null : heldImageHandle(image.base64);
+      const base64 = held === null ? (image.base64 ?? null) : await payloadWorker().takeHeld(held);
+      return { base64, url: image.url ?? null, productId: image.productId ?? null };
+    }
     const bytes = await readUpload(image.file, maxBytes, upload).catch((err: unknown) => {
       if (!(err instanceof AppError)) throw err;
       throw new AppError(err.code, `${field}: ${err.message}`, { ...err.details, field, index }, { cause: err });
