@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 const benches: Array<[string, string[]]> = [
   ['bench/embedding/preprocess.ts', []],
   ['bench/embedding/phone-photos.ts', []],
+  ['bench/embedding/photo-search.ts', []],
   ['bench/embedding/throughput.ts', []],
   ['bench/embedding/peer.ts', []],
   ['bench/embedding/int8.ts', []],
