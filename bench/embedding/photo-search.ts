@@ -21,7 +21,6 @@
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { COLOURS, renderProductImage, SHAPES, type Colour } from '../../src/demo/synthetic-catalog.js';
@@ -32,6 +31,7 @@ import type { WorkerPool } from '../../src/embedding/pool.js';
 import { decodeImage, type ResizeSpec } from '../../src/images/decode.js';
 import { DECODE_OVERSAMPLE } from '../../src/images/embed.js';
 import { arg, median, percentile, printMachine, table } from '../lib/report.js';
+import { freePort } from '../lib/net.js';
 import { ensureB16, photoJpegs } from './common.js';
 
 const requests = Number(arg('requests', '16'));
@@ -84,13 +84,6 @@ async function preprocessCost(jpegs: Buffer[]): Promise<{ decode: number; resize
 }
 
 // ---- the server -----------------------------------------------------------------------------------------
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 const PORT = await freePort();
 const BASE = `http://127.0.0.1:${PORT}`;
 const dataDir = mkdtempSync(path.join(os.tmpdir(), 'vps-bench-photo-search-'));

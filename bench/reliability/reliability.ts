@@ -37,12 +37,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import http from 'node:http';
-import net from 'node:net';
 import pg from 'pg';
 import { writeTinyModel } from '../../scripts/models/tiny-model.js';
 import { renderProductImage, SHAPES, COLOURS, type Colour } from '../../src/demo/synthetic-catalog.js';
 import { photoJpegs } from '../embedding/common.js';
 import { median, percentile, table } from '../lib/report.js';
+import { freePort } from '../lib/net.js';
 
 const envInt = (name: string, fallback: number) => {
   const v = Number(process.env[name] ?? fallback);
@@ -120,13 +120,6 @@ async function query<T extends pg.QueryResultRow>(text: string, values: unknown[
 const modelDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vps-bench-rel-model-'));
 await writeTinyModel(modelDir, { dimension: 32, modelId: 'bench/tiny-reliability', seed: 7 });
 
-async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
 const PORT = await freePort();
 const BASE = `http://127.0.0.1:${PORT}`;
 const serverEnv = {
