@@ -387,7 +387,8 @@ type HydratedRow = Selectable<ProductsTable> &
  *   walk, so it runs before the index scan starts, and lasts only as long as the statement's transaction;
  * - a guard row says whether the model is still the active one, so a cached active model is checked on
  *   every query at the cost of one primary-key lookup (a switch by any replica is seen at once);
- * - the vectors are grouped by product (grouped()) and the products joined in the same statement.
+ * - the vectors are grouped by product (grouped()), or, `lean`, read as they are (leanFirst()), and the
+ *   products joined in the same statement.
  */
 function hydratedStatement(q: NeighbourQuery, strategy: Strategy, limit?: number, lean = false) {
   const { id } = modelParts(q.model);
