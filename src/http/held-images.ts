@@ -31,7 +31,7 @@ const IMAGE_INPUT = 'ImageInput';
 const IMAGE_FIELD = 'base64';
 
 let cached: { sdl: string; schema: GraphQLSchema } | null = null;
-/** The service's schema from its SDL (printSchema of the served schema), built once per SDL. */
+/** The service's schema from its SDL (the source of the served schema), built once per SDL. */
 function schemaOf(sdl: string): GraphQLSchema {
   if (cached?.sdl !== sdl) cached = { sdl, schema: buildASTSchema(parse(sdl), { assumeValidSDL: true }) };
   return cached.schema;

@@ -6,7 +6,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { OFFLOAD_MIN_BYTES, payloadWorker } from './payload-worker.js';
 
-/** The photos the payload worker holds for a request (payload-worker.ts holdImagesOf), released when it ends. */
+/** The photos the payload worker holds for a request (payload-worker.ts holdImagesIn), released when it ends. */
 const heldFor = new WeakMap<FastifyRequest, number[]>();
 
 /** Replaces Fastify's `application/json` parser with one that sends large bodies to the payload worker. */

@@ -2,17 +2,22 @@
 
 /** 1 MiB: below this the work takes a few ms at most, about what the round trip to the thread costs. */
 export const OFFLOAD_MIN_BYTES = 1 << 20;
+
 export interface PayloadWorkerInit {
   /** The nice value the worker lowers itself to (admission/thread-priority.ts). */
   threadNice: number;
+  /** The served schema's SDL, when the service has given it (the `schema` message gives a later one). */
+  sdl: string | null;
 }
 
 export type PayloadToWorker =
   /**
-   * A JSON request body to parse: its UTF-8 bytes, transferred. With `sdl` (the served schema), its
-   * photo-sized ImageInput.base64 strings are kept on the worker (held-images.ts).
+   * A JSON request body to parse: its UTF-8 bytes, transferred. Once the worker has the served schema's
+   * SDL, its photo-sized ImageInput.base64 strings are kept on the worker (held-images.ts).
    */
-  | { id: number; op: 'json'; bytes: ArrayBuffer; sdl: string | null }
+  | { id: number; op: 'json'; bytes: ArrayBuffer }
+  /** The served schema's SDL, by which the worker tells photos from other strings (no reply). */
+  | { id: 0; op: 'schema'; sdl: string }
   /** A base64 image of a GraphQL input to validate and decode, held to `maxBytes` once decoded. */
   | { id: number; op: 'base64'; field: string; base64: string; maxBytes: number }
   /** The same for a held image, by its handle. */

@@ -18,7 +18,10 @@ import {
   type PayloadWorkerInit,
 } from './payload-protocol.js';
 
-const { threadNice } = workerData as PayloadWorkerInit;
+const init = workerData as PayloadWorkerInit;
+const { threadNice } = init;
+/** The served schema's SDL: photos of JSON bodies are held by it (held-images.ts); none before it comes. */
+let sdl = init.sdl;
 lowerThisThread(threadNice);
 const port = parentPort!;
 /** Fastify's defaults (onProtoPoisoning and onConstructorPoisoning: 'error'). */
@@ -58,6 +61,10 @@ port.on('message', (msg: PayloadToWorker) => {
     for (const handle of msg.handles) held.delete(handle);
     return;
   }
+  if (msg.op === 'schema') {
+    sdl = msg.sdl;
+    return;
+  }
   if (msg.op === 'json') {
     let value: unknown;
     try {
@@ -67,8 +74,8 @@ port.on('message', (msg: PayloadToWorker) => {
       return;
     }
     const handles: number[] = [];
-    if (msg.sdl)
-      holdImageStrings(value, msg.sdl, OFFLOAD_MIN_BYTES, (text) => {
+    if (sdl)
+      holdImageStrings(value, sdl, OFFLOAD_MIN_BYTES, (text) => {
         const handle = nextHandle++;
         held.set(handle, { text, at: Date.now() });
         handles.push(handle);

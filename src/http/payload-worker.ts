@@ -51,10 +51,13 @@ class PayloadWorker {
   /**
    * From now on, a JSON body's photo-sized ImageInput.base64 strings stay on the worker (held-images.ts),
    * and the main thread gets a stand-in for each (heldImageHandle) that decodeHeld() or takeHeld() reads.
-   * `sdl` is the served schema's source (its input types say where photos are); the worker builds it once.
+   * `sdl` is the served schema's source (its input types say where photos are): sent to the thread once,
+   * at its start or now if it runs, and built into a schema there once.
    */
   holdImagesIn(sdl: string): void {
+    if (sdl === this.sdl) return;
     this.sdl = sdl;
+    this.worker?.postMessage({ id: 0, op: 'schema', sdl } satisfies PayloadToWorker);
   }
 
   /**
@@ -65,7 +68,7 @@ class PayloadWorker {
     // A large Buffer.concat result owns its whole ArrayBuffer: hand it over; anything else is copied.
     const owned = body.byteOffset === 0 && body.buffer.byteLength === body.byteLength;
     const bytes = owned ? (body.buffer as ArrayBuffer) : new Uint8Array(body).buffer;
-    return (await this.send({ id: 0, op: 'json', bytes, sdl: this.sdl }, [bytes])) as { value: unknown; held: number[] };
+    return (await this.send({ id: 0, op: 'json', bytes }, [bytes])) as { value: unknown; held: number[] };
   }
 
   /** validateBase64 then decodeBase64Image, with their errors. */
@@ -104,7 +107,7 @@ class PayloadWorker {
 
   private start(): Worker {
     const worker = new Worker(BOOTSTRAP, {
-      workerData: { threadNice: computeThreadNice(), __entry: ENTRY } satisfies PayloadWorkerInit & { __entry: string },
+      workerData: { threadNice: computeThreadNice(), sdl: this.sdl, __entry: ENTRY } satisfies PayloadWorkerInit & { __entry: string },
     });
     worker.unref();
     worker.on('message', (msg: PayloadFromWorker) => {
