@@ -172,7 +172,7 @@ interface ValidSearch {
   minScore: number | null;
   imagesPerProduct: number;
   collapseDuplicates?: boolean;
-  matchedPhotos?: boolean;
+  matchedPhotos: boolean;
 }
 
 function validateSearch(args: SearchArgs): ValidSearch {
@@ -187,21 +187,10 @@ function validateSearch(args: SearchArgs): ValidSearch {
   const minScore = args.minScore ?? null;
   if (minScore !== null && !(minScore >= -1 && minScore <= 1)) throw badInput('minScore must be between -1 and 1', { field: 'minScore' });
   const filter = validateFilter(args.filter);
-  if (args.category != null) {
-    if (filter?.category != null && filter.category !== args.category) {
-      throw badInput('category and filter.category disagree; give one of them', { field: 'category' });
-    }
-    return {
-      filter: { ...filter, category: args.category },
-      k,
-      minScore,
-      imagesPerProduct,
-      collapseDuplicates: args.collapseDuplicates ?? false,
-      matchedPhotos: args.matchedPhotos ?? true,
-    };
-  }
+  if (args.category != null && filter?.category != null && filter.category !== args.category)
+    throw badInput('category and filter.category disagree; give one of them', { field: 'category' });
   return {
-    filter,
+    filter: args.category != null ? { ...filter, category: args.category } : filter,
     k,
     minScore,
     imagesPerProduct,
@@ -860,7 +849,7 @@ export class SearchService {
         ...(extra.preferProductId ? { preferProductId: extra.preferProductId } : {}),
         ...(extra.strategy ? { strategy: extra.strategy } : {}),
         imagesPerProduct: opts.imagesPerProduct,
-        matchedPhotos: opts.matchedPhotos ?? true,
+        matchedPhotos: opts.matchedPhotos,
         vectorsPerProduct: this.estimator.vectorsPerProduct(model.id) ?? 1,
       },
       this.estimator,
