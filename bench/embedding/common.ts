@@ -3,6 +3,10 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import sharp from 'sharp';
 import { writeSiglipVisionModel } from '../../scripts/models/siglip-vision.js';
+import { parsePreprocessorConfig } from '../../src/embedding/model-dir.js';
+import { resizeForModel, rgbToTensor } from '../../src/embedding/preprocess.js';
+import { decodeImage } from '../../src/images/decode.js';
+import { DECODE_OVERSAMPLE } from '../../src/images/embed.js';
 
 export const B16_DIR = resolve(process.env.BENCH_MODEL_DIR ?? 'models/siglip2-b16-random');
 
@@ -65,3 +69,37 @@ export const loadLine = () =>
   `load average ${loadavg()
     .map((x) => x.toFixed(2))
     .join(' / ')} (1/5/15 min)`;
+
+/** Process CPU time (user + system, every thread) of a process.cpuUsage() difference, in ms. */
+export const cpuMs = (c: NodeJS.CpuUsage) => (c.user + c.system) / 1000;
+
+/** SigLIP 2's input side and its preprocessing (224, BILINEAR, mean/std 0.5): no model needed. */
+export const MODEL_SIDE = 224;
+const siglipSpec = parsePreprocessorConfig({ size: { height: MODEL_SIDE, width: MODEL_SIDE }, resample: 2 });
+/** Decoded no smaller than this where the format shrinks on load: what the service asks (images/embed.ts). */
+export const SHRUNK_DECODE = { width: DECODE_OVERSAMPLE * MODEL_SIDE, height: DECODE_OVERSAMPLE * MODEL_SIDE };
+// a cap above 50 MP, so that a full-size decode can be measured at all
+const benchLimits = { maxImageBytes: 256 * 1024 * 1024, maxImagePixels: 60_000_000 };
+
+export interface PreprocessSample {
+  decodeCpu: number;
+  resizeCpu: number;
+  wall: number;
+  decoded: string;
+}
+
+/**
+ * One photo's preprocessing with the service's functions (images/decode.ts, embedding/preprocess.ts):
+ * decode (shrunk on load to SHRUNK_DECODE, or at full size), then the Pillow-exact squash and
+ * normalisation to the model's input; CPU ms of each step, wall ms of both.
+ */
+export async function preprocessOnce(jpeg: Buffer, shrunk: boolean): Promise<PreprocessSample> {
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  const img = await decodeImage(jpeg, benchLimits, undefined, shrunk ? SHRUNK_DECODE : null);
+  const decodeCpu = cpuMs(process.cpuUsage(c0));
+  const c1 = process.cpuUsage();
+  rgbToTensor(resizeForModel(img, siglipSpec), MODEL_SIDE, MODEL_SIDE, siglipSpec);
+  const resizeCpu = cpuMs(process.cpuUsage(c1));
+  return { decodeCpu, resizeCpu, wall: performance.now() - t0, decoded: `${img.width}×${img.height}` };
+}

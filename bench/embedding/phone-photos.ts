@@ -11,19 +11,12 @@
  * No model is needed: the preprocessing spec is SigLIP 2's (224, BILINEAR, mean/std 0.5).
  */
 import { execFileSync } from 'node:child_process';
-import { decodeImage, type ResizeSpec } from '../../src/images/decode.js';
-import { DECODE_OVERSAMPLE } from '../../src/images/embed.js';
-import { parsePreprocessorConfig } from '../../src/embedding/model-dir.js';
-import { resizeForModel, rgbToTensor } from '../../src/embedding/preprocess.js';
 import { arg } from '../lib/report.js';
-import { loadLine, median, photoJpegs, table } from './common.js';
+import { loadLine, median, MODEL_SIDE, photoJpegs, preprocessOnce, SHRUNK_DECODE, table, type PreprocessSample } from './common.js';
 
 const reps = Number(arg('reps', '5'));
-const S = 224;
-const spec = parsePreprocessorConfig({ size: { height: S, width: S }, resample: 2 });
-// the old path decodes at full size: a cap above 50 MP so that it can be measured at all
-const limits = { maxImageBytes: 256 * 1024 * 1024, maxImagePixels: 60_000_000 };
-const atLeast: ResizeSpec = { width: DECODE_OVERSAMPLE * S, height: DECODE_OVERSAMPLE * S };
+const S = MODEL_SIDE;
+const atLeast = SHRUNK_DECODE;
 
 /** The CPU flags that matter to decoding and inference, and the model name (lscpu; absent off Linux). */
 function cpuLine(): string {
@@ -38,30 +31,7 @@ function cpuLine(): string {
   }
 }
 
-const cpuMs = (c: NodeJS.CpuUsage) => (c.user + c.system) / 1000;
-
-interface Sample {
-  decodeCpu: number;
-  resizeCpu: number;
-  wall: number;
-  decoded: string;
-}
-
-async function once(jpeg: Buffer, shrunk: boolean): Promise<Sample> {
-  const t0 = performance.now();
-  const c0 = process.cpuUsage();
-  const img = await decodeImage(jpeg, limits, undefined, shrunk ? atLeast : null);
-  const decodeCpu = cpuMs(process.cpuUsage(c0));
-  const c1 = process.cpuUsage();
-  rgbToTensor(resizeForModel(img, spec), S, S, spec);
-  const resizeCpu = cpuMs(process.cpuUsage(c1));
-  return {
-    decodeCpu,
-    resizeCpu,
-    wall: performance.now() - t0,
-    decoded: `${img.width}×${img.height}`,
-  };
-}
+const once = preprocessOnce; // the old path decodes at full size, the new one shrunk on load
 
 const sizes: Array<[string, number, number]> = [
   ['640×480', 640, 480],
@@ -75,7 +45,7 @@ console.log(cpuLine());
 const rows: Record<string, string | number>[] = [];
 for (const [name, w, h] of sizes) {
   const jpegs = await photoJpegs(2, w, h, 5);
-  const samples: Record<'old' | 'new', Sample[]> = { old: [], new: [] };
+  const samples: Record<'old' | 'new', PreprocessSample[]> = { old: [], new: [] };
   await once(jpegs[0]!, false); // warm-up: sharp's first call, the JIT of the resize
   await once(jpegs[0]!, true);
   for (let r = 0; r < reps; r++) {

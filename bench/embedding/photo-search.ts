@@ -24,20 +24,16 @@ import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { COLOURS, renderProductImage, SHAPES, type Colour } from '../../src/demo/synthetic-catalog.js';
-import { parsePreprocessorConfig } from '../../src/embedding/model-dir.js';
-import { resizeForModel, rgbToTensor } from '../../src/embedding/preprocess.js';
 import { createEmbedder, defaultEmbedderOptions, type Embedder } from '../../src/embedding/index.js';
 import type { WorkerPool } from '../../src/embedding/pool.js';
-import { decodeImage, type ResizeSpec } from '../../src/images/decode.js';
-import { DECODE_OVERSAMPLE } from '../../src/images/embed.js';
 import { arg, median, percentile, printMachine, table } from '../lib/report.js';
 import { freePort } from '../lib/net.js';
-import { ensureB16, photoJpegs } from './common.js';
+import { cpuMs, ensureB16, MODEL_SIDE, photoJpegs, preprocessOnce } from './common.js';
 
 const requests = Number(arg('requests', '16'));
 const products = Number(arg('products', '200'));
 const SHOPPERS = 4;
-const S = 224;
+const S = MODEL_SIDE;
 const ADMIN_TOKEN = 'bench-photo-search-admin-token';
 const sizes: Array<[string, number, number]> = [
   ['12 MP 4032×3024', 4032, 3024],
@@ -54,7 +50,6 @@ for (const [name] of sizes) {
 }
 
 // ---- the raw tower: the limit ---------------------------------------------------------------------------
-const cpuMs = (c: NodeJS.CpuUsage) => (c.user + c.system) / 1000;
 /** The raw tower's rate at a batch size: `images` images in batches, wall and CPU per image. */
 async function rawBurst(pool: WorkerPool, batch: number, images: number): Promise<{ rate: number; cpuPerImage: number }> {
   const data = new Float32Array(batch * 3 * S * S).map(() => Math.random() * 2 - 1);
@@ -66,21 +61,12 @@ async function rawBurst(pool: WorkerPool, batch: number, images: number): Promis
 }
 
 // ---- decode and resize, in this process, with the service's functions -------------------------------
-const spec = parsePreprocessorConfig({ size: { height: S, width: S }, resample: 2 });
-const atLeast: ResizeSpec = { width: DECODE_OVERSAMPLE * S, height: DECODE_OVERSAMPLE * S };
+/** Median CPU ms of decode (shrunk on load, as the service decodes) and of resize, after one untimed pass. */
 async function preprocessCost(jpegs: Buffer[]): Promise<{ decode: number; resize: number }> {
-  const decode: number[] = [];
-  const resize: number[] = [];
-  for (let r = 0; r < 3; r++)
-    for (const jpeg of jpegs) {
-      const c0 = process.cpuUsage();
-      const img = await decodeImage(jpeg, { maxImageBytes: 64 * 1024 * 1024, maxImagePixels: 60_000_000 }, undefined, atLeast);
-      decode.push(cpuMs(process.cpuUsage(c0)));
-      const c1 = process.cpuUsage();
-      rgbToTensor(resizeForModel(img, spec), S, S, spec);
-      resize.push(cpuMs(process.cpuUsage(c1)));
-    }
-  return { decode: median(decode.slice(jpegs.length)), resize: median(resize.slice(jpegs.length)) };
+  const samples = [];
+  for (let r = 0; r < 3; r++) for (const jpeg of jpegs) samples.push(await preprocessOnce(jpeg, true));
+  const timed = samples.slice(jpegs.length);
+  return { decode: median(timed.map((x) => x.decodeCpu)), resize: median(timed.map((x) => x.resizeCpu)) };
 }
 
 // ---- the server -----------------------------------------------------------------------------------------
